@@ -1,0 +1,12 @@
+"""jaxinterp: mechanistic interpretability of transformer language models in JAX."""
+
+from .cache import ActivationCache
+from .config import ModelConfig
+from .interventions import Ablate, Add, Fn, Intervention, InterventionError, Noise, Patch, ProjectOut, Scale
+from .model import TokenError, Transformer
+from .sites import SiteError, parse_site, to_full_name
+
+__all__ = [
+    "ActivationCache", "ModelConfig", "Transformer", "TokenError", "SiteError", "parse_site", "to_full_name",
+    "Intervention", "InterventionError", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
+]

@@ -1,0 +1,121 @@
+"""`ModelConfig`: one declarative description of every supported architecture.
+
+A family (GPT-2, NeoX, Llama, Gemma, ...) is a `ModelConfig` plus a weight-name
+mapping in `jaxinterp.loading`; the model code itself has no per-family branches,
+only per-feature ones (rotary or learned positions, gated MLP, parallel blocks, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal, Optional
+
+Activation = Literal["gelu", "gelu_new", "relu", "silu", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu"]
+
+# A sliding window larger than any sequence means "global attention". Stored as an int
+# so that per-layer windows stack into one array (no Python branch per layer).
+GLOBAL_WINDOW = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of a transformer. Frozen and hashable: used as static data.
+
+    Dimension names follow TransformerLens: `d_model`, `n_heads`, `d_head`, `d_mlp`,
+    `d_vocab`, `n_ctx`, `n_layers`.
+    """
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+    d_mlp: int = 0  # 0 with attn_only=True
+    n_kv_heads: Optional[int] = None  # None -> n_heads (MHA); 1 -> MQA; else GQA
+    act_fn: Activation = "gelu"
+    normalization: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    norm_weight_offset: float = 0.0  # Gemma's RMSNorm scales by (1 + w)
+    positional: Literal["learned", "rotary", "none"] = "learned"
+    rotary_dim: Optional[int] = None  # None -> d_head (partial rotary when smaller)
+    rotary_base: float = 10000.0
+    # Rope scaling as a sorted tuple of (key, value) pairs so the config stays hashable.
+    rope_scaling: Optional[tuple] = None
+    parallel_attn_mlp: bool = False  # NeoX / GPT-J: attn and MLP both read resid_pre
+    post_norm: bool = False  # BERT: normalise after each residual addition
+    gated_mlp: bool = False  # SwiGLU / GeGLU
+    attn_only: bool = False
+    n_experts: int = 0  # >0 -> top-k mixture of experts MLP
+    experts_per_token: int = 0
+    causal: bool = True
+    attn_scale: Optional[float] = None  # multiplier on QK^T; None -> 1/sqrt(d_head)
+    attn_logit_softcap: Optional[float] = None
+    final_logit_softcap: Optional[float] = None
+    # One entry per layer: window size, or None for global attention.
+    layer_windows: Optional[tuple] = None
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    unembed_bias: bool = False
+    norm_bias: Optional[bool] = None  # None -> True for layernorm, False for rmsnorm
+    embed_scale: Optional[float] = None  # Gemma multiplies embeddings by sqrt(d_model)
+    embed_norm: bool = False  # BERT: LayerNorm right after the embeddings
+    n_token_types: int = 0  # BERT segment embeddings
+    post_attn_norm: bool = False  # Gemma 2: norm on attn output before the residual add
+    post_mlp_norm: bool = False  # Gemma 2: norm on MLP output before the residual add
+    has_unembed: bool = True  # False for encoders loaded without an LM head
+    tied_embeddings: bool = False
+    family: str = "custom"
+    architecture: str = ""
+
+    def __post_init__(self):
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.norm_bias is None:
+            object.__setattr__(self, "norm_bias", self.normalization == "layernorm")
+        if self.rotary_dim is None and self.positional == "rotary":
+            object.__setattr__(self, "rotary_dim", self.d_head)
+        if self.layer_windows is not None:
+            object.__setattr__(self, "layer_windows", tuple(self.layer_windows))
+            if len(self.layer_windows) != self.n_layers:
+                raise ValueError(
+                    f"layer_windows has {len(self.layer_windows)} entries, expected one per layer ({self.n_layers})"
+                )
+        if isinstance(self.rope_scaling, dict):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if not self.attn_only and self.d_mlp <= 0:
+            raise ValueError("d_mlp must be positive unless attn_only=True")
+        if self.n_experts and not (0 < self.experts_per_token <= self.n_experts):
+            raise ValueError(f"experts_per_token must be in 1..n_experts, got {self.experts_per_token}")
+        if self.post_norm and self.parallel_attn_mlp:
+            raise ValueError("post_norm and parallel_attn_mlp cannot be combined")
+
+    @property
+    def scale(self) -> float:
+        """The multiplier applied to QK^T before the softmax."""
+        return self.attn_scale if self.attn_scale is not None else 1.0 / math.sqrt(self.d_head)
+
+    @property
+    def rope_scaling_dict(self) -> dict:
+        return dict(self.rope_scaling or ())
+
+    @property
+    def windows(self) -> tuple:
+        """Per-layer window sizes as ints (GLOBAL_WINDOW for global attention)."""
+        ws = self.layer_windows or (None,) * self.n_layers
+        return tuple(GLOBAL_WINDOW if w is None else int(w) for w in ws)
+
+    @property
+    def has_mlp(self) -> bool:
+        return not self.attn_only
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,11 @@
+"""Equinox modules of the generic transformer."""
+
+from .attention import Attention
+from .block import Block
+from .embed import Embed, PosEmbed, TokenTypeEmbed, Unembed
+from .hooks import Hooks, Plan
+from .mlp import MLP, MoE
+from .norms import Norm
+from .transformer import TokenError, Transformer, check_tokens
+
+__all__ = ["Attention", "Block", "Embed", "PosEmbed", "TokenTypeEmbed", "Unembed", "Hooks", "Plan", "MLP", "MoE", "Norm", "TokenError", "Transformer", "check_tokens"]

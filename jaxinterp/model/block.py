@@ -1,0 +1,60 @@
+"""One transformer block: pre-norm, parallel (NeoX) or post-norm (BERT)."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import equinox as eqx
+from jaxtyping import Array, Float, Int
+
+from ..config import ModelConfig
+from .attention import Attention
+from .mlp import MLP, MoE
+from .norms import Norm
+
+
+class Block(eqx.Module):
+    """A block's parameters. In a `Transformer` every leaf has a leading layer axis and
+    the blocks run under `jax.lax.scan`; ``window`` is this layer's attention window,
+    so per-layer differences (Gemma 2's local/global alternation) are data."""
+
+    ln1: Norm
+    attn: Attention
+    ln1_post: Optional[Norm]
+    ln2: Optional[Norm]
+    mlp: Optional[Union[MLP, MoE]]
+    ln2_post: Optional[Norm]
+    window: Int[Array, ""]
+
+    def __call__(self, resid_pre: Float[Array, "pos d_model"], hooks, cfg: ModelConfig, rotary, key_mask=None):
+        resid_pre = hooks("resid_pre", resid_pre)
+
+        def attention(x):
+            out = self.attn(x, hooks, cfg, self.window, rotary, key_mask)
+            if self.ln1_post is not None:
+                out = self.ln1_post(out, hooks, "ln1_post")
+            return hooks("attn_out", out)
+
+        def feed_forward(x):
+            out = self.mlp(x, hooks, cfg)
+            if self.ln2_post is not None:
+                out = self.ln2_post(out, hooks, "ln2_post")
+            return hooks("mlp_out", out)
+
+        if cfg.post_norm:
+            attn_out = attention(resid_pre)
+            resid_mid = hooks("resid_mid", self.ln1(resid_pre + attn_out, hooks, "ln1"))
+            if self.mlp is None:
+                return hooks("resid_post", resid_mid)
+            mlp_out = feed_forward(resid_mid)
+            return hooks("resid_post", self.ln2(resid_mid + mlp_out, hooks, "ln2"))
+
+        attn_out = attention(self.ln1(resid_pre, hooks, "ln1"))
+        if cfg.parallel_attn_mlp:
+            mlp_out = feed_forward(self.ln2(resid_pre, hooks, "ln2"))
+            return hooks("resid_post", resid_pre + attn_out + mlp_out)
+        resid_mid = hooks("resid_mid", resid_pre + attn_out)
+        if self.mlp is None:
+            return hooks("resid_post", resid_mid)
+        mlp_out = feed_forward(self.ln2(resid_mid, hooks, "ln2"))
+        return hooks("resid_post", resid_mid + mlp_out)

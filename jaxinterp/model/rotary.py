@@ -1,0 +1,54 @@
+"""Rotary position embeddings (rotate-half convention, partial rotary, rope scaling)."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ..config import ModelConfig
+
+
+def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
+    """``[rotary_dim // 2]`` float32 inverse frequencies, after any rope scaling."""
+    dim = cfg.rotary_dim
+    inv_freq = 1.0 / (cfg.rotary_base ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+    inv_freq = inv_freq.astype(np.float32)
+    scaling = cfg.rope_scaling_dict
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return (inv_freq / scaling["factor"]).astype(np.float32)
+    if kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_len = scaling["original_max_position_embeddings"]
+        low_wavelen, high_wavelen = old_len / low, old_len / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    raise NotImplementedError(f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+
+
+def rotary_tables(cfg: ModelConfig, n_pos: int) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
+    """cos and sin tables ``[pos, rotary_dim]`` for positions ``0..n_pos-1``."""
+    inv_freq = jnp.asarray(inverse_frequencies(cfg))
+    freqs = jnp.arange(n_pos, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: Float[Array, "pos head d_head"], cos, sin) -> Float[Array, "pos head d_head"]:
+    """Rotate the first ``rotary_dim`` features of each head; pass the rest through."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    half = rot // 2
+    rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    cos, sin = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
+    return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)

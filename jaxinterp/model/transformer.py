@@ -1,0 +1,288 @@
+"""`Transformer`: one generic, intervention-native model for every supported family."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Union
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ..cache import ActivationCache
+from ..config import ModelConfig
+from ..sites import layer_site_dims, parse_site, top_level_site_dims
+from .attention import Attention
+from .block import Block
+from .embed import Embed, PosEmbed, TokenTypeEmbed, Unembed
+from .hooks import Hooks, Plan
+from .mlp import MLP, MoE
+from .norms import Norm
+from .rotary import rotary_tables
+
+Names = Union[None, str, Iterable[str], Callable[[str], bool]]
+
+
+class TokenError(ValueError):
+    """Tokens that the model cannot read: out of the vocabulary or too long."""
+
+
+class Transformer(eqx.Module):
+    """A transformer described by `ModelConfig`, with explicit interventions.
+
+    Call it on int tokens ``[pos]`` or ``[batch, pos]``; it returns logits
+    ``[..., pos, d_vocab]`` (or the final hidden state ``[..., pos, d_model]`` for an
+    encoder loaded without an LM head). Block parameters are stacked over layers and
+    run with `jax.lax.scan`.
+    """
+
+    cfg: ModelConfig = eqx.field(static=True)
+    embed: Embed
+    pos_embed: Optional[PosEmbed]
+    token_type_embed: Optional[TokenTypeEmbed]
+    embed_ln: Optional[Norm]
+    blocks: Block
+    ln_final: Optional[Norm]
+    unembed: Optional[Unembed]
+
+    # ------------------------------------------------------------------ public API
+
+    def __call__(
+        self,
+        tokens: Int[Array, "... pos"],
+        interventions=None,
+        *,
+        token_type_ids: Optional[Int[Array, "... pos"]] = None,
+        attention_mask: Optional[Int[Array, "... pos"]] = None,
+    ) -> Float[Array, "... pos d_vocab"]:
+        """Logits for ``tokens`` after applying ``interventions`` (a list, applied in order)."""
+        logits, _ = self._run(tokens, interventions, frozenset(), token_type_ids, attention_mask)
+        return logits
+
+    def run_with_cache(
+        self,
+        tokens: Int[Array, "... pos"],
+        names: Names = None,
+        interventions=None,
+        *,
+        token_type_ids=None,
+        attention_mask=None,
+    ) -> tuple[Array, ActivationCache]:
+        """Logits and an `ActivationCache` of the requested sites.
+
+        ``names``: None for every site except ``attn.result`` (computed only when asked
+        for), a site name, a list of short or full names, or a predicate on short names.
+        Per-layer sites come back stacked ``[layer, ...]``.
+        """
+        return self._run(tokens, interventions, self.resolve_names(names), token_type_ids, attention_mask)
+
+    def resolve_names(self, names: Names) -> frozenset:
+        """Short site names to cache for a ``names`` argument of `run_with_cache`."""
+        all_names = list(top_level_site_dims(self.cfg)) + list(layer_site_dims(self.cfg))
+        if names is None:
+            return frozenset(n for n in all_names if n != "attn.result")
+        if callable(names):
+            return frozenset(n for n in all_names if names(n))
+        if isinstance(names, str):
+            names = [names]
+        return frozenset(parse_site(n, self.cfg).name for n in names)
+
+    @staticmethod
+    def init(cfg: ModelConfig, key: PRNGKeyArray, dtype=jnp.float32, std: float = 0.02) -> "Transformer":
+        """Random weights (normal, ``std``), unit norms, zero biases: toys and tests."""
+        return _init_model(cfg, key, dtype, std)
+
+    # ------------------------------------------------------------ single example
+
+    def forward(
+        self,
+        tokens: Int[Array, " pos"],
+        interventions=None,
+        cache_names: frozenset = frozenset(),
+        *,
+        token_type_ids: Optional[Int[Array, " pos"]] = None,
+        attention_mask: Optional[Int[Array, " pos"]] = None,
+    ) -> tuple[Array, dict[str, Array]]:
+        """One example, no jit: ``(logits [pos, d_vocab], {short name: activation})``.
+
+        The building block for custom transforms; `__call__` and `run_with_cache`
+        wrap it in `jit` and `vmap`.
+        """
+        plan = interventions if isinstance(interventions, Plan) else Plan(self.cfg, interventions)
+        top = Hooks(self.cfg, plan, cache_names, None)
+        resid = self.embed_tokens(tokens, top, token_type_ids)
+        key_mask = None if attention_mask is None else attention_mask.astype(bool)
+        resid, layer_cache = self.run_blocks(resid, plan, cache_names, key_mask=key_mask)
+        logits = self.unembed_resid(resid, top)
+        return logits, {**top.recorded, **layer_cache}
+
+    def embed_tokens(self, tokens: Int[Array, " pos"], hooks: Hooks, token_type_ids=None) -> Float[Array, "pos d_model"]:
+        """Embeddings summed into the initial residual stream (sites embed, pos_embed, ...)."""
+        resid = hooks("embed", self.embed(tokens))
+        if self.pos_embed is not None:
+            resid = resid + hooks("pos_embed", self.pos_embed(tokens.shape[0]))
+        if self.token_type_embed is not None:
+            types = jnp.zeros_like(tokens) if token_type_ids is None else token_type_ids
+            resid = resid + hooks("token_type_embed", self.token_type_embed(types))
+        if self.embed_ln is not None:
+            resid = self.embed_ln(resid, _NoHooks(), "embed_ln")
+        return resid
+
+    def run_blocks(
+        self,
+        resid: Float[Array, "pos d_model"],
+        plan: Plan,
+        cache_names: frozenset = frozenset(),
+        start: int = 0,
+        stop: Optional[int] = None,
+        key_mask=None,
+    ) -> tuple[Float[Array, "pos d_model"], dict[str, Array]]:
+        """Run layers ``start..stop-1`` under `lax.scan`; the scan's outputs are the cache."""
+        stop = self.cfg.n_layers if stop is None else stop
+        blocks = self.blocks
+        if (start, stop) != (0, self.cfg.n_layers):
+            blocks = jax.tree_util.tree_map(lambda a: a[start:stop], blocks)
+        rotary = rotary_tables(self.cfg, resid.shape[0]) if self.cfg.positional == "rotary" else None
+        params, static = eqx.partition(blocks, eqx.is_array)
+
+        def layer(resid, xs):
+            block_params, index = xs
+            hooks = Hooks(self.cfg, plan, cache_names, index)
+            block = eqx.combine(block_params, static)
+            return block(resid, hooks, self.cfg, rotary, key_mask), hooks.recorded
+
+        resid, cache = jax.lax.scan(layer, resid, (params, jnp.arange(start, stop)))
+        return resid, cache
+
+    def unembed_resid(self, resid: Float[Array, "pos d_model"], hooks: Hooks) -> Array:
+        """Final norm and unembedding (sites ln_final.*); soft-capped if configured."""
+        if self.ln_final is not None:
+            resid = self.ln_final(resid, hooks, "ln_final")
+        if self.unembed is None:
+            return resid
+        logits = self.unembed(resid)
+        if self.cfg.final_logit_softcap is not None:
+            cap = self.cfg.final_logit_softcap
+            logits = jnp.tanh(logits / cap) * cap
+        return logits
+
+    # ----------------------------------------------------------------- internals
+
+    def _run(self, tokens, interventions, cache_names, token_type_ids, attention_mask):
+        tokens = check_tokens(tokens, self.cfg)
+        Plan(self.cfg, interventions)  # validate eagerly for a clear error outside jit
+        logits, cache = _jit_run(self, tokens, _as_tuple(interventions), cache_names, token_type_ids, attention_mask)
+        return logits, ActivationCache(cache, self.cfg, batched=tokens.ndim == 2)
+
+
+class _NoHooks:
+    """For norms that have no TransformerLens site (BERT's embedding LayerNorm)."""
+
+    def __call__(self, name, x):
+        return x
+
+    def wants(self, name):
+        return False
+
+
+def _as_tuple(interventions):
+    if interventions is None:
+        return ()
+    if isinstance(interventions, (list, tuple)):
+        return tuple(interventions)
+    return (interventions,)
+
+
+@eqx.filter_jit
+def _jit_run(model: Transformer, tokens, interventions, cache_names, token_type_ids, attention_mask):
+    def one(tokens, token_type_ids, attention_mask):
+        return model.forward(
+            tokens, interventions, cache_names, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
+
+    if tokens.ndim == 1:
+        return one(tokens, token_type_ids, attention_mask)
+    axes = (0, None if token_type_ids is None else 0, None if attention_mask is None else 0)
+    logits, cache = jax.vmap(one, in_axes=axes)(tokens, token_type_ids, attention_mask)
+    per_layer = layer_site_dims(model.cfg)
+    # Stacked per-layer sites read [layer, batch, ...], as TransformerLens stacks them.
+    cache = {k: (jnp.moveaxis(v, 0, 1) if k in per_layer else v) for k, v in cache.items()}
+    return logits, cache
+
+
+def check_tokens(tokens, cfg: ModelConfig):
+    """Validate token ids: integer ``[pos]``/``[batch, pos]``, in the vocabulary, within
+    the context. Values are checked when concrete (not under a transformation)."""
+    if isinstance(tokens, (list, tuple)):
+        tokens = np.asarray(tokens)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise TokenError(f"tokens must be integers, got dtype {tokens.dtype}")
+    if tokens.ndim not in (1, 2):
+        raise TokenError(f"tokens must have shape [pos] or [batch, pos], got {tokens.shape}")
+    n_pos = tokens.shape[-1]
+    if n_pos > cfg.n_ctx:
+        raise TokenError(f"sequence of {n_pos} tokens is longer than the model's context n_ctx={cfg.n_ctx}")
+    if n_pos == 0:
+        raise TokenError("tokens are empty: need at least one position")
+    if not isinstance(tokens, jax.core.Tracer):
+        arr = np.asarray(tokens)
+        bad = (arr < 0) | (arr >= cfg.d_vocab)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise TokenError(
+                f"token id {int(arr[where])} at index {where} is out of range: the vocabulary has "
+                f"d_vocab={cfg.d_vocab} ids (0..{cfg.d_vocab - 1})"
+            )
+    return jnp.asarray(tokens)
+
+
+def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
+    keys = iter(jax.random.split(key, 32))
+    L, H, K, D, M, F = cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
+
+    def normal(*shape):
+        return (std * jax.random.normal(next(keys), shape)).astype(dtype)
+
+    def zeros(*shape):
+        return jnp.zeros(shape, dtype)
+
+    def norm(*lead):
+        w = jnp.full(lead + (M,), 1.0 - cfg.norm_weight_offset, dtype)
+        return Norm(w, zeros(*lead, M) if cfg.norm_bias else None, cfg.normalization, cfg.norm_eps, cfg.norm_weight_offset)
+
+    attn = Attention(
+        W_Q=normal(L, H, M, D), W_K=normal(L, K, M, D), W_V=normal(L, K, M, D), W_O=normal(L, H, D, M),
+        b_Q=zeros(L, H, D) if cfg.qkv_bias else None,
+        b_K=zeros(L, K, D) if cfg.qkv_bias else None,
+        b_V=zeros(L, K, D) if cfg.qkv_bias else None,
+        b_O=zeros(L, M) if cfg.o_bias else None,
+    )
+    mlp = None
+    if cfg.is_moe:
+        E = cfg.n_experts
+        mlp = MoE(W_router=normal(L, M, E), W_in=normal(L, E, M, F), W_gate=normal(L, E, M, F), W_out=normal(L, E, F, M))
+    elif cfg.has_mlp:
+        mlp = MLP(
+            W_in=normal(L, M, F), b_in=zeros(L, F) if cfg.mlp_bias else None,
+            W_gate=normal(L, M, F) if cfg.gated_mlp else None,
+            W_out=normal(L, F, M), b_out=zeros(L, M) if cfg.mlp_bias else None,
+        )
+    blocks = Block(
+        ln1=norm(L), attn=attn,
+        ln1_post=norm(L) if cfg.post_attn_norm else None,
+        ln2=norm(L) if cfg.has_mlp else None,
+        mlp=mlp,
+        ln2_post=norm(L) if cfg.post_mlp_norm else None,
+        window=jnp.asarray(cfg.windows, jnp.int32),
+    )
+    return Transformer(
+        cfg=cfg,
+        embed=Embed(normal(cfg.d_vocab, M), cfg.embed_scale),
+        pos_embed=PosEmbed(normal(cfg.n_ctx, M)) if cfg.positional == "learned" else None,
+        token_type_embed=TokenTypeEmbed(normal(cfg.n_token_types, M)) if cfg.n_token_types else None,
+        embed_ln=norm() if cfg.embed_norm else None,
+        blocks=blocks,
+        ln_final=None if cfg.post_norm else norm(),
+        unembed=Unembed(normal(M, cfg.d_vocab), zeros(cfg.d_vocab) if cfg.unembed_bias else None) if cfg.has_unembed else None,
+    )
