@@ -2,11 +2,12 @@
 
 from .cache import ActivationCache
 from .config import ModelConfig
+from .loading import CheckpointError, load
 from .interventions import Ablate, Add, Fn, Intervention, InterventionError, Noise, Patch, ProjectOut, Scale
 from .model import TokenError, Transformer
 from .sites import SiteError, parse_site, to_full_name
 
 __all__ = [
-    "ActivationCache", "ModelConfig", "Transformer", "TokenError", "SiteError", "parse_site", "to_full_name",
+    "load", "CheckpointError", "ActivationCache", "ModelConfig", "Transformer", "TokenError", "SiteError", "parse_site", "to_full_name",
     "Intervention", "InterventionError", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
 ]

@@ -38,6 +38,7 @@ class MLP(eqx.Module):
     W_in: Float[Array, "d_model d_mlp"]
     b_in: Optional[Float[Array, " d_mlp"]]
     W_gate: Optional[Float[Array, "d_model d_mlp"]]
+    b_gate: Optional[Float[Array, " d_mlp"]]
     W_out: Float[Array, "d_mlp d_model"]
     b_out: Optional[Float[Array, " d_model"]]
 
@@ -47,7 +48,8 @@ class MLP(eqx.Module):
         if self.b_in is not None:
             linear = linear + self.b_in
         if self.W_gate is not None:
-            pre = hooks("mlp.pre", x @ self.W_gate)
+            gate = x @ self.W_gate
+            pre = hooks("mlp.pre", gate if self.b_gate is None else gate + self.b_gate)
             linear = hooks("mlp.pre_linear", linear)
             post = hooks("mlp.post", act(pre) * linear)
         else:

@@ -266,6 +266,7 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
         mlp = MLP(
             W_in=normal(L, M, F), b_in=zeros(L, F) if cfg.mlp_bias else None,
             W_gate=normal(L, M, F) if cfg.gated_mlp else None,
+            b_gate=zeros(L, F) if cfg.gated_mlp and cfg.mlp_bias else None,
             W_out=normal(L, F, M), b_out=zeros(L, M) if cfg.mlp_bias else None,
         )
     blocks = Block(

@@ -1,0 +1,57 @@
+"""Assemble a `Transformer` from a config and a flat dict of converted weights.
+
+Parameter names are the model's own pytree paths with layers stacked, e.g.
+``embed.W_E``, ``blocks.attn.W_Q`` (``[layer, head, d_model, d_head]``),
+``blocks.mlp.W_out``, ``ln_final.w``, ``unembed.W_U``. The expected names and shapes
+come from the model skeleton itself, so they cannot drift from the modules.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import ModelConfig
+from ..model import Transformer
+from .errors import CheckpointError
+
+
+def _path_name(path) -> str:
+    return ".".join(str(getattr(p, "name", getattr(p, "key", p))) for p in path)
+
+
+def expected_params(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every float parameter the architecture has, with its (layer-stacked) shape."""
+    skeleton = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.key(0))
+    leaves = jax.tree_util.tree_flatten_with_path(skeleton)[0]
+    return {
+        _path_name(p): tuple(leaf.shape) for p, leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)
+    }
+
+
+def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint") -> Transformer:
+    """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``)."""
+    expected = expected_params(cfg)
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{origin}: converted weights do not match the architecture; "
+            f"missing {missing or 'none'}, unexpected {unexpected or 'none'}"
+        )
+    for name, shape in expected.items():
+        got = tuple(np.shape(params[name]))
+        if got != shape:
+            raise CheckpointError(f"{origin}: tensor for {name} has shape {got}, expected {shape} from the config")
+    skeleton = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.key(0), dtype)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
+    leaves = []
+    for path, leaf in paths:
+        name = _path_name(path)
+        if name in params:
+            leaves.append(jnp.asarray(np.asarray(params[name], np.float32), dtype))
+        else:  # non-parameter data such as the per-layer attention windows
+            leaves.append(jnp.asarray(cfg.windows, jnp.int32) if name == "blocks.window" else None)
+    return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -1,0 +1,10 @@
+"""Errors raised while loading checkpoints."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match what the architecture needs: missing,
+    unexpected or mis-shaped tensors, a corrupt file, or an unsupported architecture."""
+
+
+class UnsupportedArchitectureError(CheckpointError):
+    pass

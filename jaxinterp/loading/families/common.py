@@ -1,0 +1,46 @@
+"""Helpers shared by the family converters."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..tensors import TensorSource
+
+
+def stack_layers(src: TensorSource, pattern: str, n_layers: int, fn: Callable = lambda a: a) -> np.ndarray:
+    """``np.stack([fn(src.take(pattern.format(i))) for i in range(n_layers)])``."""
+    return np.stack([fn(src.take(pattern.format(i))) for i in range(n_layers)])
+
+
+def heads_in(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """torch Linear weight ``[n_heads*d_head, d_model]`` -> ``[head, d_model, d_head]``."""
+    out, d_model = w.shape
+    return w.reshape(n_heads, out // n_heads, d_model).transpose(0, 2, 1)
+
+
+def heads_out(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """torch Linear weight ``[d_model, n_heads*d_head]`` -> ``[head, d_head, d_model]``."""
+    d_model, inner = w.shape
+    return w.T.reshape(n_heads, inner // n_heads, d_model)
+
+
+def rope_settings(hf: dict) -> tuple[float, tuple | None, float]:
+    """(theta, scaling, partial_rotary_factor) from either transformers-5 style
+    ``rope_parameters`` or older top-level ``rope_theta`` / ``rope_scaling`` keys."""
+    params = dict(hf.get("rope_parameters") or {})
+    theta = params.get("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base", 10000.0)))
+    partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", hf.get("rotary_pct", 1.0)))
+    scaling = dict(hf.get("rope_scaling") or {})
+    scaling.update({k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")})
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    return float(theta), (None if kind == "default" else tuple(sorted(scaling.items()))), float(partial)
+
+
+def windows_from_layer_types(hf: dict, n_layers: int, window) -> tuple | None:
+    """Per-layer windows from ``layer_types`` (``sliding_attention``/``full_attention``)."""
+    types = hf.get("layer_types")
+    if types is None or window is None:
+        return None
+    return tuple(int(window) if t == "sliding_attention" else None for t in types[:n_layers])

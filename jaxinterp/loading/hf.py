@@ -1,0 +1,67 @@
+"""Loading HuggingFace checkpoints: ``config.json`` + safetensors, local or from the hub."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax.numpy as jnp
+
+from ..model import Transformer
+from .build import build_model
+from .errors import CheckpointError
+from .families import family_for
+from .tensors import read_pickled_dir, read_safetensors_dir
+
+
+def resolve_local(path_or_id: str) -> str:
+    """A local directory for ``path_or_id``: the directory itself, or a hub id's snapshot
+    (downloaded when online; from the local HF cache when offline)."""
+    if os.path.isdir(path_or_id):
+        return path_or_id
+    if os.path.exists(path_or_id):
+        raise CheckpointError(f"{path_or_id} is a file; expected an HF model directory, a hub id, or a .gguf file")
+    if path_or_id.count("/") > 1 or path_or_id.startswith((".", "/")):
+        raise CheckpointError(f"no such directory: {path_or_id}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model"]
+    try:
+        return snapshot_download(path_or_id, allow_patterns=patterns, local_files_only=offline)
+    except LocalEntryNotFoundError as e:
+        raise CheckpointError(
+            f"{path_or_id!r} is not a local directory and is not in the HF cache"
+            + (" (HF_HUB_OFFLINE is set, so nothing was downloaded)" if offline else "")
+        ) from e
+    except Exception as e:  # network failure, unknown repo, ...
+        try:
+            return snapshot_download(path_or_id, allow_patterns=patterns, local_files_only=True)
+        except Exception:
+            raise CheckpointError(f"could not get {path_or_id!r} from the hub or the local cache: {e}") from e
+
+
+def read_config(path: str) -> dict:
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.exists(cfg_path):
+        raise CheckpointError(f"{path} has no config.json")
+    try:
+        with open(cfg_path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"corrupt config.json in {path}: {e}") from e
+
+
+def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False) -> Transformer:
+    path = resolve_local(path_or_id)
+    hf = read_config(path)
+    if "model_type" not in hf:
+        raise CheckpointError(f"config.json in {path} has no model_type")
+    family = family_for(hf["model_type"])
+    cfg = family.config_from_hf(hf)
+    has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(path))
+    src = read_pickled_dir(path) if allow_pickle and not has_safetensors else read_safetensors_dir(path)
+    params = family.convert(src, cfg)
+    src.check_all_used(family.IGNORED)
+    return build_model(cfg, params, dtype, origin=path)

@@ -1,0 +1,49 @@
+"""Tiny random HuggingFace models of every supported family (test-only, needs torch)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import zlib
+
+TINY = dict(vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4)
+
+
+def _configs():
+    import transformers as T
+
+    return {
+        "gpt2": (T.GPT2Config(vocab_size=101, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0), T.GPT2LMHeadModel),
+        "neox": (T.GPTNeoXConfig(**TINY, rotary_pct=0.5, max_position_embeddings=64), T.GPTNeoXForCausalLM),
+        "neox_sequential": (T.GPTNeoXConfig(**TINY, rotary_pct=0.25, use_parallel_residual=False), T.GPTNeoXForCausalLM),
+        "llama": (T.LlamaConfig(**TINY, num_key_value_heads=2, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8}), T.LlamaForCausalLM),
+        "llama_tied": (T.LlamaConfig(**TINY, num_key_value_heads=1, tie_word_embeddings=True, attention_bias=True, mlp_bias=True), T.LlamaForCausalLM),
+        "mistral": (T.MistralConfig(**TINY, num_key_value_heads=2, sliding_window=4, head_dim=8), T.MistralForCausalLM),
+        "qwen2": (T.Qwen2Config(**TINY, num_key_value_heads=2), T.Qwen2ForCausalLM),
+        "gemma": (T.GemmaConfig(**TINY, num_key_value_heads=1, head_dim=8), T.GemmaForCausalLM),
+        "gemma2": (T.Gemma2Config(**TINY, num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=16, attn_logit_softcapping=2.0, final_logit_softcapping=3.0), T.Gemma2ForCausalLM),
+        "mixtral": (T.MixtralConfig(**TINY, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2), T.MixtralForCausalLM),
+        "bert": (T.BertConfig(**TINY), T.BertModel),
+    }
+
+
+FAMILIES = ["gpt2", "neox", "neox_sequential", "llama", "llama_tied", "mistral", "qwen2", "gemma", "gemma2", "mixtral", "bert"]
+
+
+@functools.lru_cache(maxsize=None)
+def hf_model(name: str):
+    """``(torch_model, saved_dir)`` for a tiny random model, deterministic per name."""
+    import torch
+
+    cfg, cls = _configs()[name]
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(zlib.crc32(name.encode()))
+    model = cls(cfg).eval()
+    with torch.no_grad():  # random norm weights/biases so the mapping of every tensor matters
+        for n, p in model.named_parameters():
+            if "norm" in n.lower() or n.endswith("bias") or "ln" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    path = os.path.join(tempfile.mkdtemp(prefix=f"jaxinterp-{name}-"), "model")
+    model.save_pretrained(path)
+    return model, path
