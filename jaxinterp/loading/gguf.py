@@ -1,0 +1,188 @@
+"""Loading llama.cpp GGUF files: metadata -> `ModelConfig`, tensors -> params.
+
+A GGUF file is turned into what an HF checkpoint would hold -- a config dict with HF key
+names and a `TensorSource` with HF tensor names -- so the family converters in
+`jaxinterp.loading.families` do the rest, exactly as for safetensors. Three facts of the
+format are undone on the way:
+
+- GGUF lists a tensor's dims fastest-first (``[d_model, d_vocab]`` for the embedding);
+  ``gguf.quants.dequantize`` already returns the numpy (row-major) shape, which is the
+  torch ``[out_features, in_features]`` layout HF uses.
+- Quantised blocks (Q4_1, Q8_0, K-quants, ...) are dequantised to float32 by the ``gguf``
+  package, then cast to the requested dtype.
+- For the "llama" architecture, llama.cpp's converter reorders the rows of Q and K within
+  each head from HF's rotate-half layout to interleaved pairs (its rotary kernel rotates
+  adjacent elements). We invert that permutation so our rotate-half rotary applies.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..model import Transformer
+from .build import build_model
+from .errors import CheckpointError, UnsupportedArchitectureError
+from .families import family_for
+from .tensors import TensorSource
+
+# GGUF architectures we map, and the HF ``model_type`` whose converter they reuse.
+SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
+
+# GGUF per-layer tensor names -> HF names (``{i}`` is the layer index).
+_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+_GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+
+def read_gguf(path: str):
+    """A ``gguf.GGUFReader`` for ``path``; `CheckpointError` naming the path if the file is
+    missing, truncated or not GGUF."""
+    from gguf import GGUFReader
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no such GGUF file: {path}")
+    try:
+        return GGUFReader(path)
+    except Exception as e:  # the reader raises ValueError/IndexError/... on bad bytes
+        raise CheckpointError(f"{path} is not a readable GGUF file (corrupt or truncated?): {e}") from e
+
+
+def gguf_metadata(reader, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every metadata key of the file as a Python value (strings, numbers, lists).
+
+    Keys in ``skip`` (e.g. the 49k-entry token list when only the config is wanted) are
+    left out, because decoding large string arrays dominates the load time."""
+    return {name: field.contents() for name, field in reader.fields.items() if name not in skip}
+
+
+def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row order: within each head, llama.cpp stores the rotary pairs
+    interleaved (``x0, x_half, x1, x_half+1, ...``); HF (and we) keep the two halves
+    contiguous. ``w``: ``[n_heads * d_head, ...]`` (a weight or a bias)."""
+    d_head = w.shape[0] // n_heads
+    return w.reshape(n_heads, d_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], path: str) -> dict[str, Any]:
+    """An HF-style ``config.json`` dict built from GGUF metadata.
+
+    ``tensor_shapes``: GGUF tensor name -> shape in GGUF order (fastest dim first); used
+    for what the metadata may omit (vocabulary size, tied unembedding, QKV bias)."""
+    tensor_names = set(tensor_shapes)
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedArchitectureError(
+            f"{path}: unsupported GGUF architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}"
+        )
+    if "rope_freqs.weight" in tensor_names:
+        raise UnsupportedArchitectureError(
+            f"{path}: has a rope_freqs tensor (Llama-3.1-style precomputed rope scaling), which is not "
+            "supported from GGUF; load the HF checkpoint instead"
+        )
+
+    def get(key, default=None, required=True):
+        full = f"{arch}.{key}"
+        if full in meta:
+            return meta[full]
+        if required and default is None:
+            raise CheckpointError(f"{path}: GGUF metadata lacks {full!r}")
+        return default
+
+    d_model, n_heads = get("embedding_length"), get("attention.head_count")
+    d_head = get("attention.key_length", d_model // n_heads)
+    if "token_embd.weight" not in tensor_shapes:
+        raise CheckpointError(f"{path}: GGUF file has no token_embd.weight tensor")
+    n_vocab = meta.get(f"{arch}.vocab_size") or int(tensor_shapes["token_embd.weight"][-1])
+    hf: dict[str, Any] = {
+        "model_type": SUPPORTED_ARCHITECTURES[arch],
+        "architectures": [f"gguf:{arch}"],
+        "hidden_size": d_model,
+        "num_hidden_layers": get("block_count"),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": get("attention.head_count_kv", n_heads),
+        "head_dim": d_head,
+        "intermediate_size": get("feed_forward_length"),
+        "max_position_embeddings": get("context_length", 2048),
+        "rms_norm_eps": get("attention.layer_norm_rms_epsilon"),
+        "rope_theta": get("rope.freq_base", 10000.0),
+        "partial_rotary_factor": get("rope.dimension_count", d_head) / d_head,
+        "vocab_size": n_vocab,
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "attention_bias": "blk.0.attn_q.bias" in tensor_names,
+        "hidden_act": "silu",
+    }
+    scaling = get("rope.scaling.type", "none", required=False)
+    if scaling == "linear":
+        hf["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
+    elif scaling != "none":
+        raise UnsupportedArchitectureError(f"{path}: rope scaling {scaling!r} from GGUF is not supported (only linear)")
+    return hf
+
+
+def gguf_tensor_source(reader, hf: dict[str, Any], path: str) -> TensorSource:
+    """The file's tensors under HF names, dequantised lazily to float32."""
+    from gguf.quants import dequantize
+
+    permute = hf["model_type"] == "llama"  # llama.cpp reorders Q/K rows only for its "llama" arch
+    heads = {"attn_q": hf["num_attention_heads"], "attn_k": hf["num_key_value_heads"]}
+    getters: dict[str, Callable[[], np.ndarray]] = {}
+    for tensor in reader.tensors:
+        hf_name = _hf_name(tensor.name)
+        if hf_name is None:
+            hf_name = "gguf:" + tensor.name  # kept, so check_all_used reports it as unexpected
+        kind = tensor.name.split(".")[2] if tensor.name.startswith("blk.") else None
+        n_heads = heads.get(kind) if permute else None
+
+        def get(tensor=tensor, n_heads=n_heads):
+            w = np.asarray(dequantize(tensor.data, tensor.tensor_type), np.float32)
+            return unpermute_rotary(w, n_heads) if n_heads else w
+
+        getters[hf_name] = get
+    return TensorSource(getters, path)
+
+
+def _hf_name(name: str) -> str | None:
+    parts = name.split(".")
+    if parts[0] == "blk" and len(parts) == 4 and parts[2] in _LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.{parts[3]}"
+    if len(parts) == 2 and parts[0] in _GLOBAL_NAMES:
+        return f"{_GLOBAL_NAMES[parts[0]]}.{parts[1]}"
+    return None
+
+
+def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
+    """Load a llama.cpp GGUF file (architectures "llama" and "qwen2") as a `Transformer`.
+
+    Every tensor is dequantised to float32 and cast to ``dtype``. The tokenizer stored in
+    the same file is loaded by ``jaxinterp.load_tokenizer(path)``.
+
+    Raises `CheckpointError` (naming the path) for a missing, truncated or corrupt file,
+    and `UnsupportedArchitectureError` for an architecture other than those above.
+    """
+    path = str(path)
+    reader = read_gguf(path)
+    try:
+        meta = gguf_metadata(reader, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"))
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable GGUF metadata: {e}") from e
+    shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
+    hf = hf_config_from_gguf(meta, shapes, path)
+    family = family_for(hf["model_type"])
+    cfg = family.config_from_hf(hf)
+    src = gguf_tensor_source(reader, hf, path)
+    params = family.convert(src, cfg)
+    src.check_all_used()
+    return build_model(cfg, params, dtype, origin=path)
