@@ -6,12 +6,32 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import CheckpointError
 from ..tensors import TensorSource
 
 
 def stack_layers(src: TensorSource, pattern: str, n_layers: int, fn: Callable = lambda a: a) -> np.ndarray:
-    """``np.stack([fn(src.take(pattern.format(i))) for i in range(n_layers)])``."""
-    return np.stack([fn(src.take(pattern.format(i))) for i in range(n_layers)])
+    """``np.stack([fn(src.take(pattern.format(i))) for i in range(n_layers)])``, with a
+    `CheckpointError` naming the tensor when one does not fit the config's shapes."""
+    raw, out = [], []
+    for i in range(n_layers):
+        name = pattern.format(i)
+        a = src.take(name)
+        try:
+            out.append(fn(a))
+        except ValueError as e:  # a reshape to the config's head layout failed
+            raise CheckpointError(
+                f"checkpoint {src.origin}: tensor {src.prefix + name!r} has shape {a.shape}, which does not fit the config ({e})"
+            ) from e
+        raw.append(a.shape)
+    if len(set(raw)) > 1:  # name the odd one out: the layer whose shape differs from the majority
+        common = max(raw, key=raw.count)  # ties go to layer 0
+        bad = next(i for i, s in enumerate(raw) if s != common)
+        raise CheckpointError(
+            f"checkpoint {src.origin}: tensor {src.prefix + pattern.format(bad)!r} has shape {raw[bad]}, "
+            f"but the same tensor in the other layers has shape {common}"
+        )
+    return np.stack(out)
 
 
 def heads_in(w: np.ndarray, n_heads: int) -> np.ndarray:
