@@ -1,0 +1,362 @@
+"""Attribution patching and edge attribution against references computed independently:
+
+- the first-order quantity of each single patch, by forward-mode differentiation
+  (`jax.jvp`) through an explicit `Patch` at that one location, in a Python loop;
+- exact activation patching where the metric is linear in the patched activation;
+- the completeness axiom of integrated gradients;
+- edge scores against a brute-force loop that perturbs one reader's input at a time
+  with an `Fn` intervention and a hand-written norm.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinterp import Add, Fn, ModelConfig, Patch, Transformer
+from jaxinterp.attribution import attribution_patch, edge_attribution_patch, graph_nodes, valid_edges
+from jaxinterp.metrics import logit_diff
+from jaxinterp.sites import SiteError
+
+LLAMA = ModelConfig(
+    d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50, n_ctx=16,
+    act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, family="llama",
+)
+# Parallel attention+MLP, LayerNorm with biases, learned positions, MHA.
+NEOX = ModelConfig(
+    d_model=24, n_layers=2, n_heads=3, d_head=8, d_mlp=32, d_vocab=50, n_ctx=16, act_fn="gelu",
+    parallel_attn_mlp=True, qkv_bias=True, o_bias=True, mlp_bias=True, family="neox",
+)
+CLEAN = jnp.array([1, 5, 7, 9, 3, 11])
+CORRUPT = jnp.array([1, 5, 8, 9, 2, 11])
+METRIC = logit_diff(4, 6)
+
+
+def _random_biases(model, key):
+    # Transformer.init zeroes biases and sets unit norms: randomise them so that every
+    # term of the norms and projections matters.
+    leaves = ("ln1.w", "ln1.b", "ln2.w", "ln2.b", "attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O", "mlp.b_in", "mlp.b_out")
+    for i, path in enumerate(leaves):
+        obj = model.blocks
+        for p in path.split("."):
+            obj = getattr(obj, p, None)
+        if obj is None:
+            continue
+        get = lambda m, path=path: eval("m.blocks." + path)  # noqa: E731  (a fixed list of attribute paths)
+        model = eqx.tree_at(get, model, obj + 0.2 * jax.random.normal(jax.random.fold_in(key, i), obj.shape))
+    return model
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return _random_biases(Transformer.init(LLAMA, jax.random.PRNGKey(0), std=0.3), jax.random.PRNGKey(1))
+
+
+@pytest.fixture(scope="module")
+def neox():
+    return _random_biases(Transformer.init(NEOX, jax.random.PRNGKey(2), std=0.3), jax.random.PRNGKey(3))
+
+
+# --------------------------------------------------------- first-order reference
+
+
+def _first_order(model, site, base, target, metric, caches):
+    """``derivative(**where)``: d/dt metric(base run with the activation at ``where``
+    moved t of the way to the target run's) at t = 0. Forward mode through one explicit
+    Patch: nothing shared with the reverse-mode code under test. Compiled once per site;
+    the location fields are traced. ``caches``: the base and target runs' caches."""
+    a0, a1 = caches[0][site], caches[1][site]
+
+    @jax.jit
+    def derivative(where):
+        f = lambda t: metric(model.forward(base, [Patch(site, a0 + t * (a1 - a0), **where)])[0])
+        return jax.jvp(f, (0.0,), (1.0,))[1]
+
+    return lambda **where: derivative({k: jnp.asarray(v) for k, v in where.items()})
+
+
+# (site, result axes) -> the location fields of a Patch that patches one result entry.
+CASES = [
+    ("resid_pre", ("layer", "pos")),
+    ("attn.z", ("layer", "head")),
+    ("attn.k", ("layer", "kv_head")),
+    ("attn.pattern", ("layer", "head")),
+    ("mlp.post", ("layer", "neuron")),
+    ("mlp_out", ("layer", "pos")),
+    ("embed", ("pos",)),
+]
+_FIELD = {"layer": "layer", "pos": "pos", "head": "head", "kv_head": "head", "neuron": "neuron"}
+
+
+SITES = [s for s, _ in CASES]
+
+
+@pytest.fixture(scope="module")
+def llama_all_sites(llama):
+    return attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=SITES)
+
+
+@pytest.fixture(scope="module")
+def llama_caches(llama):
+    """(corrupted cache, clean cache) of every site in CASES."""
+    return llama.run_with_cache(CORRUPT, names=SITES)[1], llama.run_with_cache(CLEAN, names=SITES)[1]
+
+
+@pytest.mark.parametrize("site,dims", CASES, ids=[c[0] for c in CASES])
+def test_attribution_equals_first_order_patch_loop(llama, llama_all_sites, llama_caches, site, dims):
+    result = llama_all_sites[site]
+    assert result.dims == dims
+    got = np.asarray(result)
+    # Loop over every entry (neurons: a sample of them, to keep the test quick).
+    entries = list(np.ndindex(got.shape))
+    if site == "mlp.post":
+        entries = entries[:: max(1, len(entries) // 12)]
+    derivative = _first_order(llama, site, CORRUPT, CLEAN, METRIC, llama_caches)
+    for idx in entries:
+        want = derivative(**{_FIELD[d]: i for d, i in zip(dims, idx)})
+        np.testing.assert_allclose(got[idx], want, rtol=1e-4, atol=1e-5, err_msg=f"{site} at {idx}")
+    assert np.abs(got).max() > 1e-3  # the comparison is not between zeros
+
+
+def test_noising_direction_and_per_position(llama, llama_caches):
+    # The same sites as the shared fixture, so the compiled program is reused.
+    res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=SITES, per_position=True, direction="noise")["attn.z"]
+    assert res.dims == ("layer", "pos", "head")
+    got = np.asarray(res)
+    derivative = _first_order(llama, "attn.z", CLEAN, CORRUPT, METRIC, llama_caches[::-1])
+    for idx in [(0, 2, 1), (1, 4, 3), (1, 2, 0), (0, 5, 2)]:
+        l, p, h = idx
+        want = derivative(layer=l, pos=p, head=h)
+        np.testing.assert_allclose(got[idx], want, rtol=1e-4, atol=1e-5)
+
+
+def test_full_name_and_over(llama, llama_all_sites):
+    sites = ["blocks.1.attn.hook_z" if s == "attn.z" else s for s in SITES]  # same program as the fixture's
+    res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=sites, over={"resid_pre": ("layer",)})
+    np.testing.assert_allclose(np.asarray(res["blocks.1.attn.hook_z"]), np.asarray(llama_all_sites["attn.z"])[1], rtol=1e-5, atol=1e-6)
+    assert res["resid_pre"].dims == ("layer",)
+    np.testing.assert_allclose(np.asarray(res["resid_pre"]), np.asarray(llama_all_sites["resid_pre"]).sum(1), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- exact where linear
+
+
+def test_exact_where_metric_is_linear_in_the_site():
+    # ln_final.normalized feeds the logits linearly, and logit_diff is linear in the
+    # logits: first order is exact, so attribution == activation patching.
+    # In a 1-layer attention-only model whose final norm is made linear (a huge eps
+    # makes the RMS divisor a constant), attn.z feeds the metric linearly too.
+    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_head=8, d_vocab=50, n_ctx=16, attn_only=True,
+                      normalization="rmsnorm", positional="rotary", norm_eps=1e8)
+    model = Transformer.init(cfg, jax.random.PRNGKey(7), std=0.3)
+    # O(1) values and logits despite the 1e4 RMS divisors.
+    model = eqx.tree_at(lambda m: (m.unembed.W_U, m.blocks.attn.W_V), model, (model.unembed.W_U * 1e4, model.blocks.attn.W_V * 1e4))
+    res = attribution_patch(model, CLEAN, CORRUPT, METRIC, sites=["attn.z", "ln_final.normalized"])
+    _, clean_cache = model.run_with_cache(CLEAN)
+    base = METRIC(model(CORRUPT))
+
+    @eqx.filter_jit
+    def patched(site, value, **where):
+        return METRIC(model.forward(CORRUPT, [Patch(site, value, **where)])[0]) - base
+
+    z = np.asarray(res["attn.z"])
+    for h in range(cfg.n_heads):
+        want = patched("attn.z", clean_cache["attn.z"], layer=jnp.asarray(0), head=jnp.asarray(h))
+        np.testing.assert_allclose(z[0, h], want, rtol=1e-4, atol=1e-6)
+    assert np.abs(z).max() > 1e-2
+    normed = np.asarray(res["ln_final.normalized"])
+    for p in range(CLEAN.shape[0]):
+        want = patched("ln_final.normalized", clean_cache["ln_final.normalized"], pos=jnp.asarray(p))
+        np.testing.assert_allclose(normed[p], want, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------ integrated gradients
+
+
+def test_ig_completeness_at_the_embeddings(llama):
+    # Integrated gradients along the embeddings sum to the total change of the metric.
+    res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=["embed"], method="ig", n_steps=32)
+    total = float(METRIC(llama(CLEAN)) - METRIC(llama(CORRUPT)))
+    assert abs(total) > 0.1
+    np.testing.assert_allclose(np.asarray(res["embed"]).sum(), total, rtol=1e-2)
+    # Plain attribution patching does not satisfy completeness on this nonlinear model.
+    ap = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=["embed"])
+    assert abs(np.asarray(ap["embed"]).sum() - total) > 1e-2 * abs(total)
+
+
+def test_ig_equals_loop_over_steps(llama):
+    n = 3
+    res = np.asarray(attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=["resid_pre"], method="ig", n_steps=n)["resid_pre"])
+    _, c0 = llama.run_with_cache(CORRUPT, names=["embed", "resid_pre"])
+    _, c1 = llama.run_with_cache(CLEAN, names=["embed", "resid_pre"])
+    diff = c1["resid_pre"] - c0["resid_pre"]
+
+    @jax.jit
+    def directional(alpha, layer, pos):
+        emb = c0["embed"] + alpha * (c1["embed"] - c0["embed"])
+        f = lambda t: METRIC(llama.forward(CORRUPT, [Patch("embed", emb), Add("resid_pre", t * diff, layer=layer, pos=pos)])[0])
+        return jax.jvp(f, (0.0,), (1.0,))[1]
+
+    for l, p in [(0, 2), (1, 2), (1, 4), (0, 0)]:
+        want = np.mean([directional((k + 0.5) / n, l, p) for k in range(n)])
+        np.testing.assert_allclose(res[l, p], want, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_is_mean_of_examples(llama):
+    clean = jnp.stack([CLEAN, CLEAN[::-1]])
+    corrupt = jnp.stack([CORRUPT, CORRUPT[::-1]])
+    batched = attribution_patch(llama, clean, corrupt, METRIC, sites=["attn.z"])["attn.z"]
+    singles = [np.asarray(attribution_patch(llama, a, b, METRIC, sites=["attn.z"])["attn.z"]) for a, b in zip(clean, corrupt)]
+    np.testing.assert_allclose(np.asarray(batched), np.mean(singles, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs(llama):
+    with pytest.raises(ValueError, match="same shape"):
+        attribution_patch(llama, CLEAN, CORRUPT[:-1], METRIC)
+    with pytest.raises(SiteError, match="attn.z"):
+        attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=["attn.zz"])
+    with pytest.raises(ValueError, match="axes"):
+        attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=["attn.z"], over={"attn.z": ("layer", "d_model")})
+    with pytest.raises(ValueError, match="method"):
+        attribution_patch(llama, CLEAN, CORRUPT, METRIC, method="sgd")
+    with pytest.raises(ValueError, match="direction"):
+        attribution_patch(llama, CLEAN, CORRUPT, METRIC, direction="sideways")
+
+
+# ------------------------------------------------------------------ edge attribution
+
+
+def _norm(cfg, w, b, x):
+    # Written out here, independently of jaxinterp.model.norms.
+    if cfg.normalization == "layernorm":
+        x = x - x.mean(-1, keepdims=True)
+    y = x / jnp.sqrt(jnp.mean(x * x, -1, keepdims=True) + cfg.norm_eps) * w
+    return y if b is None else y + b
+
+
+def _brute_force_edges(model, base, target, metric, embed=None):
+    """score[u, d] = d/dt metric(run with only d's input moved by t * delta_u), where
+    delta_u = out_u(target) - out_u(base) and the run is the base run (its embeddings
+    replaced by ``embed`` if given: an integrated-gradients step)."""
+    cfg = model.cfg
+    names = ["resid_pre", "resid_mid", "attn.z", "mlp_out"]
+    names = [n for n in names if n != "resid_mid" or not cfg.parallel_attn_mlp]
+    extra = [] if embed is None else [Patch("embed", embed)]
+    _, run = model.run_with_cache(base, names=names, interventions=extra)  # where derivatives are taken
+    _, c0 = model.run_with_cache(base, names=names)
+    _, c1 = model.run_with_cache(target, names=names)
+    B, attn = model.blocks, model.blocks.attn
+    sel = lambda a, l: None if a is None else a[l]
+
+    def out(cache, node):
+        if node.kind == "embed":
+            return cache["resid_pre"][0]
+        if node.kind == "mlp":
+            return cache["mlp_out"][node.layer]
+        return cache["attn.z"][node.layer][:, node.index] @ attn.W_O[node.layer, node.index]
+
+    def qkv_fn(x, args):
+        # On q/k/v: add proj(norm(resid + t*delta)) - proj(norm(resid)) (the Fn's head
+        # mask keeps only the reader's head).
+        t, delta, resid, w, b, W, bias = args
+        proj = lambda r: jnp.einsum("pm,hmd->phd", _norm(cfg, w, b, r), W) + (0 if bias is None else bias)
+        return x + proj(resid + t * delta) - proj(resid)
+
+    def mlp_fn(x, args):
+        t, delta, resid, w, b = args
+        return x + _norm(cfg, w, b, resid + t * delta) - _norm(cfg, w, b, resid)
+
+    proj = {"q": ("attn.q", attn.W_Q, attn.b_Q), "k": ("attn.k", attn.W_K, attn.b_K), "v": ("attn.v", attn.W_V, attn.b_V)}
+
+    def make_head(which):
+        site, W, bias = proj[which]
+
+        @jax.jit
+        def derivative(layer, head, delta, resid):
+            def f(t):
+                args = (t, delta, resid, B.ln1.w[layer], sel(B.ln1.b, layer), W[layer], sel(bias, layer))
+                return metric(model.forward(base, extra + [Fn(site, qkv_fn, args, layer=layer, head=head)])[0])
+            return jax.jvp(f, (0.0,), (1.0,))[1]
+        return derivative
+
+    @jax.jit
+    def mlp_derivative(layer, delta, resid):
+        def f(t):
+            iv = Fn("ln2.normalized", mlp_fn, (t, delta, resid, B.ln2.w[layer], sel(B.ln2.b, layer)), layer=layer)
+            return metric(model.forward(base, extra + [iv])[0])
+        return jax.jvp(f, (0.0,), (1.0,))[1]
+
+    @jax.jit
+    def logits_derivative(delta):
+        f = lambda t: metric(model.forward(base, extra + [Add("resid_post", t * delta, layer=cfg.n_layers - 1)])[0])
+        return jax.jvp(f, (0.0,), (1.0,))[1]
+
+    heads = {w: make_head(w) for w in "qkv"}
+    up, down = graph_nodes(cfg)
+    valid = valid_edges(cfg)
+    scores = np.zeros(valid.shape)
+    for i, u in enumerate(up):
+        delta = out(c1, u) - out(c0, u)
+        for j, d in enumerate(down):
+            if not valid[i, j]:
+                continue
+            if d.kind == "logits":
+                scores[i, j] = logits_derivative(delta)
+            elif d.kind == "mlp":
+                resid = (run["resid_pre"] if cfg.parallel_attn_mlp else run["resid_mid"])[d.layer]
+                scores[i, j] = mlp_derivative(d.layer, delta, resid)
+            else:
+                scores[i, j] = heads[d.input](d.layer, d.index, delta, run["resid_pre"][d.layer])
+    return scores
+
+
+@pytest.mark.parametrize("which", ["llama", "neox"])
+def test_eap_equals_brute_force_edge_loop(which, request):
+    model = request.getfixturevalue(which)
+    eap = edge_attribution_patch(model, CLEAN, CORRUPT, METRIC)
+    want = _brute_force_edges(model, CORRUPT, CLEAN, METRIC)
+    got = np.asarray(eap)
+    assert got.shape == want.shape == eap.valid.shape
+    assert np.all(got[~eap.valid] == 0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert np.abs(want).max() > 1e-2
+    if model.cfg.n_kv_heads < model.cfg.n_heads:  # GQA: keys and values are read by key/value heads
+        assert "a1.kv1.k" in eap.downstream and "a1.h3.q" in eap.downstream
+
+
+def test_eap_ig_equals_loop_over_steps(llama):
+    n = 2
+    got = np.asarray(edge_attribution_patch(llama, CLEAN, CORRUPT, METRIC, method="ig", n_steps=n))
+    _, c0 = llama.run_with_cache(CORRUPT, names=["embed"])
+    _, c1 = llama.run_with_cache(CLEAN, names=["embed"])
+    steps = [c0["embed"] + (k + 0.5) / n * (c1["embed"] - c0["embed"]) for k in range(n)]
+    want = np.mean([_brute_force_edges(llama, CORRUPT, CLEAN, METRIC, embed=e) for e in steps], 0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_top_edges_and_circuit(llama):
+    eap = edge_attribution_patch(llama, CLEAN, CORRUPT, METRIC)
+    vals = np.where(eap.valid, np.asarray(eap), np.nan)
+    order = np.argsort(-np.nan_to_num(np.abs(vals), nan=-1), axis=None)[:5]
+    top = eap.top_edges(5)
+    assert [(e.upstream, e.downstream) for e in top] == [
+        (eap.upstream[i], eap.downstream[j]) for i, j in zip(*np.unravel_index(order, vals.shape))
+    ]
+    assert all(eap.score(e.upstream, e.downstream) == e.score for e in top)
+    circuit = eap.circuit(threshold=abs(top[4].score))
+    assert len(circuit.edges) == 5
+    nodes = set(circuit.nodes)
+    assert all(e.upstream in nodes for e in top)
+    assert not any(n.endswith((".q", ".k", ".v")) for n in nodes)
+    with pytest.raises(KeyError, match="does not feed"):
+        eap.score("m1", "a0.h0.q")
+
+
+def test_eap_rejects_post_norm_models():
+    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=16, d_vocab=20, n_ctx=8, post_norm=True, causal=False)
+    model = Transformer.init(cfg, jax.random.PRNGKey(0))
+    with pytest.raises(NotImplementedError, match="pre-norm"):
+        edge_attribution_patch(model, CLEAN[:4] % 20, CORRUPT[:4] % 20, METRIC)
