@@ -301,8 +301,12 @@ def edge_attribution_patch(
     """
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    if method not in ("eap", "ig"):
+        raise ValueError(f"method must be 'eap' or 'ig' (EAP-IG), got {method!r}")
+    if method == "ig":
+        ig_alphas(n_steps)  # validates n_steps
+    up, down = graph_nodes(model.cfg)  # checks the architecture first
     clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
-    up, down = graph_nodes(model.cfg)
     base, target = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
     scores = np.asarray(_edge_scores(model, base, target, metric, method, n_steps))
     return EdgeAttribution(scores, valid_edges(model.cfg), [n.name for n in up], [n.name for n in down], method)

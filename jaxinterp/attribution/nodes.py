@@ -156,26 +156,25 @@ def attribution_patch(
         the shapes of exact activation patching. A full name (``blocks.3.hook_z``)
         gives that layer's slice, without the layer axis.
     """
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), got {direction!r}")
+    _check_options(method, n_steps, direction)
     clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
     if isinstance(sites, str) and sites != "all":
         sites = (sites,)
-    requested = [sites] if sites == "all" else list(sites)
     shorts = short_sites(model, sites)
-    base, target = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
-    raw = _scores(model, base, target, metric, shorts, method, n_steps)
-
-    out: dict[str, LabelledArray] = {}
-    names = shorts if sites == "all" else requested
+    names = shorts if sites == "all" else list(sites)
     if over is not None:
         stray = [k for k in over if k not in names]
         if stray:
             raise ValueError(f"over names sites {stray} that were not requested; requested: {list(names)}")
+    keeps = {name: _keep_axes(name, site_dims(model.cfg, parse_site(name, model.cfg).name), over, per_position) for name in names}
+    base, target = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
+    raw = _scores(model, base, target, metric, shorts, method, n_steps)
+
+    out: dict[str, LabelledArray] = {}
     for name in names:
         site = parse_site(name, model.cfg)
         dims = site_dims(model.cfg, site.name)
-        keep = _keep_axes(name, dims, over, per_position)
+        keep = keeps[name]
         values = np.asarray(raw[site.name])
         summed = tuple(i for i, d in enumerate(dims) if d not in keep)
         values = values.sum(axis=summed)
@@ -185,6 +184,15 @@ def attribution_patch(
         labels = {d: list(pos_labels) for d in kept if d in _POSITION_AXES and pos_labels is not None}
         out[name] = LabelledArray(values, kept, labels, name=f"attribution ({method}) {name}")
     return out
+
+
+def _check_options(method, n_steps, direction):
+    if method not in ("ap", "ig"):
+        raise ValueError(f"method must be 'ap' (attribution patching) or 'ig' (integrated gradients), got {method!r}")
+    if method == "ig":
+        ig_alphas(n_steps)  # validates n_steps
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), got {direction!r}")
 
 
 def _keep_axes(name, dims, over, per_position):
