@@ -7,8 +7,9 @@ id, or a llama.cpp ``.gguf`` file (whose metadata holds the vocabulary and merge
 BOS handling is explicit. Every encoding method takes ``prepend_bos``:
 
 - ``None`` (default): do what the model's own tokenizer does by default, i.e. apply its
-  post-processing template. That is ``add_bos_token`` from ``tokenizer_config.json`` (or
-  the template in ``tokenizer.json``), or ``tokenizer.ggml.add_bos_token`` in a GGUF.
+  post-processing template: the one in ``tokenizer.json`` (as in transformers 5, which
+  ignores ``add_bos_token`` in ``tokenizer_config.json`` when a ``tokenizer.json``
+  exists; no template means no BOS), or ``tokenizer.ggml.add_bos_token`` in a GGUF.
   ``Tokenizer.default_prepend_bos`` says which it is. GPT-2 and SmolLM2 add no BOS,
   Llama adds ``<s>``, BERT wraps the text in ``[CLS] ... [SEP]`` (for an encoder
   without a BOS token, its CLS token counts as the BOS).
@@ -256,7 +257,7 @@ def tokenizer_from_dir(path: str) -> Tokenizer:
         backend = Backend.from_file(file)
     except Exception as e:
         raise TokenizerError(f"corrupt tokenizer file {file}: {e}") from e
-    config = _read_json(os.path.join(path, "tokenizer_config.json"))
+    config = _read_json(os.path.join(path, "tokenizer_config.json"))  # special tokens only
     special_map = _read_json(os.path.join(path, "special_tokens_map.json"))
 
     def special(key):
@@ -269,8 +270,8 @@ def tokenizer_from_dir(path: str) -> Tokenizer:
         eos_token=special("eos_token"),
         pad_token=special("pad_token"),
         unk_token=special("unk_token"),
-        add_bos_token=config.get("add_bos_token"),
-        add_eos_token=config.get("add_eos_token"),
+        # Like transformers 5, the template in tokenizer.json decides BOS/EOS; the
+        # add_bos_token / add_eos_token keys of tokenizer_config.json are ignored.
         name=path,
     )
 

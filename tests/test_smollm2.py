@@ -121,3 +121,35 @@ def test_padded_batch_matches_unpadded_runs(smollm2, smollm2_tokenizer):
 def test_to_single_token_rejects_multi_token_strings(smollm2_tokenizer):
     with pytest.raises(TokenizerError, match="not a single token.*2 tokens"):
         smollm2_tokenizer.to_single_token(" Mary Mary")
+
+
+@pytest.mark.parametrize("template_bos", [True, False])
+def test_hf_directory_tokenizer_bos_follows_transformers(hf_smollm2, tmp_path, template_bos):
+    """The same vocabulary saved as an HF directory, with and without a BOS in the
+    tokenizer.json template, and tokenizer_config.json's add_bos_token saying the
+    opposite: our default BOS must be transformers' in both cases."""
+    import json
+
+    from tokenizers import Tokenizer as Backend
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from jaxinterp.tokenizer import load_tokenizer
+
+    hf_smollm2[1].save_pretrained(tmp_path)
+    backend = Backend.from_file(str(tmp_path / "tokenizer.json"))
+    bos = hf_smollm2[1].bos_token
+    if template_bos:
+        backend.post_processor = TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos}:1 $B:1", special_tokens=[(bos, backend.token_to_id(bos))]
+        )
+        backend.save(str(tmp_path / "tokenizer.json"))
+    config_file = tmp_path / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "add_bos_token": not template_bos}))
+    ours, theirs = load_tokenizer(str(tmp_path)), AutoTokenizer.from_pretrained(tmp_path)
+    assert ours.default_prepend_bos is template_bos
+    for text in TEXTS[:4]:
+        plain = theirs(text, add_special_tokens=False)["input_ids"]
+        assert ours.encode(text) == theirs(text)["input_ids"], text
+        assert ours.encode(text, prepend_bos=False) == plain, text
+        assert ours.encode(text, prepend_bos=True) == [theirs.bos_token_id] + plain, text
