@@ -66,16 +66,17 @@ class Tokenizer:
         self.backend.no_padding()
         self.backend.no_truncation()
         self.name = name
-        self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
         self.bos_token_id = self._special_id(bos_token, "bos_token")
         self.eos_token_id = self._special_id(eos_token, "eos_token")
         self.pad_token_id = self._special_id(pad_token, "pad_token")
         self.unk_token_id = self._special_id(unk_token, "unk_token")
+        self.bos_token, self.eos_token, self.pad_token, self.unk_token = (
+            t if i is not None else None
+            for t, i in zip((bos_token, eos_token, pad_token, unk_token), (self.bos_token_id, self.eos_token_id, self.pad_token_id, self.unk_token_id))
+        )
         if add_bos_token is not None or add_eos_token is not None or self.backend.post_processor is None:
             self.backend.post_processor = _template(
-                bool(add_bos_token) and bos_token is not None and bos_token,
-                bool(add_eos_token) and eos_token is not None and eos_token,
-                self,
+                bool(add_bos_token) and self.bos_token, bool(add_eos_token) and self.eos_token, self
             )
         probe = self.backend.encode("a", add_special_tokens=True).ids
         # Whether the default template starts with BOS: read off an encoding rather than
@@ -86,8 +87,8 @@ class Tokenizer:
         if token is None:
             return None
         i = self.backend.token_to_id(token)
-        if i is None:
-            raise TokenizerError(f"{self.name or 'tokenizer'}: {what} {token!r} is not in the vocabulary")
+        if i is None:  # transformers would append it to the vocabulary, past the model's embedding
+            warnings.warn(f"{self.name or 'tokenizer'}: {what} {token!r} is not in the vocabulary; treating it as absent", stacklevel=3)
         return i
 
     def __repr__(self) -> str:
