@@ -35,29 +35,34 @@ CORRUPT = jnp.array([1, 5, 8, 9, 2, 11])
 METRIC = logit_diff(4, 6)
 
 
-def _random_biases(model, key):
-    # Transformer.init zeroes biases and sets unit norms: randomise them so that every
-    # term of the norms and projections matters.
-    leaves = ("ln1.w", "ln1.b", "ln2.w", "ln2.b", "attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O", "mlp.b_in", "mlp.b_out")
-    for i, path in enumerate(leaves):
-        obj = model.blocks
-        for p in path.split("."):
-            obj = getattr(obj, p, None)
-        if obj is None:
-            continue
-        get = lambda m, path=path: eval("m.blocks." + path)  # noqa: E731  (a fixed list of attribute paths)
-        model = eqx.tree_at(get, model, obj + 0.2 * jax.random.normal(jax.random.fold_in(key, i), obj.shape))
-    return model
+def tiny_model(cfg, seed, std=0.3):
+    """A model with random weights drawn by numpy: ``Transformer.init`` draws with
+    jax.random, which compiles one threefry program per weight shape (~1-2 s each on
+    these CPUs). Norm weights ~1 + N(0, 0.2^2), every other float ~N(0, std^2), biases
+    included, so that every term of the norms and projections matters."""
+    shapes = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        if not isinstance(leaf, jax.ShapeDtypeStruct):
+            return leaf
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):  # the per-layer attention windows
+            return jnp.asarray(cfg.windows, leaf.dtype)
+        x = rng.normal(size=leaf.shape)
+        x = 1 + 0.2 * x if getattr(path[-1], "name", None) == "w" else std * x
+        return jnp.asarray(x, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 @pytest.fixture(scope="module")
 def llama():
-    return _random_biases(Transformer.init(LLAMA, jax.random.PRNGKey(0), std=0.3), jax.random.PRNGKey(1))
+    return tiny_model(LLAMA, 0)
 
 
 @pytest.fixture(scope="module")
 def neox():
-    return _random_biases(Transformer.init(NEOX, jax.random.PRNGKey(2), std=0.3), jax.random.PRNGKey(3))
+    return tiny_model(NEOX, 1)
 
 
 # --------------------------------------------------------- first-order reference
@@ -123,7 +128,7 @@ def test_attribution_equals_first_order_patch_loop(llama, llama_all_sites, llama
 
 def test_noising_direction_and_per_position(llama, llama_caches):
     # The same sites as the shared fixture, so the compiled program is reused.
-    res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=SITES, per_position=True, direction="noise")["attn.z"]
+    res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=SITES, per_position=True, direction="noising")["attn.z"]
     assert res.dims == ("layer", "pos", "head")
     got = np.asarray(res)
     derivative = _first_order(llama, "attn.z", CLEAN, CORRUPT, METRIC, llama_caches[::-1])
@@ -151,7 +156,7 @@ def test_exact_where_metric_is_linear_in_the_site():
     # makes the RMS divisor a constant), attn.z feeds the metric linearly too.
     cfg = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_head=8, d_vocab=50, n_ctx=16, attn_only=True,
                       normalization="rmsnorm", positional="rotary", norm_eps=1e8)
-    model = Transformer.init(cfg, jax.random.PRNGKey(7), std=0.3)
+    model = tiny_model(cfg, 7)
     # O(1) values and logits despite the 1e4 RMS divisors.
     model = eqx.tree_at(lambda m: (m.unembed.W_U, m.blocks.attn.W_V), model, (model.unembed.W_U * 1e4, model.blocks.attn.W_V * 1e4))
     res = attribution_patch(model, CLEAN, CORRUPT, METRIC, sites=["attn.z", "ln_final.normalized"])

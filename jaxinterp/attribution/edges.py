@@ -281,7 +281,7 @@ def edge_attribution_patch(
     *,
     method: str = "eap",
     n_steps: int = 16,
-    direction: str = "denoise",
+    direction: str = "denoising",
 ) -> EdgeAttribution:
     """Score every edge between writers (embeddings, heads, MLPs) and readers (head
     q/k/v inputs, MLP inputs, logits) in one forward+backward (``"eap"``) or ``n_steps``
@@ -291,22 +291,22 @@ def edge_attribution_patch(
         clean_tokens, corrupted_tokens: int ``[pos]`` or ``[batch, pos]`` (the scores of
             the batch-mean metric), same shape.
         metric: ``metric(logits [pos, d_vocab]) -> scalar``.
-        direction: ``"denoise"`` estimates patching each edge clean into the corrupted
-            run; ``"noise"`` corrupted into clean.
+        direction: ``"denoising"`` estimates patching each edge clean into the corrupted
+            run; ``"noising"`` corrupted into clean.
 
     Returns:
         An `EdgeAttribution`: ``.scores`` ``[upstream, downstream]`` (labelled by node
         names, see `jaxinterp.attribution.graph`), ``.valid``, ``.top_edges(k)``,
         ``.circuit(k)``. Each score estimates the metric change from patching that edge.
     """
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    if direction not in ("denoising", "noising"):
+        raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}")
     if method not in ("eap", "ig"):
         raise ValueError(f"method must be 'eap' or 'ig' (EAP-IG), got {method!r}")
     if method == "ig":
         ig_alphas(n_steps)  # validates n_steps
     up, down = graph_nodes(model.cfg)  # checks the architecture first
     clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
-    base, target = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
+    base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
     scores = np.asarray(_edge_scores(model, base, target, metric, method, n_steps))
     return EdgeAttribution(scores, valid_edges(model.cfg), [n.name for n in up], [n.name for n in down], method)

@@ -124,7 +124,7 @@ def attribution_patch(
     n_steps: int = 16,
     over: Optional[Mapping[str, Sequence[str]]] = None,
     per_position: bool = False,
-    direction: str = "denoise",
+    direction: str = "denoising",
     pos_labels: Optional[Sequence[str]] = None,
 ) -> dict[str, LabelledArray]:
     """Estimate activation patching at every location of every site in one backward pass.
@@ -143,9 +143,9 @@ def attribution_patch(
             everything; the site's full axis list keeps every element.
         per_position: with the default ``over``, also keep position axes of component
             sites (``attn.z`` -> ``[layer, pos, head]``).
-        direction: ``"denoise"`` estimates patching clean activations into the
+        direction: ``"denoising"`` estimates patching clean activations into the
             corrupted run (TransformerLens's convention, as
-            `jaxinterp.patching.activation_patch`); ``"noise"`` patching corrupted into
+            `jaxinterp.patching.activation_patch`); ``"noising"`` patching corrupted into
             clean (gradient at the clean run).
         pos_labels: token strings to label position axes with.
 
@@ -167,7 +167,7 @@ def attribution_patch(
         if stray:
             raise ValueError(f"over names sites {stray} that were not requested; requested: {list(names)}")
     keeps = {name: _keep_axes(name, site_dims(model.cfg, parse_site(name, model.cfg).name), over, per_position) for name in names}
-    base, target = (corrupted_tokens, clean_tokens) if direction == "denoise" else (clean_tokens, corrupted_tokens)
+    base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
     raw = _scores(model, base, target, metric, shorts, method, n_steps)
 
     out: dict[str, LabelledArray] = {}
@@ -191,8 +191,8 @@ def _check_options(method, n_steps, direction):
         raise ValueError(f"method must be 'ap' (attribution patching) or 'ig' (integrated gradients), got {method!r}")
     if method == "ig":
         ig_alphas(n_steps)  # validates n_steps
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' (clean into corrupted) or 'noise' (corrupted into clean), got {direction!r}")
+    if direction not in ("denoising", "noising"):
+        raise ValueError(f"direction must be 'denoising' (clean into corrupted) or 'noising' (corrupted into clean), got {direction!r}")
 
 
 def _keep_axes(name, dims, over, per_position):
