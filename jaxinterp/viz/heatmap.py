@@ -37,7 +37,7 @@ def patching_heatmap(
         raise ValueError(f"patching_heatmap draws 1-D or 2-D results; this one has axes {result.dims}: index it first")
     if ax is None:
         rows, cols = (vals.shape if vals.ndim == 2 else (6, vals.shape[0]))
-        fig = new_figure(3.0 + 0.42 * cols, 1.8 + 0.3 * rows)
+        fig = new_figure(3.0 + 0.42 * cols, 1.8 + 0.22 * rows)
         ax = fig.subplots()
     else:
         fig = ax.figure
@@ -52,5 +52,42 @@ def patching_heatmap(
                         color="white" if abs(v) > 0.6 * lim else "black")
         r, c = np.unravel_index(int(np.nanargmax(np.abs(vals))), vals.shape)
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5))
+    save_figure(fig, path)
+    return fig
+
+
+def score_heatmaps(
+    results: dict,
+    title: Optional[str] = None,
+    path: Optional[str] = None,
+    vmin: float = 0.0,
+    vmax: Optional[float] = None,
+    cmap: str = "Blues",
+) -> Figure:
+    """Several 2-D results side by side on one shared, sequential colour scale (e.g.
+    head-detector scores ``[layer, head]`` in 0..1). ``results``: panel title ->
+    `LabelledArray`. ``vmax`` defaults to the largest value. Saves a PNG to ``path``."""
+    if not results:
+        raise ValueError("score_heatmaps needs at least one result")
+    arrays = {}
+    for name, r in results.items():
+        if not isinstance(r, LabelledArray) or r.ndim != 2:
+            raise ValueError(f"score_heatmaps draws 2-D LabelledArrays; {name!r} is {type(r).__name__} of shape {np.shape(r)}")
+        arrays[name] = np.asarray(r.values, dtype=float)
+    top = float(max(np.nanmax(a) for a in arrays.values())) if vmax is None else vmax
+    first = next(iter(results.values()))
+    rows, cols = first.shape
+    fig = new_figure(1.2 + len(results) * (1.0 + 0.3 * cols), 1.6 + 0.2 * rows)
+    axes = np.atleast_1d(fig.subplots(1, len(results), sharey=True))
+    for ax, (name, r) in zip(axes, results.items()):
+        im = ax.imshow(arrays[name], cmap=cmap, vmin=vmin, vmax=top, aspect="auto")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks(range(r.shape[1]), r.axis_labels(r.dims[1]), fontsize=7)
+        ax.set_xlabel(r.dims[1])
+        ax.set_yticks(range(r.shape[0]), r.axis_labels(r.dims[0]), fontsize=7)
+    axes[0].set_ylabel(first.dims[0])
+    fig.colorbar(im, ax=axes.tolist(), shrink=0.8)
+    if title:
+        fig.suptitle(title)
     save_figure(fig, path)
     return fig
