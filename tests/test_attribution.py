@@ -18,6 +18,7 @@ import pytest
 
 from jaxinterp import Add, Fn, ModelConfig, Patch, Transformer
 from jaxinterp.attribution import attribution_patch, edge_attribution_patch, graph_nodes, valid_edges
+from jaxinterp.attribution.cost import attribution_cost, matmul_flops
 from jaxinterp.metrics import logit_diff
 from jaxinterp.sites import SiteError
 
@@ -379,3 +380,24 @@ def test_eap_rejects_post_norm_models():
     model = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.PRNGKey(0))  # shapes only: the check comes first
     with pytest.raises(NotImplementedError, match="pre-norm"):
         edge_attribution_patch(model, CLEAN[:4] % 20, CORRUPT[:4] % 20, METRIC)
+
+
+# ---------------------------------------------------------------------------- cost
+
+
+def test_matmul_flop_count_matches_hand_count(llama):
+    c, n = LLAMA, CLEAN.shape[0]
+    per_token = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * c.d_head + c.n_heads * c.d_head * c.d_model + 3 * c.d_model * c.d_mlp
+    attention = 2 * n * n * c.n_heads * c.d_head  # scores and pattern @ v
+    hand = c.n_layers * (2 * n * per_token + 2 * attention) + 2 * n * c.d_model * c.d_vocab
+    assert matmul_flops(lambda m, t: m.forward(t)[0], llama, CLEAN) == hand
+
+
+def test_attribution_costs_at_most_three_forward_passes(llama):
+    # Clean cache run + corrupted forward + backward (activations only), whatever the
+    # number of sites: the budget.
+    for sites in (["resid_pre", "attn.z"], "all"):
+        cost = attribution_cost(llama, CLEAN, CORRUPT, METRIC, sites=sites)
+        assert cost["forward_passes"] <= 3.0, (sites, cost)
+    ig = attribution_cost(llama, CLEAN, CORRUPT, METRIC, method="ig", n_steps=4)
+    assert 3.0 < ig["forward_passes"] <= 2 + 4 * 2.0

@@ -35,7 +35,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ..labelled import LabelledArray
-from ._grads import Metric, check_pair, ig_alphas, metric_and_grads
+from ._grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads
 from .graph import Component, parse_component
 
 __all__ = ["edge_attribution_patch", "edge_scores", "graph_nodes", "EdgeAttribution", "Edge", "Circuit"]
@@ -169,13 +169,13 @@ def edge_scores(
     cfg = model.cfg
     grad_sites, cache_names = _sites(cfg)
     if method == "eap":
-        target_cache = model.forward(target_tokens, None, cache_names)[1]
+        target_cache = cache_run(model, target_tokens, cache_names)
         _, base_cache, grads = metric_and_grads(model, base_tokens, metric, grad_sites, cache_names)
         g = _reader_grads(model, base_cache, grads)
     elif method == "ig":
         names = cache_names | {"embed"}
-        target_cache = model.forward(target_tokens, None, names)[1]
-        base_cache = model.forward(base_tokens, None, names)[1]
+        target_cache = cache_run(model, target_tokens, names)
+        base_cache = cache_run(model, base_tokens, names)
         e0, e1 = base_cache["embed"], target_cache["embed"]
 
         def reader_grads_at(alpha):

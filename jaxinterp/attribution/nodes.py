@@ -38,7 +38,7 @@ from jaxtyping import Array, Float, Int
 
 from ..labelled import LabelledArray
 from ..sites import parse_site
-from ._grads import Metric, check_pair, ig_alphas, metric_and_grads, short_sites, site_dims
+from ._grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads, short_sites, site_dims
 
 __all__ = ["attribution_patch", "attribution_scores", "default_over"]
 
@@ -83,12 +83,12 @@ def attribution_scores(
     """
     sites = tuple(sites)
     if method == "ap":
-        target_cache = model.forward(target_tokens, None, frozenset(sites))[1]
+        target_cache = cache_run(model, target_tokens, frozenset(sites))
         _, base_cache, grads = metric_and_grads(model, base_tokens, metric, sites)
     elif method == "ig":
         names = frozenset(sites) | {"embed"}
-        target_cache = model.forward(target_tokens, None, names)[1]
-        base_cache = model.forward(base_tokens, None, names)[1]
+        target_cache = cache_run(model, target_tokens, names)
+        base_cache = cache_run(model, base_tokens, names)
         e0, e1 = base_cache["embed"], target_cache["embed"]
 
         def grads_at(alpha):
