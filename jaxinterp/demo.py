@@ -329,7 +329,8 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         report.figure(figures["attribution_vs_patching_resid"], "per (layer, position): attribution vs activation patching")
 
     with progress.step("head detectors on repeated random tokens"):
-        rand = repeated_random_tokens(jax.random.key(0), cfg.d_vocab, seq_len=20, batch=4, low=1000)
+        # Skip the first ids (special and byte tokens) of a large vocabulary.
+        rand = repeated_random_tokens(jax.random.key(0), cfg.d_vocab, seq_len=20, batch=4, low=1000 if cfg.d_vocab > 10_000 else 0)
         _, rand_cache = m.run_with_cache(rand, names=["attn.pattern"])
         detectors = {
             "previous token": previous_token_scores(m, rand, rand_cache),
@@ -452,11 +453,14 @@ class SteeringResult(NamedTuple):
     numbers: dict
 
 
-def steering_experiment(model: Transformer, tokenizer, layer: int = 6, quick: bool = False, n_new: int = 12) -> SteeringResult:
+def steering_experiment(model: Transformer, tokenizer, layer: Optional[int] = None, quick: bool = False, n_new: int = 12) -> SteeringResult:
     """Steer towards positive sentiment (positive coefficients) or negative (negative ones)
-    with `steering_vector` added at ``layer``; score every coefficient in one vmapped run
-    and generate greedily at the extremes and at 0."""
+    with `steering_vector` added at ``layer`` (default: a fifth of the way up, layer 6 of
+    SmolLM2's 30); score every coefficient in one vmapped run and generate greedily at
+    the extremes and at 0."""
     from . import viz
+
+    layer = model.cfg.n_layers // 5 if layer is None else layer
 
     v = jnp.asarray(steering_vector(model, tokenizer, STEER_POSITIVE, STEER_NEGATIVE, layer))
     ids = tokenizer.to_tokens(STEER_PROMPT)

@@ -54,7 +54,7 @@ def tms_geometry(
     span = float(shade.max() - shade.min()) or 1.0
     for i in range(n):
         colour = cmap((shade[i] - shade.min()) / span)
-        ax.plot([0.0, W[i, 0]], [0.0, W[i, 1]], color=colour, linewidth=1.8)
+        ax.plot([0.0, W[i, 0]], [0.0, W[i, 1]], color=colour, linewidth=1.8, gid=f"feature {i}")
         ax.scatter([W[i, 0]], [W[i, 1]], color=[colour], s=22, zorder=3)
         ax.annotate(labels[i], (W[i, 0], W[i, 1]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     lim = 1.15 * (float(np.abs(W).max()) or 1.0)
