@@ -117,22 +117,17 @@ def patching_sweep(
 # ----------------------------------------------------------------------------- lens
 
 
-def logit_lens(model: Transformer, tokens: Int[np.ndarray, " pos"]) -> tuple[Int[np.ndarray, "layer pos"], Float[np.ndarray, "layer pos"]]:
-    """The logit lens (nostalgebraist 2020): each layer's ``resid_post`` read through the
-    final norm and unembedding. Returns the top token id and its probability ``[layer, pos]``."""
-    return _logit_lens(model, jnp.asarray(tokens))
-
-
-@eqx.filter_jit
-def _logit_lens(model, tokens):
-    from .model.hooks import Hooks, Plan
-
-    _, cache = model.forward(tokens, None, frozenset({"resid_post"}))
-    hooks = Hooks(model.cfg, Plan(model.cfg, None), frozenset(), None)
-    logits = jax.vmap(lambda r: model.unembed_resid(r, hooks))(cache["resid_post"])
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    top = jnp.argmax(probs, axis=-1)
-    return top, jnp.take_along_axis(probs, top[..., None], -1)[..., 0]
+def top_token_table(lens_logits: LabelledArray) -> tuple[Int[np.ndarray, "layer pos"], Float[np.ndarray, "layer pos"]]:
+    """The top token id and its probability ``[layer, pos]`` from logit-lens logits
+    ``[layer, pos, d_vocab]`` (`jaxinterp.lens.logit_lens` with ``pos=None``)."""
+    logits = np.asarray(lens_logits, dtype=np.float64)
+    if logits.ndim != 3:
+        raise ValueError(f"expected logit-lens logits [layer, pos, d_vocab], got axes {getattr(lens_logits, 'dims', logits.shape)}")
+    top = logits.argmax(-1)
+    top_logit = np.take_along_axis(logits, top[..., None], -1)[..., 0]
+    # p(top) = 1 / sum(exp(logits - top_logit)), stable without materialising softmax.
+    prob = 1.0 / np.exp(logits - top_logit[..., None]).sum(-1)
+    return top, prob
 
 
 # ------------------------------------------------------------------------- the demo
@@ -227,6 +222,7 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     from . import viz
     from .attribution import attribution_patch
     from .cli import load_model_and_tokenizer, resolve_model_path
+    from .lens import logit_lens
     from .detectors import duplicate_token_scores, induction_scores, previous_token_scores, repeated_random_tokens
     from .report import Report
 
@@ -367,17 +363,18 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         report.figure(figures["attention_patterns"], "the same patterns, static")
 
     with progress.step("logit lens on a clean prompt"):
-        top, prob = (np.asarray(x) for x in logit_lens(m, clean[0]))
+        lens_logits = logit_lens(m, jnp.asarray(clean[0]), pos=None)
+        top, prob = top_token_table(lens_logits)
         top_str = [[tok.decode([int(t)]) for t in row] for row in top]
-        layer_labels = [f"layer {l}" for l in range(cfg.n_layers)]
+        layer_labels = lens_logits.axis_labels("layer")
         save(viz.logit_lens_table(top_str, prob, layer_labels, str_tokens), "logit_lens")
-        numbers["first layer whose top token at the end is the IO"] = float(
-            next((l for l in range(cfg.n_layers) if top_str[l][-1] == IOI_NAMES[0][0]), -1)
+        numbers["first logit-lens row whose top token at the end is the IO"] = float(
+            next((l for l in range(len(top_str)) if top_str[l][-1] == IOI_NAMES[0][0]), -1)
         )
         report.section(
             "Logit lens",
-            "Each layer's residual stream (after the block) read through the final norm and unembedding: the top "
-            "next-token prediction at every position, shaded by its probability.",
+            "The residual stream before each layer (and after the last) read through the final norm and unembedding "
+            "(`jaxinterp.lens.logit_lens`): the top next-token prediction at every position, shaded by its probability.",
         )
         report.html(viz.logit_lens_html(top_str, prob, layer_labels, str_tokens))
 
