@@ -171,3 +171,46 @@ def test_post_norm_models_are_refused():
         lens.decompose_resid(model, np.arange(5))
     with pytest.raises(ValueError, match="no unembedding"):
         lens.logit_lens(model, np.arange(5))
+
+
+# ------------------------------------------------------- must-show 5: SmolLM2 on IOI
+
+IOI = [
+    ("When Mary and John went to the store, John gave a drink to", " Mary", " John"),
+    ("When John and Mary went to the store, Mary gave a drink to", " John", " Mary"),
+    ("When Tom and James went to the park, James gave a ball to", " Tom", " James"),
+    ("When James and Tom went to the park, Tom gave a ball to", " James", " Tom"),
+]
+
+
+def test_smollm2_ioi_name_movers_and_late_answer(smollm2, smollm2_tokenizer):
+    model, tok = smollm2, smollm2_tokenizer
+    tokens = np.array([tok.encode(p) for p, _, _ in IOI])
+    answers = np.array([tok.to_single_token(a) for _, a, _ in IOI])
+    wrongs = np.array([tok.to_single_token(w) for _, _, w in IOI])
+    names = ["embed", "attn_out", "mlp_out", "ln_final.scale", "attn.result", "attn.pattern", "resid_pre", "resid_post"]
+    logits, cache = model.run_with_cache(tokens, names=names)
+    rows = np.arange(len(IOI))
+    diff = np.asarray(logits)[rows, -1, answers] - np.asarray(logits)[rows, -1, wrongs]
+    assert (diff > 1).all()  # the model does the task
+
+    dla = lens.direct_logit_attribution(model, tokens, answers, wrongs, cache=cache)
+    np.testing.assert_allclose(np.asarray(dla).sum(0), diff, atol=TOL)
+    heads = np.asarray(lens.head_logit_attribution(model, tokens, answers, wrongs, cache=cache))
+    L, H = heads.shape
+    top = [divmod(int(i), H) for i in np.argsort(-heads.ravel())[:3]]
+    assert all(layer >= 2 * L // 3 for layer, _ in top), top  # all in the last third
+    # Name-mover-like: one of them attends from the last token mostly to the indirect
+    # object (the answer's earlier occurrence), not to the subject.
+    pattern = np.asarray(cache["attn.pattern"])[:, :, :, -1]  # [layer, batch, head, key]
+    io_pos = [list(tokens[b]).index(answers[b]) for b in rows]
+    s_pos = [[i for i, t in enumerate(tokens[b]) if t == wrongs[b]] for b in rows]
+    to_io = np.array([[pattern[l, b, h, io_pos[b]] for b in rows] for l, h in top])  # [head, batch]
+    to_s = np.array([[pattern[l, b, h, s_pos[b]].max() for b in rows] for l, h in top])
+    assert ((to_io > 0.4) & (to_io > 2 * to_s)).all(axis=1).any(), (top, to_io, to_s)
+
+    # Logit lens: the answer is top-1 at the output, and at no earlier layer.
+    lensed = np.asarray(lens.logit_lens(model, cache=cache))  # [layer, batch, d_vocab]
+    ranks = lens.token_ranks(lensed, answers[None, :])
+    assert (ranks[-1] == 0).all() and (ranks[:-1] > 0).all()
+    assert (ranks[: L // 2] > 100).all()  # far from the top in the first half of the model

@@ -143,3 +143,21 @@ def test_folding_creates_missing_biases_and_updates_config():
     from jaxinterp.loading import expected_params
 
     assert expected_params(folded.cfg)["unembed.b_U"] == (model.cfg.d_vocab,)
+
+
+def test_smollm2_processing_keeps_logits(smollm2, smollm2_tokenizer):
+    # A real pretrained model (Llama family, GQA, RMSNorm, tied embeddings).
+    model = smollm2
+    tokens = np.array([
+        smollm2_tokenizer.encode("The quick brown fox jumps over the lazy dog")[:8],
+        smollm2_tokenizer.encode("When Mary and John went to the store, John")[:8],
+    ])
+    ref = np.asarray(model(tokens))
+    folded = P.fold_layer_norm(model)
+    assert _is_identity_norm(folded.blocks.ln1) and _is_identity_norm(folded.ln_final)
+    _assert_same_outputs(folded, tokens, ref)
+    _assert_same_outputs(P.process_weights(model), tokens, ref, up_to_constant=True)
+    with pytest.raises(P.ProcessingError, match="rmsnorm"):
+        P.center_writing_weights(model)
+    with pytest.raises(P.ProcessingError, match="grouped-query"):
+        P.refactor_factored_attn_matrices(model)
