@@ -42,8 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .attribution._grads import cache_run, unembed_for_metric
 from .attribution.graph import Component, parse_component
 from .interventions import Patch
+from .model.hooks import Hooks, Plan
 from .labelled import LabelledArray
 from .sites import parse_site
 
@@ -117,22 +119,33 @@ def _names(x: Names) -> list[str]:
 # ----------------------------------------------------------------------- the 3 runs
 
 
-def _three_runs(model, base, source_z, base_z, source_mlp, base_mlp, senders_iv, receivers, receiver_pos, freeze_mlps, metric):
-    """Steps 2 and 3 for one set of sender interventions (pure; vmap-able)."""
+def _three_runs(model, base, caches, senders_iv, receivers, receiver_pos, freeze_mlps, metric):
+    """Steps 2 and 3 for one set of sender interventions (pure; vmap-able).
+
+    Step 2 runs only up to the last receiver's layer; step 3 starts from the base run's
+    residual stream at the first receiver's layer (nothing below it changes) and
+    unembeds only where the metric reads."""
+    base_z, source_z, base_mlp, source_mlp, base_resid = caches
+    cfg = model.cfg
+    first, last = min(r.layer for r in receivers), max(r.layer for r in receivers)
     freeze = [Patch("attn.z", base_z)]
     if freeze_mlps and base_mlp is not None:
         freeze.append(Patch("mlp_out", base_mlp))
-    names = frozenset(r.site for r in receivers)
-    _, recorded = model.forward(base, freeze + senders_iv(source_z, source_mlp), names)
-    patches = [Patch(r.site, recorded[r.site], layer=r.layer, head=r.head, pos=receiver_pos) for r in receivers]
-    return metric(model.forward(base, patches)[0])
+    plan = Plan(cfg, freeze + senders_iv(source_z, source_mlp))
+    resid = model.embed_tokens(base, Hooks(cfg, plan, frozenset(), None))
+    _, recorded = model.run_blocks(resid, plan, frozenset(r.site for r in receivers), stop=last + 1)
+
+    patches = [Patch(r.site, recorded[r.site][r.layer], layer=r.layer, head=r.head, pos=receiver_pos) for r in receivers]
+    plan = Plan(cfg, patches)
+    resid, _ = model.run_blocks(base_resid[first], plan, start=first)
+    return metric(unembed_for_metric(model, resid, Hooks(cfg, plan, frozenset(), None), metric))
 
 
 def _caches(model, base, source):
-    names = ["attn.z"] + (["mlp_out"] if model.cfg.has_mlp else [])
-    cb = model.forward(base, None, frozenset(names))[1]
-    cs = model.forward(source, None, frozenset(names))[1]
-    return cb["attn.z"], cs["attn.z"], cb.get("mlp_out"), cs.get("mlp_out")
+    """Step 1: heads' z and MLP outputs of both runs, and the base residual stream."""
+    names = frozenset(["attn.z", "resid_pre"] + (["mlp_out"] if model.cfg.has_mlp else []))
+    cb, cs = cache_run(model, base, names), cache_run(model, source, names)
+    return cb["attn.z"], cs["attn.z"], cb.get("mlp_out"), cs.get("mlp_out"), cb["resid_pre"]
 
 
 class _Senders(eqx.Module):
@@ -163,8 +176,7 @@ def _mean_over_pairs(fn, base, source, *args):
 @eqx.filter_jit
 def _path_patch_jit(model, base, source, senders, receivers, receiver_pos, freeze_mlps, metric):
     def one(b, s):
-        bz, sz, bm, sm = _caches(model, b, s)
-        return _three_runs(model, b, sz, bz, sm, bm, senders, receivers, receiver_pos, freeze_mlps, metric)
+        return _three_runs(model, b, _caches(model, b, s), senders, receivers, receiver_pos, freeze_mlps, metric)
 
     return _mean_over_pairs(one, base, source)
 
@@ -242,8 +254,7 @@ class _SweepCell(eqx.Module):
             senders = _Senders(None, layer_mask, sender_pos)
 
         def one(b, s):
-            bz, sz, bm, sm = _caches(model, b, s)
-            return _three_runs(model, b, sz, bz, sm, bm, senders, self.receivers, receiver_pos, self.freeze_mlps, self.metric)
+            return _three_runs(model, b, _caches(model, b, s), senders, self.receivers, receiver_pos, self.freeze_mlps, self.metric)
 
         return _mean_over_pairs(one, base, source)
 

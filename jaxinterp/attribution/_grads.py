@@ -65,22 +65,27 @@ def cache_run(model, tokens: Int[Array, " pos"], names: frozenset, interventions
     return {**top.recorded, **cache}
 
 
-def logits_for_metric(model, tokens, interventions, cache_names: frozenset, metric: Metric):
-    """``(logits, cache)`` where the logits are computed only at the positions the metric
-    declares in ``metric.reads = (pos, token_ids)`` (NaN elsewhere, so a wrong declaration
-    shows), else everywhere. Unembedding all positions costs ~20% of a small model's
-    forward (SmolLM2: 49k vocabulary) and as much again in the backward pass."""
+def unembed_for_metric(model, resid: Float[Array, "pos d_model"], hooks, metric: Metric) -> Array:
+    """Logits from the final residual stream, computed only at the positions the metric
+    declares in ``metric.reads = (pos, token_ids)`` (NaN elsewhere, so a wrong
+    declaration shows), else everywhere. Unembedding all positions costs ~20% of a small
+    model's forward (SmolLM2: 49k vocabulary), and as much again in a backward pass."""
     reads = getattr(metric, "reads", None)
-    ln_final_sites = any(n.startswith("ln_final.") for n in cache_names)
-    if reads is None or ln_final_sites:  # ln_final sites need every position
-        return model.forward(tokens, interventions, cache_names)
+    if reads is None:
+        return model.unembed_resid(resid, hooks)
     positions = jnp.atleast_1d(jnp.asarray(reads[0]))
+    rows = model.unembed_resid(resid[positions], hooks)
+    return jnp.full((resid.shape[0],) + rows.shape[1:], jnp.nan, rows.dtype).at[positions].set(rows)
+
+
+def logits_for_metric(model, tokens, interventions, cache_names: frozenset, metric: Metric):
+    """``(logits, cache)`` of a forward pass, the logits via `unembed_for_metric`."""
+    if any(n.startswith("ln_final.") for n in cache_names):  # ln_final sites need every position
+        return model.forward(tokens, interventions, cache_names)
     plan = Plan(model.cfg, list(interventions))
     top = Hooks(model.cfg, plan, cache_names, None)
     resid, cache = model.run_blocks(model.embed_tokens(tokens, top), plan, cache_names)
-    rows = model.unembed_resid(resid[positions], top)
-    logits = jnp.full((tokens.shape[0],) + rows.shape[1:], jnp.nan, rows.dtype).at[positions].set(rows)
-    return logits, {**top.recorded, **cache}
+    return unembed_for_metric(model, resid, top, metric), {**top.recorded, **cache}
 
 
 def metric_and_grads(
