@@ -4,12 +4,12 @@ against dense numpy references."""
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 
 import jaxinterp as ji
 from jaxinterp import circuits as C
+from jaxinterp.toy import random_model
 
 CFG = ji.ModelConfig(
     d_model=16, n_layers=3, n_heads=4, n_kv_heads=2, d_head=4, d_vocab=23, n_ctx=8, attn_only=True, family="test-gqa"
@@ -18,7 +18,7 @@ CFG = ji.ModelConfig(
 
 @pytest.fixture(scope="module")
 def model():
-    return ji.Transformer.init(CFG, jax.random.key(0), std=0.3)
+    return random_model(CFG, seed=0, std=0.3)
 
 
 def _np(x):
@@ -56,7 +56,7 @@ def test_full_circuits_match_dense_products(model):
     assert sub.shape == (1, 2, 23, 23)
     np.testing.assert_allclose(_np(sub[0, 1].AB), W_E @ W_OV @ W_U, atol=1e-4)
     # Gemma-style embedding scale is part of what a token writes.
-    scaled = ji.Transformer.init(CFG.replace(embed_scale=4.0), jax.random.key(0), std=0.3)
+    scaled = random_model(CFG.replace(embed_scale=4.0), seed=0, std=0.3)
     np.testing.assert_allclose(_np(C.full_ov_circuit(scaled)[layer, head].AB), 4.0 * W_E @ W_OV @ W_U, atol=1e-3)
 
 

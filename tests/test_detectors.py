@@ -14,6 +14,7 @@ import jaxinterp as ji
 from jaxinterp import detectors as D
 from jaxinterp.circuits import all_composition_scores
 from jaxinterp.processing import fold_layer_norm
+from jaxinterp.toy import random_model
 from jaxinterp.toy.induction import induction_config, next_token_losses, repeated_half_loss, train_induction_model
 
 SEQ = 20
@@ -43,13 +44,13 @@ def _naive_scores(pattern, tokens, kind):
 
 
 @pytest.fixture(scope="module")
-def random_model():
+def untrained():
     cfg = ji.ModelConfig(d_model=16, n_layers=2, n_heads=3, d_head=4, d_vocab=11, n_ctx=16, attn_only=True)
-    return ji.Transformer.init(cfg, jax.random.key(0), std=0.5)  # large weights: peaky, uneven patterns
+    return random_model(cfg, seed=0, std=0.5)  # large weights: peaky, uneven patterns
 
 
-def test_detectors_match_naive_loop(random_model):
-    model = random_model
+def test_detectors_match_naive_loop(untrained):
+    model = untrained
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 5, size=(3, 16))  # a small alphabet: many repeats
     _, cache = model.run_with_cache(tokens, names=["attn.pattern"])
@@ -62,13 +63,13 @@ def test_detectors_match_naive_loop(random_model):
         np.testing.assert_allclose(np.asarray(fn(model, tokens, cache=cache)), np.asarray(ours))
 
 
-def test_repeated_random_tokens_and_empty_masks(random_model):
+def test_repeated_random_tokens_and_empty_masks(untrained):
     toks = np.asarray(D.repeated_random_tokens(jax.random.key(0), 50, 7, 4, bos=99, low=3))
     assert toks.shape == (4, 15) and (toks[:, 0] == 99).all()
     np.testing.assert_array_equal(toks[:, 1:8], toks[:, 8:])
     assert toks[:, 1:].min() >= 3 and toks[:, 1:].max() < 50
     with pytest.raises(ValueError, match="no keys"):
-        D.duplicate_token_scores(random_model, np.arange(8)[None])  # no token repeats
+        D.duplicate_token_scores(untrained, np.arange(8)[None])  # no token repeats
 
 
 # ------------------------------------------------- must-show 4: a trained toy model

@@ -23,12 +23,14 @@ from typing import Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..config import ModelConfig
 from ..detectors import repeated_random_tokens
 from ..model import Transformer
+from .random_init import random_model
 
 __all__ = [
     "induction_config", "repeated_random_tokens", "periodic_random_tokens", "next_token_losses", "repeated_half_loss",
@@ -90,8 +92,8 @@ def train_induction_model(
     `periodic_random_tokens` each step, next-token loss on every position. Returns the
     model and the per-step training losses. Deterministic given ``key``."""
     cfg = induction_config() if cfg is None else cfg
-    init_key, data_key = jax.random.split(key)
-    model = Transformer.init(cfg, init_key, std=0.05)
+    # numpy-drawn init (no per-shape jax.random compiles), seeded from the key's bits
+    model = random_model(cfg, seed=np.asarray(jax.random.key_data(key)), std=0.05)
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), steps)
     optimizer = optax.adamw(schedule, weight_decay=weight_decay)
     params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -101,7 +103,7 @@ def train_induction_model(
         return next_token_losses(eqx.combine(params, static), tokens).mean()
 
     @jax.jit
-    def train(params, opt_state):
+    def train(params, opt_state, key):
         def step(carry, k):
             params, opt_state = carry
             tokens = periodic_random_tokens(k, cfg.d_vocab, cfg.n_ctx, batch)
@@ -109,8 +111,8 @@ def train_induction_model(
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        return jax.lax.scan(step, (params, opt_state), jax.random.split(data_key, steps))
+        return jax.lax.scan(step, (params, opt_state), jax.random.split(key, steps))
 
-    (params, _), losses = train(params, opt_state)
+    (params, _), losses = train(params, opt_state, key)
     return eqx.combine(params, static), losses
 
