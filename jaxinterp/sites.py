@@ -111,6 +111,7 @@ def layer_site_dims(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
 
 
 def top_level_site_dims(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
+    """Top-level (not per-layer) sites of a model, in execution order, with their dimension names."""
     d = {"embed": ("pos", "d_model")}
     if cfg.positional == "learned":
         d["pos_embed"] = ("pos", "d_model")
@@ -123,6 +124,7 @@ def top_level_site_dims(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
 
 
 def dim_sizes(cfg: ModelConfig, n_pos: int) -> dict[str, int]:
+    """The size of every dimension name (``"d_model"``, ``"kv_head"``, ...) for ``n_pos`` tokens."""
     return {
         "pos": n_pos,
         "query_pos": n_pos,
@@ -145,6 +147,7 @@ def site_shape(cfg: ModelConfig, name: str, n_pos: int) -> tuple[int, ...]:
 
 
 def all_site_names(cfg: ModelConfig) -> list[str]:
+    """Short names of every site of a model: top-level sites, then per-layer ones."""
     return list(top_level_site_dims(cfg)) + list(layer_site_dims(cfg))
 
 
@@ -200,4 +203,5 @@ def parse_site(name: str, cfg: ModelConfig) -> Site:
 
 
 def is_top_level(short: str) -> bool:
+    """Whether a short name is a top-level site (embeddings, final norm) rather than a per-layer one."""
     return short in TOP_LEVEL_SITES

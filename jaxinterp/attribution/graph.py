@@ -37,10 +37,12 @@ class Component(NamedTuple):
 
 
 def head_name(layer: int, head: int, input: Optional[str] = None) -> str:
+    """The node name of a head (``"a3.h2"``), or of its ``"q"``/``"k"``/``"v"`` input (``"a3.h2.q"``)."""
     return Component("head", layer, head, input).name
 
 
 def mlp_name(layer: int) -> str:
+    """The node name of a layer's MLP (``"m5"``)."""
     return f"m{layer}"
 
 

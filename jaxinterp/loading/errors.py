@@ -7,4 +7,5 @@ class CheckpointError(ValueError):
 
 
 class UnsupportedArchitectureError(CheckpointError):
-    pass
+    """A checkpoint of an architecture (HF ``model_type`` or GGUF ``general.architecture``)
+    that jaxinterp cannot load; the message lists the supported ones."""
