@@ -199,6 +199,9 @@ def _edge_scores(model, base, target, metric, method, n_steps):
 
 
 class Edge(NamedTuple):
+    """One edge of the graph: an upstream (writer) node name, a downstream (reader) node
+    name, and its attribution score."""
+
     upstream: str
     downstream: str
     score: float
