@@ -27,6 +27,12 @@ from .config import ModelConfig
 from .sites import dim_sizes, layer_site_dims, to_full_name, top_level_site_dims
 
 
+__all__ = [
+    "main", "build_parser", "CLIError", "describe_model", "site_rows", "SiteRow", "site_meanings",
+    "smollm2_path", "resolve_model_path", "load_model_and_tokenizer", "top_tokens", "count_params",
+]
+
+
 class CLIError(Exception):
     """A usage error with a message meant for the user (printed without a traceback)."""
 
@@ -176,7 +182,7 @@ def describe_model(model, path: str = "") -> str:
 # -------------------------------------------------------------------------- commands
 
 
-def encode(tokenizer, text: str) -> np.ndarray:
+def _encode(tokenizer, text: str) -> np.ndarray:
     """Token ids ``[pos]`` for ``text``; a clear error for empty input."""
     if not text:
         raise CLIError("empty prompt: give some text")
@@ -186,12 +192,12 @@ def encode(tokenizer, text: str) -> np.ndarray:
     return ids
 
 
-def token_strings(tokenizer, ids) -> list[str]:
+def _token_strings(tokenizer, ids) -> list[str]:
     """Each id decoded on its own (for axis labels)."""
     return tokenizer.to_str_tokens(np.asarray(ids).reshape(-1))
 
 
-def single_token(tokenizer, text: str, what: str) -> int:
+def _single_token(tokenizer, text: str, what: str) -> int:
     """The id of a one-token string (``" Mary"``); `CLIError` if it is several tokens."""
     try:
         return tokenizer.to_single_token(text)
@@ -208,17 +214,17 @@ def top_tokens(logits, tokenizer, k: int) -> list[tuple[str, int, float, float]]
     return [(tokenizer.decode([int(i)]), int(i), float(probs[i]), float(logits[i])) for i in order]
 
 
-def cmd_info(args) -> int:
+def _cmd_info(args) -> int:
     model, _ = load_model_and_tokenizer(args.model, need_tokenizer=False)
     print(describe_model(model, resolve_model_path(args.model)))
     return 0
 
 
-def cmd_run(args) -> int:
+def _cmd_run(args) -> int:
     from .demo import greedy_generate
 
     model, tok = load_model_and_tokenizer(args.model)
-    ids = encode(tok, args.prompt)
+    ids = _encode(tok, args.prompt)
     logits = np.asarray(model(ids))[-1]
     print(f"prompt: {args.prompt!r} ({ids.size} tokens)")
     print(f"top {args.top_k} next tokens:")
@@ -230,7 +236,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_patch(args) -> int:
+def _cmd_patch(args) -> int:
     from .demo import patching_sweep
     from .metrics import logit_diff
     from .sites import parse_site
@@ -240,22 +246,22 @@ def cmd_patch(args) -> int:
     site = parse_site(args.site, model.cfg)
     if site.layer is not None:
         raise CLIError(f"--site takes a short name such as 'resid_pre' (the sweep covers every layer), got {args.site!r}")
-    clean, corrupt = encode(tok, args.clean), encode(tok, args.corrupt)
+    clean, corrupt = _encode(tok, args.clean), _encode(tok, args.corrupt)
     if clean.shape != corrupt.shape:
         raise CLIError(
             f"--clean is {clean.size} tokens but --corrupt is {corrupt.size}: patching needs prompts of the same "
-            f"length (clean {token_strings(tok, clean)}, corrupt {token_strings(tok, corrupt)})"
+            f"length (clean {_token_strings(tok, clean)}, corrupt {_token_strings(tok, corrupt)})"
         )
     clean_logits, corrupt_logits = np.asarray(model(clean))[-1], np.asarray(model(corrupt))[-1]
-    answer = single_token(tok, args.answer, "--answer") if args.answer else int(np.argmax(clean_logits))
-    wrong = single_token(tok, args.wrong, "--wrong") if args.wrong else int(np.argmax(corrupt_logits))
+    answer = _single_token(tok, args.answer, "--answer") if args.answer else int(np.argmax(clean_logits))
+    wrong = _single_token(tok, args.wrong, "--wrong") if args.wrong else int(np.argmax(corrupt_logits))
     if answer == wrong:
         raise CLIError(
             f"the clean and corrupted runs both predict {tok.decode([answer])!r}: give --answer and --wrong tokens to compare"
         )
     metric = logit_diff(answer, wrong)
     t0 = time.perf_counter()
-    result = patching_sweep(model, clean, corrupt, site.name, metric, labels=token_strings(tok, clean))
+    result = patching_sweep(model, clean, corrupt, site.name, metric, labels=_token_strings(tok, clean))
     seconds = time.perf_counter() - t0
     ld_clean = float(clean_logits[answer] - clean_logits[wrong])
     ld_corrupt = float(corrupt_logits[answer] - corrupt_logits[wrong])
@@ -279,7 +285,7 @@ def cmd_patch(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
+def _cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(out_dir=args.out, model=args.model, quick=args.quick)
@@ -296,14 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("info", help="architecture, config and hook sites with shapes")
     s.add_argument("model", help=model_help)
-    s.set_defaults(func=cmd_info)
+    s.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("run", help="top next tokens for a prompt")
     s.add_argument("model", help=model_help)
     s.add_argument("prompt")
     s.add_argument("--top-k", type=int, default=10)
     s.add_argument("--generate", type=int, default=0, metavar="N", help="also print N greedily generated tokens")
-    s.set_defaults(func=cmd_run)
+    s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("patch", help="activation-patching sweep of one site (figure + .npz)")
     s.add_argument("model", help=model_help)
@@ -313,13 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--answer", help="correct next token (default: the clean run's top token)")
     s.add_argument("--wrong", help="wrong next token (default: the corrupted run's top token)")
     s.add_argument("--out", default="out/patch", help="output folder (default out/patch)")
-    s.set_defaults(func=cmd_patch)
+    s.set_defaults(func=_cmd_patch)
 
     s = sub.add_parser("demo", help="end-to-end IOI investigation of SmolLM2-135M with an HTML report")
     s.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     s.add_argument("--model", default="smollm2", help=model_help + " (a Llama-family model with a tokenizer)")
     s.add_argument("--quick", action="store_true", help="fewer prompts and sweeps (a smoke run)")
-    s.set_defaults(func=cmd_demo)
+    s.set_defaults(func=_cmd_demo)
     return p
 
 

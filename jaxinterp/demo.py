@@ -40,6 +40,11 @@ from .metrics import logit_diff
 from .model import Transformer
 from .sites import layer_site_dims, top_level_site_dims
 
+__all__ = [
+    "run_demo", "DemoResult", "greedy_generate", "patching_sweep", "sweep_axes", "top_token_table",
+    "steering_vector", "steering_experiment", "SteeringResult", "ioi_pair", "IOIPair", "shared_labels", "Progress",
+]
+
 # ------------------------------------------------------------------------ generation
 
 
@@ -144,9 +149,9 @@ IOI_TEMPLATES = [
 IOI_NAMES = [(" Mary", " John"), (" Tom", " James"), (" Sarah", " David"), (" Alice", " Bob"), (" Anna", " Paul"), (" Lisa", " Mike")]
 STEER_POSITIVE = ["I love this. It is wonderful", "What a great, happy day", "This film was excellent and delightful", "I am so glad and thankful", "The food was delicious and amazing"]
 STEER_NEGATIVE = ["I hate this. It is awful", "What a terrible, sad day", "This film was dreadful and boring", "I am so angry and upset", "The food was disgusting and horrible"]
-STEER_PROMPT = "I think that the weather today is"
-STEER_GOOD = [" good", " great", " nice", " beautiful", " wonderful", " perfect"]
-STEER_BAD = [" bad", " terrible", " awful", " horrible", " cold", " miserable"]
+STEER_PROMPT = "My review of the movie: it was"
+STEER_GOOD = [" great", " good", " amazing", " wonderful", " fantastic", " excellent"]
+STEER_BAD = [" terrible", " bad", " awful", " horrible", " boring", " disappointing"]
 
 
 class IOIPair(NamedTuple):
@@ -454,7 +459,7 @@ def steering_experiment(model: Transformer, tokenizer, layer: Optional[int] = No
     """Steer towards positive sentiment (positive coefficients) or negative (negative ones)
     with `steering_vector` added at ``layer`` (default: a fifth of the way up, layer 6 of
     SmolLM2's 30); score every coefficient in one vmapped run and generate greedily at
-    the extremes and at 0."""
+    moderate coefficients (large ones push the text off the rails)."""
     from . import viz
 
     layer = model.cfg.n_layers // 5 if layer is None else layer
@@ -463,12 +468,13 @@ def steering_experiment(model: Transformer, tokenizer, layer: Optional[int] = No
     ids = tokenizer.to_tokens(STEER_PROMPT)
     good = jnp.asarray([tokenizer.to_single_token(w) for w in STEER_GOOD])
     bad = jnp.asarray([tokenizer.to_single_token(w) for w in STEER_BAD])
-    coefficients = np.array([-8.0, 0.0, 8.0] if quick else [-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0], np.float32)
+    coefficients = np.array([-4.0, 0.0, 4.0] if quick else [-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0], np.float32)
+    generate_at = (-4.0, 0.0, 4.0) if quick else (-4.0, -2.0, 0.0, 2.0, 4.0)
     scores = np.asarray(_steered_scores(model, jnp.asarray(ids), v, jnp.asarray(coefficients), layer, good, bad))
     rows = []
     for c, s in zip(coefficients, scores):
         text = ""
-        if c in (coefficients.min(), 0.0, coefficients.max()):
+        if c in generate_at:
             new = greedy_generate(model, ids, n_new, [Add("resid_pre", jnp.float32(c) * v, layer=layer)])
             text = STEER_PROMPT + tokenizer.decode(new)
         rows.append((f"{c:+.0f}", f"{s:+.2f}", text))
@@ -479,7 +485,5 @@ def steering_experiment(model: Transformer, tokenizer, layer: Optional[int] = No
     ax.set_xlabel(f"steering coefficient (added to layer {layer} resid_pre)")
     ax.set_ylabel("log P(positive) - log P(negative)")
     ax.set_title(f"Steering the next token after {STEER_PROMPT!r}", fontsize=9)
-    zero = int(np.flatnonzero(coefficients == 0)[0])
-    numbers = {"steering score, coefficient 0": float(scores[zero]), f"steering score, coefficient {coefficients[0]:+.0f}": float(scores[0]),
-               f"steering score, coefficient {coefficients[-1]:+.0f}": float(scores[-1])}
+    numbers = {f"steering score, coefficient {c:+.0f}": float(s) for c, s in zip(coefficients, scores) if c in (coefficients[0], 0.0, coefficients[-1])}
     return SteeringResult(layer, coefficients, scores, rows, fig, numbers)

@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from .viz.figures import figure_png, png_data_uri
 from .viz.html import escape, page, table
 
+__all__ = ["Report", "external_resources"]
+
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
