@@ -337,12 +337,16 @@ def _important_masks(cfg, important: Iterable[str]):
         comp = parse_component(name, cfg)
         if comp.kind == "head" and comp.input is None:
             heads[comp.layer, comp.index] = True
+        elif comp.kind == "kv_head" and comp.input is None:
+            # A key/value head acts only through the query heads that read it.
+            group = cfg.n_heads // cfg.n_kv_heads
+            heads[comp.layer, comp.index * group: (comp.index + 1) * group] = True
         elif comp.kind == "mlp":
             mlps[comp.layer] = True
         elif comp.kind in ("embed", "logits"):
             continue  # inputs and outputs are always part of the graph
         else:
-            raise PathPatchingError(f"important node {name!r}: nodes are heads ('a3.h2') and MLPs ('m3')")
+            raise PathPatchingError(f"important node {name!r}: nodes are heads ('a3.h2'), key/value heads ('a3.kv1') and MLPs ('m3')")
     return heads, mlps
 
 
@@ -378,7 +382,8 @@ def evaluate_hypothesis(
     Args:
         important: node names (heads ``"a3.h2"``, MLPs ``"m3"``); e.g.
             ``EdgeAttribution.circuit(k).nodes``. Every other head and MLP gets its output
-            from the counterfactual run.
+            from the counterfactual run. A key/value head (``"a3.kv1"``, grouped-query
+            attention) stands for the query heads that read it.
         reference_tokens, counterfactual_tokens: int ``[batch, pos]`` (or ``[pos]``).
         dissimilarity: ``delta(model_logits, hypothesis_logits) -> scalar``; default
             ``|metric(a) - metric(b)|`` if ``metric`` is given, else KL at the last position.

@@ -142,6 +142,13 @@ def test_hypothesis_equals_naive_loop(model):
     assert res.aue > 1e-3
 
 
+def test_kv_head_node_stands_for_its_query_heads(model):
+    group = LLAMA.n_heads // LLAMA.n_kv_heads
+    kv = evaluate_hypothesis(model, ["a1.kv1", "m0"], REFS, CFS)
+    heads = evaluate_hypothesis(model, [f"a1.h{h}" for h in range(group, 2 * group)] + ["m0"], REFS, CFS)
+    np.testing.assert_array_equal(kv.per_pair, heads.per_pair)
+
+
 def test_hypothesis_with_every_node_explains_everything(model):
     everything = [f"a{l}.h{h}" for l in range(L) for h in range(H)] + [f"m{l}" for l in range(L)]
     res = evaluate_hypothesis(model, everything, REFS, CFS, metric=METRIC)
