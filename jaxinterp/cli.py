@@ -138,11 +138,15 @@ def site_meanings() -> dict[str, str]:
 
 
 def count_params(model) -> int:
-    """Number of float parameters of a model."""
+    """Number of float parameters of a model; a tied unembedding (a copy of the
+    embedding) counts once, as HuggingFace counts it."""
     import equinox as eqx
     import jax
 
-    return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array)))
+    total = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array)))
+    if model.cfg.tied_embeddings and model.unembed is not None:
+        total -= int(np.prod(model.unembed.W_U.shape))
+    return total
 
 
 def describe_model(model, path: str = "") -> str:
@@ -153,7 +157,7 @@ def describe_model(model, path: str = "") -> str:
         f"{cfg.positional} positions" + (f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g})" if cfg.positional == "rotary" else ""),
         "parallel attn+MLP" if cfg.parallel_attn_mlp else ("post-norm" if cfg.post_norm else "pre-norm"),
         "attention only" if cfg.attn_only else ("gated MLP" if cfg.gated_mlp else "MLP") + f" ({cfg.act_fn})",
-        f"MHA" if cfg.n_kv_heads == cfg.n_heads else ("MQA" if cfg.n_kv_heads == 1 else f"GQA ({cfg.n_heads} q / {cfg.n_kv_heads} kv heads)"),
+        "MHA" if cfg.n_kv_heads == cfg.n_heads else ("MQA" if cfg.n_kv_heads == 1 else f"GQA ({cfg.n_heads} q / {cfg.n_kv_heads} kv heads)"),
         "causal" if cfg.causal else "bidirectional",
         "tied embeddings" if cfg.tied_embeddings else "untied embeddings",
     ]

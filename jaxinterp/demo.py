@@ -373,7 +373,7 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         top_str = [[tok.decode([int(t)]) for t in row] for row in top]
         layer_labels = lens_logits.axis_labels("layer")
         save(viz.logit_lens_table(top_str, prob, layer_labels, str_tokens), "logit_lens")
-        numbers["first logit-lens row whose top token at the end is the IO"] = float(
+        numbers["logit lens: first layer where the IO is the top token at the end"] = float(
             next((l for l in range(len(top_str)) if top_str[l][-1] == IOI_NAMES[0][0]), -1)
         )
         report.section(

@@ -65,6 +65,8 @@ def test_info_lists_every_site_with_its_shape(capsys, tiny):
     assert code == 0, err
     hf = torch_model.config
     assert f"n_layers={hf.n_layer}" in out and f"d_model={hf.n_embd}" in out and f"d_vocab={hf.vocab_size}" in out
+    n_params = sum(p.numel() for p in torch_model.parameters())  # torch counts the tied lm_head once
+    assert f"parameters: {n_params:,}" in out
     import jaxinterp
 
     cfg = jaxinterp.load(path).cfg
