@@ -5,6 +5,8 @@ and K-composition between them is the largest composition score."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +20,7 @@ from jaxinterp.toy import random_model
 from jaxinterp.toy.induction import induction_config, next_token_losses, repeated_half_loss, train_induction_model
 
 SEQ = 20
+SEED = int(os.environ.get("JAXINTERP_TOY_SEED", 0))  # the claims below hold for seeds 0-4 too
 
 
 # ------------------------------------------------------------ detectors vs a loop
@@ -77,7 +80,7 @@ def test_repeated_random_tokens_and_empty_masks(untrained):
 
 @pytest.fixture(scope="module")
 def toy():
-    model, losses = train_induction_model(jax.random.key(0), induction_config(d_vocab=64, seq_len=SEQ))
+    model, losses = train_induction_model(jax.random.key(SEED), induction_config(d_vocab=64, seq_len=SEQ))
     tokens = D.repeated_random_tokens(jax.random.key(1), 64, SEQ, 64)
     return model, np.asarray(losses), tokens
 
@@ -102,23 +105,26 @@ def test_detectors_find_heads_that_ablation_confirms(toy):
     prev_layer, prev_head = np.unravel_index(np.argmax(previous), previous.shape)
     assert prev_layer == 0
 
-    # Single-head zero ablation: the detected previous-token head hurts in-context loss
-    # most of all 8 heads, and by a lot.
+    # Single-head zero ablation: the head the previous-token detector ranks first is the
+    # one whose loss hurts in-context prediction most, by a wide margin.
     ablated = np.array([
         [float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=l, head=h)])) for h in range(H)] for l in range(2)
     ])
-    assert np.unravel_index(np.argmax(ablated), ablated.shape) == (prev_layer, prev_head)
-    assert ablated[prev_layer, prev_head] > base + 0.7
+    increase = ablated - base
+    assert np.unravel_index(np.argmax(increase), increase.shape) == (prev_layer, prev_head)
+    runner_up = np.sort(increase.ravel())[-2]
+    assert increase[prev_layer, prev_head] > 0.4 and increase[prev_layer, prev_head] > 2 * runner_up
 
-    # Mean-ablating the detected induction heads together destroys in-context learning
-    # (worse than chance); mean-ablating every other layer-0 head together does not.
+    # Mean-ablating the detected induction heads together destroys in-context prediction
+    # (to about the log(64) = 4.16 of a uniform guess) and barely moves the loss on the
+    # first copy, which no context can predict.
     _, cache = model.run_with_cache(tokens, names=["attn.z"])
     mean_z = cache["attn.z"].mean(axis=(1, 2))[:, None]  # [layer, 1, head, d_head]
-    knocked = float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", "mean", mean_z, layer=1, head=induction_heads[:, 1])]))
-    assert knocked > np.log(64) * 0.75
-    others = np.array([h for h in range(H) if h != prev_head])
-    control = float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", "mean", mean_z, layer=0, head=others)]))
-    assert control < base + 0.6
+    knocked = [ji.Ablate("attn.z", "mean", mean_z, layer=1, head=induction_heads[:, 1])]
+    in_context = float(repeated_half_loss(model, tokens, knocked)) - base
+    assert in_context > 0.75 * np.log(64) - base
+    first_copy = lambda ivs: float(next_token_losses(model, tokens, ivs)[:, : SEQ - 1].mean())
+    assert abs(first_copy(knocked) - first_copy(None)) < 0.2 * in_context
 
 
 def test_key_path_and_k_composition(toy):
@@ -143,8 +149,11 @@ def test_key_path_and_k_composition(toy):
         return float(-jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0][:, SEQ:].mean())
 
     base = float(repeated_half_loss(model, tokens))
-    assert path_loss("attn.k") > base + 0.7  # the induction heads' keys need it ...
-    assert path_loss("attn.q") < base + 0.1  # ... their queries do not
+    whole = float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=0, head=prev_head)])) - base
+    via_keys, via_queries = path_loss("attn.k") - base, path_loss("attn.q") - base
+    # The previous-token head matters almost only through layer 1's keys, not its queries.
+    assert via_keys > 0.8 * whole and via_keys > 0.3
+    assert via_queries < 0.2 * via_keys
 
     # K-composition: the largest K score of all head pairs is from the previous-token
     # head into an induction head, and for those pairs K beats Q and V composition.
