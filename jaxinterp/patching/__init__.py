@@ -1,0 +1,17 @@
+"""Activation patching: every location of a sweep in one compiled, memory-bounded program.
+
+- `activation_patch`: patch clean activations into the corrupted run (or the reverse)
+  one location at a time, over any per-layer site and axes; a `LabelledArray` back.
+- `sweep`: the generic engine, ``fn`` vmapped over locations in chunks under one jit.
+
+Two engines give the same numbers: the plain one (one vmapped forward per patch, any
+model) and the fast one (causal models: recompute only layers from the patch on and
+positions from the patch on, packed into one matrix per layer).
+"""
+
+from .activation import activation_patch
+from .locations import PatchGrid, PatchingError, patch_grid
+from .readout import Readout, readout_for
+from .sweep import map_chunks, sweep
+
+__all__ = ["activation_patch", "sweep", "map_chunks", "PatchingError", "PatchGrid", "patch_grid", "Readout", "readout_for"]

@@ -1,0 +1,224 @@
+"""Packed-token pieces of the fast engine: hooks and attention over a staircase layer.
+
+In the fast engine a layer runs on a packed ``[tokens, d_model]`` matrix that holds,
+for every active row (patch), only the positions that row recomputes (see
+`jaxinterp.patching.layout`). Everything per position (norms, QKV, output projection,
+MLP: nearly all the FLOPs) runs on that matrix unchanged, with the model's own
+modules. Only attention needs rows: `PackedAttention` gathers each row's keys and
+values into a padded ``[row, key_pos, ...]`` view, taking positions before the row's
+start from the base run (packed tokens ``0..n_pos-1``), and scatters the heads' outputs
+back to packed tokens. `PackedHooks` applies each row's patch at the swept site.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from ..config import ModelConfig
+from ..model.attention import Attention
+from ..model.rotary import apply_rotary
+from .layout import SOURCE_ROW
+from .locations import PATTERN_SITES
+
+# Which location field selects along each site dimension (after the leading position).
+DIM_FIELD = {"head": "head", "kv_head": "head", "neuron": "neuron", "expert": "expert"}
+
+# Sites on the path from a block's input to its attention keys and values: at the
+# last layer (metric-aware shortcut) they are patched on every token, the rest only on
+# the tokens the metric reads.
+KV_PATH_SITES = frozenset({"resid_pre", "ln1.scale", "ln1.normalized", "attn.k", "attn.v", "attn.rot_k"})
+
+
+class PackedHooks:
+    """The hook callback of one packed layer: patches rows entering at this layer.
+
+    ``token_pos`` / ``token_row`` ``[tokens]``: position and row of each packed token;
+    ``source_token [tokens]``: the index of the source run's token at the same
+    position (the value patched in is read from the same activation array, since the
+    source run rides along as row 1). ``enter_tokens`` / ``enter_rows``: static slices
+    of the tokens and rows whose patch applies at this layer (rows are sorted by start
+    layer). ``rows``: per-row ``row_layer`` and ``row_<field>`` location arrays.
+    ``query_pos [query]``: absolute position of each query slot of the padded
+    attention view (for attention-pattern sites). ``only``: restrict to these sites.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        dims: tuple,
+        layer: int,
+        rows: dict,
+        token_pos: Int[Array, " token"],
+        token_row: Int[Array, " token"],
+        source_token: Int[Array, " token"],
+        enter_tokens: tuple,
+        enter_rows: tuple,
+        query_pos: Int[Array, " query"],
+        only: Optional[frozenset] = None,
+    ):
+        self.site, self.dims, self.layer, self.rows = site, dims, layer, rows
+        self.token_pos, self.token_row, self.source_token = token_pos, token_row, source_token
+        self.enter_tokens, self.enter_rows, self.query_pos = enter_tokens, enter_rows, query_pos
+        self.active = only is None or site in only
+
+    def wants(self, name: str) -> bool:
+        return self.active and name == self.site
+
+    def __call__(self, name: str, x: Array) -> Array:
+        if not self.wants(name):
+            return x
+        if name in PATTERN_SITES:
+            return self._patch_rows(x)
+        return self._patch_tokens(x)
+
+    def _patch_tokens(self, x: Float[Array, "token ..."]) -> Float[Array, "token ..."]:
+        a, b = self.enter_tokens
+        if a == b:
+            return x
+        xe, rows, pos = x[a:b], self.token_row[a:b], self.token_pos[a:b]
+        mask = (take(self.rows["row_layer"], rows) == self.layer) & _selects(take(self.rows["row_pos"], rows), pos)
+        mask = mask.reshape((-1,) + (1,) * (xe.ndim - 1))
+        for axis, dim in enumerate(self.dims[1:], start=1):
+            if dim in DIM_FIELD:
+                sel = take(self.rows["row_" + DIM_FIELD[dim]], rows)
+                am = _selects(sel[:, None], jnp.arange(xe.shape[axis])[None, :])
+                shape = [xe.shape[0]] + [1] * (xe.ndim - 1)
+                shape[axis] = xe.shape[axis]
+                mask = mask & am.reshape(shape)
+        value = take(x, self.source_token[a:b])
+        return x.at[a:b].set(jnp.where(mask, value, xe))
+
+    def _patch_rows(self, x: Float[Array, "row head query key_pos"]) -> Float[Array, "row head query key_pos"]:
+        a, b = self.enter_rows
+        if a == b:
+            return x
+        r = self.rows
+        n_heads, n_keys = x.shape[1], x.shape[3]
+        mask = (r["row_layer"][a:b] == self.layer)[:, None, None, None]
+        mask = mask & _selects(r["row_head"][a:b, None], jnp.arange(n_heads)[None])[:, :, None, None]
+        mask = mask & _selects(r["row_pos"][a:b, None], self.query_pos[None])[:, None, :, None]
+        mask = mask & _selects(r["row_key_pos"][a:b, None], jnp.arange(n_keys)[None])[:, None, None, :]
+        return x.at[a:b].set(jnp.where(mask, x[SOURCE_ROW][None], x[a:b]))
+
+
+def _selects(selector, index):
+    """Location selector (-1: every index) matching ``index``."""
+    return (selector < 0) | (selector == index)
+
+
+def take(x: Array, index: Int[Array, "..."]) -> Array:
+    """``x[index]`` along the first axis for indices known to be in range (no clamping
+    or negative-index fix-up: fewer ops for XLA to compile)."""
+    return x.at[index].get(mode="promise_in_bounds", wrap_negative_indices=False)
+
+
+class AttentionWeights(eqx.Module):
+    """One layer's attention weights laid out for packed matmuls: queries ``w_q
+    [d_model, head*d_head]``, keys and values side by side ``w_kv [d_model,
+    2*kv_head*d_head]``, output ``w_o [head*d_head, d_model]``."""
+
+    w_q: Float[Array, "d_model qd"]
+    b_q: Optional[Float[Array, " qd"]]
+    w_kv: Float[Array, "d_model kvd"]
+    b_kv: Optional[Float[Array, " kvd"]]
+    w_o: Float[Array, "qd d_model"]
+    b_o: Optional[Float[Array, " d_model"]]
+
+    @staticmethod
+    def of(attn: Attention) -> "AttentionWeights":
+        """From one layer's `Attention` (TransformerLens layout, no layer axis)."""
+        def flat(w):  # [head, d_model, d_head] -> [d_model, head*d_head]
+            return jnp.transpose(w, (1, 0, 2)).reshape(w.shape[1], -1)
+
+        b_kv = None if attn.b_K is None else jnp.concatenate([attn.b_K.reshape(-1), attn.b_V.reshape(-1)])
+        return AttentionWeights(
+            w_q=flat(attn.W_Q), b_q=None if attn.b_Q is None else attn.b_Q.reshape(-1),
+            w_kv=jnp.concatenate([flat(attn.W_K), flat(attn.W_V)], axis=1), b_kv=b_kv,
+            w_o=attn.W_O.reshape(-1, attn.W_O.shape[-1]), b_o=attn.b_O,
+        )
+
+
+class PackedAttention(eqx.Module):
+    """Causal attention for packed tokens (drop-in for `Attention` inside a `Block`).
+
+    ``kv_index [row, key_pos]``: packed token holding each row's key/value at each
+    position. ``query_pos [query]``: absolute position of each query slot.
+    ``query_index [row, query]``: packed token of each query slot (None: the input is
+    already ``[row * query]`` tokens in row-major order, as in the last-layer shortcut).
+    ``out_row`` / ``out_slot`` ``[token]``: where each packed token's output sits in the
+    padded view (None: row-major, as above). ``k`` / ``v``: precomputed packed keys and
+    values (for the last-layer shortcut, where queries are a subset of the tokens).
+    """
+
+    w: AttentionWeights
+    kv_index: Int[Array, "row key_pos"]
+    query_pos: Int[Array, " query"]
+    query_index: Optional[Int[Array, "row query"]] = None
+    out_row: Optional[Int[Array, " token"]] = None
+    out_slot: Optional[Int[Array, " token"]] = None
+    k: Optional[Float[Array, "token kv_head d_head"]] = None
+    v: Optional[Float[Array, "token kv_head d_head"]] = None
+
+    def __call__(self, x: Float[Array, "token d_model"], hooks, cfg: ModelConfig, window, rotary, key_mask=None):
+        w = self.w
+        q = linear(x, w.w_q, w.b_q).reshape(x.shape[0], cfg.n_heads, cfg.d_head)
+        q = hooks("attn.q", q)
+        if rotary is not None:
+            q = hooks("attn.rot_q", apply_rotary(q, *rotary))
+        if self.k is None:
+            k, v = keys_values(x, w, hooks, cfg, rotary)
+        else:
+            k, v = self.k, self.v
+        n_rows, n_query = self.kv_index.shape[0], self.query_pos.shape[0]
+        group = cfg.n_heads // cfg.n_kv_heads
+        keys, values = take(k, self.kv_index), take(v, self.kv_index)
+        if group > 1:
+            keys, values = jnp.repeat(keys, group, axis=2), jnp.repeat(values, group, axis=2)
+        if self.query_index is None:
+            queries = q.reshape((n_rows, n_query) + q.shape[1:])
+        else:
+            queries = take(q, self.query_index)
+
+        scores = jnp.einsum("rqhd,rkhd->rhqk", queries, keys) * jnp.asarray(cfg.scale, q.dtype)
+        if cfg.attn_logit_softcap is not None:
+            scores = jnp.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
+        offset = self.query_pos[:, None] - jnp.arange(keys.shape[1])[None, :]
+        allowed = (offset >= 0) & (offset < window)
+        scores = hooks("attn.attn_scores", jnp.where(allowed, scores, jnp.finfo(scores.dtype).min))
+        pattern = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
+        pattern = hooks("attn.pattern", pattern)
+        z = jnp.einsum("rhqk,rkhd->rqhd", pattern, values)
+        if self.out_row is None:
+            z = z.reshape((-1,) + z.shape[2:])
+        else:
+            z = z.at[self.out_row, self.out_slot].get(mode="promise_in_bounds", wrap_negative_indices=False)
+        z = hooks("attn.z", z)
+        if hooks.wants("attn.result"):
+            w_o = w.w_o.reshape(cfg.n_heads, cfg.d_head, -1)
+            out = hooks("attn.result", jnp.einsum("thd,hdm->thm", z, w_o)).sum(axis=1)
+        else:
+            out = z.reshape(z.shape[0], -1) @ w.w_o
+        if w.b_o is not None:
+            out = out + w.b_o
+        return out
+
+
+def linear(x, w, b):
+    out = x @ w
+    return out if b is None else out + b
+
+
+def keys_values(x: Float[Array, "token d_model"], w: AttentionWeights, hooks, cfg: ModelConfig, rotary):
+    """Packed keys (rotated, if rotary) and values, through their hook sites: one
+    matmul for both."""
+    kv = linear(x, w.w_kv, w.b_kv).reshape(x.shape[0], 2, cfg.n_kv_heads, cfg.d_head)
+    k = hooks("attn.k", kv[:, 0])
+    v = hooks("attn.v", kv[:, 1])
+    if rotary is not None:
+        k = hooks("attn.rot_k", apply_rotary(k, *rotary))
+    return k, v

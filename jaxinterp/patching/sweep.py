@@ -1,0 +1,118 @@
+"""`sweep`: evaluate a function over many locations in one compiled, memory-bounded program.
+
+A sweep is ``jax.vmap`` over intervention data, evaluated in chunks of ``batch_size``
+locations under ``jax.lax.map`` so that only one chunk's activations are alive at a
+time. The whole sweep is one ``jit``: no host round trip per location (an optional
+progress bar is fed by a host callback once per chunk).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["sweep", "map_chunks", "chunk_locations", "run_chunks"]
+
+
+def sweep(fn: Callable, locations: Any, *operands: Any, batch_size: Optional[int] = None, progress: bool = False):
+    """``fn(location, *operands)`` for every location, stacked: ``[n_locations, ...]``.
+
+    ``locations``: a pytree of arrays sharing a leading axis of size ``n_locations``
+    (e.g. ``{"layer": [n], "pos": [n]}``); ``fn`` sees one slice of it and must be
+    `vmap`-able. ``operands`` (the model, cached activations, ...) are passed to every
+    call unbatched; they are arguments of the compiled program, not constants baked
+    into it, so large weights neither slow compilation nor get copied.
+
+    ``batch_size``: locations evaluated at once (``None``: all at once). Peak memory
+    is that of one chunk of ``batch_size`` locations, whatever ``n_locations`` is.
+    ``progress``: show a tqdm bar advancing once per chunk.
+
+    The result is a pytree of arrays with leading axis ``n_locations``.
+    """
+    chunks, n = chunk_locations(locations, batch_size)
+    out = run_chunks(fn, chunks, operands, progress)
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+
+
+def chunk_locations(locations: Any, batch_size: Optional[int]):
+    """``locations`` reshaped to ``[n_chunks, batch_size, ...]`` (the last chunk padded
+    by repeating the last location, so every chunk has one static shape and the
+    program compiles once), and the number of real locations."""
+    leaves = jax.tree_util.tree_leaves(locations)
+    if not leaves:
+        raise ValueError("sweep needs at least one location array (a pytree of arrays with a leading axis)")
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"every location array needs the same leading (location) axis; got leading sizes {sorted(map(str, sizes))}")
+    (n,) = sizes
+    if n == 0:
+        raise ValueError("sweep over zero locations")
+    k = n if batch_size is None else int(batch_size)
+    if k < 1:
+        raise ValueError(f"batch_size must be a positive number of locations, got {batch_size}")
+    k = min(k, n)
+    n_chunks = math.ceil(n / k)
+    pad = n_chunks * k - n
+
+    def chunked(leaf):
+        xp = jnp if isinstance(leaf, jax.Array) else np  # traced locations stay traced
+        leaf = xp.asarray(leaf)
+        if pad:
+            leaf = xp.concatenate([leaf, xp.repeat(leaf[-1:], pad, axis=0)])
+        return leaf.reshape((n_chunks, k) + leaf.shape[1:])
+
+    return jax.tree_util.tree_map(chunked, locations), n
+
+
+@eqx.filter_jit
+def run_chunks(fn, chunks, operands, progress):
+    """The compiled sweep over ``[n_chunks, batch_size, ...]`` locations."""
+    def chunk(locs):
+        return jax.vmap(lambda loc: fn(loc, *operands))(locs)
+
+    return map_chunks(chunk, chunks, progress=progress)
+
+
+def map_chunks(chunk_fn: Callable, chunks: Any, progress: bool = False):
+    """``jax.lax.map(chunk_fn, chunks)`` (one chunk at a time), traced inside a jit.
+
+    With a single chunk the loop is skipped. ``progress`` advances a tqdm bar from a
+    host callback after each chunk (ordered, so the bar counts in order).
+    """
+    n_chunks = jax.tree_util.tree_leaves(chunks)[0].shape[0]
+    if n_chunks == 1:
+        return jax.tree_util.tree_map(lambda a: a[None], chunk_fn(jax.tree_util.tree_map(lambda a: a[0], chunks)))
+    bar = _ProgressBar(n_chunks) if progress else None
+
+    def body(xs):
+        index, locs = xs
+        out = chunk_fn(locs)
+        if bar is not None:
+            # Depend on the output so the tick fires after the chunk's work.
+            first = jax.tree_util.tree_leaves(out)[0]
+            jax.debug.callback(bar.tick, index, first.reshape(-1)[0], ordered=True)
+        return out
+
+    return jax.lax.map(body, (jnp.arange(n_chunks), chunks))
+
+
+class _ProgressBar:
+    """A tqdm bar created lazily on the first tick (so tracing alone shows nothing)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar = None
+
+    def tick(self, index, _):
+        from tqdm.auto import tqdm
+
+        if self.bar is None or int(index) == 0:
+            self.bar = tqdm(total=self.total, desc="patching sweep", unit="chunk")
+        self.bar.update(1)
+        if int(index) + 1 == self.total:
+            self.bar.close()

@@ -1,0 +1,304 @@
+"""Activation patching sweeps equal a Python loop of single patches.
+
+The reference below is written independently of `jaxinterp.patching`: for every cell
+of the result it runs ``model(base, [Patch(site, source_cache, layer=..., ...)])`` and
+evaluates the metric. Every sweep engine (fast staircase, plain vmap, fast with the
+opt-in shortcuts, chunked) must reproduce it, on tiny models of each architecture
+family the fast engine handles (learned and rotary positions, GQA, parallel blocks,
+Gemma 2 soft-capping / windows / post-norms) and on a bidirectional model, where the
+sweep falls back to the plain engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxinterp import ModelConfig, Patch, Transformer
+from jaxinterp.labelled import LabelledArray
+from jaxinterp.metrics import logit_diff
+from jaxinterp.patching import PatchingError, activation_patch, sweep
+from jaxinterp.patching.layout import build_staircase
+
+N_POS = 7
+CONFIGS = {
+    "gpt2": ModelConfig(d_model=32, n_layers=3, n_heads=4, d_head=8, d_vocab=40, n_ctx=16, d_mlp=64, act_fn="gelu_new"),
+    "llama": ModelConfig(
+        d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=40, n_ctx=16, d_mlp=48,
+        act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True,
+    ),
+    "neox": ModelConfig(
+        d_model=32, n_layers=2, n_heads=4, d_head=8, d_vocab=40, n_ctx=16, d_mlp=64,
+        positional="rotary", rotary_dim=4, parallel_attn_mlp=True, qkv_bias=True, o_bias=True, mlp_bias=True,
+    ),
+    "gemma2": ModelConfig(
+        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=40, n_ctx=16, d_mlp=48,
+        act_fn="gelu_pytorch_tanh", normalization="rmsnorm", norm_weight_offset=1.0, positional="rotary",
+        gated_mlp=True, attn_logit_softcap=5.0, final_logit_softcap=3.0, layer_windows=(3, None),
+        post_attn_norm=True, post_mlp_norm=True, embed_scale=32**0.5,
+    ),
+    "bert": ModelConfig(
+        d_model=32, n_layers=2, n_heads=4, d_head=8, d_vocab=40, n_ctx=16, d_mlp=64, causal=False,
+        post_norm=True, embed_norm=True,
+    ),
+}
+ANSWER, WRONG = 5, 9
+
+
+@pytest.fixture(scope="module")
+def models():
+    # Large init so that patches move the metric by O(1): small differences between
+    # engines would otherwise hide below the tolerance.
+    return {name: Transformer.init(cfg, jax.random.PRNGKey(i), std=0.3) for i, (name, cfg) in enumerate(CONFIGS.items())}
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 40, N_POS)
+    corrupt = clean.copy()
+    corrupt[2] = (clean[2] + 7) % 40  # prompts agree at positions 0, 1 (and 3, 5, 6)
+    corrupt[4] = (clean[4] + 3) % 40
+    return jnp.asarray(clean), jnp.asarray(corrupt)
+
+
+def last_logit_diff():
+    return logit_diff(ANSWER, WRONG)
+
+
+def mid_logit_diff():
+    # Reads position 3: patches at later positions leave it exactly as the base run.
+    return logit_diff(ANSWER, WRONG, pos=3)
+
+
+def undeclared_metric(logits):
+    # No `reads` hint: reads several positions and the whole vocabulary.
+    return jax.nn.log_softmax(logits[2])[ANSWER] + 0.5 * logits[-1, WRONG] - logits[5].mean()
+
+
+METRICS = {"last": last_logit_diff, "mid": mid_logit_diff, "undeclared": lambda: undeclared_metric}
+
+# Independent of jaxinterp.patching: which Patch keyword each swept axis sets, and its size.
+AXIS_KEYWORD = {"layer": "layer", "pos": "pos", "dest": "pos", "src": "key_pos", "head": "head", "neuron": "neuron"}
+
+
+def axis_size(cfg, site, axis):
+    if axis == "layer":
+        return cfg.n_layers
+    if axis in ("pos", "dest", "src"):
+        return N_POS
+    if axis == "head":
+        return cfg.n_kv_heads if site in ("attn.k", "attn.v", "attn.rot_k") else cfg.n_heads
+    if axis == "neuron":
+        return cfg.d_mlp
+    raise AssertionError(axis)
+
+
+def loop_reference(model, clean, corrupt, metric, site, over, fixed, direction):
+    base, source = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
+    _, cache = model.run_with_cache(source, names=[site])
+    value = cache[site]  # stacked [layer, ...]
+    shape = tuple(axis_size(model.cfg, site, a) for a in over)
+    out = np.zeros(shape)
+    for index in itertools.product(*map(range, shape)):
+        where = {AXIS_KEYWORD[a]: i for a, i in zip(over, index)}
+        out[index] = float(metric(model(base, [Patch(site, value, **where, **fixed)])))
+    return out
+
+
+# (model, site, over, fixed locations, direction, metric, engines)
+CASES = [
+    ("gpt2", "resid_pre", ("layer", "pos"), {}, "denoising", "last", ("fast", "plain", "shortcuts", "chunked")),
+    ("gpt2", "resid_pre", ("layer", "pos"), {}, "noising", "undeclared", ("fast", "plain")),
+    ("gpt2", "resid_pre", ("layer", "pos"), {}, "denoising", "mid", ("fast", "shortcuts")),
+    ("gpt2", "attn_out", ("layer", "pos"), {}, "denoising", "last", ("fast",)),
+    ("gpt2", "mlp_out", ("layer", "pos"), {}, "noising", "last", ("fast",)),
+    ("gpt2", "resid_mid", ("layer", "pos"), {}, "denoising", "last", ("fast",)),
+    ("gpt2", "resid_post", ("layer", "pos"), {}, "denoising", "last", ("fast", "shortcuts")),
+    ("gpt2", "attn.z", ("layer", "head"), {}, "denoising", "last", ("fast", "plain")),
+    ("gpt2", "attn.z", ("layer", "pos", "head"), {}, "noising", "last", ("fast", "shortcuts")),
+    ("gpt2", "attn.result", ("layer", "head"), {}, "denoising", "undeclared", ("fast",)),
+    ("gpt2", "attn.q", ("layer", "pos", "head"), {}, "denoising", "last", ("fast",)),
+    ("gpt2", "attn.v", ("layer", "head"), {}, "denoising", "last", ("fast",)),
+    ("gpt2", "attn.pattern", ("layer", "head", "dest", "src"), {}, "denoising", "last", ("fast", "shortcuts")),
+    ("gpt2", "mlp.post", ("layer", "neuron"), {"pos": -1}, "denoising", "last", ("fast",)),
+    ("llama", "resid_pre", ("layer", "pos"), {}, "denoising", "last", ("fast", "plain", "shortcuts")),
+    ("llama", "resid_pre", ("layer", "pos"), {}, "noising", "mid", ("fast", "chunked")),
+    ("llama", "attn.z", ("layer", "head"), {}, "denoising", "last", ("fast",)),
+    ("llama", "attn.k", ("layer", "pos", "head"), {}, "denoising", "last", ("fast", "shortcuts")),
+    ("llama", "attn.rot_q", ("layer", "pos"), {"head": 1}, "noising", "last", ("fast",)),
+    ("llama", "attn.attn_scores", ("layer", "dest", "src"), {"head": 3}, "denoising", "last", ("fast",)),
+    ("llama", "mlp.pre_linear", ("layer", "neuron"), {"pos": -2}, "denoising", "undeclared", ("fast",)),
+    ("neox", "resid_pre", ("layer", "pos"), {}, "denoising", "last", ("fast", "shortcuts")),
+    ("neox", "attn_out", ("layer", "pos"), {}, "noising", "last", ("fast",)),
+    ("neox", "mlp_out", ("layer", "pos"), {}, "denoising", "mid", ("fast",)),
+    ("gemma2", "resid_pre", ("layer", "pos"), {}, "denoising", "last", ("fast", "shortcuts")),
+    ("gemma2", "attn.z", ("layer", "pos", "head"), {}, "noising", "last", ("fast",)),
+    ("bert", "resid_pre", ("layer", "pos"), {}, "denoising", "last", ("auto", "shortcuts")),
+    ("bert", "attn.z", ("layer", "head"), {}, "noising", "undeclared", ("auto",)),
+]
+
+ENGINE_KWARGS = {
+    "fast": dict(method="fast"),
+    "plain": dict(method="plain"),
+    "auto": dict(method="auto"),
+    "shortcuts": dict(shortcuts=True),
+    # Several chunks of unequal content: exercises balancing and pad rows.
+    "chunked": dict(method="fast", batch_size=4),
+}
+
+
+@pytest.mark.parametrize("model_name,site,over,fixed,direction,metric_name,engines", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{'x'.join(c[2])}-{c[4]}-{c[5]}" for c in CASES])
+def test_sweep_equals_loop(models, prompts, model_name, site, over, fixed, direction, metric_name, engines):
+    model = models[model_name]
+    clean, corrupt = prompts
+    metric = METRICS[metric_name]()
+    expected = loop_reference(model, clean, corrupt, metric, site, over, fixed, direction)
+    # The sweep must actually vary (a test that compares constants could not fail).
+    assert np.ptp(expected) > 0.05
+    for engine in engines:
+        result = activation_patch(model, clean, corrupt, metric, site, over, direction=direction,
+                                  **fixed, **ENGINE_KWARGS[engine])
+        assert isinstance(result, LabelledArray)
+        assert result.dims == over
+        got = np.asarray(result)
+        assert got.shape == expected.shape, engine
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4, err_msg=f"engine {engine}")
+
+
+def test_patching_clean_everywhere_reproduces_clean_run(models, prompts):
+    # Denoising resid_pre at layer 0 over all positions at once would be the clean run;
+    # one position at a time, the last position's patch at the last layer is the clean
+    # residual there: the metric read at the last position equals the clean run's.
+    model = models["llama"]
+    clean, corrupt = prompts
+    metric = last_logit_diff()
+    result = np.asarray(activation_patch(model, clean, corrupt, metric, "resid_post", ("layer", "pos")))
+    np.testing.assert_allclose(result[-1, -1], float(metric(model(clean))), atol=1e-4)
+    # A patch at a position where the prompts agree changes nothing at layer 0.
+    np.testing.assert_allclose(result[0, 0], float(metric(model(corrupt))), atol=1e-4)
+
+
+def test_fast_refuses_bidirectional(models, prompts):
+    clean, corrupt = prompts
+    with pytest.raises(PatchingError, match="causal"):
+        activation_patch(models["bert"], clean, corrupt, last_logit_diff(), method="fast")
+
+
+def test_metric_reading_undeclared_logits_is_an_error(models, prompts):
+    clean, corrupt = prompts
+    metric = logit_diff(ANSWER, WRONG)  # declares position -1 ...
+
+    def lying(logits):  # ... but also reads position 2
+        return metric(logits) + logits[2, ANSWER]
+
+    lying.reads = metric.reads
+    with pytest.raises(PatchingError, match="metric.reads"):
+        activation_patch(models["gpt2"], clean, corrupt, lying)
+
+
+def test_labels_and_names(models, prompts):
+    clean, corrupt = prompts
+    words = [f"w{i}" for i in range(N_POS)]
+    result = activation_patch(models["gpt2"], clean, corrupt, last_logit_diff(), "attn.pattern",
+                              ("layer", "dest", "src"), head=0, str_tokens=words)
+    assert result.dims == ("layer", "dest", "src")
+    assert result.shape == (3, N_POS, N_POS)
+    assert result.labels["dest"] == [f"{i}: w{i}" for i in range(N_POS)]
+    assert result.labels["src"] == result.labels["dest"]
+    assert "attn.pattern" in result.name
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(site="attn.z", over=("layer", "neuron")), "cannot be patched by 'neuron'"),
+        (dict(over=("layer", "bogus")), "unknown sweep axis"),
+        (dict(over=("pos",)), "include 'layer'"),
+        (dict(over=("layer", "pos"), pos=2), "also sweeps"),
+        (dict(site="embed"), "not a per-layer site"),
+        (dict(over=("layer", "pos", "dest")), "twice"),
+        (dict(site="mlp.post", over=("layer",), neuron=999), "out of range"),
+        (dict(direction="sideways"), "direction"),
+        (dict(method="turbo"), "method"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
+def test_bad_requests_name_the_problem(models, prompts, kwargs, match):
+    clean, corrupt = prompts
+    with pytest.raises(PatchingError, match=match):
+        activation_patch(models["gpt2"], clean, corrupt, last_logit_diff(), **kwargs)
+
+
+def test_bad_tokens(models, prompts):
+    clean, corrupt = prompts
+    model = models["gpt2"]
+    with pytest.raises(PatchingError, match="same length"):
+        activation_patch(model, clean, corrupt[:-1], last_logit_diff())
+    with pytest.raises(PatchingError, match="one prompt"):
+        activation_patch(model, clean[None], corrupt[None], last_logit_diff())
+    with pytest.raises(ValueError, match="out of range"):
+        activation_patch(model, clean.at[0].set(99), corrupt, last_logit_diff())
+
+
+def test_sweep_matches_python_loop():
+    w = jnp.asarray(np.random.default_rng(1).standard_normal((5, 3)), jnp.float32)
+
+    def fn(loc, w):
+        return {"y": jnp.tanh(w[loc["i"]] * loc["s"]).sum(), "z": w[loc["i"]] + loc["s"]}
+
+    locs = {"i": np.array([0, 4, 2, 2, 1, 3, 0]), "s": np.linspace(-1, 1, 7).astype(np.float32)}
+    expected = [fn({"i": i, "s": s}, w) for i, s in zip(locs["i"], locs["s"])]
+    for batch_size in (None, 1, 3, 7, 50):
+        out = sweep(fn, locs, w, batch_size=batch_size, progress=batch_size == 3)
+        np.testing.assert_allclose(out["y"], [e["y"] for e in expected], rtol=1e-6)
+        np.testing.assert_allclose(out["z"], np.stack([e["z"] for e in expected]), rtol=1e-6)
+
+
+def test_sweep_rejects_ragged_locations():
+    with pytest.raises(ValueError, match="leading"):
+        sweep(lambda loc: loc["a"], {"a": np.zeros(3), "b": np.zeros(4)})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_pos=st.integers(1, 9),
+    n_layers=st.integers(1, 5),
+    n_chunks=st.integers(1, 6),
+    data=st.data(),
+)
+def test_staircase_layout_invariants(n_pos, n_layers, n_chunks, data):
+    n = data.draw(st.integers(0, 30))
+    layer = np.asarray(data.draw(st.lists(st.integers(0, n_layers - 1), min_size=n, max_size=n)), np.int32)
+    start = np.asarray(data.draw(st.lists(st.integers(0, n_pos - 1), min_size=n, max_size=n)), np.int32)
+    fields = {f: np.full(n, -1, np.int32) for f in ("layer", "pos", "key_pos", "head", "neuron", "expert")}
+    fields["pos"] = start
+    stair = build_staircase(n_pos, n_layers, layer, start, fields, n_chunks)
+    rows, tokens = stair.shape.rows, stair.shape.tokens
+    # Every patch is computed exactly once.
+    placed = stair.patch_of_row[stair.patch_of_row >= 0]
+    assert sorted(placed.tolist()) == list(range(n))
+    for c in range(stair.n_chunks):
+        d = {k: v[c] for k, v in stair.data.items()}
+        # Rows 0 and 1 are the base and source runs over every position.
+        assert d["row_start"][0] == d["row_start"][1] == 0 and d["row_offset"][1] == n_pos
+        for r in range(rows[-1]):
+            p, off = d["row_start"][r], d["row_offset"][r]
+            np.testing.assert_array_equal(d["token_pos"][off: off + n_pos - p], np.arange(p, n_pos))
+            assert (d["token_row"][off: off + n_pos - p] == r).all()
+            patch = stair.patch_of_row[c, r]
+            if patch >= 0:
+                assert p == start[patch] and d["row_layer"][r] == layer[patch]
+                # A row joins the staircase at its own layer.
+                k = layer[patch]
+                assert (rows[k - 1] if k else 0) <= r < rows[k]
+            else:
+                assert d["row_layer"][r] == -1
+        assert tokens[-1] == d["row_offset"][-1] + n_pos - d["row_start"][-1]
