@@ -80,9 +80,17 @@ def main(path: str, n_samples: int) -> None:
         )
         print(f"  {name:24s} {row}")
 
+    print("\np(answer) by layer at each subject token and the last token (hidden | mlp | attn):")
+    for p in subject + [len(str_tokens) - 1]:
+        for kind in ("hidden", "mlp", "attn"):
+            row = " ".join(f"{v:.2f}" for v in getattr(trace, kind).values[:, p])
+            print(f"  {str_tokens[p]!r:>9} {kind:6s} {row}")
+
     os.makedirs("out", exist_ok=True)
     trace.plot("out/causal_tracing.png")
-    print("wrote out/causal_tracing.png")
+    np.savez("out/causal_tracing.npz", tokens=np.asarray(str_tokens), hidden=trace.hidden.values, mlp=trace.mlp.values,
+             attn=trace.attn.values, clean=trace.clean_prob, corrupted=trace.corrupted_prob)
+    print("wrote out/causal_tracing.png, out/causal_tracing.npz")
 
 
 if __name__ == "__main__":
