@@ -142,28 +142,38 @@ def head_ov_top_tokens(
     model: Transformer,
     layer: int,
     head: int,
-    source_tokens: Sequence[int],
+    sources,
     k: int = 10,
     tokenizer=None,
     largest: bool = True,
 ) -> TopTokens:
-    """What head ``(layer, head)`` promotes when it attends to each of ``source_tokens``:
-    the token's embedding through the head's OV circuit (``W_E[s] W_V W_O``), projected
-    on the vocabulary. ``[n_sources, k]``. A copying head lists each source among its
-    own top tokens."""
+    """What head ``(layer, head)`` writes when it attends to each source, projected on
+    the vocabulary: ``[n_sources, k]``.
+
+    ``sources``: token ids (``[n]`` ints: the tokens' embeddings, as in the full OV
+    circuit ``W_E W_V W_O W_U``) or vectors ``[n, d_model]`` that the head reads, e.g.
+    ``cache["ln1.normalized"][layer, pos]`` -- for a deep layer the residual stream at a
+    token's position is a far better input than its raw embedding. A copying head lists
+    each source token among its own top tokens.
+    """
     cfg = model.cfg
     if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
         raise ValueError(f"head ({layer}, {head}) out of range: the model has {cfg.n_layers} layers x {cfg.n_heads} heads")
     attn = model.blocks.attn
     kv = head // (cfg.n_heads // cfg.n_kv_heads)
-    src = token_embeddings(model)[jnp.asarray(source_tokens)]
-    written = (src @ attn.W_V[layer, kv]) @ attn.W_O[layer, head]
+    sources = jnp.asarray(sources)
+    if jnp.issubdtype(sources.dtype, jnp.integer):
+        sources = token_embeddings(model)[sources]
+    elif sources.shape[-1] != cfg.d_model:
+        raise ValueError(f"sources must be token ids or vectors [..., d_model={cfg.d_model}], got shape {sources.shape}")
+    written = (sources @ attn.W_V[layer, kv]) @ attn.W_O[layer, head]
     return project_to_vocab(model, written, k, tokenizer, largest)
 
 
 class NeuronActivations(NamedTuple):
-    """The ``k`` largest activations per neuron over a token stream, best first:
-    ``values [neuron, k]`` and the stream ``positions [neuron, k]`` they occur at."""
+    """The ``k`` largest (or most negative) activations per neuron over a token stream,
+    most extreme first: ``values [neuron, k]``, the stream ``positions [neuron, k]``
+    they occur at, and the ``neurons`` they belong to."""
 
     values: np.ndarray
     positions: np.ndarray
@@ -180,6 +190,7 @@ def neuron_top_activations(
     batch_size: int = 8,
     bos: Optional[int] = None,
     site: str = "mlp.post",
+    largest: bool = True,
 ) -> NeuronActivations:
     """Where each neuron of layer ``layer`` fires most over a long token stream.
 
@@ -188,7 +199,8 @@ def neuron_top_activations(
     vmapped, through layers ``0..layer`` only, and a running top-k per neuron is kept,
     so memory is one batch of ``[seq_len, d_mlp]`` activations whatever the stream's
     length. ``site``: ``mlp.post`` (the activation; default), ``mlp.pre`` or
-    ``mlp.pre_linear``. Dense MLPs only.
+    ``mlp.pre_linear``. ``largest=False`` finds the most negative activations instead
+    (gated MLPs fire both ways). Dense MLPs only.
     """
     cfg = model.cfg
     if not cfg.has_mlp or cfg.is_moe:
@@ -216,7 +228,8 @@ def neuron_top_activations(
         windows = np.concatenate([np.full(windows.shape[:-1] + (1,), bos, windows.dtype), windows], axis=-1)
     starts = (np.arange(n_batches * batch_size) * seq_len).reshape(n_batches, batch_size)
     values, positions = _scan_top_activations(
-        model, jnp.asarray(windows), jnp.asarray(starts), jnp.asarray(neuron_ids), layer, k, n, site, bos is not None
+        model, jnp.asarray(windows), jnp.asarray(starts), jnp.asarray(neuron_ids), layer, k, n, site, bos is not None,
+        1.0 if largest else -1.0,
     )
     return NeuronActivations(np.asarray(values), np.asarray(positions), neuron_ids)
 
@@ -230,13 +243,13 @@ def _layer_activations(model: Transformer, tokens, layer: int, site: str):
 
 
 @eqx.filter_jit  # ints and strings (layer, k, site, ...) are static
-def _scan_top_activations(model, windows, starts, neuron_ids, layer, k, n_tokens, site, has_bos):
+def _scan_top_activations(model, windows, starts, neuron_ids, layer, k, n_tokens, site, has_bos, sign):
     def one_batch(carry, xs):
         toks, start = xs
         acts = jax.vmap(lambda t: _layer_activations(model, t, layer, site))(toks)  # [batch, width, d_mlp]
         if has_bos:
             acts = acts[:, 1:]
-        acts = acts[..., neuron_ids].astype(jnp.float32)
+        acts = sign * acts[..., neuron_ids].astype(jnp.float32)
         pos = start[:, None] + jnp.arange(acts.shape[1])[None, :]  # stream position of each activation
         acts = jnp.where((pos < n_tokens)[..., None], acts, -jnp.inf)  # padding never wins
         flat_acts = acts.reshape(-1, acts.shape[-1]).T  # [neuron, batch * seq]
@@ -250,7 +263,7 @@ def _scan_top_activations(model, windows, starts, neuron_ids, layer, k, n_tokens
     m = neuron_ids.shape[0]
     init = (jnp.full((m, k), -jnp.inf, jnp.float32), jnp.zeros((m, k), jnp.int32))
     (values, positions), _ = jax.lax.scan(one_batch, init, (windows, starts))
-    return values, positions
+    return sign * values, positions
 
 
 def activation_contexts(

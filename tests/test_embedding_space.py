@@ -64,6 +64,11 @@ def test_value_vectors_and_head_ov_outputs_match_numpy(model):
     written = np.asarray(model.embed.W_E)[sources] @ np.asarray(A.W_V[layer, head // 2]) @ np.asarray(A.W_O[layer, head])
     ov = E.head_ov_top_tokens(model, layer, head, sources, k=6)
     np.testing.assert_array_equal(ov.ids, np.argsort(-_np_scores(model, written), -1)[:, :6])
+    # Residual vectors as sources (what a deep head actually reads).
+    reads = np.random.default_rng(5).normal(size=(2, 16)).astype(np.float32)
+    written = reads @ np.asarray(A.W_V[layer, head // 2]) @ np.asarray(A.W_O[layer, head])
+    ov = E.head_ov_top_tokens(model, layer, head, reads, k=6)
+    np.testing.assert_array_equal(ov.ids, np.argsort(-_np_scores(model, written), -1)[:, :6])
     with pytest.raises(ValueError, match="out of range"):
         E.head_ov_top_tokens(model, 2, 0, sources)
 
@@ -73,8 +78,8 @@ def test_neuron_top_activations_match_a_loop():
     seq_len, k, layer = 6, 5, 1
     stream = np.random.default_rng(3).integers(0, CFG.d_vocab, size=45)  # 8 windows, the last ragged
     neurons = np.array([0, 7, 23])
-    for bos in (None, 1):
-        got = E.neuron_top_activations(model, stream, layer, neurons, k=k, seq_len=seq_len, batch_size=3, bos=bos)
+    for bos, largest in ((None, True), (1, True), (None, False)):
+        got = E.neuron_top_activations(model, stream, layer, neurons, k=k, seq_len=seq_len, batch_size=3, bos=bos, largest=largest)
         acts = []  # naive: run every window alone, collect the activation at each stream position
         for start in range(0, len(stream), seq_len):
             window = stream[start : start + seq_len]
@@ -84,9 +89,10 @@ def test_neuron_top_activations_match_a_loop():
             post = np.asarray(cache["mlp.post"][layer])
             acts.append((post if bos is None else post[1:])[:n])
         acts = np.concatenate(acts)[:, neurons]  # [stream, neuron]
-        order = np.argsort(-acts, axis=0)[:k].T  # [neuron, k]
+        order = np.argsort(-acts if largest else acts, axis=0)[:k].T  # [neuron, k]
         np.testing.assert_array_equal(got.positions, order)
         np.testing.assert_allclose(got.values, np.take_along_axis(acts.T, order, 1), rtol=1e-5, atol=1e-6)
+        assert (got.values.min() > 0) == largest  # gated activations take both signs
     contexts = E.activation_contexts(stream, got.positions[:1, :2], FakeTokenizer(), before=2, after=1)
     p = int(got.positions[0, 0])
     assert contexts[0][0] == "".join(f"<{t}>" for t in stream[max(0, p - 2) : p]) + f"[[<{stream[p]}>]]" + f"<{stream[p + 1]}>" * (p + 1 < len(stream))
