@@ -63,8 +63,9 @@ def main(steps: int, seed: int) -> None:
     ind = detectors.induction_scores(model, tokens)
     p_layer, p_head = prev.argmax()["layer"], prev.argmax()["head"]
     induction_heads = [int(h) for h in np.flatnonzero(np.asarray(ind)[1] > 0.4)]
-    print(f"previous-token head: L{p_layer}H{p_head} (score {np.asarray(prev)[p_layer, p_head]:.2f}); "
-          f"induction heads (score > 0.4): {['L1H%d' % h for h in induction_heads]}")
+    print("previous-token scores [layer, head]:\n", np.round(np.asarray(prev), 2))
+    print("induction scores [layer, head]:\n", np.round(np.asarray(ind), 2))
+    print(f"previous-token head: L{p_layer}H{p_head}; induction heads (score > 0.4): {['L1H%d' % h for h in induction_heads]}")
 
     H = cfg.n_heads
     ablated = np.array([[float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=l, head=h)])) for h in range(H)]
