@@ -58,11 +58,10 @@ def fast_sweep(
     stair = build_staircase(
         len(base_tokens), model.cfg.n_layers, grid.layer[ids], grid.start_pos[ids], {f: v[ids] for f, v in fields.items()}, n_chunks
     )
-    values = fast_program(
-        model, jnp.asarray(base_tokens), jnp.asarray(source_tokens), stair.data,
-        shape=stair.shape, site=grid.site, metric=metric, readout=readout,
-        last_layer_subset=last_layer_subset and not model.cfg.post_norm, progress=progress,
-    )
+    args = (model, jnp.asarray(base_tokens), jnp.asarray(source_tokens), stair.data)
+    static = dict(shape=stair.shape, site=grid.site, metric=metric, readout=readout,
+                  last_layer_subset=last_layer_subset and not model.cfg.post_norm, progress=progress)
+    values = _run(args, static, staircase_flops(model.cfg, stair.shape, stair.n_chunks))
     values = np.asarray(values)
     out = np.full(grid.n_patches, np.nan, values.dtype)
     rows = stair.patch_of_row >= 0
@@ -78,11 +77,39 @@ def _program(model, base_tokens, source_tokens, data, *, shape, site, metric, re
     return map_chunks(chunk, data, progress=progress)
 
 
+_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress")
+
 # Compile time: every unrolled layer has its own shapes, so XLA compiles its kernels
-# once per layer (a few seconds for 12 layers on 2 CPU cores). Lower LLVM optimisation
-# levels compile several times faster but run the elementwise kernels (GELU, norms,
-# weight slices) ~10x slower, ~40% overall on GPT-2 small: not worth it for sweeps.
-fast_program = jax.jit(_program, static_argnames=("shape", "site", "metric", "readout", "last_layer_subset", "progress"))
+# once per layer. Most of that time is LLVM optimising elementwise kernels. Without
+# that optimisation XLA compiles ~7x faster but runs GELU, norms and copies ~10x slower
+# (~1.5x overall on GPT-2 small), so it pays only for small sweeps, where compile
+# time dominates: below QUICK_COMPILE_FLOPS of work, compile for speed of compiling.
+QUICK_COMPILE_FLOPS = 2e10
+QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+_programs = {
+    "optimised": jax.jit(_program, static_argnames=_STATIC),
+    "quick": jax.jit(_program, static_argnames=_STATIC, compiler_options=QUICK_COMPILE_OPTIONS),
+}
+fast_program = _programs["optimised"]
+
+
+def _run(args, static, flops: float):
+    """Run the staircase, compiled for speed of compiling when the sweep is small (CPU)."""
+    if flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu":
+        try:
+            return _programs["quick"](*args, **static)
+        except Exception as error:  # an XLA without these options: compile as usual
+            if "compile option" not in str(error):
+                raise
+    return _programs["optimised"](*args, **static)
+
+
+def staircase_flops(cfg, shape: StaircaseShape, n_chunks: int) -> float:
+    """Approximate matmul FLOPs of a staircase (packed token-layers times weights)."""
+    ffn = cfg.d_mlp * (3 if cfg.gated_mlp else 2) * max(cfg.n_experts, 1)
+    per_token = 2 * cfg.d_model * (2 * cfg.n_heads * cfg.d_head + 2 * cfg.n_kv_heads * cfg.d_head + ffn)
+    return float(n_chunks * sum(shape.tokens) * per_token)
 
 
 def staircase(
