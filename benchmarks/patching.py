@@ -6,6 +6,7 @@ For each model (same weights for every variant, one process) this prints:
                position (what TransformerLens's patching does);
   (b) plain    `activation_patch(method="plain")`: one vmapped forward per patch;
   (c) fast     `activation_patch(method="fast")`: prefix/suffix reuse, packed tokens;
+  (c') quick    (c) compiled without LLVM optimisation (`quick_compile=True`);
   (d) fast+sc  (c) with the opt-in metric-aware shortcuts (`shortcuts=True`);
 
 with steady wall time (median of repeats), compile time (first call minus steady),
@@ -43,7 +44,7 @@ from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
 from jaxinterp.metrics import logit_diff  # noqa: E402
 from jaxinterp.model.transformer import _jit_run  # noqa: E402
 from jaxinterp.patching import activation_patch, patch_grid, readout_for  # noqa: E402
-from jaxinterp.patching.fast import fast_program  # noqa: E402
+from jaxinterp.patching.fast import QUICK_COMPILE_OPTIONS, fast_program  # noqa: E402
 from jaxinterp.patching.layout import build_staircase  # noqa: E402
 from jaxinterp.patching.plain import PatchedMetric  # noqa: E402
 from jaxinterp.patching.sweep import chunk_locations, run_chunks  # noqa: E402
@@ -159,11 +160,18 @@ def compiled_plain(model, base, source, grid, metric, readout, batch_size):
     return run_chunks.lower(fn, chunks, (model, source, base), False).lowered.compile()
 
 
-def compiled_fast(model, base, source, stair, site, metric, readout, last_subset):
-    return fast_program.lower(
+def compiled_fast(model, base, source, stair, site, metric, readout, last_subset, quick=False):
+    lowered = fast_program.lower(
         model, base, source, stair.data, shape=stair.shape, site=site, metric=metric, readout=readout,
         last_layer_subset=last_subset, progress=False,
-    ).compile()
+    )
+    if quick:
+        try:
+            return lowered.compile(QUICK_COMPILE_OPTIONS)
+        except Exception as error:  # an XLA without these options
+            if "compile option" not in str(error):
+                raise
+    return lowered.compile()
 
 
 # ------------------------------------------------------------------------- benchmark
@@ -208,6 +216,7 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     variants = {
         "(b) plain": dict(method="plain"),
         "(c) fast": dict(method="fast"),
+        "(c') fast, quick compile": dict(method="fast", quick_compile=True),
         "(d) fast+shortcuts": dict(method="fast", shortcuts=True),
     }
     results = {}
@@ -230,6 +239,9 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     rows["(c) fast"].update(mem=temp_mb(fast_c), flops=flops_fast(cfg, stair, n_read, cfg.d_vocab, False),
                             xla=xla_flops(fast_c))
     rows["(c) fast"]["flops_program"] = rows["(c) fast"]["flops"]
+    quick_c = compiled_fast(model, corrupt, clean, stair, site, metric, readout, False, quick=True)
+    rows["(c') fast, quick compile"].update(mem=temp_mb(quick_c), flops=rows["(c) fast"]["flops"],
+                                           flops_program=rows["(c) fast"]["flops"], xla=xla_flops(quick_c))
 
     # Shortcut run: only patches whose clean and corrupted activations differ.
     _, corrupt_cache = model.run_with_cache(corrupt, names=[site])
@@ -253,12 +265,12 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     for label, res in results.items():
         rows[label]["dev"] = float(np.max(np.abs(res - ref)))
     base = rows["(a) loop"]
-    print(f"    {'variant':<20}{'steady s':>10}{'speedup':>9}{'compile s':>11}{'temp MiB':>10}"
+    print(f"    {'variant':<26}{'steady s':>10}{'speedup':>9}{'compile s':>11}{'temp MiB':>10}"
           f"{'FLOPs/(a)':>11}{'XLA/ours':>9}{'GFLOP/s':>9}{'eff':>6}{'max |dev|':>11}{'rel dev':>9}")
     for label, r in rows.items():
         gfs = r["flops"] / r["steady"] / 1e9
         compile_s = max(r["first"] - r["steady"], 0.0)
-        print(f"    {label:<20}{r['steady']:>10.3f}{base['steady'] / r['steady']:>8.1f}x{compile_s:>11.2f}"
+        print(f"    {label:<26}{r['steady']:>10.3f}{base['steady'] / r['steady']:>8.1f}x{compile_s:>11.2f}"
               f"{r['mem']:>10.1f}{r['flops'] / base['flops']:>11.3f}{r['xla'] / r.get('flops_program', np.nan):>9.2f}"
               f"{gfs:>9.1f}{gfs / mm_gflops:>6.0%}{r['dev']:>11.2e}{r['dev'] / scale:>9.1e}")
     print("    steady runs (s): " + "; ".join(f"{k.split()[0]} " + " ".join(f"{x:.2f}" for x in v["runs"]) for k, v in rows.items()))

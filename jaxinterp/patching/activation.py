@@ -46,6 +46,7 @@ def activation_patch(
     shortcuts: bool = False,
     batch_size: Optional[int] = None,
     progress: bool = False,
+    quick_compile: Optional[bool] = None,
     tokenizer=None,
     str_tokens: Optional[Sequence[str]] = None,
 ) -> LabelledArray:
@@ -78,6 +79,9 @@ def activation_patch(
     ``metric.reads`` when the metric declares them (it sees NaN elsewhere).
     ``batch_size``: patches per chunk (memory is that of one chunk); default: as many
     as fit in 512 MiB of activations. ``progress``: a progress bar over chunks.
+    ``quick_compile`` (fast engine, CPU): skip XLA's LLVM optimisation, compiling
+    several times faster but running ~1.5x slower; ``None`` does so for small sweeps
+    only. Worth it for one-off sweeps of big models, where compile time dominates.
     ``tokenizer`` (with ``to_str_tokens`` or ``decode``) or ``str_tokens``: label the
     position axes with the clean prompt's tokens.
 
@@ -123,7 +127,7 @@ def activation_patch(
         n_chunks = _fast_chunks(cfg, grid, n_pos, batch_size, keep)
         values, _ = fast_sweep(
             model, base, source, grid, metric, readout, n_chunks=n_chunks,
-            last_layer_subset=shortcuts, progress=progress, keep=keep,
+            last_layer_subset=shortcuts, progress=progress, keep=keep, quick_compile=quick_compile,
         )
     else:
         values = _plain(model, base, source, grid, metric, readout, batch_size, progress, keep)

@@ -17,7 +17,7 @@ MLP only at the positions the metric reads (keys and values still at every posit
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import equinox as eqx
 import jax
@@ -50,6 +50,7 @@ def fast_sweep(
     last_layer_subset: bool = False,
     progress: bool = False,
     keep: np.ndarray = None,
+    quick_compile: Optional[bool] = None,
 ) -> tuple[np.ndarray, float]:
     """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False)
     and the base run's metric, computed by the packed staircase in ``n_chunks`` chunks."""
@@ -61,7 +62,7 @@ def fast_sweep(
     args = (model, jnp.asarray(base_tokens), jnp.asarray(source_tokens), stair.data)
     static = dict(shape=stair.shape, site=grid.site, metric=metric, readout=readout,
                   last_layer_subset=last_layer_subset and not model.cfg.post_norm, progress=progress)
-    values = _run(args, static, staircase_flops(model.cfg, stair.shape, stair.n_chunks))
+    values = _run(args, static, staircase_flops(model.cfg, stair.shape, stair.n_chunks), quick_compile)
     values = np.asarray(values)
     out = np.full(grid.n_patches, np.nan, values.dtype)
     rows = stair.patch_of_row >= 0
@@ -94,9 +95,12 @@ _programs = {
 fast_program = _programs["optimised"]
 
 
-def _run(args, static, flops: float):
-    """Run the staircase, compiled for speed of compiling when the sweep is small (CPU)."""
-    if flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu":
+def _run(args, static, flops: float, quick_compile: Optional[bool]):
+    """Run the staircase, compiled for speed of compiling when asked to or, by default,
+    when the sweep is small (on CPU)."""
+    if quick_compile is None:
+        quick_compile = flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
+    if quick_compile:
         try:
             return _programs["quick"](*args, **static)
         except Exception as error:  # an XLA without these options: compile as usual
