@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Complex, Float
 
+__all__ = ["FactoredMatrix", "SVD"]
+
 
 class SVD(NamedTuple):
     """A thin SVD ``M = U @ diag(S) @ V^T`` (``V`` is *not* transposed), singular
@@ -164,14 +166,7 @@ class FactoredMatrix(eqx.Module):
         ``A B = Q_a (R_a R_b^T) Q_b^T`` and only the small core ``R_a R_b^T`` is
         decomposed. Signs of singular vector pairs are arbitrary, as for any SVD.
         """
-        Qa, Ra = jnp.linalg.qr(self.A)
-        Qb, Rb = jnp.linalg.qr(jnp.swapaxes(self.B, -1, -2))
-        core = Ra @ jnp.swapaxes(Rb, -1, -2)
-        u, s, vt = jnp.linalg.svd(core, full_matrices=False)
-        k = min(self.ldim, self.mdim, self.rdim)
-        U = (Qa @ u)[..., :k]
-        V = (Qb @ jnp.swapaxes(vt, -1, -2))[..., :k]
-        return SVD(U, s[..., :k], V)
+        return _thin_svd(self.A, self.B)
 
     @property
     def S(self) -> Float[Array, "... k"]:
@@ -189,7 +184,7 @@ class FactoredMatrix(eqx.Module):
     def norm(self) -> Float[Array, "..."]:
         """Frobenius norm of ``A @ B``, from the Gram matrices (no SVD needed):
         ``||AB||_F^2 = tr((A^T A)(B B^T))``."""
-        return jnp.sqrt(jnp.maximum(_gram_trace(self.A, self.B), 0.0))
+        return _frobenius(self.A, self.B)
 
     @property
     def eigenvalues(self) -> Complex[Array, "... r"]:
@@ -243,8 +238,22 @@ class FactoredMatrix(eqx.Module):
         return sign * vals, rows, cols
 
 
-def _gram_trace(A, B):
-    """``tr((A^T A)(B B^T)) = ||A B||_F^2`` over the batch axes."""
+# The decompositions are jitted: called eagerly, each of their dozen ops would compile
+# (and dispatch) on its own, which dominates on small matrices.
+
+
+@jax.jit
+def _thin_svd(A, B) -> SVD:
+    Qa, Ra = jnp.linalg.qr(A)
+    Qb, Rb = jnp.linalg.qr(jnp.swapaxes(B, -1, -2))
+    u, s, vt = jnp.linalg.svd(Ra @ jnp.swapaxes(Rb, -1, -2), full_matrices=False)
+    k = min(A.shape[-2], A.shape[-1], B.shape[-1])
+    return SVD((Qa @ u)[..., :k], s[..., :k], (Qb @ jnp.swapaxes(vt, -1, -2))[..., :k])
+
+
+@jax.jit
+def _frobenius(A, B):
+    """``sqrt(tr((A^T A)(B B^T))) = ||A B||_F`` over the batch axes."""
     gram_a = jnp.swapaxes(A, -1, -2) @ A
     gram_b = B @ jnp.swapaxes(B, -1, -2)
-    return jnp.sum(gram_a * gram_b, axis=(-1, -2))
+    return jnp.sqrt(jnp.maximum(jnp.sum(gram_a * gram_b, axis=(-1, -2)), 0.0))
