@@ -149,19 +149,18 @@ def _caches(model, base, source):
 
 
 class _Senders(eqx.Module):
-    """Sender interventions at traced locations: head senders (layer, head masks) and
-    MLP senders (a layer mask). Applied after the freeze, so they win."""
+    """Sender interventions at traced locations: head senders (a [layer, head] mask) and
+    MLP senders (a [layer] mask; None without MLPs). Applied after the freeze, so they
+    win. The structure is the same for every choice of senders: one compile serves all."""
 
-    head_mask: Optional[Array]  # [layer, head] bool
+    head_mask: Array  # [layer, head] bool
     mlp_mask: Optional[Array]  # [layer] bool
     pos: Optional[Array]
 
     def __call__(self, source_z, source_mlp):
-        ivs = []
-        if self.head_mask is not None:
-            n_layers = self.head_mask.shape[0]
-            # One Patch per layer: each layer's head mask differs.
-            ivs += [Patch("attn.z", source_z, layer=l, head=self.head_mask[l], pos=self.pos) for l in range(n_layers)]
+        # One Patch per layer: each layer's head mask differs.
+        n_layers = self.head_mask.shape[0]
+        ivs = [Patch("attn.z", source_z, layer=l, head=self.head_mask[l], pos=self.pos) for l in range(n_layers)]
         if self.mlp_mask is not None:
             ivs.append(Patch("mlp_out", source_mlp, layer=self.mlp_mask, pos=self.pos))
         return ivs
@@ -231,8 +230,7 @@ def path_patch(
             head_mask[c.layer, c.index] = True
         else:
             mlp_mask[c.layer] = True
-    senders_iv = _Senders(jnp.asarray(head_mask) if head_mask.any() else None, jnp.asarray(mlp_mask) if mlp_mask.any() else None,
-                          _pos(sender_pos))
+    senders_iv = _Senders(jnp.asarray(head_mask), jnp.asarray(mlp_mask) if cfg.has_mlp else None, _pos(sender_pos))
     return float(_path_patch_jit(model, base_tokens, source_tokens, senders_iv, recv, _pos(receiver_pos), freeze_mlps, metric))
 
 
@@ -248,10 +246,11 @@ class _SweepCell(eqx.Module):
         cfg = model.cfg
         layer_mask = jnp.arange(cfg.n_layers) == loc["layer"]
         if self.kind == "heads":
-            mask = layer_mask[:, None] & (jnp.arange(cfg.n_heads) == loc["head"])[None, :]
-            senders = _Senders(mask, None, sender_pos)
+            heads = layer_mask[:, None] & (jnp.arange(cfg.n_heads) == loc["head"])[None, :]
+            mlps = jnp.zeros_like(layer_mask) if cfg.has_mlp else None
         else:
-            senders = _Senders(None, layer_mask, sender_pos)
+            heads, mlps = jnp.zeros((cfg.n_layers, cfg.n_heads), bool), layer_mask
+        senders = _Senders(heads, mlps, sender_pos)
 
         def one(b, s):
             return _three_runs(model, b, _caches(model, b, s), senders, self.receivers, receiver_pos, self.freeze_mlps, self.metric)
