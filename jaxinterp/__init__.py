@@ -8,6 +8,13 @@ from .model import TokenError, Transformer
 from .sites import SiteError, parse_site, to_full_name
 from .tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
+# Technique modules, importable as attributes (``jaxinterp.patching.activation_patch``).
+# viz, report, cli and demo are imported on use: they pull in matplotlib.
+from . import (  # noqa: E402
+    attribution, causal_tracing, circuits, detectors, embedding_space, factored_matrix, labelled, lens, metrics,
+    patching, path_patching, processing, toy,
+)
+
 __all__ = [
     "load", "load_tokenizer", "Tokenizer", "TokenizerError", "CheckpointError", "UnsupportedArchitectureError", "ActivationCache", "ModelConfig", "Transformer", "TokenError", "SiteError", "parse_site", "to_full_name",
     "Intervention", "InterventionError", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
