@@ -308,17 +308,23 @@ class BruteForceEdges:
             return cache["mlp_out"][node.layer]
         return cache["attn.z"][node.layer][:, node.index] @ self.model.blocks.attn.W_O[node.layer, node.index]
 
-    def scores(self, embed=None):
+    def scores(self, embed=None, every: int = 1):
+        """Scores of every edge (``every=k``: of every k-th edge, the rest NaN)."""
         cfg = self.cfg
         embed = self.c0["embed"] if embed is None else embed
         run = self.run_cache(embed)
         up, down = graph_nodes(cfg)
         valid = valid_edges(cfg)
         scores = np.zeros(valid.shape)
+        count = 0
         for i, u in enumerate(up):
             delta = self._out(self.c1, u) - self._out(self.c0, u)
             for j, d in enumerate(down):
                 if not valid[i, j]:
+                    continue
+                count += 1
+                if count % every:
+                    scores[i, j] = np.nan
                     continue
                 kind = d.input or d.kind
                 if kind == "mlp":
@@ -353,8 +359,10 @@ def test_eap_ig_equals_loop_over_steps(llama, llama_brute):
     n = 2
     got = np.asarray(edge_attribution_patch(llama, CLEAN, CORRUPT, METRIC, method="ig", n_steps=n))
     e0, e1 = llama_brute.c0["embed"], llama_brute.c1["embed"]
-    want = np.mean([llama_brute.scores(e0 + (k + 0.5) / n * (e1 - e0)) for k in range(n)], 0)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    want = np.mean([llama_brute.scores(e0 + (k + 0.5) / n * (e1 - e0), every=3) for k in range(n)], 0)
+    checked = ~np.isnan(want)
+    assert checked.sum() > 20
+    np.testing.assert_allclose(got[checked], want[checked], rtol=1e-4, atol=1e-5)
 
 
 def test_top_edges_and_circuit(llama):
