@@ -219,6 +219,8 @@ def logit_lens(
     if model.unembed is None:
         raise ValueError("logit_lens: this model has no unembedding (an encoder loaded without an LM head)")
     if cache is None:
+        if tokens is None:
+            raise ValueError("logit_lens: pass tokens or a cache")
         _, cache = model.run_with_cache(tokens, names=["resid_pre", "resid_post"] + (["resid_mid"] if incl_mid else []))
     stack, labels = accumulated_resid(model, cache=cache, incl_mid=incl_mid)
     stack = _pos_select(stack, pos, cache.batched)
