@@ -13,11 +13,11 @@ products over some axes estimates patching those elements jointly, which is how 
 per-head (``attn.z`` summed over positions and ``d_head``) and per-position
 (``resid_pre`` summed over ``d_model``) maps arise.
 
-Cost (method ``"ap"``): one forward on the clean tokens (cache only; its unembedding
-is dead code and compiled away), one forward and one backward on the corrupted tokens.
-The backward differentiates activations only (weights are constants), so its matrix
-products match the forward's: 3 forward passes in all, whatever the number of sites.
-``examples/attribution_patching.py`` counts the compiled FLOPs.
+Cost (method ``"ap"``): one forward on the clean tokens (cache only, no unembedding),
+one forward and one backward on the corrupted tokens, the logits computed only where
+``metric.reads`` says. The backward differentiates activations only (weights are
+constants), so its matrix products about match the forward's: at most 3 forward passes
+in all, whatever the number of sites (`attribution_cost` counts them: 2.4 on SmolLM2).
 
 Integrated gradients (``method="ig"``): the gradient is averaged over ``n_steps``
 points on the straight line from the corrupted to the clean token embeddings
