@@ -173,6 +173,16 @@ def test_post_norm_models_are_refused():
         lens.logit_lens(model, np.arange(5))
 
 
+def test_bad_arguments_are_explained(family):
+    name, model, tokens, cache, _ = family
+    with pytest.raises(ValueError, match="pass tokens or a cache"):
+        lens.logit_lens(model)
+    with pytest.raises(ValueError, match="'layer' or 'head'"):
+        lens.decompose_resid(model, cache=cache, by="neuron")
+    with pytest.raises(KeyError, match="not cached"):
+        lens.accumulated_resid(model, cache=ji.ActivationCache({"embed": cache["embed"]}, model.cfg, batched=True))
+
+
 # ------------------------------------------------------- must-show 5: SmolLM2 on IOI
 
 IOI = [
