@@ -90,7 +90,11 @@ class Transformer(eqx.Module):
 
     @staticmethod
     def init(cfg: ModelConfig, key: PRNGKeyArray, dtype=jnp.float32, std: float = 0.02) -> "Transformer":
-        """Random weights (normal, ``std``), unit norms, zero biases: toys and tests."""
+        """Random weights (normal, ``std``), unit norms, zero biases: toys and tests.
+
+        Deterministic per ``key``. A concrete key draws with numpy (no compile); a traced
+        key (inside jit/vmap) draws with `jax.random`, so the two give different weights.
+        """
         return _init_model(cfg, key, dtype, std)
 
     # ------------------------------------------------------------ single example
@@ -238,11 +242,20 @@ def check_tokens(tokens, cfg: ModelConfig):
 
 
 def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
-    keys = iter(jax.random.split(key, 32))
     L, H, K, D, M, F = cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
+    if isinstance(key, jax.core.Tracer):  # under jit/vmap/eval_shape: draw with jax.random
+        keys = iter(jax.random.split(key, 32))
 
-    def normal(*shape):
-        return (std * jax.random.normal(next(keys), shape)).astype(dtype)
+        def normal(*shape):
+            return (std * jax.random.normal(next(keys), shape)).astype(dtype)
+
+    else:
+        # A concrete key seeds numpy instead: XLA compiles one threefry program per
+        # parameter shape, which costs seconds on CPU for a model that takes milliseconds.
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+        def normal(*shape):
+            return jnp.asarray(std * rng.standard_normal(shape, dtype=np.float32), dtype)
 
     def zeros(*shape):
         return jnp.zeros(shape, dtype)
