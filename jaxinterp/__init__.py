@@ -14,8 +14,11 @@ from . import (  # noqa: E402
     attribution, causal_tracing, circuits, detectors, embedding_space, factored_matrix, labelled, lens, metrics,
     patching, path_patching, processing, toy,
 )
+from .factored_matrix import FactoredMatrix  # noqa: E402
+from .processing import process_weights  # noqa: E402
 
 __all__ = [
     "load", "load_tokenizer", "Tokenizer", "TokenizerError", "CheckpointError", "UnsupportedArchitectureError", "ActivationCache", "ModelConfig", "Transformer", "TokenError", "SiteError", "parse_site", "to_full_name",
+    "FactoredMatrix", "process_weights",
     "Intervention", "InterventionError", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
 ]
