@@ -5,7 +5,7 @@ of the result it runs ``model(base, [Patch(site, source_cache, layer=..., ...)])
 evaluates the metric. Every sweep engine (fast staircase, plain vmap, fast with the
 opt-in shortcuts, chunked) must reproduce it, on tiny models of each architecture
 family the fast engine handles (learned and rotary positions, GQA, parallel blocks,
-Gemma 2 soft-capping / windows / post-norms) and on a bidirectional model, where the
+Gemma 2 soft-capping / windows / post-norms, top-k MoE) and on a bidirectional model, where the
 sweep falls back to the plain engine.
 """
 
@@ -42,6 +42,10 @@ CONFIGS = {
         act_fn="gelu_pytorch_tanh", normalization="rmsnorm", norm_weight_offset=1.0, positional="rotary",
         gated_mlp=True, attn_logit_softcap=5.0, final_logit_softcap=3.0, layer_windows=(3, None),
         post_attn_norm=True, post_mlp_norm=True, embed_scale=32**0.5,
+    ),
+    "mixtral": ModelConfig(
+        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=40, n_ctx=16, d_mlp=24,
+        act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, n_experts=4, experts_per_token=2,
     ),
     "bert": ModelConfig(
         d_model=32, n_layers=2, n_heads=4, d_head=8, d_vocab=40, n_ctx=16, d_mlp=64, causal=False,
@@ -99,7 +103,8 @@ def undeclared_metric(logits):
 METRICS = {"last": last_logit_diff, "mid": mid_logit_diff, "undeclared": lambda: undeclared_metric}
 
 # Independent of jaxinterp.patching: which Patch keyword each swept axis sets, and its size.
-AXIS_KEYWORD = {"layer": "layer", "pos": "pos", "dest": "pos", "src": "key_pos", "head": "head", "neuron": "neuron"}
+AXIS_KEYWORD = {"layer": "layer", "pos": "pos", "dest": "pos", "src": "key_pos", "head": "head", "neuron": "neuron",
+                "expert": "expert"}
 
 
 def axis_size(cfg, site, axis):
@@ -111,6 +116,8 @@ def axis_size(cfg, site, axis):
         return cfg.n_kv_heads if site in ("attn.k", "attn.v", "attn.rot_k") else cfg.n_heads
     if axis == "neuron":
         return cfg.d_mlp
+    if axis == "expert":
+        return cfg.n_experts
     raise AssertionError(axis)
 
 
@@ -159,6 +166,8 @@ CASES = [
     ("neox", "mlp_out", ("layer", "pos"), {}, "denoising", "mid", ("fast",)),
     ("gemma2", "resid_pre", ("layer", "pos"), {}, "denoising", "last", ("shortcuts",)),
     ("gemma2", "attn.z", ("layer", "pos", "head"), {}, "noising", "last", ("fast",)),
+    ("mixtral", "mlp.pre", ("layer", "expert"), {"pos": -1}, "denoising", "last", ("fast",)),
+    ("mixtral", "resid_pre", ("layer", "pos"), {}, "noising", "last", ("shortcuts",)),
     ("bert", "resid_pre", ("layer", "pos"), {}, "denoising", "last", ("auto", "shortcuts")),
     ("bert", "attn.z", ("layer", "head"), {}, "noising", "undeclared", ("auto",)),
 ]
