@@ -30,7 +30,8 @@ import numpy as np
 import jaxinterp as ji
 from jaxinterp import viz
 from jaxinterp.cli import load_model_and_tokenizer
-from jaxinterp.demo import STEER_BAD, STEER_GOOD, STEER_NEGATIVE, STEER_POSITIVE, greedy_generate
+from jaxinterp.demo import STEER_BAD, STEER_GOOD, STEER_NEGATIVE, STEER_POSITIVE
+from jaxinterp.generate import greedy_generate
 from jaxinterp.labelled import LabelledArray
 
 PROMPT = "My review of the movie: it was"

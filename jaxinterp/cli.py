@@ -225,7 +225,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .demo import greedy_generate
+    from .generate import greedy_generate
 
     model, tok = load_model_and_tokenizer(args.model)
     ids = _encode(tok, args.prompt)

@@ -16,8 +16,8 @@ Steps, each timed and printed as it runs:
 then the PNG figures and ``report.html`` are written to the output folder.
 
 The techniques come from their modules (`jaxinterp.patching`, `jaxinterp.attribution`,
-`jaxinterp.detectors`); the helpers here (`patching_sweep`, `greedy_generate`,
-`steering_vector`, ...) are thin and general.
+`jaxinterp.detectors`, `jaxinterp.steering`, `jaxinterp.generate`); the helpers here
+(`patching_sweep`, `steering_experiment`, ...) are thin.
 """
 
 from __future__ import annotations
@@ -34,48 +34,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .generate import greedy_generate
 from .interventions import Add
 from .labelled import LabelledArray
 from .metrics import logit_diff
 from .model import Transformer
 from .sites import layer_site_dims, top_level_site_dims
+from .steering import steering_vector
 
 __all__ = [
-    "run_demo", "DemoResult", "greedy_generate", "patching_sweep", "sweep_axes", "top_token_table",
-    "steering_vector", "steering_experiment", "SteeringResult", "ioi_pair", "IOIPair", "shared_labels", "Progress",
+    "run_demo", "DemoResult", "patching_sweep", "sweep_axes", "top_token_table",
+    "steering_experiment", "SteeringResult", "ioi_pair", "IOIPair", "shared_labels", "Progress",
 ]
-
-# ------------------------------------------------------------------------ generation
-
-
-@eqx.filter_jit
-def _generate(model: Transformer, buffer: Int[Array, " pos"], n_prompt: int, n_new: int, interventions):
-    def step(i, buf):
-        logits, _ = model.forward(buf, interventions)
-        return buf.at[n_prompt + i].set(jnp.argmax(logits[n_prompt - 1 + i]).astype(buf.dtype))
-
-    return jax.lax.fori_loop(0, n_new, step, buffer)
-
-
-def greedy_generate(
-    model: Transformer, tokens: Int[np.ndarray, " pos"], n_new: int, interventions=None
-) -> Int[np.ndarray, " n_new"]:
-    """``n_new`` greedily decoded tokens after ``tokens``, with ``interventions`` applied at
-    every step (e.g. a steering `Add`).
-
-    The sequence lives in one fixed-length buffer, so the loop compiles once per
-    (prompt length, ``n_new``): causal attention makes the not-yet-written tail irrelevant
-    to each step's prediction. Returns the new tokens only.
-    """
-    tokens = np.asarray(tokens, dtype=np.int32).reshape(-1)
-    if n_new < 1:
-        raise ValueError(f"n_new must be at least 1, got {n_new}")
-    if tokens.size + n_new > model.cfg.n_ctx:
-        raise ValueError(f"{tokens.size} prompt + {n_new} new tokens exceed the context n_ctx={model.cfg.n_ctx}")
-    buffer = jnp.zeros(tokens.size + n_new, jnp.int32).at[: tokens.size].set(tokens)
-    out = _generate(model, buffer, int(tokens.size), int(n_new), tuple(interventions or ()))
-    return np.asarray(out[tokens.size :])
-
 
 # -------------------------------------------------------------------------- patching
 
@@ -424,19 +394,6 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
 
 
 # -------------------------------------------------------------------------- steering
-
-
-def steering_vector(model: Transformer, tokenizer, positive: Sequence[str], negative: Sequence[str], layer: int) -> Float[np.ndarray, " d_model"]:
-    """The mean ``resid_pre`` at ``layer`` over the ``positive`` prompts minus that over the
-    ``negative`` ones ("activation addition", Turner et al. 2023; mean difference as in
-    Rimsky et al. 2024). Each prompt is averaged over its positions after the first:
-    the first position's residual is far larger in many models and would dominate."""
-    site = f"blocks.{layer}.hook_resid_pre"
-
-    def mean_act(texts):
-        return np.mean([np.asarray(model.run_with_cache(jnp.asarray(tokenizer.to_tokens(t)), names=[site])[1][site])[1:].mean(0) for t in texts], 0)
-
-    return mean_act(positive) - mean_act(negative)
 
 
 @eqx.filter_jit
