@@ -11,8 +11,8 @@ from .tokenizer import Tokenizer, TokenizerError, load_tokenizer
 # Technique modules, importable as attributes (``jaxinterp.patching.activation_patch``).
 # viz, report, cli and demo are imported on use: they pull in matplotlib.
 from . import (  # noqa: E402
-    attribution, causal_tracing, circuits, detectors, embedding_space, factored_matrix, labelled, lens, metrics,
-    patching, path_patching, processing, toy,
+    attribution, causal_tracing, circuits, detectors, embedding_space, factored_matrix, generate, labelled, lens,
+    metrics, patching, path_patching, processing, steering, toy,
 )
 from .factored_matrix import FactoredMatrix  # noqa: E402
 from .processing import process_weights  # noqa: E402
