@@ -8,17 +8,17 @@ into the clean run instead.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..labelled import LabelledArray
 from ..model.transformer import check_tokens
+from ..sites import layer_site_dims
 from .fast import fast_bytes_per_token, fast_supported, fast_sweep
-from .locations import PATTERN_SITES, PatchGrid, PatchingError, patch_grid
+from .locations import FIELD_DIMS, PatchGrid, PatchingError, patch_grid
 from .plain import plain_bytes_per_patch, plain_sweep
 from .readout import readout_for
 
@@ -169,8 +169,6 @@ def _plain(model, base, source, grid: PatchGrid, metric, readout, batch_size, pr
 
 
 def _subset(grid: PatchGrid, keep: np.ndarray) -> PatchGrid:
-    import dataclasses
-
     n = int(keep.sum())
     return dataclasses.replace(grid, shape=(n,), fields={f: v[keep] for f, v in grid.fields.items()},
                                start_pos=grid.start_pos[keep])
@@ -195,9 +193,6 @@ def _changing_patches(model, base, source, grid: PatchGrid, metric):
     logits, base_cache = model.run_with_cache(base, names=[grid.site])
     _, source_cache = model.run_with_cache(source, names=[grid.site])
     differs = np.asarray(base_cache.stack(grid.site) != source_cache.stack(grid.site))  # [layer, *site dims]
-    from ..sites import layer_site_dims
-    from .locations import FIELD_DIMS
-
     dims = ("layer",) + layer_site_dims(model.cfg)[grid.site]
     index = []
     for dim in dims:
@@ -224,7 +219,7 @@ def _labels(grid: PatchGrid, clean, tokenizer, str_tokens) -> dict:
     if strings is not None:
         if len(strings) != clean.shape[0]:
             raise PatchingError(f"{len(strings)} token strings for a prompt of {clean.shape[0]} tokens")
-        from ..viz.labels import token_labels
+        from ..viz.labels import token_labels  # not at import time: jaxinterp.viz loads matplotlib
 
         for axis in grid.dims:
             if axis in POSITION_AXES:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +26,7 @@ from jaxtyping import Array, Float, Int
 
 from ..model.rotary import rotary_tables
 from ..sites import layer_site_dims
-from .layout import SOURCE_ROW, Staircase, StaircaseShape, build_staircase
+from .layout import SOURCE_ROW, StaircaseShape, build_staircase
 from .locations import PatchGrid
 from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedHooks, keys_values, take
 from .readout import IDENTITY, Readout, evaluate_metric, final_logits
@@ -88,11 +87,12 @@ _STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress"
 QUICK_COMPILE_FLOPS = 2e10
 QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
-_programs = {
-    "optimised": jax.jit(_program, static_argnames=_STATIC),
-    "quick": jax.jit(_program, static_argnames=_STATIC, compiler_options=QUICK_COMPILE_OPTIONS),
-}
-fast_program = _programs["optimised"]
+fast_program = jax.jit(_program, static_argnames=_STATIC)
+_quick_programs = [
+    # Older/newer XLA builds lack some options: fall back to fewer.
+    jax.jit(_program, static_argnames=_STATIC, compiler_options=QUICK_COMPILE_OPTIONS),
+    jax.jit(_program, static_argnames=_STATIC, compiler_options={"xla_backend_optimization_level": 0}),
+]
 
 
 def _run(args, static, flops: float, quick_compile: Optional[bool]):
@@ -101,12 +101,13 @@ def _run(args, static, flops: float, quick_compile: Optional[bool]):
     if quick_compile is None:
         quick_compile = flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
     if quick_compile:
-        try:
-            return _programs["quick"](*args, **static)
-        except Exception as error:  # an XLA without these options: compile as usual
-            if "compile option" not in str(error):
-                raise
-    return _programs["optimised"](*args, **static)
+        for program in _quick_programs:
+            try:
+                return program(*args, **static)
+            except Exception as error:
+                if "compile option" not in str(error):
+                    raise
+    return fast_program(*args, **static)
 
 
 def staircase_flops(cfg, shape: StaircaseShape, n_chunks: int) -> float:
@@ -219,8 +220,3 @@ def fast_bytes_per_token(cfg, n_pos: int) -> int:
     """Rough activation bytes per packed token at one layer (for default chunking)."""
     ffn = max(cfg.d_mlp, 1) * max(cfg.n_experts, 1)
     return 4 * (10 * cfg.d_model + 3 * ffn + 4 * cfg.n_heads * n_pos)
-
-
-def staircase_tokens(stair: Staircase) -> int:
-    """Total token-layers one chunk computes (for FLOP counts)."""
-    return int(sum(stair.shape.tokens))
