@@ -165,10 +165,10 @@ def compiled_fast(model, base, source, stair, site, metric, readout, last_subset
         model, base, source, stair.data, shape=stair.shape, site=site, metric=metric, readout=readout,
         last_layer_subset=last_subset, progress=False,
     )
-    if quick:
+    for options in ([QUICK_COMPILE_OPTIONS, {"xla_backend_optimization_level": 0}] if quick else []):
         try:
-            return lowered.compile(QUICK_COMPILE_OPTIONS)
-        except Exception as error:  # an XLA without these options
+            return lowered.compile(options)
+        except Exception as error:  # an XLA without these options (as the library falls back)
             if "compile option" not in str(error):
                 raise
     return lowered.compile()
