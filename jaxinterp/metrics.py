@@ -1,7 +1,8 @@
 """Metrics: plain functions of one example's logits ``[pos, d_vocab]`` to a scalar.
 
 Each constructor returns such a function, ready for sweeps, attribution and
-``jax.grad``::
+``jax.grad``. ``metric.reads = (pos, token_ids or None)`` declares what it reads, so
+sweeps compute logits only there (None: every column at that position)::
 
     metric = logit_diff(answer=mary, wrong=john)     # at the last position
     metric(model(tokens))
@@ -56,6 +57,7 @@ def prob(token, pos: int = -1) -> Metric:
     def metric(logits):
         return jax.nn.softmax(logits[pos].astype(jnp.float32))[token].sum()
 
+    metric.reads = (pos, None)  # one position, every column (the softmax needs them all)
     return metric
 
 
@@ -65,6 +67,7 @@ def log_prob(token, pos: int = -1) -> Metric:
     def metric(logits):
         return jax.nn.log_softmax(logits[pos].astype(jnp.float32))[token].sum()
 
+    metric.reads = (pos, None)
     return metric
 
 
@@ -76,4 +79,5 @@ def kl_to(reference_logits: Float[Array, "pos d_vocab"], pos: int = -1) -> Metri
         lp = jax.nn.log_softmax(logits[pos].astype(jnp.float32))
         return jnp.sum(jnp.exp(ref) * (ref - lp))
 
+    metric.reads = (pos, None)
     return metric

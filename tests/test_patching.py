@@ -331,3 +331,21 @@ def test_staircase_layout_invariants(n_pos, n_layers, n_chunks, data):
             else:
                 assert d["row_layer"][r] == -1
         assert tokens[-1] == d["row_offset"][-1] + n_pos - d["row_start"][-1]
+
+
+def test_full_row_metrics_declare_reads_and_match_a_loop():
+    """prob / kl_to read one position but every column; the sweep must still equal a loop."""
+    import jax
+
+    import jaxinterp as ji
+    from jaxinterp.metrics import kl_to, prob
+
+    cfg = ji.ModelConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_vocab=50, n_ctx=16, d_mlp=64)
+    m = ji.Transformer.init(cfg, jax.random.key(0), std=0.3)
+    clean, corrupt = np.array([1, 2, 3, 4, 5, 6]), np.array([1, 2, 7, 4, 5, 6])
+    _, cache = m.run_with_cache(clean, names=["resid_pre"])
+    for metric in (prob(3), kl_to(m(clean))):
+        assert metric.reads[1] is None
+        swept = np.asarray(ji.patching.activation_patch(m, clean, corrupt, metric))
+        loop = [[float(metric(m(corrupt, [ji.Patch("resid_pre", cache["resid_pre"], layer=l, pos=p)]))) for p in range(6)] for l in range(2)]
+        np.testing.assert_allclose(swept, loop, atol=1e-5)
