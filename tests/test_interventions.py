@@ -179,3 +179,11 @@ def test_patching_a_component_with_its_own_values_is_identity(model, runs, site)
     logits, cache = model.run_with_cache(corrupt, names=[site])
     np.testing.assert_allclose(np.asarray(model(corrupt, [ji.Patch(site, cache[site])])), np.asarray(logits), atol=1e-5, rtol=0)
 
+
+
+def test_full_name_site_accepts_a_layer_stacked_value(model, runs):
+    """``Patch("blocks.2.hook_resid_pre", stacked)`` takes layer 2's slice of ``stacked``."""
+    clean, corrupt, _, cache = runs
+    by_name = model(corrupt, [ji.Patch("blocks.2.hook_resid_pre", cache["resid_pre"], pos=3)])
+    by_layer = model(corrupt, [ji.Patch("resid_pre", cache["blocks.2.hook_resid_pre"], layer=2, pos=3)])
+    np.testing.assert_allclose(np.asarray(by_name), np.asarray(by_layer), atol=1e-6, rtol=0)

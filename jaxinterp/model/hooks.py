@@ -68,5 +68,6 @@ class Hooks:
 def _apply_at_layer(iv, x, layer, fixed_layer, ctx):
     # A full name ("blocks.3.hook_z") fixes the layer statically; inside the scan the
     # layer is traced, so select with a comparison rather than a Python branch.
-    new = iv.apply(x, None, ctx)
+    # Passing the fixed layer lets a value stacked over layers pick its own slice.
+    new = iv.apply(x, jnp.asarray(fixed_layer), ctx)
     return jnp.where(layer == fixed_layer, new, x)
