@@ -174,7 +174,7 @@ class DemoResult:
     out_dir: str
     report: str
     figures: dict[str, str] = field(default_factory=dict)
-    numbers: dict[str, float] = field(default_factory=dict)
+    numbers: dict[str, float | str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -206,7 +206,7 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     os.makedirs(out_dir, exist_ok=True)
     progress = Progress(10, echo)
     figures: dict[str, str] = {}
-    numbers: dict[str, float] = {}
+    numbers: dict[str, float | str] = {}
 
     def save(fig, name: str) -> str:
         path = os.path.join(out_dir, name + ".png")
@@ -348,9 +348,9 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         top_str = [[tok.decode([int(t)]) for t in row] for row in top]
         layer_labels = lens_logits.axis_labels("layer")
         save(viz.logit_lens_table(top_str, prob, layer_labels, str_tokens), "logit_lens")
-        numbers["logit lens: first layer where the IO is the top token at the end"] = float(
-            next((l for l in range(len(top_str)) if top_str[l][-1] == IOI_NAMES[0][0]), -1)
-        )
+        first = next((l for l in range(len(top_str)) if top_str[l][-1] == IOI_NAMES[0][0]), None)
+        # A lens row label ("after L29", ...) says where it reads, unlike a bare row index.
+        numbers["logit lens: first row where the IO is the top token at the end"] = "never" if first is None else layer_labels[first]
         report.section(
             "Logit lens",
             "The residual stream before each layer (and after the last) read through the final norm and unembedding "
@@ -374,7 +374,7 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
 
     with progress.step("writing the report"):
         report.section("Numbers and timings", "Wall time of each step on this machine (JAX backend: " + jax.default_backend() + ").")
-        report.table([(k, f"{v:.3f}") for k, v in numbers.items()], ["quantity", "value"])
+        report.table([(k, _fmt(v)) for k, v in numbers.items()], ["quantity", "value"])
         report.table([(k, f"{v:.1f} s") for k, v in progress.times.items()], ["step", "time"])
         report_path = report.save(os.path.join(out_dir, "report.html"))
 
@@ -382,7 +382,7 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     echo("")
     echo("summary")
     for k, v in numbers.items():
-        echo(f"  {k}: {v:.3f}")
+        echo(f"  {k}: {_fmt(v)}")
     echo("  heads that matter most (patching): " + ", ".join(f"L{l}H{h} ({heads.values[l, h]:+.2f})" for l, h in top_heads[:3]))
     echo("  strongest induction heads: " + ", ".join(f"L{l}H{h} ({induction[l, h]:.2f})" for l, h in best_induction))
     echo("timings")
@@ -449,3 +449,7 @@ def steering_experiment(model: Transformer, tokenizer, layer: Optional[int] = No
     ax.set_title(f"Steering the next token after {STEER_PROMPT!r}", fontsize=9)
     numbers = {f"steering score, coefficient {c:+.0f}": float(s) for c, s in zip(coefficients, scores) if c in (coefficients[0], 0.0, coefficients[-1])}
     return SteeringResult(layer, coefficients, scores, rows, fig, numbers)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
