@@ -146,11 +146,6 @@ def site_shape(cfg: ModelConfig, name: str, n_pos: int) -> tuple[int, ...]:
     return tuple(sizes[d] for d in dims)
 
 
-def all_site_names(cfg: ModelConfig) -> list[str]:
-    """Short names of every site of a model: top-level sites, then per-layer ones."""
-    return list(top_level_site_dims(cfg)) + list(layer_site_dims(cfg))
-
-
 def full_names(cfg: ModelConfig) -> list[str]:
     """Every TransformerLens-style full name of the model, layer by layer."""
     names = [to_full_name(s) for s in top_level_site_dims(cfg)]
