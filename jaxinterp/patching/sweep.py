@@ -3,7 +3,9 @@
 A sweep is ``jax.vmap`` over intervention data, evaluated in chunks of ``batch_size``
 locations under ``jax.lax.map`` so that only one chunk's activations are alive at a
 time. The whole sweep is one ``jit``: no host round trip per location (an optional
-progress bar is fed by a host callback once per chunk).
+progress bar is fed by a host callback once per chunk). Given a ``mesh``, each chunk's
+locations are split across its devices (the weights are replicated): the same program,
+data-parallel over the sweep axis.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ import numpy as np
 __all__ = ["sweep", "map_chunks", "chunk_locations", "run_chunks"]
 
 
-def sweep(fn: Callable, locations: Any, *operands: Any, batch_size: Optional[int] = None, progress: bool = False):
+def sweep(
+    fn: Callable,
+    locations: Any,
+    *operands: Any,
+    batch_size: Optional[int] = None,
+    progress: bool = False,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    axis: Optional[str] = None,
+):
     """``fn(location, *operands)`` for every location, stacked: ``[n_locations, ...]``.
 
     ``locations``: a pytree of arrays sharing a leading axis of size ``n_locations``
@@ -32,9 +42,27 @@ def sweep(fn: Callable, locations: Any, *operands: Any, batch_size: Optional[int
     is that of one chunk of ``batch_size`` locations, whatever ``n_locations`` is.
     ``progress``: show a tqdm bar advancing once per chunk.
 
+    ``mesh``: a `jax.sharding.Mesh`; each chunk's locations are sharded along its
+    ``axis`` (default: the mesh's first axis) and the operands replicated, so a sweep
+    too big for one device runs data-parallel. ``batch_size`` is rounded up to a
+    multiple of that axis's size.
+
     The result is a pytree of arrays with leading axis ``n_locations``.
     """
+    if mesh is not None:
+        axis = mesh.axis_names[0] if axis is None else axis
+        if axis not in mesh.axis_names:
+            raise ValueError(f"axis {axis!r} is not an axis of the mesh; its axes are {mesh.axis_names}")
+        n_dev = mesh.shape[axis]
+        n_loc = np.shape(jax.tree_util.tree_leaves(locations)[0])[0] if jax.tree_util.tree_leaves(locations) else 0
+        batch_size = -(-(n_loc if batch_size is None else int(batch_size)) // n_dev) * n_dev
     chunks, n = chunk_locations(locations, batch_size)
+    if mesh is not None:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        chunks = jax.device_put(chunks, NamedSharding(mesh, PartitionSpec(None, axis)))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        operands = jax.tree_util.tree_map(lambda a: jax.device_put(a, replicated) if isinstance(a, jax.Array) else a, operands)
     out = run_chunks(fn, chunks, operands, progress)
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
