@@ -34,6 +34,14 @@ SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(np.asarray(sharded), np.asarray(plain), atol=1e-5)
     np.testing.assert_allclose(np.asarray(sharded), loop, atol=1e-5)
     print("DEVICES", len(sharded.sharding.device_set))
+
+    # activation_patch with a mesh: the same numbers as without.
+    from jaxinterp.metrics import logit_diff
+    metric = logit_diff(3, 4)
+    a = ji.patching.activation_patch(model, clean, corrupt, metric, mesh=mesh)
+    b = ji.patching.activation_patch(model, clean, corrupt, metric)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a).ravel(), loop, atol=1e-5)
     """
 )
 

@@ -49,6 +49,7 @@ def activation_patch(
     quick_compile: Optional[bool] = None,
     tokenizer=None,
     str_tokens: Optional[Sequence[str]] = None,
+    mesh=None,
 ) -> LabelledArray:
     """Patch one location at a time and record ``metric`` of each patched run.
 
@@ -84,6 +85,8 @@ def activation_patch(
     only. Worth it for one-off sweeps of big models, where compile time dominates.
     ``tokenizer`` (with ``to_str_tokens`` or ``decode``) or ``str_tokens``: label the
     position axes with the clean prompt's tokens.
+    ``mesh``: a `jax.sharding.Mesh` to shard the patches over (its first axis; weights
+    replicated). Sharded sweeps run on the plain engine (``method="auto"`` picks it).
 
     Returns a `LabelledArray` with ``dims == over``; ``np.asarray(result)`` has one axis
     per swept axis, e.g. ``[n_layers, n_pos]``.
@@ -107,7 +110,9 @@ def activation_patch(
     grid = patch_grid(cfg, n_pos, site, over, fixed)
     base, source = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
 
-    use_fast = method == "fast" or (method == "auto" and fast_supported(cfg))
+    if mesh is not None and method == "fast":
+        raise PatchingError("method='fast' does not shard over a mesh yet: use method='plain' (or 'auto') with mesh=")
+    use_fast = method == "fast" or (method == "auto" and fast_supported(cfg) and mesh is None)
     if use_fast and not fast_supported(cfg):
         raise PatchingError(
             "method='fast' needs causal attention (a patch at position p must not change earlier positions); "
@@ -130,7 +135,7 @@ def activation_patch(
             last_layer_subset=shortcuts, progress=progress, keep=keep, quick_compile=quick_compile,
         )
     else:
-        values = _plain(model, base, source, grid, metric, readout, batch_size, progress, keep)
+        values = _plain(model, base, source, grid, metric, readout, batch_size, progress, keep, mesh)
 
     if keep is not None:
         values = np.where(keep, values, skipped_value)
@@ -153,14 +158,14 @@ def _one_example(tokens, cfg, what: str):
     return tokens
 
 
-def _plain(model, base, source, grid: PatchGrid, metric, readout, batch_size, progress, keep):
+def _plain(model, base, source, grid: PatchGrid, metric, readout, batch_size, progress, keep, mesh=None):
     _, cache = model.run_with_cache(source, names=[grid.site])
     src = cache.stack(grid.site)
     if keep is not None:
         grid = _subset(grid, keep)
     if batch_size is None:
         batch_size = max(1, DEFAULT_MEMORY // plain_bytes_per_patch(model.cfg, base.shape[0], readout))
-    out = np.asarray(plain_sweep(model, base, src, grid, metric, readout, batch_size, progress))
+    out = np.asarray(plain_sweep(model, base, src, grid, metric, readout, batch_size, progress, mesh))
     if keep is None:
         return out
     full = np.full(keep.shape, np.nan, out.dtype)

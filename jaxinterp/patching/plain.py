@@ -53,15 +53,17 @@ def plain_sweep(
     readout: Readout,
     batch_size: Optional[int] = None,
     progress: bool = False,
+    mesh=None,
 ) -> Float[Array, " patch"]:
     """Metric of the base run with each patch of ``grid`` applied, ``[n_patches]``.
+    ``mesh``: shard the patches over a `jax.sharding.Mesh` (see `sweep`).
 
     ``source``: the stacked activation ``[n_layers, ...]`` at ``grid.site`` of the run
     the values come from (clean, when denoising).
     """
     locations = {f: np.asarray(v) for f, v in grid.fields.items()}
     fn = PatchedMetric(grid.site, metric, readout)
-    return sweep(fn, locations, model, source, jnp.asarray(base_tokens), batch_size=batch_size, progress=progress)
+    return sweep(fn, locations, model, source, jnp.asarray(base_tokens), batch_size=batch_size, progress=progress, mesh=mesh)
 
 
 def plain_bytes_per_patch(cfg, n_pos: int, readout: Readout) -> int:

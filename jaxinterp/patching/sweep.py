@@ -53,10 +53,7 @@ def sweep(
         axis = mesh.axis_names[0] if axis is None else axis
         if axis not in mesh.axis_names:
             raise ValueError(f"axis {axis!r} is not an axis of the mesh; its axes are {mesh.axis_names}")
-        n_dev = mesh.shape[axis]
-        n_loc = np.shape(jax.tree_util.tree_leaves(locations)[0])[0] if jax.tree_util.tree_leaves(locations) else 0
-        batch_size = -(-(n_loc if batch_size is None else int(batch_size)) // n_dev) * n_dev
-    chunks, n = chunk_locations(locations, batch_size)
+    chunks, n = chunk_locations(locations, batch_size, multiple_of=1 if mesh is None else mesh.shape[axis])
     if mesh is not None:
         from jax.sharding import NamedSharding, PartitionSpec
 
@@ -67,10 +64,11 @@ def sweep(
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
 
-def chunk_locations(locations: Any, batch_size: Optional[int]):
+def chunk_locations(locations: Any, batch_size: Optional[int], multiple_of: int = 1):
     """``locations`` reshaped to ``[n_chunks, batch_size, ...]`` (the last chunk padded
     by repeating the last location, so every chunk has one static shape and the
-    program compiles once), and the number of real locations."""
+    program compiles once), and the number of real locations. The chunk size is rounded
+    up to a multiple of ``multiple_of`` (the devices a chunk is sharded over)."""
     leaves = jax.tree_util.tree_leaves(locations)
     if not leaves:
         raise ValueError("sweep needs at least one location array (a pytree of arrays with a leading axis)")
@@ -83,7 +81,7 @@ def chunk_locations(locations: Any, batch_size: Optional[int]):
     k = n if batch_size is None else int(batch_size)
     if k < 1:
         raise ValueError(f"batch_size must be a positive number of locations, got {batch_size}")
-    k = min(k, n)
+    k = -(-min(k, n) // multiple_of) * multiple_of
     n_chunks = math.ceil(n / k)
     pad = n_chunks * k - n
 
