@@ -44,8 +44,7 @@ from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
 from jaxinterp.metrics import logit_diff  # noqa: E402
 from jaxinterp.model.transformer import _jit_run  # noqa: E402
 from jaxinterp.patching import activation_patch, patch_grid, readout_for  # noqa: E402
-from jaxinterp.patching.fast import QUICK_COMPILE_OPTIONS, fast_program  # noqa: E402
-from jaxinterp.patching.layout import build_staircase  # noqa: E402
+from jaxinterp.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
 from jaxinterp.patching.plain import PatchedMetric  # noqa: E402
 from jaxinterp.patching.sweep import chunk_locations, run_chunks  # noqa: E402
 
@@ -119,35 +118,12 @@ def flops_plain(cfg, n_pos: int, n_patches: int, n_read: int) -> float:
     return n_patches * (one + n_read * 2 * cfg.d_model * cfg.d_vocab)
 
 
-def flops_fast(cfg, stair, n_read: int, n_cols: int, last_subset: bool) -> float:
-    """What the staircase executes: every packed token-layer, padded attention views,
-    and logits for each row's read slots (times the number of chunks)."""
-    per = dense_flops(cfg)
-    shape, n = stair.shape, stair.shape.n_pos
-    rows_last = shape.rows[-1]
-    total = 0.0
-    for k in range(cfg.n_layers):
-        if k == cfg.n_layers - 1 and last_subset:
-            total += shape.tokens[k] * per["kv"] + rows_last * n_read * per["rest"]
-            total += rows_last * attention_flops(cfg, n_read, n)
-        else:
-            total += shape.tokens[k] * (per["kv"] + per["rest"]) + shape.rows[k] * attention_flops(cfg, n, n)
-    total += rows_last * n_read * 2 * cfg.d_model * n_cols
-    return stair.n_chunks * total
-
-
 # ---------------------------------------------------------------------- memory (XLA)
 
 
 def temp_mb(compiled) -> float:
     m = compiled.memory_analysis()
     return (m.temp_size_in_bytes + m.output_size_in_bytes) / 2**20
-
-
-def xla_flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan")))
 
 
 def compiled_loop_forward(model, tokens, patch):
@@ -160,9 +136,10 @@ def compiled_plain(model, base, source, grid, metric, readout, batch_size):
     return run_chunks.lower(fn, chunks, (model, source, base), False).lowered.compile()
 
 
-def compiled_fast(model, base, source, stair, site, metric, readout, last_subset, quick=False):
+def compiled_fast(model, base, source, layout, site, metric, readout, last_subset, quick=False):
+    runs = cached_runs(model, base, source, site, metric, readout)
     lowered = fast_program.lower(
-        model, base, source, stair.data, shape=stair.shape, site=site, metric=metric, readout=readout,
+        model, runs, layout.data, shape=layout.shape, site=site, metric=metric, readout=readout,
         last_layer_subset=last_subset, progress=False,
     )
     for options in ([QUICK_COMPILE_OPTIONS, {"xla_backend_optimization_level": 0}] if quick else []):
@@ -175,9 +152,6 @@ def compiled_fast(model, base, source, stair, site, metric, readout, last_subset
 
 
 # ------------------------------------------------------------------------- benchmark
-# XLA's cost analysis counts a while loop's body once (not times its trip count), so it
-# cross-checks our analytic count only for the loop-free single-chunk fast programs
-# (column "XLA/ours"; XLA also counts elementwise ops, hence slightly above 1).
 
 
 def loop_sweep(model, base, source_cache, site, grid, metric):
@@ -210,8 +184,7 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     first, steady, runs, ref = timed(lambda: loop_sweep(model, corrupt, source, site, grid, metric), args.loop_repeats)
     ref = np.asarray(ref)
     fwd = compiled_loop_forward(model, corrupt, Patch(site, source, layer=0, pos=0))
-    rows["(a) loop"] = dict(first=first, steady=steady, runs=runs, mem=temp_mb(fwd), flops=flops_loop(cfg, n_pos, P),
-                            xla=float("nan"), dev=0.0)
+    rows["(a) loop"] = dict(first=first, steady=steady, runs=runs, mem=temp_mb(fwd), flops=flops_loop(cfg, n_pos, P), dev=0.0)
 
     variants = {
         "(b) plain": dict(method="plain"),
@@ -232,32 +205,25 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     readout_sc = readout_for(metric, n_pos, cfg.d_vocab, columns=True)
     n_read = len(readout.positions)
     plain_c = compiled_plain(model, corrupt, source, grid, metric, readout, None)
-    rows["(b) plain"].update(mem=temp_mb(plain_c), flops=flops_plain(cfg, n_pos, P, n_read), xla=float("nan"))
+    rows["(b) plain"].update(mem=temp_mb(plain_c), flops=flops_plain(cfg, n_pos, P, n_read))
 
-    stair = build_staircase(n_pos, cfg.n_layers, grid.layer, grid.start_pos, grid.engine_fields(), 1)
-    fast_c = compiled_fast(model, corrupt, clean, stair, site, metric, readout, False)
-    rows["(c) fast"].update(mem=temp_mb(fast_c), flops=flops_fast(cfg, stair, n_read, cfg.d_vocab, False),
-                            xla=xla_flops(fast_c))
-    rows["(c) fast"]["flops_program"] = rows["(c) fast"]["flops"]
-    quick_c = compiled_fast(model, corrupt, clean, stair, site, metric, readout, False, quick=True)
-    rows["(c') fast, quick compile"].update(mem=temp_mb(quick_c), flops=rows["(c) fast"]["flops"],
-                                           flops_program=rows["(c) fast"]["flops"], xla=xla_flops(quick_c))
+    layout = fast_layout(cfg, n_pos, grid)
+    fast_c = compiled_fast(model, corrupt, clean, layout, site, metric, readout, False)
+    rows["(c) fast"].update(mem=temp_mb(fast_c), flops=fast_flops(cfg, layout, readout))
+    quick_c = compiled_fast(model, corrupt, clean, layout, site, metric, readout, False, quick=True)
+    rows["(c') fast, quick compile"].update(mem=temp_mb(quick_c), flops=rows["(c) fast"]["flops"])
+    print(f"    (c) layout: {layout.shape.blocks} blocks of {layout.shape.tokens} packed tokens "
+          f"({layout.shape.rows - 1} rows at most), {layout.token_layers(cfg.n_layers)} token-layers")
 
     # Shortcut run: only patches whose clean and corrupted activations differ.
     _, corrupt_cache = model.run_with_cache(corrupt, names=[site])
     differs = np.asarray(cache.stack(site) != corrupt_cache.stack(site)).any(axis=-1)  # [layer, pos]
     keep = differs[grid.fields["layer"], grid.fields["pos"]]
     ids = np.flatnonzero(keep)
-    fields = {f: v[ids] for f, v in grid.engine_fields().items()}
-    stair_sc = build_staircase(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, 1)
-    sc_c = compiled_fast(model, corrupt, clean, stair_sc, site, metric, readout_sc, True)
-    # Plus the two cached forward passes that find the no-op patches.
-    cache_flops = 2 * flops_plain(cfg, n_pos, 1, n_pos)
-    rows["(d) fast+shortcuts"].update(
-        mem=temp_mb(sc_c), xla=xla_flops(sc_c),
-        flops=flops_fast(cfg, stair_sc, n_read, len(readout_sc.columns), True) + cache_flops,
-        flops_program=flops_fast(cfg, stair_sc, n_read, len(readout_sc.columns), True),
-    )
+    layout_sc = fast_layout(cfg, n_pos, grid, keep)
+    sc_c = compiled_fast(model, corrupt, clean, layout_sc, site, metric, readout_sc, True)
+    # (Its cached pass over both prompts, counted in fast_flops, also finds the no-op patches.)
+    rows["(d) fast+shortcuts"].update(mem=temp_mb(sc_c), flops=fast_flops(cfg, layout_sc, readout_sc, True))
     print(f"    shortcuts: {len(ids)} of {P} patches change anything (the rest are no-ops), "
           f"logit columns {list(readout_sc.columns)} at positions {list(readout.positions)}")
 
@@ -266,12 +232,12 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
         rows[label]["dev"] = float(np.max(np.abs(res - ref)))
     base = rows["(a) loop"]
     print(f"    {'variant':<26}{'steady s':>10}{'speedup':>9}{'compile s':>11}{'temp MiB':>10}"
-          f"{'FLOPs/(a)':>11}{'XLA/ours':>9}{'GFLOP/s':>9}{'eff':>6}{'max |dev|':>11}{'rel dev':>9}")
+          f"{'FLOPs/(a)':>11}{'GFLOP/s':>9}{'eff':>6}{'max |dev|':>11}{'rel dev':>9}")
     for label, r in rows.items():
         gfs = r["flops"] / r["steady"] / 1e9
         compile_s = max(r["first"] - r["steady"], 0.0)
         print(f"    {label:<26}{r['steady']:>10.3f}{base['steady'] / r['steady']:>8.1f}x{compile_s:>11.2f}"
-              f"{r['mem']:>10.1f}{r['flops'] / base['flops']:>11.3f}{r['xla'] / r.get('flops_program', np.nan):>9.2f}"
+              f"{r['mem']:>10.1f}{r['flops'] / base['flops']:>11.3f}"
               f"{gfs:>9.1f}{gfs / mm_gflops:>6.0%}{r['dev']:>11.2e}{r['dev'] / scale:>9.1e}")
     print("    steady runs (s): " + "; ".join(f"{k.split()[0]} " + " ".join(f"{x:.2f}" for x in v["runs"]) for k, v in rows.items()))
     return rows
@@ -286,9 +252,9 @@ def memory_flat(model, clean, corrupt, metric, batch_size: int):
     for site, over in [("resid_pre", ("layer", "pos")), ("attn.z", ("layer", "pos", "head"))]:
         grid = patch_grid(cfg, n_pos, site, over)
         n_chunks = int(np.ceil(grid.n_patches / batch_size))
-        stair = build_staircase(n_pos, cfg.n_layers, grid.layer, grid.start_pos, grid.engine_fields(), n_chunks)
-        compiled = compiled_fast(model, corrupt, clean, stair, site, metric, readout, False)
-        print(f"      {site:<10} over {str(over):<26} {grid.n_patches:>6} patches, {stair.n_chunks:>4} chunks: "
+        layout = fast_layout(cfg, n_pos, grid, None, n_chunks)
+        compiled = compiled_fast(model, corrupt, clean, layout, site, metric, readout, False)
+        print(f"      {site:<10} over {str(over):<26} {grid.n_patches:>6} patches, {layout.n_chunks:>4} chunks: "
               f"temp {temp_mb(compiled):7.1f} MiB")
 
 

@@ -24,7 +24,7 @@ from jaxinterp import ModelConfig, Patch, Transformer
 from jaxinterp.labelled import LabelledArray
 from jaxinterp.metrics import logit_diff
 from jaxinterp.patching import PatchingError, activation_patch, sweep
-from jaxinterp.patching.layout import build_staircase
+from jaxinterp.patching.layout import build_blocks
 
 N_POS = 7
 CONFIGS = {
@@ -301,36 +301,46 @@ def test_sweep_rejects_ragged_locations():
     n_pos=st.integers(1, 9),
     n_layers=st.integers(1, 5),
     n_chunks=st.integers(1, 6),
+    max_tokens=st.integers(1, 40),
     data=st.data(),
 )
-def test_staircase_layout_invariants(n_pos, n_layers, n_chunks, data):
+def test_block_layout_invariants(n_pos, n_layers, n_chunks, max_tokens, data):
     n = data.draw(st.integers(0, 30))
     layer = np.asarray(data.draw(st.lists(st.integers(0, n_layers - 1), min_size=n, max_size=n)), np.int32)
     start = np.asarray(data.draw(st.lists(st.integers(0, n_pos - 1), min_size=n, max_size=n)), np.int32)
     fields = {f: np.full(n, -1, np.int32) for f in ("layer", "pos", "key_pos", "head", "neuron", "expert")}
     fields["pos"] = start
-    stair = build_staircase(n_pos, n_layers, layer, start, fields, n_chunks)
-    rows, tokens = stair.shape.rows, stair.shape.tokens
-    # Every patch is computed exactly once.
-    placed = stair.patch_of_row[stair.patch_of_row >= 0]
+    layout = build_blocks(n_pos, n_layers, layer, start, fields, n_chunks, max_tokens)
+    shape = layout.shape
+    assert shape.tokens >= n_pos  # a row always fits one block
+    # Every patch is read out exactly once.
+    placed = layout.patch_of_read[layout.patch_of_read >= 0]
     assert sorted(placed.tolist()) == list(range(n))
-    for c in range(stair.n_chunks):
-        d = {k: v[c] for k, v in stair.data.items()}
-        # Rows 0 and 1 are the base and source runs over every position.
-        assert d["row_start"][0] == d["row_start"][1] == 0 and d["row_offset"][1] == n_pos
-        for r in range(rows[-1]):
-            p, off = d["row_start"][r], d["row_offset"][r]
-            np.testing.assert_array_equal(d["token_pos"][off: off + n_pos - p], np.arange(p, n_pos))
-            assert (d["token_row"][off: off + n_pos - p] == r).all()
-            patch = stair.patch_of_row[c, r]
+    for c in range(layout.n_chunks):
+        d = {k: v[c] for k, v in layout.data.items()}
+        # Blocks are sorted by layer (the active ones are a prefix); pad blocks last.
+        assert (np.diff(d["block_layer"]) >= 0).all()
+        for b in range(shape.blocks):
+            used = np.zeros(shape.tokens, int)
+            for r in range(shape.rows):
+                p, off = d["row_start"][b, r], d["row_offset"][b, r]
+                t = off - n_pos
+                if d["row_layer"][b, r] < 0:
+                    continue
+                # A real row's tokens are its positions p.., all in this block.
+                assert d["row_layer"][b, r] == d["block_layer"][b]
+                np.testing.assert_array_equal(d["token_pos"][b, t: t + n_pos - p], np.arange(p, n_pos))
+                assert (d["token_row"][b, t: t + n_pos - p] == r).all()
+                used[t: t + n_pos - p] += 1
+            assert used.max(initial=0) <= 1  # rows do not overlap
+            # The last row slot pads; its tokens are the unused ones.
+            assert d["row_layer"][b, shape.rows - 1] == -1
+            assert (d["token_row"][b][used == 0] == shape.rows - 1).all()
+        for i in range(shape.reads):
+            patch = layout.patch_of_read[c, i]
+            b, r = d["read_block"][i], d["read_row"][i]
             if patch >= 0:
-                assert p == start[patch] and d["row_layer"][r] == layer[patch]
-                # A row joins the staircase at its own layer.
-                k = layer[patch]
-                assert (rows[k - 1] if k else 0) <= r < rows[k]
-            else:
-                assert d["row_layer"][r] == -1
-        assert tokens[-1] == d["row_offset"][-1] + n_pos - d["row_start"][-1]
+                assert d["row_start"][b, r] == start[patch] and d["row_layer"][b, r] == layer[patch]
 
 
 def test_full_row_metrics_declare_reads_and_match_a_loop():

@@ -17,7 +17,7 @@ import numpy as np
 from ..labelled import LabelledArray
 from ..model.transformer import check_tokens
 from ..sites import layer_site_dims
-from .fast import fast_bytes_per_token, fast_supported, fast_sweep
+from .fast import cached_runs, fast_bytes, fast_supported, fast_sweep
 from .locations import FIELD_DIMS, PatchGrid, PatchingError, patch_grid
 from .plain import plain_bytes_per_patch, plain_sweep
 from .readout import readout_for
@@ -121,24 +121,27 @@ def activation_patch(
     d_out = cfg.d_vocab if model.unembed is not None else cfg.d_model
     readout = readout_for(metric, n_pos, d_out, columns=shortcuts, has_unembed=model.unembed is not None)
 
+    runs = None
+    if use_fast or shortcuts:
+        runs = cached_runs(model, base, source, grid.site, metric, readout)
     keep = None
-    skipped_value = None
     if shortcuts:
-        keep, skipped_value = _changing_patches(model, base, source, grid, metric)
+        keep = _changing_patches(model.cfg, grid, runs)
 
     if keep is not None and not keep.any():
         values = np.full(grid.n_patches, np.nan)
     elif use_fast:
-        n_chunks = _fast_chunks(cfg, grid, n_pos, batch_size, keep)
-        values, _ = fast_sweep(
-            model, base, source, grid, metric, readout, n_chunks=n_chunks,
+        n_chunks = _fast_chunks(cfg, grid, n_pos, batch_size, keep, readout)
+        values = fast_sweep(
+            model, runs, grid, metric, readout, n_chunks=n_chunks,
             last_layer_subset=shortcuts, progress=progress, keep=keep, quick_compile=quick_compile,
         )
     else:
-        values = _plain(model, base, source, grid, metric, readout, batch_size, progress, keep, mesh)
+        source_site = None if runs is None else runs["site"][1]
+        values = _plain(model, base, source, grid, metric, readout, batch_size, progress, keep, mesh, source_site)
 
     if keep is not None:
-        values = np.where(keep, values, skipped_value)
+        values = np.where(keep, values, float(runs["metric"]))
     if readout.restricted and np.isnan(values).any():
         raise PatchingError(
             f"the metric returned NaN: it reads logits outside what metric.reads declares "
@@ -158,9 +161,10 @@ def _one_example(tokens, cfg, what: str):
     return tokens
 
 
-def _plain(model, base, source, grid: PatchGrid, metric, readout, batch_size, progress, keep, mesh=None):
-    _, cache = model.run_with_cache(source, names=[grid.site])
-    src = cache.stack(grid.site)
+def _plain(model, base, source, grid: PatchGrid, metric, readout, batch_size, progress, keep, mesh=None, src=None):
+    if src is None:
+        _, cache = model.run_with_cache(source, names=[grid.site])
+        src = cache.stack(grid.site)
     if keep is not None:
         grid = _subset(grid, keep)
     if batch_size is None:
@@ -179,7 +183,7 @@ def _subset(grid: PatchGrid, keep: np.ndarray) -> PatchGrid:
                                start_pos=grid.start_pos[keep])
 
 
-def _fast_chunks(cfg, grid: PatchGrid, n_pos: int, batch_size: Optional[int], keep) -> int:
+def _fast_chunks(cfg, grid: PatchGrid, n_pos: int, batch_size: Optional[int], keep, readout) -> int:
     n = grid.n_patches if keep is None else int(keep.sum())
     if n == 0:
         return 1
@@ -188,17 +192,16 @@ def _fast_chunks(cfg, grid: PatchGrid, n_pos: int, batch_size: Optional[int], ke
             raise PatchingError(f"batch_size must be a positive number of patches, got {batch_size}")
         return math.ceil(n / batch_size)
     lengths = n_pos - (grid.start_pos if keep is None else grid.start_pos[keep])
-    tokens = 2 * n_pos + int(lengths.sum())
-    return max(1, math.ceil(tokens * fast_bytes_per_token(cfg, n_pos) / DEFAULT_MEMORY))
+    n_read = len(readout.positions)
+    return max(1, math.ceil(fast_bytes(cfg, int(lengths.sum()), n, n_read) / DEFAULT_MEMORY))
 
 
-def _changing_patches(model, base, source, grid: PatchGrid, metric):
+def _changing_patches(cfg, grid: PatchGrid, runs: dict) -> np.ndarray:
     """Which patches can change anything: where the source and base activations at the
-    patched location differ. Also the unpatched base metric, the value of the rest."""
-    logits, base_cache = model.run_with_cache(base, names=[grid.site])
-    _, source_cache = model.run_with_cache(source, names=[grid.site])
-    differs = np.asarray(base_cache.stack(grid.site) != source_cache.stack(grid.site))  # [layer, *site dims]
-    dims = ("layer",) + layer_site_dims(model.cfg)[grid.site]
+    patched location differ (``runs["site"]``: both runs' activations, `cached_runs`)."""
+    base_site, source_site = np.asarray(runs["site"][0]), np.asarray(runs["site"][1])
+    differs = base_site != source_site  # [layer, *site dims]
+    dims = ("layer",) + layer_site_dims(cfg)[grid.site]
     index = []
     for dim in dims:
         field = "layer" if dim == "layer" else next((f for f, ds in FIELD_DIMS.items() if dim in ds), None)
@@ -206,8 +209,7 @@ def _changing_patches(model, base, source, grid: PatchGrid, metric):
     # Reduce every axis that is patched entirely, then pick each patch's entry.
     reduce_axes = tuple(i for i, ix in enumerate(index) if ix is None)
     differs = differs.any(axis=reduce_axes) if reduce_axes else differs
-    keep = differs[tuple(ix for ix in index if ix is not None)]
-    return np.asarray(keep, bool), float(metric(logits))
+    return np.asarray(differs[tuple(ix for ix in index if ix is not None)], bool)
 
 
 def _labels(grid: PatchGrid, clean, tokenizer, str_tokens) -> dict:

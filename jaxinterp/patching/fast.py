@@ -1,13 +1,16 @@
-"""The fast sweep: prefix reuse over layers, suffix reuse over positions, packed tokens.
+"""The fast sweep: prefix reuse over layers, suffix reuse over positions, packed blocks.
 
 A patch at layer ``l`` and position ``p`` of a causal model cannot change anything
-below layer ``l`` or before position ``p``. The fast engine computes only the rest:
-layer by layer (the loop over layers is unrolled, each layer one static shape), the
-residual stream of every active patch is one packed ``[tokens, d_model]`` matrix
-(`jaxinterp.patching.layout`); patches starting at layer ``k`` join it at step ``k``
-from the base run's residual, which rides along in the same matrix together with the
-source run, so every layer's weights are read once for all of them. Keys and values
-before a patch's position come from the base run's tokens (`PackedAttention`).
+below layer ``l`` or before position ``p``. The fast engine computes only the rest.
+Patches are laid out as *blocks* (`jaxinterp.patching.layout`): each block packs the
+recomputed positions of several patches that start at the same layer into one
+``[tokens, d_model]`` matrix of a fixed size. One program runs the base and source
+prompts once (caching what the blocks read), then scans over layers; at layer ``k`` it
+loops over the blocks that have started (a prefix of them, sorted by layer), running
+the model's own layer on each block's packed tokens. Keys and values before a patch's
+position come from the base run's cache (`PackedAttention`). Every block has the same
+shape at every layer, so XLA compiles one layer, whatever the number of layers and
+patches: compile time stays at about that of a forward pass.
 
 Exact: the numbers equal a loop of single-patch forward passes up to float rounding.
 Opt-in (``last_layer_subset``): the last layer runs its queries, output projection and
@@ -17,16 +20,19 @@ MLP only at the positions the metric reads (keys and values still at every posit
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ..model.hooks import Plan
 from ..model.rotary import rotary_tables
 from ..sites import layer_site_dims
-from .layout import SOURCE_ROW, StaircaseShape, build_staircase
+from .layout import BlockLayout, BlockShape, build_blocks
 from .locations import PatchGrid
 from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedHooks, keys_values, take
 from .readout import IDENTITY, Readout, evaluate_metric, final_logits
@@ -40,8 +46,7 @@ def fast_supported(cfg) -> bool:
 
 def fast_sweep(
     model,
-    base_tokens: Int[Array, " pos"],
-    source_tokens: Int[Array, " pos"],
+    runs: dict,
     grid: PatchGrid,
     metric: Callable,
     readout: Readout,
@@ -50,40 +55,45 @@ def fast_sweep(
     progress: bool = False,
     keep: np.ndarray = None,
     quick_compile: Optional[bool] = None,
-) -> tuple[np.ndarray, float]:
-    """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False)
-    and the base run's metric, computed by the packed staircase in ``n_chunks`` chunks."""
-    fields = grid.engine_fields()
+) -> np.ndarray:
+    """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False),
+    computed by the block engine in ``n_chunks`` chunks from the base and source runs'
+    `cached_runs`."""
+    layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks)
+    last_layer_subset = last_layer_subset and not model.cfg.post_norm
+    static = dict(shape=layout.shape, site=grid.site, metric=metric, readout=readout,
+                  last_layer_subset=last_layer_subset, progress=progress)
+    flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
+    values = np.asarray(_run((model, runs, layout.data), static, flops, quick_compile))
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
-    stair = build_staircase(
-        len(base_tokens), model.cfg.n_layers, grid.layer[ids], grid.start_pos[ids], {f: v[ids] for f, v in fields.items()}, n_chunks
-    )
-    args = (model, jnp.asarray(base_tokens), jnp.asarray(source_tokens), stair.data)
-    static = dict(shape=stair.shape, site=grid.site, metric=metric, readout=readout,
-                  last_layer_subset=last_layer_subset and not model.cfg.post_norm, progress=progress)
-    values = _run(args, static, staircase_flops(model.cfg, stair.shape, stair.n_chunks), quick_compile)
-    values = np.asarray(values)
     out = np.full(grid.n_patches, np.nan, values.dtype)
-    rows = stair.patch_of_row >= 0
-    out[ids[stair.patch_of_row[rows]]] = values[rows]
-    return out, float(values[0, 0])
+    read = layout.patch_of_read >= 0
+    out[ids[layout.patch_of_read[read]]] = values[read]
+    return out
 
 
-def _program(model, base_tokens, source_tokens, data, *, shape, site, metric, readout, last_layer_subset, progress):
-    """The sweep: ``[n_chunks, rows]`` metric values (row 0: base run)."""
+def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = None, n_chunks: int = 1) -> BlockLayout:
+    """The block layout of ``grid``'s patches (those in ``keep``, if given)."""
+    ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
+    fields = {f: v[ids] for f, v in grid.engine_fields().items()}
+    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks)
+
+
+def _program(model, runs, data, *, shape, site, metric, readout, last_layer_subset, progress):
+    """The sweep: ``[n_chunks, reads]`` metric values."""
     def chunk(d):
-        return staircase(model, base_tokens, source_tokens, d, shape, site, metric, readout, last_layer_subset)
+        return block_sweep(model, runs, d, shape, site, metric, readout, last_layer_subset)
 
     return map_chunks(chunk, data, progress=progress)
 
 
 _STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress")
 
-# Compile time: every unrolled layer has its own shapes, so XLA compiles its kernels
-# once per layer. Most of that time is LLVM optimising elementwise kernels. Without
-# that optimisation XLA compiles ~7x faster but runs GELU, norms and copies ~10x slower
-# (~1.5x overall on GPT-2 small), so it pays only for small sweeps, where compile
-# time dominates: below QUICK_COMPILE_FLOPS of work, compile for speed of compiling.
+# Compile time: XLA's CPU backend spends most of it having LLVM optimise elementwise
+# kernels. Without that optimisation it compiles several times faster but runs GELU,
+# norms and copies several times slower, so it pays only for small sweeps, where
+# compile time dominates: below QUICK_COMPILE_FLOPS of work, compile for speed of
+# compiling.
 QUICK_COMPILE_FLOPS = 2e10
 QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
@@ -96,7 +106,7 @@ _quick_programs = [
 
 
 def _run(args, static, flops: float, quick_compile: Optional[bool]):
-    """Run the staircase, compiled for speed of compiling when asked to or, by default,
+    """Run the sweep, compiled for speed of compiling when asked to or, by default,
     when the sweep is small (on CPU)."""
     if quick_compile is None:
         quick_compile = flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
@@ -110,113 +120,222 @@ def _run(args, static, flops: float, quick_compile: Optional[bool]):
     return fast_program(*args, **static)
 
 
-def staircase_flops(cfg, shape: StaircaseShape, n_chunks: int) -> float:
-    """Approximate matmul FLOPs of a staircase (packed token-layers times weights)."""
-    ffn = cfg.d_mlp * (3 if cfg.gated_mlp else 2) * max(cfg.n_experts, 1)
-    per_token = 2 * cfg.d_model * (2 * cfg.n_heads * cfg.d_head + 2 * cfg.n_kv_heads * cfg.d_head + ffn)
-    return float(n_chunks * sum(shape.tokens) * per_token)
+@functools.partial(jax.jit, static_argnames=("site", "metric", "readout"))
+def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array, " pos"], site: str,
+                metric: Callable, readout: Readout) -> dict:
+    """One batched pass over the base and source prompts (no unembedding but for the
+    base run's read positions), caching what a fast sweep reads:
 
-
-def staircase(
-    model, base_tokens, source_tokens, d: dict, shape: StaircaseShape, site: str,
-    metric: Callable, readout: Readout, last_layer_subset: bool,
-) -> Float[Array, " row"]:
-    """One chunk: run the staircase and return the metric of every row ``[rows]``."""
-    cfg = model.cfg
-    n = shape.n_pos
-    dims = layer_site_dims(cfg)[site]
-    token_pos, token_row = d["token_pos"], d["token_row"]
-    rows = {k: v for k, v in d.items() if k.startswith("row_")}
-    base_embed = model.embed_tokens(base_tokens, IDENTITY)
-    source_embed = model.embed_tokens(source_tokens, IDENTITY)
-    rotary = rotary_tables(cfg, n) if cfg.positional == "rotary" else None
-    all_pos = jnp.arange(n)
-    read_pos = np.asarray(readout.positions)
-
-    prev_tokens, prev_rows = 0, 0
-    x = jnp.zeros((0, cfg.d_model), base_embed.dtype)
-    stacked = model.blocks
-    for k in range(cfg.n_layers):
-        n_tok, n_rows = shape.tokens[k], shape.rows[k]
-        # Rows starting here enter with the base run's residual at their positions;
-        # the base run's position j is packed token j (row 0 at offset 0).
-        if k == 0:
-            x = jnp.concatenate([base_embed, source_embed, take(base_embed, token_pos[2 * n : n_tok])])
-        elif n_tok > prev_tokens:
-            x = jnp.concatenate([x, take(x, token_pos[prev_tokens:n_tok])])
-        # Slice this layer's weights only once the previous layer is done, so XLA keeps
-        # one layer's copy alive at a time instead of hoisting all of them.
-        block = _layer_after(stacked, k, x)
-        weights = AttentionWeights.of(block.attn)
-        tp, tr = token_pos[:n_tok], token_row[:n_tok]
-        start, offset = d["row_start"][:n_rows], d["row_offset"][:n_rows]
-        kv_index = _slot_index(start, offset, all_pos)
-        rot = None if rotary is None else (take(rotary[0], tp), take(rotary[1], tp))
-        hooks = PackedHooks(
-            site, dims, k, rows, tp, tr, SOURCE_ROW * n + tp, (prev_tokens, n_tok), (prev_rows, n_rows), all_pos,
-        )
-        if k == cfg.n_layers - 1 and last_layer_subset:
-            return _last_layer_subset(model, block, weights, x, hooks, kv_index, start, offset, rot, rotary, site, dims,
-                                      k, prev_rows, n_rows, metric, readout)
-        attn = PackedAttention(weights, kv_index, all_pos, query_index=kv_index, out_row=tr, out_slot=tp)
-        x = dataclasses.replace(block, attn=attn)(x, hooks, cfg, rot)
-        prev_tokens, prev_rows = n_tok, n_rows
-
-    read_index = _slot_index(start, offset, jnp.asarray(read_pos))
-    if read_index.size <= x.shape[0]:
-        logits = final_logits(model, take(x, read_index), readout)
-    else:  # every position read: unembed each packed token once, then gather
-        logits = take(final_logits(model, x, readout), read_index)
-    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
-
-
-def _last_layer_subset(model, block, weights, x, hooks, kv_index, start, offset, rot, rotary, site, dims, k,
-                       prev_rows, n_rows, metric, readout):
-    """The last layer computed only where the metric reads: keys and values for every
-    packed token (later positions read earlier ones), everything else for the
-    ``[row, read position]`` slots only. Patches on the key/value path are applied on
-    all tokens first; re-applying a patch to the read slots writes the same values."""
-    cfg = model.cfg
-    read_pos = jnp.asarray(np.asarray(readout.positions))
-    n_read = read_pos.shape[0]
-    kv_hooks = PackedHooks(site, dims, k, hooks.rows, hooks.token_pos, hooks.token_row, hooks.source_token,
-                           hooks.enter_tokens, hooks.enter_rows, hooks.query_pos, only=KV_PATH_SITES)
-    x = kv_hooks("resid_pre", x)
-    keys, values = keys_values(block.ln1(x, kv_hooks, "ln1"), weights, kv_hooks, cfg, rot)
-
-    read_index = _slot_index(start, offset, read_pos)  # [row, read]
-    x_read = take(x, read_index.reshape(-1))
-    slot_pos = jnp.tile(read_pos, n_rows)
-    slot_row = jnp.repeat(jnp.arange(n_rows), n_read)
-    slot = jnp.tile(jnp.arange(n_read), n_rows)
-    read_hooks = PackedHooks(site, dims, k, hooks.rows, slot_pos, slot_row, SOURCE_ROW * n_read + slot,
-                             (prev_rows * n_read, n_rows * n_read), (prev_rows, n_rows), read_pos)
-    read_rot = None if rotary is None else (take(rotary[0], slot_pos), take(rotary[1], slot_pos))
-    attn = PackedAttention(weights, kv_index, read_pos, k=keys, v=values)
-    out = dataclasses.replace(block, attn=attn)(x_read, read_hooks, cfg, read_rot)
-    logits = final_logits(model, out.reshape(n_rows, n_read, -1), readout)
-    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
-
-
-def _layer_after(stacked, k: int, x: Array):
-    """Layer ``k``'s weights, sliced only once ``x`` (the previous layer's output) exists.
-
-    The staircase is unrolled; sliced at the top, every layer's weight copy would be
-    alive at once (the stacked model's size again). An index XLA cannot prove
-    constant (``x > inf`` is always false) orders each slice after the layer before.
+    - ``resid [layer, pos, d_model]``: the base run's residual entering every layer,
+    - ``k`` / ``v [layer, pos, kv_head, d_head]``: its keys (rotated, if rotary) and values,
+    - ``final [pos, d_model]``: its final residual,
+    - ``site [2, layer, ...]``: both runs' activations at ``site`` (base, source); the
+      source's are the values patched in,
+    - ``metric []``: the base run's metric (the value of a patch that changes nothing).
     """
-    index = k + (x[0, 0] > jnp.inf).astype(jnp.int32)
-    return jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), stacked)
+    cfg = model.cfg
+    key_site = "attn.rot_k" if cfg.positional == "rotary" else "attn.k"
+    names = frozenset({"resid_pre", key_site, "attn.v", site})
+    plan = Plan(cfg, ())
+
+    def run(tokens):
+        return model.run_blocks(model.embed_tokens(tokens, IDENTITY), plan, names)
+
+    final, cache = jax.vmap(run)(jnp.stack([base_tokens, source_tokens]))
+    logits = final_logits(model, final[0][jnp.asarray(readout.positions)], readout)
+    return dict(resid=cache["resid_pre"][0], k=cache[key_site][0], v=cache["attn.v"][0], final=final[0],
+                site=cache[site], metric=evaluate_metric(metric, logits, readout))
+
+
+def block_sweep(
+    model, runs: dict, d: dict, shape: BlockShape, site: str,
+    metric: Callable, readout: Readout, last_layer_subset: bool,
+) -> Float[Array, " read"]:
+    """One chunk: run its blocks through their layers and return the metric of every
+    read-out row ``[reads]``."""
+    cfg = model.cfg
+    n, n_layers = shape.n_pos, cfg.n_layers
+    base, source = runs, runs["site"][1]
+    block_layer = d["block_layer"]
+    # Layers run on whole blocks (the shortcut runs the last one on read slots only).
+    stop = n_layers - 1 if last_layer_subset else n_layers
+    # Each block enters with the base run's residual at its layer and positions.
+    x = base["resid"][jnp.minimum(block_layer, n_layers - 1)[:, None], d["token_pos"]]
+    run = _BlockLayer(model, site, d, shape, readout)
+    # The attention weights in matmul layout, once per call; the rest of each layer's
+    # weights are sliced by the scan.
+    weights = eqx.filter_vmap(AttentionWeights.of)(model.blocks.attn)
+    params, static = eqx.partition(dataclasses.replace(model.blocks, attn=None), eqx.is_array)
+
+    def layer_step(x, xs):
+        k, block_params, w, base_k, base_v, src = xs
+        block = eqx.combine(block_params, static)
+        # Blocks are sorted by layer: those started by layer k are a prefix. They run in
+        # groups of consecutive blocks (`group_sizes`, largest first): each matmul then
+        # reads the layer's weights once for several blocks.
+        n_active = jnp.where(k < stop, jnp.sum(block_layer <= k), 0)
+        done = jnp.zeros((), jnp.int32)
+        for size in group_sizes(shape):
+            def one_group(i, x, size=size, first=done):
+                g = first + i * size
+                xg = jax.lax.dynamic_slice_in_dim(x, g, size).reshape(size * shape.tokens, -1)
+                out = run.layer(block, w, xg, run.group(g, size), k, base_k, base_v, src)
+                return jax.lax.dynamic_update_slice_in_dim(x, out.reshape(size, shape.tokens, -1), g, 0)
+
+            count = (n_active - done) // size
+            x = jax.lax.fori_loop(0, count, one_group, x)
+            done = done + count * size
+        return x, None
+
+    xs = (jnp.arange(n_layers), params, weights, base["k"], base["v"], source)
+    x, _ = jax.lax.scan(layer_step, x, xs)
+
+    read_block, read_row = d["read_block"], d["read_row"]
+    if last_layer_subset:
+        last = n_layers - 1
+        block = eqx.combine(jax.tree_util.tree_map(lambda a: a[last], params), static)
+        w = jax.tree_util.tree_map(lambda a: a[last], weights)
+        out = run.last_layer(block, w, x, base["resid"][last], base["k"][last], base["v"][last], source[last])
+        resid = out[read_block, read_row]  # [read, read_pos, d_model]
+    else:
+        # A row's residual at a read position before its start is the base run's.
+        start, offset = d["row_start"][read_block, read_row], d["row_offset"][read_block, read_row]
+        index = _slot_index(start, offset, jnp.asarray(readout.positions))  # [read, read_pos]
+        index = jnp.where(index < n, index, index + (read_block * shape.tokens)[:, None])
+        resid_all = jnp.concatenate([base["final"], x.reshape(-1, cfg.d_model)])
+        if index.size <= resid_all.shape[0]:
+            resid = take(resid_all, index)
+        else:  # every position read: unembed each packed token once, then gather
+            logits = take(final_logits(model, resid_all, readout), index)
+            return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
+    logits = final_logits(model, resid, readout)
+    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
+
+
+class _BlockLayer:
+    """Runs one layer on one block of a chunk (``d``: the chunk's layout data)."""
+
+    def __init__(self, model, site: str, d: dict, shape: BlockShape, readout: Readout):
+        cfg = model.cfg
+        self.cfg, self.site, self.d, self.shape, self.readout = cfg, site, d, shape, readout
+        self.dims = layer_site_dims(cfg)[site]
+        self.all_pos = jnp.arange(shape.n_pos)
+        self.rotary = rotary_tables(cfg, shape.n_pos) if cfg.positional == "rotary" else None
+
+    def _block_data(self, b):
+        d = self.d
+        rows = {key: v[b] for key, v in d.items() if key.startswith("row_")}
+        return d["token_pos"][b], d["token_row"][b], rows
+
+    def group(self, g, size: int):
+        """Blocks ``g..g+size-1`` as one block of ``size * tokens`` tokens and ``size *
+        rows`` rows: ``(token_pos, token_row, rows)``."""
+        d, shape = self.d, self.shape
+
+        def blocks(a):
+            return jax.lax.dynamic_slice_in_dim(a, g, size)
+
+        shift_rows = (jnp.arange(size) * shape.rows)[:, None]
+        shift_tokens = (jnp.arange(size) * shape.tokens)[:, None]
+        rows = {key: blocks(v).reshape(-1) for key, v in d.items() if key.startswith("row_")}
+        rows["row_offset"] = (blocks(d["row_offset"]) + shift_tokens).reshape(-1)
+        return blocks(d["token_pos"]).reshape(-1), (blocks(d["token_row"]) + shift_rows).reshape(-1), rows
+
+    def _rot(self, pos):
+        return None if self.rotary is None else (take(self.rotary[0], pos), take(self.rotary[1], pos))
+
+    def layer(self, block, w, x, data, k, base_k, base_v, src) -> Float[Array, "token d_model"]:
+        """Layer ``k`` on a block's packed tokens ``x [token, d_model]`` (``data``:
+        ``(token_pos, token_row, rows)``, as from `group`)."""
+        tp, tr, rows = data
+        kv_index = _slot_index(rows["row_start"], rows["row_offset"], self.all_pos)  # [row, pos]
+        # Query slots before a row's start are computed but never read: any own token.
+        query_index = jnp.clip(kv_index - self.shape.n_pos, 0, x.shape[0] - 1)
+        hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos)
+        attn = PackedAttention(w, kv_index, self.all_pos, base_k, base_v, query_index=query_index, out_row=tr, out_slot=tp)
+        return dataclasses.replace(block, attn=attn)(x, hooks, self.cfg, self._rot(tp))
+
+    def last_layer(self, block, w, x, base_resid, base_k, base_v, src) -> Float[Array, "block row read_pos d_model"]:
+        """The last layer computed only where the metric reads, for every block of
+        ``x [block, token, d_model]``: keys and values for every packed token (later
+        positions read earlier ones), everything else for the ``[row, read position]``
+        slots only. Patches on the key/value path are applied on all tokens first;
+        re-applying a patch to the read slots writes the same values."""
+        cfg, shape = self.cfg, self.shape
+        k = cfg.n_layers - 1
+        read_pos = jnp.asarray(self.readout.positions)
+        n_read = read_pos.shape[0]
+        slot_pos = jnp.tile(read_pos, shape.rows)
+        slot_row = jnp.repeat(jnp.arange(shape.rows), n_read)
+
+        def one_block(b, out):
+            tp, tr, rows = self._block_data(b)
+            kv_hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
+            xb = kv_hooks("resid_pre", x[b])
+            keys, values = keys_values(block.ln1(xb, kv_hooks, "ln1"), w, kv_hooks, cfg, self._rot(tp))
+            kv_index = _slot_index(rows["row_start"], rows["row_offset"], self.all_pos)
+            read_index = _slot_index(rows["row_start"], rows["row_offset"], read_pos)  # [row, read]
+            x_read = take(jnp.concatenate([base_resid, xb]), read_index.reshape(-1))
+            read_hooks = PackedHooks(self.site, self.dims, k, rows, slot_pos, slot_row, src, read_pos)
+            attn = PackedAttention(w, kv_index, read_pos, base_k, base_v, k=keys, v=values)
+            o = dataclasses.replace(block, attn=attn)(x_read, read_hooks, cfg, self._rot(slot_pos))
+            return jax.lax.dynamic_update_index_in_dim(out, o.reshape(shape.rows, n_read, -1), b, 0)
+
+        n_active = jnp.sum(self.d["block_layer"] <= k)
+        out = jnp.zeros((shape.blocks, shape.rows, n_read, cfg.d_model), x.dtype)
+        return jax.lax.fori_loop(0, n_active, one_block, out)
+
+
+# Largest group of blocks one matmul covers, in packed tokens: past ~1000 rows a
+# matmul gains little, while every group size compiles its own copy of the layer.
+MAX_GROUP_TOKENS = 1024
+
+
+def group_sizes(shape: BlockShape) -> tuple:
+    """Sizes of the block groups a layer runs, largest first: powers of four up to
+    ``MAX_GROUP_TOKENS`` tokens. A layer with ``a`` active blocks runs ``a // 16``
+    groups of 16, then groups of 4, then single blocks (for example)."""
+    cap = max(1, min(shape.blocks, MAX_GROUP_TOKENS // shape.tokens))
+    sizes = [1]
+    while sizes[-1] * 4 <= cap:
+        sizes.append(sizes[-1] * 4)
+    return tuple(reversed(sizes))
 
 
 def _slot_index(start: Int[Array, " row"], offset: Int[Array, " row"], positions: Int[Array, " slot"]) -> Int[Array, "row slot"]:
-    """Packed token holding each row's state at each of ``positions``: the row's own
-    token from its start on, the base run's (token ``j``) before it."""
+    """Index (block numbering: base positions first) of each row's state at each of
+    ``positions``: the row's own token from its start on, the base run's before it."""
     j = positions[None, :]
     return jnp.where(j < start[:, None], j, offset[:, None] + j - start[:, None])
 
 
-def fast_bytes_per_token(cfg, n_pos: int) -> int:
-    """Rough activation bytes per packed token at one layer (for default chunking)."""
-    ffn = max(cfg.d_mlp, 1) * max(cfg.n_experts, 1)
-    return 4 * (10 * cfg.d_model + 3 * ffn + 4 * cfg.n_heads * n_pos)
+def fast_flops(cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bool = False) -> float:
+    """Matmul FLOPs the program executes: the cached pass over both prompts, every
+    block-layer (padding included), attention over the padded views, and the logits
+    of each read slot."""
+    n, shape = layout.shape.n_pos, layout.shape
+    d, h, kv, dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    ffn = 2 * d * cfg.d_mlp * (3 if cfg.gated_mlp else 2) * max(cfg.n_experts, 1)  # experts run densely
+    kv_flops = 2 * d * 2 * kv * dh
+    rest = 2 * d * h * dh * 2 + ffn
+
+    def attention(n_query):
+        return 4 * h * dh * n_query * n
+
+    stop = cfg.n_layers - 1 if last_layer_subset else cfg.n_layers
+    total = 2 * cfg.n_layers * (n * (kv_flops + rest) + attention(n))  # cached runs
+    total += layout.token_layers(cfg.n_layers, stop) * (kv_flops + rest)
+    total += layout.block_layers(cfg.n_layers, stop) * shape.rows * attention(n)
+    n_read = len(readout.positions)
+    if last_layer_subset:
+        active = int((layout.block_layer < cfg.n_layers).sum())
+        total += active * (shape.tokens * kv_flops + shape.rows * (n_read * rest + attention(n_read)))
+    cols = cfg.d_vocab if readout.columns is None else len(readout.columns)
+    total += layout.n_chunks * shape.reads * n_read * 2 * d * cols
+    return float(total)
+
+
+def fast_bytes(cfg, n_tokens: int, n_patches: int, n_read: int) -> int:
+    """Rough bytes one chunk keeps alive: the packed residual of its tokens and the
+    logits of its read slots."""
+    return 4 * (n_tokens * cfg.d_model + n_patches * n_read * cfg.d_vocab)

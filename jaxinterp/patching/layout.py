@@ -1,19 +1,20 @@
-"""The packed staircase layout of a fast sweep, built on the host with numpy.
+"""The block layout of a fast sweep, built on the host with numpy.
 
 Each patch becomes a *row*: a run that starts at the patch's layer ``l`` (below it,
 nothing can differ from the base run) and covers only positions ``p..n_pos-1`` (under
-causal attention, positions before the patch cannot change). A row's positions are
-its *tokens*. Rows are sorted by start layer, so at layer ``k`` the active rows are a
-prefix of the row list and their tokens a prefix of the token list: the residual
-stream of every active row is one packed ``[tokens_k, d_model]`` matrix, whose size
-grows like a staircase with ``k``. Two rows ride along in every chunk: row 0 is the
-base run (its tokens are positions ``0..n_pos-1``, so base position ``j`` is packed
-token ``j``), row 1 the source run whose activations are patched in.
+causal attention, positions before the patch cannot change). A row's positions are its
+*tokens*. Rows that start at the same layer are packed into *blocks* of ``tokens``
+packed tokens each (first-fit decreasing), so every block has one static shape
+``[tokens, d_model]`` whatever its layer: one compiled layer serves every block at every
+layer. A block is computed from its layer to the last; what a row reads before its own
+tokens (keys and values, and residuals at positions before its start) comes from the
+base run, whose ``n_pos`` positions are numbered first: packed index ``j < n_pos`` is the
+base run's position ``j``, index ``n_pos + t`` is the block's own token ``t``.
 
-For memory-bounded sweeps the patches are split into chunks that share one static
-shape (the same number of rows and tokens entering at every layer), so one compiled
-staircase runs over all chunks in a loop. Chunks are balanced greedily and topped up
-with *pad rows*: unpatched runs of the needed length whose results are dropped.
+Blocks are split into chunks of ``blocks`` blocks for memory-bounded sweeps. Within a
+chunk blocks are sorted by layer, so the blocks active at layer ``k`` are a prefix of
+them; pad blocks (layer ``n_layers``) never run. Each block keeps its last row slot
+for padding: a row of no patch whose tokens fill the block up.
 """
 
 from __future__ import annotations
@@ -25,106 +26,165 @@ import numpy as np
 
 from .locations import FIELDS
 
-BASE_ROW, SOURCE_ROW = 0, 1
+# Largest block, in packed tokens: big enough that its matmuls run near peak
+# throughput (>= ~120 rows on CPU), small enough that splitting a layer's rows into
+# blocks wastes little padding.
+MAX_BLOCK_TOKENS = 1024
+# Each block-layer costs a little beyond its FLOPs (a loop step, gathers): counted as
+# this many tokens when choosing the block size.
+BLOCK_OVERHEAD_TOKENS = 16
 
 
 @dataclasses.dataclass(frozen=True)
-class StaircaseShape:
-    """Static sizes of one chunk: ``rows[k]`` / ``tokens[k]`` are the active rows and
-    packed tokens at layer ``k`` (cumulative over start layers)."""
+class BlockShape:
+    """Static sizes: ``tokens`` / ``rows`` per block (the last row slot pads),
+    ``blocks`` per chunk, ``reads``: rows read out per chunk (real patches, padded)."""
 
     n_pos: int
-    rows: tuple
-    tokens: tuple
+    tokens: int
+    rows: int
+    blocks: int
+    reads: int
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Staircase:
-    """A chunked staircase. ``data`` holds ``[n_chunks, ...]`` int32 arrays:
+class BlockLayout:
+    """A chunked block layout. ``data`` holds ``[n_chunks, ...]`` int32 arrays:
 
-    - ``row_start [row]``: first position the row recomputes (0 for base/source),
-    - ``row_offset [row]``: packed index of the row's first token,
-    - ``row_layer [row]``: the layer its patch applies at (-1: base, source, pad),
-    - ``row_<field> [row]``: the patch's location indices (-1: whole axis),
-    - ``token_pos [token]``: each packed token's position,
-    - ``token_row [token]``: the row each token belongs to.
+    - ``block_layer [block]``: the layer the block starts at (``n_layers``: pad block),
+    - ``row_start [block, row]``: first position the row recomputes (``n_pos``: pad row),
+    - ``row_offset [block, row]``: packed index of the row's first token (``>= n_pos``),
+    - ``row_layer [block, row]``: the layer its patch applies at (-1: pad row),
+    - ``row_<field> [block, row]``: the patch's location indices (-1: whole axis),
+    - ``token_pos [block, token]`` / ``token_row [block, token]``: each token's position
+      and row,
+    - ``read_block [read]`` / ``read_row [read]``: where each read-out row lives.
 
-    ``patch_of_row [n_chunks, row]``: which patch a row computes (-1: none).
+    ``patch_of_read [n_chunks, read]``: the patch each read-out row computes (-1: none).
     """
 
-    shape: StaircaseShape
+    shape: BlockShape
     data: dict
-    patch_of_row: np.ndarray
+    patch_of_read: np.ndarray
+    block_layer: np.ndarray  # [n_chunks, block], as in data (for FLOP counts on the host)
 
     @property
     def n_chunks(self) -> int:
-        return self.patch_of_row.shape[0]
+        return self.patch_of_read.shape[0]
+
+    def token_layers(self, n_layers: int, stop: int = None) -> int:
+        """Packed token-layers computed per chunk summed over chunks (layers < ``stop``)."""
+        stop = n_layers if stop is None else stop
+        return int(np.clip(stop - self.block_layer, 0, None).sum()) * self.shape.tokens
+
+    def block_layers(self, n_layers: int, stop: int = None) -> int:
+        stop = n_layers if stop is None else stop
+        return int(np.clip(stop - self.block_layer, 0, None).sum())
 
 
-def build_staircase(n_pos: int, n_layers: int, layer: np.ndarray, start: np.ndarray, fields: dict, n_chunks: int = 1) -> Staircase:
+def build_blocks(
+    n_pos: int,
+    n_layers: int,
+    layer: np.ndarray,
+    start: np.ndarray,
+    fields: dict,
+    n_chunks: int = 1,
+    max_tokens: int = MAX_BLOCK_TOKENS,
+) -> BlockLayout:
     """Lay out patches (``layer``, ``start`` and location ``fields``, each ``[n_patches]``)
-    as ``n_chunks`` equally shaped staircases."""
-    n_chunks = max(1, min(int(n_chunks), max(1, len(layer))))
-    length = n_pos - np.asarray(start)
-    # chunk_rows[c]: list of (patch id or -1, start position) in row order.
-    chunk_rows = [[(-1, 0), (-1, 0)] for _ in range(n_chunks)]
-    rows, tokens = [], []
-    for k in range(n_layers):
-        ids = np.flatnonzero(layer == k)
-        groups = _balance(ids, length[ids], n_chunks)
-        sums = [int(length[g].sum()) for g in groups]
-        counts = [len(g) for g in groups]
-        top = max(sums)
-        # Enough pad rows that every chunk can reach `top` tokens, each pad row <= n_pos long.
-        n_rows = max(c + math.ceil((top - s) / n_pos) for c, s in zip(counts, sums))
-        for c, group in enumerate(groups):
-            chunk_rows[c] += [(int(i), int(start[i])) for i in group]
-            deficit, n_pad = top - sums[c], n_rows - counts[c]
-            for j in range(n_pad):
-                pad_len = min(n_pos, deficit)
-                deficit -= pad_len
-                chunk_rows[c].append((-1, n_pos - pad_len))
-        rows.append((rows[-1] if rows else 2) + n_rows)
-        tokens.append((tokens[-1] if tokens else 2 * n_pos) + top)
+    as blocks, in ``n_chunks`` chunks (fewer if there are fewer blocks)."""
+    layer, start = np.asarray(layer, np.int64), np.asarray(start, np.int64)
+    length = n_pos - start
+    groups = {int(k): np.flatnonzero(layer == k) for k in np.unique(layer)}
+    size = block_tokens(n_pos, n_layers, {k: length[g] for k, g in groups.items()}, max_tokens)
+    blocks = []  # (layer, [patch ids]) sorted by layer
+    for k, ids in groups.items():
+        blocks += [(k, b) for b in _first_fit(ids, length[ids], size)]
+    n_blocks = max(1, len(blocks))
+    n_chunks = max(1, min(int(n_chunks), n_blocks))
+    per_chunk = math.ceil(n_blocks / n_chunks)
+    n_chunks = math.ceil(n_blocks / per_chunk)
+    chunks = [blocks[c * per_chunk: (c + 1) * per_chunk] for c in range(n_chunks)]
+    n_rows = max([len(b) for _, b in blocks], default=0) + 1
+    n_reads = max(1, max(sum(len(b) for _, b in chunk) for chunk in chunks))
+    shape = BlockShape(n_pos, size, n_rows, per_chunk, n_reads)
 
-    shape = StaircaseShape(n_pos, tuple(rows), tuple(tokens))
-    n_rows, n_tokens = rows[-1], tokens[-1]
-    data = {key: np.zeros((n_chunks, n_rows), np.int32) for key in ("row_start", "row_offset", "row_layer")}
-    data.update({f"row_{f}": np.full((n_chunks, n_rows), -1, np.int32) for f in FIELDS if f != "layer"})
-    data["token_pos"] = np.zeros((n_chunks, n_tokens), np.int32)
-    data["token_row"] = np.zeros((n_chunks, n_tokens), np.int32)
-    patch_of_row = np.full((n_chunks, n_rows), -1, np.int64)
-    for c, chunk in enumerate(chunk_rows):
-        assert len(chunk) == n_rows
-        offset = 0
-        for r, (patch, p) in enumerate(chunk):
-            data["row_start"][c, r] = p
-            data["row_offset"][c, r] = offset
-            data["row_layer"][c, r] = -1 if patch < 0 else layer[patch]
-            patch_of_row[c, r] = patch
-            if patch >= 0:
+    def full(shape_, value):
+        return np.full((n_chunks,) + shape_, value, np.int32)
+
+    data = {
+        "block_layer": full((per_chunk,), n_layers),
+        "row_start": full((per_chunk, n_rows), n_pos),
+        "row_offset": full((per_chunk, n_rows), n_pos),
+        "row_layer": full((per_chunk, n_rows), -1),
+        **{f"row_{f}": full((per_chunk, n_rows), -1) for f in FIELDS if f != "layer"},
+        # Pad tokens belong to the pad row (last slot) at the last position.
+        "token_pos": full((per_chunk, size), n_pos - 1),
+        "token_row": full((per_chunk, size), n_rows - 1),
+        "read_block": full((n_reads,), 0),
+        "read_row": full((n_reads,), n_rows - 1),
+    }
+    patch_of_read = np.full((n_chunks, n_reads), -1, np.int64)
+    for c, chunk in enumerate(chunks):
+        reads = 0
+        for b, (k, ids) in enumerate(chunk):
+            data["block_layer"][c, b] = k
+            offset = n_pos
+            for r, patch in enumerate(ids):
+                p = int(start[patch])
+                data["row_start"][c, b, r] = p
+                data["row_offset"][c, b, r] = offset
+                data["row_layer"][c, b, r] = layer[patch]
                 for f in FIELDS:
                     if f != "layer":
-                        data[f"row_{f}"][c, r] = fields[f][patch]
-            data["token_pos"][c, offset : offset + n_pos - p] = np.arange(p, n_pos)
-            data["token_row"][c, offset : offset + n_pos - p] = r
-            offset += n_pos - p
-        assert offset == n_tokens
-    return Staircase(shape, data, patch_of_row)
+                        data[f"row_{f}"][c, b, r] = fields[f][patch]
+                t = offset - n_pos
+                data["token_pos"][c, b, t: t + n_pos - p] = np.arange(p, n_pos)
+                data["token_row"][c, b, t: t + n_pos - p] = r
+                offset += n_pos - p
+                data["read_block"][c, reads], data["read_row"][c, reads] = b, r
+                patch_of_read[c, reads] = patch
+                reads += 1
+            assert offset - n_pos <= size
+    return BlockLayout(shape, data, patch_of_read, data["block_layer"].copy())
 
 
-def _balance(ids: np.ndarray, lengths: np.ndarray, n_chunks: int) -> list:
-    """Split ``ids`` into ``n_chunks`` groups of near-equal size and token sum
-    (longest first, each to the lightest group that is not yet full)."""
-    if n_chunks == 1:
-        return [ids]
-    cap = math.ceil(len(ids) / n_chunks)
-    groups = [[] for _ in range(n_chunks)]
-    sums = np.zeros(n_chunks, np.int64)
-    order = np.argsort(-lengths, kind="stable")
+def block_tokens(n_pos: int, n_layers: int, lengths: dict, max_tokens: int = MAX_BLOCK_TOKENS) -> int:
+    """The block size (packed tokens) that computes the fewest padded token-layers for
+    rows of these ``lengths`` (per start layer), at least ``n_pos`` (a row fits a block)."""
+    lo, hi = n_pos, max(n_pos, max_tokens)
+    totals = [int(v.sum()) for v in lengths.values() if len(v)]
+    if not totals:
+        return lo
+    candidates = {min(max(max(totals), lo), hi)}
+    for total in set(totals):
+        for m in range(1, 17):
+            t = math.ceil(total / m)
+            if lo <= t <= hi:
+                candidates.add(t)
+
+    # Layers with the same row lengths pack alike: count each distinct multiset once.
+    kinds = {}
+    for k, v in lengths.items():
+        if len(v):
+            key = tuple(np.sort(v))
+            kinds.setdefault(key, [v, 0])[1] += n_layers - k
+
+    def cost(t):
+        return sum(w * len(_first_fit(np.arange(len(v)), v, t)) * (t + BLOCK_OVERHEAD_TOKENS) for v, w in kinds.values())
+
+    return min(sorted(candidates, reverse=True), key=cost)
+
+
+def _first_fit(ids: np.ndarray, lengths: np.ndarray, capacity: int) -> list:
+    """Pack ``ids`` (of ``lengths``) into bins of ``capacity`` tokens, longest first,
+    each into the first bin with room. Returns lists of ids, in input order per bin."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    room = np.full(len(order), capacity, np.int64)  # at most one bin per id
+    bins, used = [[] for _ in order], 0
     for j in order:
-        open_ = np.array([len(g) < cap for g in groups])
-        c = int(np.argmin(np.where(open_, sums, np.iinfo(np.int64).max)))
-        groups[c].append(ids[j])
-        sums[c] += lengths[j]
-    return [np.asarray(g, np.int64) for g in groups]
+        i = int(np.argmax(room[: used + 1] >= lengths[j]))  # bin `used` is empty: always fits
+        room[i] -= lengths[j]
+        bins[i].append(ids[j])
+        used = max(used, i + 1)
+    return [np.sort(np.asarray(b, np.int64)) for b in bins[:used]]

@@ -1,13 +1,14 @@
-"""Packed-token pieces of the fast engine: hooks and attention over a staircase layer.
+"""Packed-token pieces of the fast engine: hooks and attention over one block's layer.
 
-In the fast engine a layer runs on a packed ``[tokens, d_model]`` matrix that holds,
-for every active row (patch), only the positions that row recomputes (see
+In the fast engine a layer runs on a block's packed ``[tokens, d_model]`` matrix that
+holds, for every row (patch) of the block, only the positions that row recomputes (see
 `jaxinterp.patching.layout`). Everything per position (norms, QKV, output projection,
 MLP: nearly all the FLOPs) runs on that matrix unchanged, with the model's own
 modules. Only attention needs rows: `PackedAttention` gathers each row's keys and
 values into a padded ``[row, key_pos, ...]`` view, taking positions before the row's
-start from the base run (packed tokens ``0..n_pos-1``), and scatters the heads' outputs
-back to packed tokens. `PackedHooks` applies each row's patch at the swept site.
+start from the base run's cached keys and values, and scatters the heads' outputs back
+to packed tokens. `PackedHooks` applies each row's patch at the swept site, reading
+the value patched in from the source run's cached activation.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from jaxtyping import Array, Float, Int
 from ..config import ModelConfig
 from ..model.attention import Attention
 from ..model.rotary import apply_rotary
-from .layout import SOURCE_ROW
 from .locations import PATTERN_SITES
 
 # Which location field selects along each site dimension (after the leading position).
@@ -35,14 +35,13 @@ KV_PATH_SITES = frozenset({"resid_pre", "ln1.scale", "ln1.normalized", "attn.k",
 
 
 class PackedHooks:
-    """The hook callback of one packed layer: patches rows entering at this layer.
+    """The hook callback of one block at one layer: patches the rows whose patch
+    applies at ``layer`` (traced).
 
-    ``token_pos`` / ``token_row`` ``[tokens]``: position and row of each packed token;
-    ``source_token [tokens]``: the index of the source run's token at the same
-    position (the value patched in is read from the same activation array, since the
-    source run rides along as row 1). ``enter_tokens`` / ``enter_rows``: static slices
-    of the tokens and rows whose patch applies at this layer (rows are sorted by start
-    layer). ``rows``: per-row ``row_layer`` and ``row_<field>`` location arrays.
+    ``token_pos`` / ``token_row`` ``[tokens]``: position and row of each packed token.
+    ``source``: the source run's activation at the swept site and this layer
+    (``[pos, ...]``, or ``[head, query_pos, key_pos]`` for attention patterns).
+    ``rows``: per-row ``row_layer`` and ``row_<field>`` location arrays ``[row]``.
     ``query_pos [query]``: absolute position of each query slot of the padded
     attention view (for attention-pattern sites). ``only``: restrict to these sites.
     """
@@ -51,19 +50,16 @@ class PackedHooks:
         self,
         site: str,
         dims: tuple,
-        layer: int,
+        layer: Int[Array, ""],
         rows: dict,
         token_pos: Int[Array, " token"],
         token_row: Int[Array, " token"],
-        source_token: Int[Array, " token"],
-        enter_tokens: tuple,
-        enter_rows: tuple,
+        source: Array,
         query_pos: Int[Array, " query"],
         only: Optional[frozenset] = None,
     ):
         self.site, self.dims, self.layer, self.rows = site, dims, layer, rows
-        self.token_pos, self.token_row, self.source_token = token_pos, token_row, source_token
-        self.enter_tokens, self.enter_rows, self.query_pos = enter_tokens, enter_rows, query_pos
+        self.token_pos, self.token_row, self.source, self.query_pos = token_pos, token_row, source, query_pos
         self.active = only is None or site in only
 
     def wants(self, name: str) -> bool:
@@ -77,33 +73,27 @@ class PackedHooks:
         return self._patch_tokens(x)
 
     def _patch_tokens(self, x: Float[Array, "token ..."]) -> Float[Array, "token ..."]:
-        a, b = self.enter_tokens
-        if a == b:
-            return x
-        xe, rows, pos = x[a:b], self.token_row[a:b], self.token_pos[a:b]
+        rows, pos = self.token_row, self.token_pos
         mask = (take(self.rows["row_layer"], rows) == self.layer) & _selects(take(self.rows["row_pos"], rows), pos)
-        mask = mask.reshape((-1,) + (1,) * (xe.ndim - 1))
+        mask = mask.reshape((-1,) + (1,) * (x.ndim - 1))
         for axis, dim in enumerate(self.dims[1:], start=1):
             if dim in DIM_FIELD:
                 sel = take(self.rows["row_" + DIM_FIELD[dim]], rows)
-                am = _selects(sel[:, None], jnp.arange(xe.shape[axis])[None, :])
-                shape = [xe.shape[0]] + [1] * (xe.ndim - 1)
-                shape[axis] = xe.shape[axis]
+                am = _selects(sel[:, None], jnp.arange(x.shape[axis])[None, :])
+                shape = [x.shape[0]] + [1] * (x.ndim - 1)
+                shape[axis] = x.shape[axis]
                 mask = mask & am.reshape(shape)
-        value = take(x, self.source_token[a:b])
-        return x.at[a:b].set(jnp.where(mask, value, xe))
+        return jnp.where(mask, take(self.source, pos), x)
 
     def _patch_rows(self, x: Float[Array, "row head query key_pos"]) -> Float[Array, "row head query key_pos"]:
-        a, b = self.enter_rows
-        if a == b:
-            return x
         r = self.rows
         n_heads, n_keys = x.shape[1], x.shape[3]
-        mask = (r["row_layer"][a:b] == self.layer)[:, None, None, None]
-        mask = mask & _selects(r["row_head"][a:b, None], jnp.arange(n_heads)[None])[:, :, None, None]
-        mask = mask & _selects(r["row_pos"][a:b, None], self.query_pos[None])[:, None, :, None]
-        mask = mask & _selects(r["row_key_pos"][a:b, None], jnp.arange(n_keys)[None])[:, None, None, :]
-        return x.at[a:b].set(jnp.where(mask, x[SOURCE_ROW][None], x[a:b]))
+        mask = (r["row_layer"] == self.layer)[:, None, None, None]
+        mask = mask & _selects(r["row_head"][:, None], jnp.arange(n_heads)[None])[:, :, None, None]
+        mask = mask & _selects(r["row_pos"][:, None], self.query_pos[None])[:, None, :, None]
+        mask = mask & _selects(r["row_key_pos"][:, None], jnp.arange(n_keys)[None])[:, None, None, :]
+        source = take(jnp.moveaxis(self.source, 1, 0), self.query_pos)  # [query, head, key_pos]
+        return jnp.where(mask, jnp.moveaxis(source, 0, 1)[None], x)
 
 
 def _selects(selector, index):
@@ -144,20 +134,25 @@ class AttentionWeights(eqx.Module):
 
 
 class PackedAttention(eqx.Module):
-    """Causal attention for packed tokens (drop-in for `Attention` inside a `Block`).
+    """Causal attention for one block's packed tokens (drop-in for `Attention` inside a
+    `Block`).
 
-    ``kv_index [row, key_pos]``: packed token holding each row's key/value at each
+    Keys and values are indexed in the block's numbering: ``j < n_pos`` is the base
+    run's position ``j`` (``base_k`` / ``base_v``, cached), ``n_pos + t`` the block's
+    own token ``t``. ``kv_index [row, key_pos]``: the key/value of each row at each
     position. ``query_pos [query]``: absolute position of each query slot.
-    ``query_index [row, query]``: packed token of each query slot (None: the input is
+    ``query_index [row, query]``: own token of each query slot (None: the input is
     already ``[row * query]`` tokens in row-major order, as in the last-layer shortcut).
     ``out_row`` / ``out_slot`` ``[token]``: where each packed token's output sits in the
-    padded view (None: row-major, as above). ``k`` / ``v``: precomputed packed keys and
+    padded view (None: row-major, as above). ``k`` / ``v``: precomputed own keys and
     values (for the last-layer shortcut, where queries are a subset of the tokens).
     """
 
     w: AttentionWeights
     kv_index: Int[Array, "row key_pos"]
     query_pos: Int[Array, " query"]
+    base_k: Float[Array, "pos kv_head d_head"]
+    base_v: Float[Array, "pos kv_head d_head"]
     query_index: Optional[Int[Array, "row query"]] = None
     out_row: Optional[Int[Array, " token"]] = None
     out_slot: Optional[Int[Array, " token"]] = None
@@ -176,7 +171,8 @@ class PackedAttention(eqx.Module):
             k, v = self.k, self.v
         n_rows, n_query = self.kv_index.shape[0], self.query_pos.shape[0]
         group = cfg.n_heads // cfg.n_kv_heads
-        keys, values = take(k, self.kv_index), take(v, self.kv_index)
+        keys = take(jnp.concatenate([self.base_k, k]), self.kv_index)
+        values = take(jnp.concatenate([self.base_v, v]), self.kv_index)
         if group > 1:
             keys, values = jnp.repeat(keys, group, axis=2), jnp.repeat(values, group, axis=2)
         if self.query_index is None:
