@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from jaxinterp import ModelConfig, Patch, Transformer
 from jaxinterp.labelled import LabelledArray
 from jaxinterp.metrics import logit_diff
-from jaxinterp.patching import PatchingError, activation_patch, sweep
+from jaxinterp.patching import PatchingError, activation_patch, patch_grid, readout_for, sweep
+from jaxinterp.patching.fast import cached_runs, fast_layout, fast_sweep, group_sizes
 from jaxinterp.patching.layout import build_blocks
 
 N_POS = 7
@@ -200,6 +201,28 @@ def test_sweep_equals_loop(models, prompts, caches, model_name, site, over, fixe
         got = np.asarray(result)
         assert got.shape == expected.shape, engine
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4, err_msg=f"engine {engine}")
+
+
+@pytest.mark.parametrize("model_name,site,over,shortcuts", [
+    ("gpt2", "resid_pre", ("layer", "pos"), False),
+    ("llama", "attn.z", ("layer", "pos", "head"), False),
+    ("llama", "resid_pre", ("layer", "pos"), True),
+])
+def test_fast_engine_in_groups_of_small_blocks_equals_loop(models, prompts, caches, model_name, site, over, shortcuts):
+    """Blocks of one row's length, so each layer runs several blocks, in groups of four
+    and singly (and several chunks): still equal to the loop."""
+    model = models[model_name]
+    clean, corrupt = prompts
+    metric = last_logit_diff()
+    expected = loop_reference(model, caches[model_name, 0], corrupt, metric, site, over, {})
+    grid = patch_grid(model.cfg, N_POS, site, over)
+    readout = readout_for(metric, N_POS, model.cfg.d_vocab, columns=shortcuts)
+    runs = cached_runs(model, corrupt, clean, site, metric, readout)
+    layout = fast_layout(model.cfg, N_POS, grid, None, 2, max_block_tokens=N_POS)
+    assert group_sizes(layout.shape)[0] == 4 and layout.shape.blocks >= 4 and layout.n_chunks == 2
+    got = fast_sweep(model, runs, grid, metric, readout, n_chunks=2, last_layer_subset=shortcuts,
+                     max_block_tokens=N_POS)
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_patching_clean_everywhere_reproduces_clean_run(models, prompts):

@@ -32,7 +32,7 @@ from jaxtyping import Array, Float, Int
 from ..model.hooks import Plan
 from ..model.rotary import rotary_tables
 from ..sites import layer_site_dims
-from .layout import BlockLayout, BlockShape, build_blocks
+from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
 from .locations import PatchGrid
 from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedHooks, keys_values, take
 from .readout import IDENTITY, Readout, evaluate_metric, final_logits
@@ -55,11 +55,12 @@ def fast_sweep(
     progress: bool = False,
     keep: np.ndarray = None,
     quick_compile: Optional[bool] = None,
+    max_block_tokens: int = MAX_BLOCK_TOKENS,
 ) -> np.ndarray:
     """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False),
     computed by the block engine in ``n_chunks`` chunks from the base and source runs'
     `cached_runs`."""
-    layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks)
+    layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks, max_block_tokens)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
     static = dict(shape=layout.shape, site=grid.site, metric=metric, readout=readout,
                   last_layer_subset=last_layer_subset, progress=progress)
@@ -72,11 +73,12 @@ def fast_sweep(
     return out
 
 
-def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = None, n_chunks: int = 1) -> BlockLayout:
+def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = None, n_chunks: int = 1,
+                max_block_tokens: int = MAX_BLOCK_TOKENS) -> BlockLayout:
     """The block layout of ``grid``'s patches (those in ``keep``, if given)."""
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
     fields = {f: v[ids] for f, v in grid.engine_fields().items()}
-    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks)
+    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_block_tokens)
 
 
 def _program(model, runs, data, *, shape, site, metric, readout, last_layer_subset, progress):
