@@ -219,7 +219,7 @@ def test_fast_engine_in_groups_of_small_blocks_equals_loop(models, prompts, cach
     readout = readout_for(metric, N_POS, model.cfg.d_vocab, columns=shortcuts)
     runs = cached_runs(model, corrupt, clean, site, metric, readout)
     layout = fast_layout(model.cfg, N_POS, grid, None, 2, max_block_tokens=N_POS)
-    assert group_sizes(layout.shape)[0] == 4 and layout.shape.blocks >= 4 and layout.n_chunks == 2
+    assert group_sizes(layout.shape)[0] >= 4 and layout.shape.blocks >= 4 and layout.n_chunks == 2
     got = fast_sweep(model, runs, grid, metric, readout, n_chunks=2, last_layer_subset=shortcuts,
                      max_block_tokens=N_POS)
     np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-4, rtol=1e-4)
