@@ -170,30 +170,32 @@ class PackedAttention(eqx.Module):
         else:
             k, v = self.k, self.v
         n_rows, n_query = self.kv_index.shape[0], self.query_pos.shape[0]
-        group = cfg.n_heads // cfg.n_kv_heads
-        keys = take(jnp.concatenate([self.base_k, k]), self.kv_index)
-        values = take(jnp.concatenate([self.base_v, v]), self.kv_index)
-        if group > 1:
-            keys, values = jnp.repeat(keys, group, axis=2), jnp.repeat(values, group, axis=2)
+        n_kv, group, d_head = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.d_head
+        # Head-major views [kv_head, row, ...]: the per-row matmuls then batch over
+        # leading axes (no transposes of the padded views), and a query head's group
+        # shares its key head without repeating keys.
+        keys = _gather_rows(jnp.concatenate([self.base_k, k]), self.kv_index)  # [kv, row, key, d]
+        values = _gather_rows(jnp.concatenate([self.base_v, v]), self.kv_index)
+        q = q.reshape(q.shape[0], n_kv, group, d_head)
         if self.query_index is None:
-            queries = q.reshape((n_rows, n_query) + q.shape[1:])
+            queries = jnp.moveaxis(q.reshape((n_rows, n_query) + q.shape[1:]), 2, 0)  # [kv, row, query, group, d]
         else:
-            queries = take(q, self.query_index)
+            queries = _gather_rows(q, self.query_index)
 
-        scores = jnp.einsum("rqhd,rkhd->rhqk", queries, keys) * jnp.asarray(cfg.scale, q.dtype)
+        scores = jnp.einsum("krqgd,krsd->krqgs", queries, keys) * jnp.asarray(cfg.scale, q.dtype)
         if cfg.attn_logit_softcap is not None:
             scores = jnp.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
-        offset = self.query_pos[:, None] - jnp.arange(keys.shape[1])[None, :]
-        allowed = (offset >= 0) & (offset < window)
-        scores = hooks("attn.attn_scores", jnp.where(allowed, scores, jnp.finfo(scores.dtype).min))
+        offset = self.query_pos[:, None] - jnp.arange(keys.shape[2])[None, :]
+        allowed = ((offset >= 0) & (offset < window))[:, None, :]  # [query, 1, key]
+        scores = _row_major_hook(hooks, "attn.attn_scores", jnp.where(allowed, scores, jnp.finfo(scores.dtype).min))
         pattern = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
-        pattern = hooks("attn.pattern", pattern)
-        z = jnp.einsum("rhqk,rkhd->rqhd", pattern, values)
+        pattern = _row_major_hook(hooks, "attn.pattern", pattern)
+        z = jnp.einsum("krqgs,krsd->krqgd", pattern, values)
         if self.out_row is None:
-            z = z.reshape((-1,) + z.shape[2:])
+            z = z.reshape((n_kv, -1) + z.shape[3:])  # [kv, token, group, d]
         else:
-            z = z.at[self.out_row, self.out_slot].get(mode="promise_in_bounds", wrap_negative_indices=False)
-        z = hooks("attn.z", z)
+            z = z.at[:, self.out_row, self.out_slot].get(mode="promise_in_bounds", wrap_negative_indices=False)
+        z = hooks("attn.z", jnp.moveaxis(z, 0, 1).reshape(z.shape[1], cfg.n_heads, d_head))
         if hooks.wants("attn.result"):
             w_o = w.w_o.reshape(cfg.n_heads, cfg.d_head, -1)
             out = hooks("attn.result", jnp.einsum("thd,hdm->thm", z, w_o)).sum(axis=1)
@@ -202,6 +204,22 @@ class PackedAttention(eqx.Module):
         if w.b_o is not None:
             out = out + w.b_o
         return out
+
+
+def _gather_rows(x: Float[Array, "token kv_head ..."], index: Int[Array, "row slot"]) -> Float[Array, "kv_head row slot ..."]:
+    """Per-token values (``[token, kv_head, ...]``) gathered into the head-major padded
+    view ``[kv_head, row, slot, ...]``."""
+    return jnp.moveaxis(x, 1, 0).at[:, index].get(mode="promise_in_bounds", wrap_negative_indices=False)
+
+
+def _row_major_hook(hooks, name: str, x: Float[Array, "kv_head row query group key"]):
+    """Apply an attention-pattern hook, which sees ``[row, head, query, key_pos]``."""
+    if not hooks.wants(name):
+        return x
+    n_kv, n_rows, n_query, group, n_keys = x.shape
+    row_major = jnp.transpose(x, (1, 0, 3, 2, 4)).reshape(n_rows, n_kv * group, n_query, n_keys)
+    out = hooks(name, row_major).reshape(n_rows, n_kv, group, n_query, n_keys)
+    return jnp.transpose(out, (1, 0, 3, 2, 4))
 
 
 def linear(x, w, b):
