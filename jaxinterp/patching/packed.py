@@ -108,14 +108,12 @@ def take(x: Array, index: Int[Array, "..."]) -> Array:
 
 
 class AttentionWeights(eqx.Module):
-    """One layer's attention weights laid out for packed matmuls: queries ``w_q
-    [d_model, head*d_head]``, keys and values side by side ``w_kv [d_model,
-    2*kv_head*d_head]``, output ``w_o [head*d_head, d_model]``."""
+    """One layer's attention weights laid out for packed matmuls: queries, keys and
+    values side by side ``w_qkv [d_model, (head + 2*kv_head) * d_head]`` (one matmul
+    for all three), output ``w_o [head*d_head, d_model]``."""
 
-    w_q: Float[Array, "d_model qd"]
-    b_q: Optional[Float[Array, " qd"]]
-    w_kv: Float[Array, "d_model kvd"]
-    b_kv: Optional[Float[Array, " kvd"]]
+    w_qkv: Float[Array, "d_model qkvd"]
+    b_qkv: Optional[Float[Array, " qkvd"]]
     w_o: Float[Array, "qd d_model"]
     b_o: Optional[Float[Array, " d_model"]]
 
@@ -125,12 +123,18 @@ class AttentionWeights(eqx.Module):
         def flat(w):  # [head, d_model, d_head] -> [d_model, head*d_head]
             return jnp.transpose(w, (1, 0, 2)).reshape(w.shape[1], -1)
 
-        b_kv = None if attn.b_K is None else jnp.concatenate([attn.b_K.reshape(-1), attn.b_V.reshape(-1)])
+        b_qkv = None
+        if attn.b_Q is not None:
+            b_qkv = jnp.concatenate([attn.b_Q.reshape(-1), attn.b_K.reshape(-1), attn.b_V.reshape(-1)])
         return AttentionWeights(
-            w_q=flat(attn.W_Q), b_q=None if attn.b_Q is None else attn.b_Q.reshape(-1),
-            w_kv=jnp.concatenate([flat(attn.W_K), flat(attn.W_V)], axis=1), b_kv=b_kv,
+            w_qkv=jnp.concatenate([flat(attn.W_Q), flat(attn.W_K), flat(attn.W_V)], axis=1), b_qkv=b_qkv,
             w_o=attn.W_O.reshape(-1, attn.W_O.shape[-1]), b_o=attn.b_O,
         )
+
+    def project(self, x: Float[Array, "token d_model"], cols: slice) -> Array:
+        """``x`` times the weight columns ``cols`` (of queries, keys, values), plus bias."""
+        out = x @ self.w_qkv[:, cols]
+        return out if self.b_qkv is None else out + self.b_qkv[cols]
 
 
 class PackedAttention(eqx.Module):
@@ -161,14 +165,15 @@ class PackedAttention(eqx.Module):
 
     def __call__(self, x: Float[Array, "token d_model"], hooks, cfg: ModelConfig, window, rotary, key_mask=None):
         w = self.w
-        q = linear(x, w.w_q, w.b_q).reshape(x.shape[0], cfg.n_heads, cfg.d_head)
-        q = hooks("attn.q", q)
+        qd = cfg.n_heads * cfg.d_head
+        if self.k is None:
+            qkv = w.project(x, slice(None))
+            q, (k, v) = qkv[:, :qd], _keys_values(qkv[:, qd:], hooks, cfg, rotary)
+        else:
+            q, k, v = w.project(x, slice(0, qd)), self.k, self.v
+        q = hooks("attn.q", q.reshape(x.shape[0], cfg.n_heads, cfg.d_head))
         if rotary is not None:
             q = hooks("attn.rot_q", apply_rotary(q, *rotary))
-        if self.k is None:
-            k, v = keys_values(x, w, hooks, cfg, rotary)
-        else:
-            k, v = self.k, self.v
         n_rows, n_query = self.kv_index.shape[0], self.query_pos.shape[0]
         n_kv, group, d_head = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.d_head
         # Head-major views [kv_head, row, ...]: the per-row matmuls then batch over
@@ -222,15 +227,13 @@ def _row_major_hook(hooks, name: str, x: Float[Array, "kv_head row query group k
     return jnp.transpose(out, (1, 0, 3, 2, 4))
 
 
-def linear(x, w, b):
-    out = x @ w
-    return out if b is None else out + b
-
-
 def keys_values(x: Float[Array, "token d_model"], w: AttentionWeights, hooks, cfg: ModelConfig, rotary):
-    """Packed keys (rotated, if rotary) and values, through their hook sites: one
-    matmul for both."""
-    kv = linear(x, w.w_kv, w.b_kv).reshape(x.shape[0], 2, cfg.n_kv_heads, cfg.d_head)
+    """Packed keys (rotated, if rotary) and values, through their hook sites."""
+    return _keys_values(w.project(x, slice(cfg.n_heads * cfg.d_head, None)), hooks, cfg, rotary)
+
+
+def _keys_values(kv: Float[Array, "token kvd"], hooks, cfg: ModelConfig, rotary):
+    kv = kv.reshape(kv.shape[0], 2, cfg.n_kv_heads, cfg.d_head)
     k = hooks("attn.k", kv[:, 0])
     v = hooks("attn.v", kv[:, 1])
     if rotary is not None:
