@@ -38,10 +38,22 @@ SCRIPT = textwrap.dedent(
     # activation_patch with a mesh: the same numbers as without.
     from jaxinterp.metrics import logit_diff
     metric = logit_diff(3, 4)
-    a = ji.patching.activation_patch(model, clean, corrupt, metric, mesh=mesh)
     b = ji.patching.activation_patch(model, clean, corrupt, metric)
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(a).ravel(), loop, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(b).ravel(), loop, atol=1e-5)
+    for method in ("plain", "fast"):
+        a = ji.patching.activation_patch(model, clean, corrupt, metric, mesh=mesh, method=method)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=method)
+
+    # The fast engine deals its chunks to the 8 devices (blocks balanced by work).
+    from jaxinterp.patching.fast import fast_layout
+    grid = ji.patching.patch_grid(cfg, 5, "attn.z", ("layer", "pos", "head"))
+    layout = fast_layout(cfg, 5, grid, max_block_tokens=5, multiple_of=8)
+    assert layout.n_chunks == 8 and (layout.block_layer < cfg.n_layers).any(axis=1).all()
+    for shortcuts in (False, True):
+        kw = dict(site="attn.z", over=("layer", "pos", "head"), shortcuts=shortcuts)
+        a = ji.patching.activation_patch(model, clean, corrupt, metric, mesh=mesh, method="fast", **kw)
+        b = ji.patching.activation_patch(model, clean, corrupt, metric, method="plain", **kw)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     """
 )
 

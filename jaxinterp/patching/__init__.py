@@ -6,7 +6,8 @@
 
 Two engines give the same numbers: the plain one (one vmapped forward per patch, any
 model) and the fast one (causal models: recompute only layers from the patch on and
-positions from the patch on, packed into one matrix per layer).
+positions from the patch on, packed into fixed-size blocks that one compiled layer
+runs).
 """
 
 from .activation import activation_patch

@@ -56,14 +56,17 @@ def fast_sweep(
     keep: np.ndarray = None,
     quick_compile: Optional[bool] = None,
     max_block_tokens: int = MAX_BLOCK_TOKENS,
+    mesh: Optional[jax.sharding.Mesh] = None,
 ) -> np.ndarray:
     """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False),
     computed by the block engine in ``n_chunks`` chunks from the base and source runs'
-    `cached_runs`."""
-    layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks, max_block_tokens)
+    `cached_runs`. ``mesh``: split the chunks over the devices of its first axis (the
+    weights and caches replicated)."""
+    n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
+    layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
     static = dict(shape=layout.shape, site=grid.site, metric=metric, readout=readout,
-                  last_layer_subset=last_layer_subset, progress=progress)
+                  last_layer_subset=last_layer_subset, progress=progress and mesh is None, mesh=mesh)
     flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
     values = np.asarray(_run((model, runs, layout.data), static, flops, quick_compile))
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
@@ -74,22 +77,33 @@ def fast_sweep(
 
 
 def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = None, n_chunks: int = 1,
-                max_block_tokens: int = MAX_BLOCK_TOKENS) -> BlockLayout:
+                max_block_tokens: int = MAX_BLOCK_TOKENS, multiple_of: int = 1) -> BlockLayout:
     """The block layout of ``grid``'s patches (those in ``keep``, if given)."""
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
     fields = {f: v[ids] for f, v in grid.engine_fields().items()}
-    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_block_tokens)
+    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_block_tokens,
+                        multiple_of)
 
 
-def _program(model, runs, data, *, shape, site, metric, readout, last_layer_subset, progress):
-    """The sweep: ``[n_chunks, reads]`` metric values."""
-    def chunk(d):
-        return block_sweep(model, runs, d, shape, site, metric, readout, last_layer_subset)
+def _program(model, runs, data, *, shape, site, metric, readout, last_layer_subset, progress, mesh=None):
+    """The sweep: ``[n_chunks, reads]`` metric values. Given a ``mesh``, each device runs
+    its share of the chunks (sharded along the mesh's first axis)."""
+    def chunks(model, runs, data):
+        def chunk(d):
+            return block_sweep(model, runs, d, shape, site, metric, readout, last_layer_subset)
 
-    return map_chunks(chunk, data, progress=progress)
+        return map_chunks(chunk, data, progress=progress)
+
+    if mesh is None:
+        return chunks(model, runs, data)
+    from jax.sharding import PartitionSpec
+
+    split = PartitionSpec(mesh.axis_names[0])
+    return jax.shard_map(chunks, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(), split), out_specs=split,
+                         check_vma=False)(model, runs, data)
 
 
-_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress")
+_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh")
 
 # Compile time: XLA's CPU backend spends most of it having LLVM optimise elementwise
 # kernels. Without that optimisation it compiles several times faster but runs GELU,
@@ -164,14 +178,12 @@ def block_sweep(
     # Each block enters with the base run's residual at its layer and positions.
     x = base["resid"][jnp.minimum(block_layer, n_layers - 1)[:, None], d["token_pos"]]
     run = _BlockLayer(model, site, d, shape, readout)
-    # The attention weights in matmul layout, once per call; the rest of each layer's
-    # weights are sliced by the scan.
-    weights = eqx.filter_vmap(AttentionWeights.of)(model.blocks.attn)
-    params, static = eqx.partition(dataclasses.replace(model.blocks, attn=None), eqx.is_array)
+    params, static = eqx.partition(model.blocks, eqx.is_array)
 
     def layer_step(x, xs):
-        k, block_params, w, base_k, base_v, src = xs
+        k, block_params, base_k, base_v, src = xs
         block = eqx.combine(block_params, static)
+        w = AttentionWeights.of(block.attn)  # this layer's attention weights in matmul layout
         # Blocks are sorted by layer: those started by layer k are a prefix. They run in
         # groups of consecutive blocks (`group_sizes`, largest first): each matmul then
         # reads the layer's weights once for several blocks.
@@ -189,16 +201,14 @@ def block_sweep(
             done = done + count * size
         return x, None
 
-    xs = (jnp.arange(n_layers), params, weights, base["k"], base["v"], source)
+    xs = (jnp.arange(n_layers), params, base["k"], base["v"], source)
     x, _ = jax.lax.scan(layer_step, x, xs)
 
     read_block, read_row = d["read_block"], d["read_row"]
     if last_layer_subset:
         last = n_layers - 1
         block = eqx.combine(jax.tree_util.tree_map(lambda a: a[last], params), static)
-        w = jax.tree_util.tree_map(lambda a: a[last], weights)
-        out = run.last_layer(block, w, x, base["resid"][last], base["k"][last], base["v"][last], source[last])
-        resid = out[read_block, read_row]  # [read, read_pos, d_model]
+        resid = run.last_layer(block, x, base["resid"][last], base["k"][last], base["v"][last], source[last])
     else:
         # A row's residual at a read position before its start is the base run's.
         start, offset = d["row_start"][read_block, read_row], d["row_offset"][read_block, read_row]
@@ -257,35 +267,34 @@ class _BlockLayer:
         attn = PackedAttention(w, kv_index, self.all_pos, base_k, base_v, query_index=query_index, out_row=tr, out_slot=tp)
         return dataclasses.replace(block, attn=attn)(x, hooks, self.cfg, self._rot(tp))
 
-    def last_layer(self, block, w, x, base_resid, base_k, base_v, src) -> Float[Array, "block row read_pos d_model"]:
+    def last_layer(self, block, x, base_resid, base_k, base_v, src) -> Float[Array, "read read_pos d_model"]:
         """The last layer computed only where the metric reads, for every block of
-        ``x [block, token, d_model]``: keys and values for every packed token (later
-        positions read earlier ones), everything else for the ``[row, read position]``
-        slots only. Patches on the key/value path are applied on all tokens first;
-        re-applying a patch to the read slots writes the same values."""
-        cfg, shape = self.cfg, self.shape
+        ``x [block, token, d_model]`` at once: keys and values for every packed token
+        (later positions read earlier ones), everything else for the read-out rows'
+        ``[read, read position]`` slots only. Patches on the key/value path are applied
+        on all tokens first; re-applying a patch to the read slots writes the same
+        values."""
+        cfg, shape, d = self.cfg, self.shape, self.d
         k = cfg.n_layers - 1
+        w = AttentionWeights.of(block.attn)
         read_pos = jnp.asarray(self.readout.positions)
         n_read = read_pos.shape[0]
-        slot_pos = jnp.tile(read_pos, shape.rows)
-        slot_row = jnp.repeat(jnp.arange(shape.rows), n_read)
+        tp, tr, rows = self.group(0, shape.blocks)
+        kv_hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
+        xt = kv_hooks("resid_pre", x.reshape(-1, cfg.d_model))
+        keys, values = keys_values(block.ln1(xt, kv_hooks, "ln1"), w, kv_hooks, cfg, self._rot(tp))
 
-        def one_block(b, out):
-            tp, tr, rows = self._block_data(b)
-            kv_hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
-            xb = kv_hooks("resid_pre", x[b])
-            keys, values = keys_values(block.ln1(xb, kv_hooks, "ln1"), w, kv_hooks, cfg, self._rot(tp))
-            kv_index = _slot_index(rows["row_start"], rows["row_offset"], self.all_pos)
-            read_index = _slot_index(rows["row_start"], rows["row_offset"], read_pos)  # [row, read]
-            x_read = take(jnp.concatenate([base_resid, xb]), read_index.reshape(-1))
-            read_hooks = PackedHooks(self.site, self.dims, k, rows, slot_pos, slot_row, src, read_pos)
-            attn = PackedAttention(w, kv_index, read_pos, base_k, base_v, k=keys, v=values)
-            o = dataclasses.replace(block, attn=attn)(x_read, read_hooks, cfg, self._rot(slot_pos))
-            return jax.lax.dynamic_update_index_in_dim(out, o.reshape(shape.rows, n_read, -1), b, 0)
-
-        n_active = jnp.sum(self.d["block_layer"] <= k)
-        out = jnp.zeros((shape.blocks, shape.rows, n_read, cfg.d_model), x.dtype)
-        return jax.lax.fori_loop(0, n_active, one_block, out)
+        # The read-out rows (index into the chunk's rows) and their slots.
+        read_rows = {key: v[d["read_block"] * shape.rows + d["read_row"]] for key, v in rows.items()}
+        start, offset = read_rows["row_start"], read_rows["row_offset"]
+        x_read = take(jnp.concatenate([base_resid, xt]), _slot_index(start, offset, read_pos).reshape(-1))
+        slot_pos = jnp.tile(read_pos, shape.reads)
+        slot_row = jnp.repeat(jnp.arange(shape.reads), n_read)
+        read_hooks = PackedHooks(self.site, self.dims, k, read_rows, slot_pos, slot_row, src, read_pos)
+        kv_index = _slot_index(start, offset, self.all_pos)
+        attn = PackedAttention(w, kv_index, read_pos, base_k, base_v, k=keys, v=values)
+        out = dataclasses.replace(block, attn=attn)(x_read, read_hooks, cfg, self._rot(slot_pos))
+        return out.reshape(shape.reads, n_read, -1)
 
 
 # Largest group of blocks one matmul covers, in packed tokens: past ~1000 rows a
@@ -329,9 +338,8 @@ def fast_flops(cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bo
     total += layout.token_layers(cfg.n_layers, stop) * (kv_flops + rest)
     total += layout.block_layers(cfg.n_layers, stop) * shape.rows * attention(n)
     n_read = len(readout.positions)
-    if last_layer_subset:
-        active = int((layout.block_layer < cfg.n_layers).sum())
-        total += active * (shape.tokens * kv_flops + shape.rows * (n_read * rest + attention(n_read)))
+    if last_layer_subset:  # keys and values of every token of every block, the rest at read slots
+        total += layout.n_chunks * (shape.blocks * shape.tokens * kv_flops + shape.reads * (n_read * rest + attention(n_read)))
     cols = cfg.d_vocab if readout.columns is None else len(readout.columns)
     total += layout.n_chunks * shape.reads * n_read * 2 * d * cols
     return float(total)

@@ -90,9 +90,11 @@ def build_blocks(
     fields: dict,
     n_chunks: int = 1,
     max_tokens: int = MAX_BLOCK_TOKENS,
+    multiple_of: int = 1,
 ) -> BlockLayout:
     """Lay out patches (``layer``, ``start`` and location ``fields``, each ``[n_patches]``)
-    as blocks, in ``n_chunks`` chunks (fewer if there are fewer blocks)."""
+    as blocks, in ``n_chunks`` chunks (fewer if there are fewer blocks; rounded up to a
+    multiple of ``multiple_of``, the devices the chunks are sharded over)."""
     layer, start = np.asarray(layer, np.int64), np.asarray(start, np.int64)
     length = n_pos - start
     groups = {int(k): np.flatnonzero(layer == k) for k in np.unique(layer)}
@@ -102,9 +104,9 @@ def build_blocks(
         blocks += [(k, b) for b in _first_fit(ids, length[ids], size)]
     n_blocks = max(1, len(blocks))
     n_chunks = max(1, min(int(n_chunks), n_blocks))
+    n_chunks = math.ceil(n_chunks / multiple_of) * multiple_of
     per_chunk = math.ceil(n_blocks / n_chunks)
-    n_chunks = math.ceil(n_blocks / per_chunk)
-    chunks = [blocks[c * per_chunk: (c + 1) * per_chunk] for c in range(n_chunks)]
+    chunks = _balance(blocks, n_chunks, per_chunk, n_layers)
     n_rows = max([len(b) for _, b in blocks], default=0) + 1
     n_reads = max(1, max(sum(len(b) for _, b in chunk) for chunk in chunks))
     shape = BlockShape(n_pos, size, n_rows, per_chunk, n_reads)
@@ -147,6 +149,20 @@ def build_blocks(
                 reads += 1
             assert offset - n_pos <= size
     return BlockLayout(shape, data, patch_of_read, data["block_layer"].copy())
+
+
+def _balance(blocks: list, n_chunks: int, per_chunk: int, n_layers: int) -> list:
+    """Deal ``blocks`` (sorted by layer) into chunks of at most ``per_chunk`` blocks with
+    near-equal work (a block's work is its number of layers): each block, costliest
+    first, to the least loaded chunk with room. Chunks keep their blocks in layer order."""
+    chunks = [[] for _ in range(n_chunks)]
+    load = np.zeros(n_chunks)
+    for block in blocks:
+        room = np.array([len(c) < per_chunk for c in chunks])
+        c = int(np.argmin(np.where(room, load, np.inf)))
+        chunks[c].append(block)
+        load[c] += n_layers - block[0]
+    return chunks
 
 
 def block_tokens(n_pos: int, n_layers: int, lengths: dict, max_tokens: int = MAX_BLOCK_TOKENS) -> int:
