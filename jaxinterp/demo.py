@@ -252,8 +252,8 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         )
         report.table(rows, ["clean prompt", "corrupted prompt", "answer", "logit diff (clean)", "logit diff (corrupted)"])
 
-    def averaged_sweep(site: str, method: str = "auto") -> LabelledArray:
-        runs = [patching_sweep(m, c, k, site, metric, labels=pos_labels, method=method) for c, k in zip(clean, corrupt)]
+    def averaged_sweep(site: str) -> LabelledArray:
+        runs = [patching_sweep(m, c, k, site, metric, labels=pos_labels) for c, k in zip(clean, corrupt)]
         return LabelledArray(np.mean([np.asarray(r) for r in runs], 0), runs[0].dims, runs[0].labels, f"patching {site}")
 
     n_pairs = len(sweep_pairs)
@@ -270,10 +270,7 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         report.figure(figures["patch_resid_pre"], "resid_pre patching, normalised logit difference")
 
     with progress.step(f"attention head patching: {cfg.n_layers} layers x {cfg.n_heads} heads x {n_pairs} pair(s)"):
-        # A head patched at every position leaves no position suffix to reuse, and the plain
-        # engine compiles far faster: for a few prompts it finishes first (measured on 2 busy
-        # CPU cores for 3 prompts: 47 s against 67 s for the fast engine).
-        heads = averaged_sweep("attn.z", method="plain")
+        heads = averaged_sweep("attn.z")
         save(viz.patching_heatmap(heads, title="Patching each head's output (attn.z, all positions)"), "patch_heads")
         top_heads = _top_heads(heads.values, 5)
         report.section(
