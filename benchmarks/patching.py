@@ -214,6 +214,12 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     rows["(c') fast, quick compile"].update(mem=temp_mb(quick_c), flops=rows["(c) fast"]["flops"])
     print(f"    (c) layout: {layout.shape.blocks} blocks of {layout.shape.tokens} packed tokens "
           f"({layout.shape.rows - 1} rows at most), {layout.token_layers(cfg.n_layers)} token-layers")
+    # The least any exact sweep executes: every (layer, position) a patch can change,
+    # once, plus the logits the metric reads (no cached runs, no padding, no attention).
+    per = dense_flops(cfg)
+    changed = int(((cfg.n_layers - grid.layer) * (n_pos - grid.start_pos)).sum())
+    floor = changed * (per["kv"] + per["rest"]) + P * n_read * 2 * cfg.d_model * cfg.d_vocab
+    print(f"    floor for an exact sweep (changed token-layers + read logits): {floor / rows['(a) loop']['flops']:.3f} of (a)")
 
     # Shortcut run: only patches whose clean and corrupted activations differ.
     _, corrupt_cache = model.run_with_cache(corrupt, names=[site])
@@ -249,12 +255,14 @@ def memory_flat(model, clean, corrupt, metric, batch_size: int):
     n_pos = int(clean.shape[0])
     readout = readout_for(metric, n_pos, cfg.d_vocab)
     print(f"\n    memory vs number of patches, (c) fast at batch_size={batch_size} patches per chunk:")
-    for site, over in [("resid_pre", ("layer", "pos")), ("attn.z", ("layer", "pos", "head"))]:
-        grid = patch_grid(cfg, n_pos, site, over)
+    for site, over, fixed in [("resid_pre", ("layer", "pos"), {}), ("attn.z", ("layer", "pos", "head"), {}),
+                              ("mlp.post", ("layer", "neuron"), {"pos": -1})]:
+        grid = patch_grid(cfg, n_pos, site, over, fixed)
         n_chunks = int(np.ceil(grid.n_patches / batch_size))
         layout = fast_layout(cfg, n_pos, grid, None, n_chunks)
         compiled = compiled_fast(model, corrupt, clean, layout, site, metric, readout, False)
-        print(f"      {site:<10} over {str(over):<26} {grid.n_patches:>6} patches, {layout.n_chunks:>4} chunks: "
+        where = f"{site} over {over}" + (f" at {fixed}" if fixed else "")
+        print(f"      {where:<50} {grid.n_patches:>6} patches, {layout.n_chunks:>4} chunks: "
               f"temp {temp_mb(compiled):7.1f} MiB")
 
 

@@ -78,10 +78,15 @@ def fast_sweep(
 
 def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = None, n_chunks: int = 1,
                 max_block_tokens: int = MAX_BLOCK_TOKENS, multiple_of: int = 1) -> BlockLayout:
-    """The block layout of ``grid``'s patches (those in ``keep``, if given)."""
+    """The block layout of ``grid``'s patches (those in ``keep``, if given) in about
+    ``n_chunks`` chunks (a multiple of ``multiple_of``)."""
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
     fields = {f: v[ids] for f, v in grid.engine_fields().items()}
-    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_block_tokens,
+    # A chunk holds at least one block: blocks no bigger than a chunk's share of the
+    # tokens keep memory proportional to the chunk size.
+    share = -(-int((n_pos - grid.start_pos[ids]).sum()) // max(1, n_chunks))
+    max_tokens = min(max_block_tokens, max(n_pos, share))
+    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_tokens,
                         multiple_of)
 
 
