@@ -33,6 +33,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -138,8 +139,9 @@ def compiled_plain(model, base, source, grid, metric, readout, batch_size):
 
 def compiled_fast(model, base, source, layout, site, metric, readout, last_subset, quick=False):
     runs = cached_runs(model, base, source, site, metric, readout)
+    metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
     lowered = fast_program.lower(
-        model, runs, layout.data, shape=layout.shape, site=site, metric=metric, readout=readout,
+        model, runs, layout.data, metric_arrays, shape=layout.shape, site=site, metric=metric_static, readout=readout,
         last_layer_subset=last_subset, progress=False,
     )
     for options in ([QUICK_COMPILE_OPTIONS, {"xla_backend_optimization_level": 0}] if quick else []):

@@ -240,7 +240,7 @@ class _SweepCell(eqx.Module):
     receivers: tuple = eqx.field(static=True)
     kind: str = eqx.field(static=True)
     freeze_mlps: bool = eqx.field(static=True)
-    metric: Callable = eqx.field(static=True)
+    metric: Callable  # arrays (token ids) traced, the rest static under filter_jit
 
     def __call__(self, loc, model, base, source, sender_pos, receiver_pos):
         cfg = model.cfg

@@ -12,6 +12,7 @@ sweep falls back to the plain engine.
 from __future__ import annotations
 
 import itertools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -223,6 +224,30 @@ def test_fast_engine_in_groups_of_small_blocks_equals_loop(models, prompts, cach
     got = fast_sweep(model, runs, grid, metric, readout, n_chunks=2, last_layer_subset=shortcuts,
                      max_block_tokens=N_POS)
     np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["fast", "plain"])
+def test_metrics_with_other_tokens_reuse_the_compiled_sweep(models, prompts, caches, caplog, method):
+    """Metrics are pytrees: a logit difference of other tokens runs the sweep compiled
+    for the first one (no compile logged), and still equals the loop. A new plain
+    function does compile (the check can fail)."""
+    model = models["gpt2"]
+    clean, corrupt = prompts
+
+    def compiles(metric):
+        caplog.clear()
+        with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+            out = np.asarray(activation_patch(model, clean, corrupt, metric, method=method, quick_compile=False))
+        return out, [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+
+    compiles(logit_diff(ANSWER, WRONG))
+    other = logit_diff(WRONG, (ANSWER + 1) % 40)
+    got, compiled = compiles(other)
+    assert not compiled, compiled
+    expected = loop_reference(model, caches["gpt2", 0], corrupt, other, "resid_pre", ("layer", "pos"), {})
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    _, compiled = compiles(lambda logits: logits[-1, ANSWER] - logits[-1, WRONG])
+    assert compiled
 
 
 def test_patching_clean_everywhere_reproduces_clean_run(models, prompts):

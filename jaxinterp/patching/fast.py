@@ -65,10 +65,11 @@ def fast_sweep(
     n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
     layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
-    static = dict(shape=layout.shape, site=grid.site, metric=metric, readout=readout,
+    metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
+    static = dict(shape=layout.shape, site=grid.site, metric=metric_static, readout=readout,
                   last_layer_subset=last_layer_subset, progress=progress and mesh is None, mesh=mesh)
     flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
-    values = np.asarray(_run((model, runs, layout.data), static, flops, quick_compile))
+    values = np.asarray(_run((model, runs, layout.data, metric_arrays), static, flops, quick_compile))
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
     out = np.full(grid.n_patches, np.nan, values.dtype)
     read = layout.patch_of_read >= 0
@@ -90,22 +91,26 @@ def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = N
                         multiple_of)
 
 
-def _program(model, runs, data, *, shape, site, metric, readout, last_layer_subset, progress, mesh=None):
-    """The sweep: ``[n_chunks, reads]`` metric values. Given a ``mesh``, each device runs
-    its share of the chunks (sharded along the mesh's first axis)."""
-    def chunks(model, runs, data):
+def _program(model, runs, data, metric_arrays, *, shape, site, metric, readout, last_layer_subset, progress, mesh=None):
+    """The sweep: ``[n_chunks, reads]`` metric values. The metric comes in two parts: its
+    arrays (token ids, references: arguments, so other values reuse the program) and
+    the rest (static). Given a ``mesh``, each device runs its share of the chunks
+    (sharded along the mesh's first axis)."""
+    def chunks(model, runs, data, metric_arrays):
+        full_metric = eqx.combine(metric_arrays, metric)
+
         def chunk(d):
-            return block_sweep(model, runs, d, shape, site, metric, readout, last_layer_subset)
+            return block_sweep(model, runs, d, shape, site, full_metric, readout, last_layer_subset)
 
         return map_chunks(chunk, data, progress=progress)
 
     if mesh is None:
-        return chunks(model, runs, data)
+        return chunks(model, runs, data, metric_arrays)
     from jax.sharding import PartitionSpec
 
-    split = PartitionSpec(mesh.axis_names[0])
-    return jax.shard_map(chunks, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(), split), out_specs=split,
-                         check_vma=False)(model, runs, data)
+    split, whole = PartitionSpec(mesh.axis_names[0]), PartitionSpec()
+    return jax.shard_map(chunks, mesh=mesh, in_specs=(whole, whole, split, whole), out_specs=split,
+                         check_vma=False)(model, runs, data, metric_arrays)
 
 
 _STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh")
@@ -141,7 +146,6 @@ def _run(args, static, flops: float, quick_compile: Optional[bool]):
     return fast_program(*args, **static)
 
 
-@functools.partial(jax.jit, static_argnames=("site", "metric", "readout"))
 def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array, " pos"], site: str,
                 metric: Callable, readout: Readout) -> dict:
     """One batched pass over the base and source prompts (no unembedding but for the
@@ -154,6 +158,13 @@ def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array
       source's are the values patched in,
     - ``metric []``: the base run's metric (the value of a patch that changes nothing).
     """
+    metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
+    return _cached_runs(model, base_tokens, source_tokens, metric_arrays, site=site, metric=metric_static, readout=readout)
+
+
+@functools.partial(jax.jit, static_argnames=("site", "metric", "readout"))
+def _cached_runs(model, base_tokens, source_tokens, metric_arrays, *, site, metric, readout):
+    metric = eqx.combine(metric_arrays, metric)
     cfg = model.cfg
     key_site = "attn.rot_k" if cfg.positional == "rotary" else "attn.k"
     names = frozenset({"resid_pre", key_site, "attn.v", site})

@@ -8,9 +8,9 @@ as traced data, so all patches share one compiled program. The fast engine
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Optional
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
@@ -22,17 +22,16 @@ from .readout import Readout, evaluate_metric, final_logits
 from .sweep import sweep
 
 
-@dataclasses.dataclass(frozen=True)
-class PatchedMetric:
+class PatchedMetric(eqx.Module):
     """``(location, model, source, tokens) -> metric`` of one patched forward pass.
 
-    A frozen dataclass rather than a closure so that equal sweeps hash equal and
-    reuse the compiled program.
+    A module rather than a closure so that equal sweeps reuse the compiled program:
+    the site and readout are static, the metric's arrays (token ids, ...) are traced.
     """
 
-    site: str
+    site: str = eqx.field(static=True)
     metric: Callable
-    readout: Readout
+    readout: Readout = eqx.field(static=True)
 
     def __call__(self, loc: dict, model, source: Array, tokens: Int[Array, " pos"]) -> Float[Array, ""]:
         cfg = model.cfg
