@@ -4,13 +4,15 @@ A patch at layer ``l`` and position ``p`` of a causal model cannot change anythi
 below layer ``l`` or before position ``p``. The fast engine computes only the rest.
 Patches are laid out as *blocks* (`jaxinterp.patching.layout`): each block packs the
 recomputed positions of several patches that start at the same layer into one
-``[tokens, d_model]`` matrix of a fixed size. One program runs the base and source
-prompts once (caching what the blocks read), then scans over layers; at layer ``k`` it
-loops over the blocks that have started (a prefix of them, sorted by layer), running
-the model's own layer on each block's packed tokens. Keys and values before a patch's
-position come from the base run's cache (`PackedAttention`). Every block has the same
-shape at every layer, so XLA compiles one layer, whatever the number of layers and
-patches: compile time stays at about that of a forward pass.
+``[tokens, d_model]`` matrix of a fixed size. One pass over the base and source
+prompts caches what the blocks read (`cached_runs`); the program then scans over
+layers; at layer ``k`` it runs the blocks that have started (a prefix of them, sorted
+by layer) in groups of consecutive blocks (`group_sizes`), with the model's own layer
+on their packed tokens. Keys and values before a patch's position come from the base
+run's cache (`PackedAttention`). Every block has the same shape at every layer, so XLA
+compiles one layer per group size, whatever the number of layers and patches: compile
+time stays near that of a forward pass. Given a mesh, the chunks of blocks are dealt
+to its devices.
 
 Exact: the numbers equal a loop of single-patch forward passes up to float rounding.
 Opt-in (``last_layer_subset``): the last layer runs its queries, output projection and
