@@ -33,7 +33,6 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +44,7 @@ from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
 from jaxinterp.metrics import logit_diff  # noqa: E402
 from jaxinterp.model.transformer import _jit_run  # noqa: E402
 from jaxinterp.patching import activation_patch, patch_grid, readout_for  # noqa: E402
+from jaxinterp.patching.readout import split_metric  # noqa: E402
 from jaxinterp.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
 from jaxinterp.patching.plain import PatchedMetric  # noqa: E402
 from jaxinterp.patching.sweep import chunk_locations, run_chunks  # noqa: E402
@@ -139,7 +139,7 @@ def compiled_plain(model, base, source, grid, metric, readout, batch_size):
 
 def compiled_fast(model, base, source, layout, site, metric, readout, last_subset, quick=False):
     runs = cached_runs(model, base, source, site, metric, readout)
-    metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
+    metric_arrays, metric_static = split_metric(metric, readout)
     lowered = fast_program.lower(
         model, runs, layout.data, metric_arrays, shape=layout.shape, site=site, metric=metric_static, readout=readout,
         last_layer_subset=last_subset, progress=False,

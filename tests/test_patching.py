@@ -250,6 +250,35 @@ def test_metrics_with_other_tokens_reuse_the_compiled_sweep(models, prompts, cac
     assert compiled
 
 
+def test_shortcut_sweep_does_not_build_the_nan_padded_vocabulary_view():
+    """With only the metric's columns computed, the metric sees a NaN-padded
+    ``[pos, d_vocab]`` view that XLA must fold into its few reads: the compiled
+    program's temporaries stay far below one such view per patch."""
+    import equinox as eqx
+
+    from jaxinterp.patching.activation import _changing_patches
+    from jaxinterp.patching.fast import fast_program
+    from jaxinterp.patching.readout import split_metric
+
+    cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=5000, n_ctx=16, d_mlp=32)
+    model = random_model(cfg, 3)
+    rng = np.random.default_rng(1)
+    clean = jnp.asarray(rng.integers(0, cfg.d_vocab, 16))
+    corrupt = clean.at[3].set((int(clean[3]) + 1) % cfg.d_vocab)
+    metric = logit_diff(11, 12)
+    grid = patch_grid(cfg, 16, "resid_pre", ("layer", "pos"))
+    readout = readout_for(metric, 16, cfg.d_vocab, columns=True)
+    runs = cached_runs(model, corrupt, clean, "resid_pre", metric, readout)
+    layout = fast_layout(cfg, 16, grid, _changing_patches(cfg, grid, runs))
+    arrays, static = split_metric(metric, readout)
+    compiled = fast_program.lower(model, runs, layout.data, arrays, shape=layout.shape, site="resid_pre", metric=static,
+                                  readout=readout, last_layer_subset=True, progress=False).compile()
+    view_bytes = layout.shape.reads * 16 * cfg.d_vocab * 4  # one [pos, d_vocab] view per read-out row
+    memory = compiled.memory_analysis()
+    assert memory.temp_size_in_bytes < view_bytes / 4, (memory.temp_size_in_bytes, view_bytes)
+    assert eqx.is_array(metric.answer)  # the metric itself is a pytree; only its use here is whole
+
+
 def test_patching_clean_everywhere_reproduces_clean_run(models, prompts):
     # Denoising resid_pre at layer 0 over all positions at once would be the clean run;
     # one position at a time, the last position's patch at the last layer is the clean

@@ -37,7 +37,7 @@ from ..sites import layer_site_dims
 from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
 from .locations import PatchGrid
 from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedHooks, keys_values, take
-from .readout import IDENTITY, Readout, evaluate_metric, final_logits
+from .readout import IDENTITY, Readout, evaluate_metric, final_logits, split_metric
 from .sweep import map_chunks
 
 
@@ -67,7 +67,7 @@ def fast_sweep(
     n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
     layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
-    metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
+    metric_arrays, metric_static = split_metric(metric, readout)
     static = dict(shape=layout.shape, site=grid.site, metric=metric_static, readout=readout,
                   last_layer_subset=last_layer_subset, progress=progress and mesh is None, mesh=mesh)
     flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
@@ -160,7 +160,7 @@ def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array
       source's are the values patched in,
     - ``metric []``: the base run's metric (the value of a patch that changes nothing).
     """
-    metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
+    metric_arrays, metric_static = split_metric(metric, readout)
     return _cached_runs(model, base_tokens, source_tokens, metric_arrays, site=site, metric=metric_static, readout=readout)
 
 

@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, Int
 from ..interventions import Patch
 from ..model.hooks import Hooks, Plan
 from .locations import PatchGrid
-from .readout import Readout, evaluate_metric, final_logits
+from .readout import Readout, evaluate_metric, final_logits, split_metric
 from .sweep import sweep
 
 
@@ -61,7 +61,7 @@ def plain_sweep(
     the values come from (clean, when denoising).
     """
     locations = {f: np.asarray(v) for f, v in grid.fields.items()}
-    fn = PatchedMetric(grid.site, metric, readout)
+    fn = PatchedMetric(grid.site, eqx.combine(*split_metric(metric, readout)), readout)
     return sweep(fn, locations, model, source, jnp.asarray(base_tokens), batch_size=batch_size, progress=progress, mesh=mesh)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
-import jax
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -99,6 +99,38 @@ def evaluate_metric(metric: Callable, logits: Float[Array, "read cols"], readout
         full = full[:, jnp.asarray(np.maximum(col_slot, 0))]
         valid = valid & jnp.asarray(col_slot >= 0)[None, :]
     return metric(jnp.where(valid, full, jnp.asarray(jnp.nan, full.dtype)))
+
+
+def split_metric(metric: Callable, readout: Readout) -> tuple:
+    """``(arrays, static)`` parts of ``metric`` for a compiled sweep (recombine with
+    ``eqx.combine``). Its arrays (token ids, ...) are traced arguments, so a metric of
+    other values reuses the program. Except where the readout computes only the
+    metric's columns: those are static anyway, and with the ids as constants XLA folds
+    the NaN-padded ``[pos, d_vocab]`` view into the few reads instead of building it,
+    so the metric is passed whole (one program per metric object)."""
+    if readout.columns is not None:
+        return None, _WholeMetric(metric)
+    return eqx.partition(metric, eqx.is_array)
+
+
+class _WholeMetric:
+    """A metric passed whole as a static argument: hashed and compared by identity."""
+
+    def __init__(self, metric: Callable):
+        self.metric = metric
+
+    def __hash__(self):
+        return id(self.metric)
+
+    def __eq__(self, other):
+        return isinstance(other, _WholeMetric) and other.metric is self.metric
+
+    def __call__(self, logits):
+        return self.metric(logits)
+
+    @property
+    def reads(self):
+        return getattr(self.metric, "reads", None)
 
 
 class _Identity:
