@@ -243,7 +243,8 @@ def block_sweep(
 
 
 class _BlockLayer:
-    """Runs one layer on one block of a chunk (``d``: the chunk's layout data)."""
+    """Runs a layer on a group of consecutive blocks of a chunk, or the last layer on
+    all of them at once (``d``: the chunk's layout data)."""
 
     def __init__(self, model, site: str, d: dict, shape: BlockShape, readout: Readout):
         cfg = model.cfg
@@ -251,11 +252,6 @@ class _BlockLayer:
         self.dims = layer_site_dims(cfg)[site]
         self.all_pos = jnp.arange(shape.n_pos)
         self.rotary = rotary_tables(cfg, shape.n_pos) if cfg.positional == "rotary" else None
-
-    def _block_data(self, b):
-        d = self.d
-        rows = {key: v[b] for key, v in d.items() if key.startswith("row_")}
-        return d["token_pos"][b], d["token_row"][b], rows
 
     def group(self, g, size: int):
         """Blocks ``g..g+size-1`` as one block of ``size * tokens`` tokens and ``size *
