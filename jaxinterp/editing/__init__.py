@@ -1,0 +1,1 @@
+"""Editing behaviour: steering vectors, refusal directions, function vectors, ROME, generation with interventions."""
