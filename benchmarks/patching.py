@@ -41,13 +41,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import jaxinterp  # noqa: E402
 from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
-from jaxinterp.metrics import logit_diff  # noqa: E402
+from jaxinterp.core.metrics import logit_diff  # noqa: E402
 from jaxinterp.model.transformer import _jit_run  # noqa: E402
-from jaxinterp.patching import activation_patch, patch_grid, readout_for  # noqa: E402
-from jaxinterp.patching.readout import split_metric  # noqa: E402
-from jaxinterp.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
-from jaxinterp.patching.plain import PatchedMetric  # noqa: E402
-from jaxinterp.patching.sweep import chunk_locations, run_chunks  # noqa: E402
+from jaxinterp.causal.patching import activation_patch, patch_grid, readout_for  # noqa: E402
+from jaxinterp.model.readout import split_metric  # noqa: E402
+from jaxinterp.causal.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
+from jaxinterp.causal.patching.plain import PatchedMetric  # noqa: E402
+from jaxinterp.engine.sweep import chunk_locations, run_chunks  # noqa: E402
 
 GPT2_SMALL = ModelConfig(
     d_model=768, n_layers=12, n_heads=12, d_head=64, d_vocab=50257, n_ctx=1024, d_mlp=3072, act_fn="gelu_new",

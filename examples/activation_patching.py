@@ -26,8 +26,8 @@ import time
 import numpy as np
 
 import jaxinterp
-from jaxinterp.metrics import normalized_logit_diff
-from jaxinterp.patching import activation_patch
+from jaxinterp.core.metrics import normalized_logit_diff
+from jaxinterp.causal.patching import activation_patch
 from jaxinterp.viz.heatmap import patching_heatmap
 from jaxinterp.loading.bundled import smollm2_path
 

@@ -24,10 +24,10 @@ import jax
 import numpy as np
 
 import jaxinterp
-from jaxinterp.attribution import attribution_cost, attribution_patch, edge_attribution_patch
-from jaxinterp.metrics import logit_diff
-from jaxinterp.patching import activation_patch
-from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.causal.attribution import attribution_cost, attribution_patch, edge_attribution_patch
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.causal.patching import activation_patch
+from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.viz.compare import compare_scatter
 from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
@@ -94,7 +94,7 @@ def main(path: str) -> None:
     os.makedirs("out", exist_ok=True)
     fig = new_figure(12, 7)
     axes = fig.subplots(1, 2)
-    patching_heatmap(jaxinterp.labelled.LabelledArray(z, ("layer", "head")), title="exact: patch head (clean->corrupted)", ax=axes[0], annotate=False)
+    patching_heatmap(jaxinterp.core.labelled.LabelledArray(z, ("layer", "head")), title="exact: patch head (clean->corrupted)", ax=axes[0], annotate=False)
     patching_heatmap(attr["attn.z"], title="attribution patching", ax=axes[1], annotate=False)
     save_figure(fig, "out/attribution_patching_heads.png")
     compare_scatter(z, attr["attn.z"], title="SmolLM2 IOI heads", path="out/attribution_patching_scatter.png")

@@ -23,8 +23,8 @@ import jax
 import numpy as np
 
 import jaxinterp
-from jaxinterp.causal_tracing import causal_trace
-from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.causal.causal_tracing import causal_trace
+from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
 
 PROMPT = "The Eiffel Tower is located in the city of"

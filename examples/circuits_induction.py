@@ -30,8 +30,8 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp import circuits, detectors
-from jaxinterp.labelled import LabelledArray
-from jaxinterp.processing import fold_layer_norm
+from jaxinterp.core.labelled import LabelledArray
+from jaxinterp.analysis.processing import fold_layer_norm
 from jaxinterp.toy import induction_config, repeated_half_loss, train_induction_model
 
 SEQ = 20

@@ -29,8 +29,8 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp import embedding_space as E
-from jaxinterp.lens import apply_norm_linear
-from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.analysis.lens import apply_norm_linear
+from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinterp
-from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"

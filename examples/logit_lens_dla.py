@@ -28,7 +28,7 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp import lens
-from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.viz import logit_lens_table
 from jaxinterp.loading.bundled import smollm2_path
 

@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinterp
-from jaxinterp.attribution import edge_attribution_patch
-from jaxinterp.labelled import LabelledArray
-from jaxinterp.metrics import logit_diff
-from jaxinterp.path_patching import evaluate_hypothesis, path_patch_sweep
-from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.causal.attribution import edge_attribution_patch
+from jaxinterp.core.labelled import LabelledArray
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.causal.path_patching import evaluate_hypothesis, path_patch_sweep
+from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
 from jaxinterp.loading.bundled import smollm2_path

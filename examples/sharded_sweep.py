@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 import jaxinterp as ji
-from jaxinterp.metrics import logit_diff
+from jaxinterp.core.metrics import logit_diff
 
 cfg = ji.ModelConfig(d_model=128, n_layers=6, n_heads=4, d_head=32, d_vocab=500, n_ctx=64, d_mlp=512)
 model = ji.Transformer.init(cfg, jax.random.key(0), std=0.1)

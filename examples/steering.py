@@ -29,10 +29,10 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp import viz
-from jaxinterp.cli import load_model_and_tokenizer
-from jaxinterp.demo import STEER_BAD, STEER_GOOD, STEER_NEGATIVE, STEER_POSITIVE
+from jaxinterp.apps.cli import load_model_and_tokenizer
+from jaxinterp.apps.demo import STEER_BAD, STEER_GOOD, STEER_NEGATIVE, STEER_POSITIVE
 from jaxinterp.generate import greedy_generate
-from jaxinterp.labelled import LabelledArray
+from jaxinterp.core.labelled import LabelledArray
 
 PROMPT = "My review of the movie: it was"
 COEFFICIENTS = np.array([-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0], np.float32)

@@ -27,13 +27,13 @@ import numpy as np
 import optax
 
 from jaxinterp import viz
-from jaxinterp.cli import load_model_and_tokenizer
-from jaxinterp.demo import top_token_table
-from jaxinterp.detectors import induction_scores, repeated_random_tokens
-from jaxinterp.lens import logit_lens
-from jaxinterp.metrics import logit_diff
-from jaxinterp.patching import activation_patch
-from jaxinterp.report import Report
+from jaxinterp.apps.cli import load_model_and_tokenizer
+from jaxinterp.apps.demo import top_token_table
+from jaxinterp.analysis.detectors import induction_scores, repeated_random_tokens
+from jaxinterp.analysis.lens import logit_lens
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.causal.patching import activation_patch
+from jaxinterp.apps.report import Report
 
 OUT = os.path.join("out", "visualisation")
 

@@ -1,24 +1,59 @@
-"""jaxinterp: mechanistic interpretability of transformer language models in JAX."""
+"""jaxinterp: mechanistic interpretability of transformer language models in JAX.
 
-from .cache import ActivationCache
-from .config import ModelConfig
-from .loading import CheckpointError, UnsupportedArchitectureError, load
-from .interventions import Ablate, Add, Fn, Intervention, InterventionError, Noise, Patch, ProjectOut, Scale
-from .model import TokenError, Transformer
-from .sites import SiteError, parse_site, to_full_name
-from .tokenizer import Tokenizer, TokenizerError, load_tokenizer
+The package is layered (docs/architecture.md): ``core`` (config, sites, metrics, errors)
+< ``model`` (the Transformer, interventions, hooks, cache) < ``loading`` < ``engine``
+(sweeps, gradients) < ``toy`` < the technique groups ``causal``, ``analysis``, ``editing``,
+``features`` < ``viz`` < ``apps``. The names below are eager; the technique groups and
+their modules load on first attribute access (``jaxinterp.patching.activation_patch``).
+"""
 
-# Technique modules, importable as attributes (``jaxinterp.patching.activation_patch``).
-# viz, report, cli and demo are imported on use: they pull in matplotlib.
-from . import (  # noqa: E402
-    attribution, causal_tracing, circuits, detectors, embedding_space, factored_matrix, generate, labelled, lens,
-    metrics, patching, path_patching, processing, steering, toy,
+import importlib as _importlib
+
+from . import _aliases
+from .core.config import ModelConfig
+from .core.errors import (
+    CheckpointError, ConfigError, InterventionError, JaxinterpError, MetricError, PromptPairError, SiteError,
+    TokenError, TokenizerError, UnsupportedArchitectureError,
 )
-from .factored_matrix import FactoredMatrix  # noqa: E402
-from .processing import process_weights  # noqa: E402
+from .core.sites import parse_site, to_full_name
+from .loading import load
+from .loading.tokenizer import Tokenizer, load_tokenizer
+from .model import Transformer
+from .model.cache import ActivationCache
+from .model.interventions import Ablate, Add, Fn, Intervention, Noise, Patch, ProjectOut, Scale
+
+_aliases.install()
+
+# Loaded on first access: attribute name -> module path.
+_LAZY = {
+    "core": "jaxinterp.core", "model": "jaxinterp.model", "loading": "jaxinterp.loading",
+    "engine": "jaxinterp.engine", "causal": "jaxinterp.causal", "analysis": "jaxinterp.analysis",
+    "editing": "jaxinterp.editing", "features": "jaxinterp.features", "toy": "jaxinterp.toy",
+    "viz": "jaxinterp.viz", "apps": "jaxinterp.apps",
+    "steering": "jaxinterp.steering", "generate": "jaxinterp.generate",
+    **{old.split(".", 1)[1]: new for old, new in _aliases.ALIASES.items()},
+}
+_LAZY_NAMES = {"FactoredMatrix": ("jaxinterp.analysis.factored_matrix", "FactoredMatrix"),
+               "process_weights": ("jaxinterp.analysis.processing", "process_weights")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return _importlib.import_module(_LAZY[name])
+    if name in _LAZY_NAMES:
+        module, attr = _LAZY_NAMES[name]
+        return getattr(_importlib.import_module(module), attr)
+    raise AttributeError(f"module 'jaxinterp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY) + list(_LAZY_NAMES))
+
 
 __all__ = [
-    "load", "load_tokenizer", "Tokenizer", "TokenizerError", "CheckpointError", "UnsupportedArchitectureError", "ActivationCache", "ModelConfig", "Transformer", "TokenError", "SiteError", "parse_site", "to_full_name",
-    "FactoredMatrix", "process_weights",
-    "Intervention", "InterventionError", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
+    "load", "load_tokenizer", "Tokenizer", "ActivationCache", "ModelConfig", "Transformer", "parse_site",
+    "to_full_name", "FactoredMatrix", "process_weights",
+    "Intervention", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
+    "JaxinterpError", "ConfigError", "SiteError", "TokenError", "InterventionError", "MetricError", "PromptPairError",
+    "CheckpointError", "UnsupportedArchitectureError", "TokenizerError",
 ]

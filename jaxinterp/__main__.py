@@ -1,8 +1,8 @@
-"""``python -m jaxinterp ...``: the command line (see `jaxinterp.cli`)."""
+"""``python -m jaxinterp ...``: the command line (see `jaxinterp.apps.cli`)."""
 
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

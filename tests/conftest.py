@@ -50,7 +50,7 @@ def smollm2(smollm2_path):
 @pytest.fixture(scope="session")
 def smollm2_tokenizer(smollm2_path):
     """SmolLM2's tokenizer, built from the GGUF's metadata (adds no BOS by default)."""
-    from jaxinterp.tokenizer import load_tokenizer
+    from jaxinterp.loading.tokenizer import load_tokenizer
 
     return load_tokenizer(smollm2_path)
 

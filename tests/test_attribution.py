@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from jaxinterp import Add, Fn, ModelConfig, Patch, Transformer
-from jaxinterp.attribution import attribution_patch, edge_attribution_patch, graph_nodes, valid_edges
-from jaxinterp.attribution.cost import attribution_cost, matmul_flops
-from jaxinterp.metrics import logit_diff
-from jaxinterp.sites import SiteError
+from jaxinterp.causal.attribution import attribution_patch, edge_attribution_patch, graph_nodes, valid_edges
+from jaxinterp.causal.attribution.cost import attribution_cost, matmul_flops
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.core.sites import SiteError
 
 LLAMA = ModelConfig(
     d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50, n_ctx=16,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxinterp
-from jaxinterp.tokenizer import load_tokenizer
+from jaxinterp.loading.tokenizer import load_tokenizer
 
 torch = pytest.importorskip("torch")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import ModelConfig, Noise, Patch, Transformer
-from jaxinterp.causal_tracing import causal_trace, embedding_noise_std, trace_prob, window_mask
+from jaxinterp.causal.causal_tracing import causal_trace, embedding_noise_std, trace_prob, window_mask
 from test_attribution import tiny_model
 
 CFG = ModelConfig(

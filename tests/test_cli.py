@@ -1,7 +1,7 @@
 """The command line and the demo, on a tiny random GPT-2 saved as an HF directory with a
 word-level tokenizer. References: the same model in transformers + torch (top tokens,
 activation patching with torch hooks, logit differences), and the sites table of
-`jaxinterp.sites` (shapes computed here from the config).
+`jaxinterp.core.sites` (shapes computed here from the config).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from hf_models import hf_model
-from jaxinterp.cli import main, site_meanings
-from jaxinterp.sites import layer_site_dims, top_level_site_dims
+from jaxinterp.apps.cli import main, site_meanings
+from jaxinterp.core.sites import layer_site_dims, top_level_site_dims
 
 WORDS = (
     "When Mary and John went to the store , gave a drink park ball office book I think that weather today is "
@@ -201,7 +201,7 @@ def test_usage_errors_exit_2_and_module_entry_point_works(capsys):
 
 
 def test_demo_writes_a_complete_report(tiny, tmp_path):
-    from jaxinterp.demo import IOI_NAMES, IOI_TEMPLATES, ioi_pair, run_demo
+    from jaxinterp.apps.demo import IOI_NAMES, IOI_TEMPLATES, ioi_pair, run_demo
 
     torch_model, path, tok = tiny
     lines = []

@@ -14,8 +14,8 @@ import pytest
 
 import jaxinterp as ji
 from jaxinterp import detectors as D
-from jaxinterp.circuits import all_composition_scores
-from jaxinterp.processing import fold_layer_norm
+from jaxinterp.analysis.circuits import all_composition_scores
+from jaxinterp.analysis.processing import fold_layer_norm
 from jaxinterp.toy import random_model
 from jaxinterp.toy.induction import induction_config, next_token_losses, repeated_half_loss, train_induction_model
 

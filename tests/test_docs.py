@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def public_modules() -> list[str]:
     """``jaxinterp``'s public submodules, one level down (packages such as
-    ``jaxinterp.patching`` declare their public surface in their ``__init__``)."""
+    ``jaxinterp.causal.patching`` declare their public surface in their ``__init__``)."""
     return sorted(f"jaxinterp.{m.name}" for m in pkgutil.iter_modules(jaxinterp.__path__) if not m.name.startswith("_"))
 
 
@@ -145,7 +145,7 @@ def test_api_index_links_every_top_level_name(site):
 
 def test_sites_page_is_generated_from_the_code(site):
     from jaxinterp import ModelConfig
-    from jaxinterp.sites import layer_site_dims, top_level_site_dims
+    from jaxinterp.core.sites import layer_site_dims, top_level_site_dims
 
     text = html.unescape(re.sub(r"<[^>]+>", " ", page_text(site, os.path.join("sites", "index.html"))))
     cfg = ModelConfig(d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_mlp=1536, d_vocab=49152, n_ctx=2048,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxinterp.factored_matrix import FactoredMatrix
+from jaxinterp.analysis.factored_matrix import FactoredMatrix
 
 RTOL = 2e-4
 

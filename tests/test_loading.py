@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 import jaxinterp
 from hf_models import TINY, hf_model
 from jaxinterp.loading import CheckpointError, UnsupportedArchitectureError
-from jaxinterp.tokenizer import TokenizerError, load_tokenizer
+from jaxinterp.loading.tokenizer import TokenizerError, load_tokenizer
 
 torch = pytest.importorskip("torch")
 gguf = pytest.importorskip("gguf")

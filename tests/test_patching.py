@@ -1,6 +1,6 @@
 """Activation patching sweeps equal a Python loop of single patches.
 
-The reference below is written independently of `jaxinterp.patching`: for every cell
+The reference below is written independently of `jaxinterp.causal.patching`: for every cell
 of the result it runs ``model(base, [Patch(site, source_cache, layer=..., ...)])`` and
 evaluates the metric. Every sweep engine (fast staircase, plain vmap, fast with the
 opt-in shortcuts, chunked) must reproduce it, on tiny models of each architecture
@@ -22,11 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxinterp import ModelConfig, Patch, Transformer
-from jaxinterp.labelled import LabelledArray
-from jaxinterp.metrics import logit_diff
-from jaxinterp.patching import PatchingError, activation_patch, patch_grid, readout_for, sweep
-from jaxinterp.patching.fast import cached_runs, fast_layout, fast_sweep, group_sizes
-from jaxinterp.patching.layout import build_blocks
+from jaxinterp.core.labelled import LabelledArray
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.causal.patching import PatchingError, activation_patch, patch_grid, readout_for, sweep
+from jaxinterp.causal.patching.fast import cached_runs, fast_layout, fast_sweep, group_sizes
+from jaxinterp.causal.patching.layout import build_blocks
 
 N_POS = 7
 CONFIGS = {
@@ -104,7 +104,7 @@ def undeclared_metric(logits):
 
 METRICS = {"last": last_logit_diff, "mid": mid_logit_diff, "undeclared": lambda: undeclared_metric}
 
-# Independent of jaxinterp.patching: which Patch keyword each swept axis sets, and its size.
+# Independent of jaxinterp.causal.patching: which Patch keyword each swept axis sets, and its size.
 AXIS_KEYWORD = {"layer": "layer", "pos": "pos", "dest": "pos", "src": "key_pos", "head": "head", "neuron": "neuron",
                 "expert": "expert"}
 
@@ -256,9 +256,9 @@ def test_shortcut_sweep_does_not_build_the_nan_padded_vocabulary_view():
     program's temporaries stay far below one such view per patch."""
     import equinox as eqx
 
-    from jaxinterp.patching.activation import _changing_patches
-    from jaxinterp.patching.fast import fast_program
-    from jaxinterp.patching.readout import split_metric
+    from jaxinterp.causal.patching.activation import _changing_patches
+    from jaxinterp.causal.patching.fast import fast_program
+    from jaxinterp.model.readout import split_metric
 
     cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=5000, n_ctx=16, d_mlp=32)
     model = random_model(cfg, 3)
@@ -425,7 +425,7 @@ def test_full_row_metrics_declare_reads_and_match_a_loop():
     import jax
 
     import jaxinterp as ji
-    from jaxinterp.metrics import kl_to, prob
+    from jaxinterp.core.metrics import kl_to, prob
 
     cfg = ji.ModelConfig(d_model=32, n_layers=2, n_heads=4, d_head=8, d_vocab=50, n_ctx=16, d_mlp=64)
     m = ji.Transformer.init(cfg, jax.random.key(0), std=0.3)

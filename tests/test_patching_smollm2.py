@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from jaxinterp import Patch
-from jaxinterp.metrics import logit_diff
-from jaxinterp.patching import activation_patch
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.causal.patching import activation_patch
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"

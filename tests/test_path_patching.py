@@ -1,7 +1,7 @@
 """Path patching and circuit-hypothesis evaluation against references we did not share
 code with: a naive Python loop of the 3-run algorithm with one explicit full-name
 `Patch` per head and MLP; the direct effect of a head on the logits computed by hand;
-and activation patching (`jaxinterp.patching.activation_patch`), which path patching
+and activation patching (`jaxinterp.causal.patching.activation_patch`), which path patching
 reduces to when the receiver is the residual stream right after the sender."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from jaxinterp import Patch
-from jaxinterp.patching import activation_patch
-from jaxinterp.path_patching import PathPatchingError, evaluate_hypothesis, kl_dissimilarity, path_patch, path_patch_sweep
+from jaxinterp.causal.patching import activation_patch
+from jaxinterp.causal.path_patching import PathPatchingError, evaluate_hypothesis, kl_dissimilarity, path_patch, path_patch_sweep
 from test_attribution import CLEAN, CORRUPT, LLAMA, METRIC, tiny_model
 
 L, H = LLAMA.n_layers, LLAMA.n_heads

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from jaxinterp import ModelConfig, Transformer, viz
-from jaxinterp.labelled import LabelledArray
-from jaxinterp.report import Report
+from jaxinterp.core.labelled import LabelledArray
+from jaxinterp.apps.report import Report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (

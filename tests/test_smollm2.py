@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from jaxinterp.tokenizer import TokenizerError
+from jaxinterp.loading.tokenizer import TokenizerError
 
 torch = pytest.importorskip("torch")
 
@@ -134,7 +134,7 @@ def test_hf_directory_tokenizer_bos_follows_transformers(hf_smollm2, tmp_path, t
     from tokenizers.processors import TemplateProcessing
     from transformers import AutoTokenizer
 
-    from jaxinterp.tokenizer import load_tokenizer
+    from jaxinterp.loading.tokenizer import load_tokenizer
 
     hf_smollm2[1].save_pretrained(tmp_path)
     backend = Backend.from_file(str(tmp_path / "tokenizer.json"))

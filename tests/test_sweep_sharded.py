@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh
     import jaxinterp as ji
-    from jaxinterp.patching import sweep
+    from jaxinterp.causal.patching import sweep
 
     assert len(jax.devices()) == 8, jax.devices()
     cfg = ji.ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=31, n_ctx=8, d_mlp=32)
@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent(
     print("DEVICES", len(sharded.sharding.device_set))
 
     # activation_patch with a mesh: the same numbers as without.
-    from jaxinterp.metrics import logit_diff
+    from jaxinterp.core.metrics import logit_diff
     metric = logit_diff(3, 4)
     b = ji.patching.activation_patch(model, clean, corrupt, metric)
     np.testing.assert_allclose(np.asarray(b).ravel(), loop, atol=1e-5)
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=method)
 
     # The fast engine deals its chunks to the 8 devices (blocks balanced by work).
-    from jaxinterp.patching.fast import fast_layout
+    from jaxinterp.causal.patching.fast import fast_layout
     grid = ji.patching.patch_grid(cfg, 5, "attn.z", ("layer", "pos", "head"))
     layout = fast_layout(cfg, 5, grid, max_block_tokens=5, multiple_of=8)
     assert layout.n_chunks == 8 and (layout.block_layer < cfg.n_layers).any(axis=1).all()

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from jaxinterp import viz
-from jaxinterp.labelled import LabelledArray
-from jaxinterp.report import Report, external_resources
+from jaxinterp.core.labelled import LabelledArray
+from jaxinterp.apps.report import Report, external_resources
 
 
 def random_pattern(rng, n_heads, n_pos):

@@ -1,6 +1,6 @@
 """mkdocs hook: tables generated from the code at build time, so they cannot drift.
 
-- ``<!-- sites-table -->`` (docs/sites.md): every hook site from `jaxinterp.sites`, with
+- ``<!-- sites-table -->`` (docs/sites.md): every hook site from `jaxinterp.core.sites`, with
   TransformerLens names, dims, meanings, which architectures have it, and shapes for
   GPT-2 small and SmolLM2-135M.
 - ``<!-- api-index -->`` (docs/api/index.md): every name in ``jaxinterp.__all__`` and
@@ -14,7 +14,7 @@ import pkgutil
 
 import jaxinterp
 from jaxinterp import ModelConfig
-from jaxinterp.cli import site_meanings, site_rows
+from jaxinterp.apps.cli import site_meanings, site_rows
 
 SITES_MARKER = "<!-- sites-table -->"
 API_MARKER = "<!-- api-index -->"
@@ -72,7 +72,7 @@ def public_modules() -> list[str]:
 
 
 def api_page(module: str) -> str:
-    """The API page documenting ``module`` (``jaxinterp.patching`` -> ``patching.md``)."""
+    """The API page documenting ``module`` (``jaxinterp.causal.patching`` -> ``patching.md``)."""
     return module.split(".")[1] + ".md"
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from ..model import Transformer
 from .build import build_model, expected_params
-from .errors import CheckpointError, UnsupportedArchitectureError
+from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from .hf import load_hf
 
 __all__ = ["load", "build_model", "expected_params", "CheckpointError", "UnsupportedArchitectureError"]

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from ..model import Transformer
-from .errors import CheckpointError
+from ..core.errors import CheckpointError
 
 
 def _path_name(path) -> str:

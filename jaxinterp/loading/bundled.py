@@ -15,7 +15,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import CheckpointError
+from ..core.errors import CheckpointError
 
 __all__ = ["smollm2_path", "data_dir", "shakespeare_dir", "sae_probes_dir", "vit_onnx_path"]
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..model import Transformer
 from .build import build_model
-from .errors import CheckpointError, UnsupportedArchitectureError
+from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from .families import family_for
 from .tensors import TensorSource
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from ..model import Transformer
 from .build import build_model
-from .errors import CheckpointError
+from ..core.errors import CheckpointError
 from .families import family_for
 from .tensors import read_pickled_dir, read_safetensors_dir
 

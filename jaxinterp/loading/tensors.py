@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..core.errors import CheckpointError
 
 
 class TensorSource:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from .rotary import apply_rotary
 
 

@@ -7,7 +7,7 @@ from typing import Optional, Union
 import equinox as eqx
 from jaxtyping import Array, Float, Int
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from .attention import Attention
 from .mlp import MLP, MoE
 from .norms import Norm

@@ -12,9 +12,9 @@ from typing import Optional
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ..config import ModelConfig
-from ..interventions import Intervention, InterventionError, SiteContext
-from ..sites import dim_sizes, layer_site_dims, parse_site, top_level_site_dims
+from ..core.config import ModelConfig
+from .interventions import Intervention, InterventionError, SiteContext
+from ..core.sites import dim_sizes, layer_site_dims, parse_site, top_level_site_dims
 
 
 class Plan:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 
 
 def activation(name: str):

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ..cache import ActivationCache
-from ..config import ModelConfig
-from ..sites import layer_site_dims, parse_site, top_level_site_dims
+from .cache import ActivationCache
+from ..core.config import ModelConfig
+from ..core.sites import layer_site_dims, parse_site, top_level_site_dims
 from .attention import Attention
 from .block import Block
 from .embed import Embed, PosEmbed, TokenTypeEmbed, Unembed
@@ -20,12 +20,11 @@ from .hooks import Hooks, Plan
 from .mlp import MLP, MoE
 from .norms import Norm
 from .rotary import rotary_tables
+from ..core.errors import TokenError
 
 Names = Union[None, str, Iterable[str], Callable[[str], bool]]
 
 
-class TokenError(ValueError):
-    """Tokens that the model cannot read: out of the vocabulary or too long."""
 
 
 class Transformer(eqx.Module):

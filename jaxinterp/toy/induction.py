@@ -27,8 +27,8 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ..config import ModelConfig
-from ..detectors import repeated_random_tokens
+from ..core.config import ModelConfig
+from .sequences import repeated_random_tokens
 from ..model import Transformer
 from .random_init import random_model
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import ModelConfig
+from ..core.config import ModelConfig
 from ..model import Transformer
 
 __all__ = ["random_model"]

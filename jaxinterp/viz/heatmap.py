@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..labelled import LabelledArray
+from ..core.labelled import LabelledArray
 from .figures import new_figure, save_figure
 
 

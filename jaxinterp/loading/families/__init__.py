@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..errors import UnsupportedArchitectureError
+from ...core.errors import UnsupportedArchitectureError
 from . import bert, gemma, gpt2, llama, mixtral, neox
 
 FAMILIES: tuple[ModuleType, ...] = (gpt2, neox, llama, gemma, mixtral, bert)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...config import ModelConfig
+from ...core.config import ModelConfig
 from .common import heads_in, heads_out, stack_layers
 
 MODEL_TYPES = ("bert",)

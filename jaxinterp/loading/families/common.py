@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ...core.errors import CheckpointError
 from ..tensors import TensorSource
 
 

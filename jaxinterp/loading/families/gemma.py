@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ...config import ModelConfig
+from ...core.config import ModelConfig
 from .common import stack_layers, windows_from_layer_types
 from .llama import base_config, convert_attention, convert_embeddings, convert_gated_mlp
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...config import ModelConfig
-from ..errors import UnsupportedArchitectureError
+from ...core.config import ModelConfig
+from ...core.errors import UnsupportedArchitectureError
 from .common import stack_layers
 
 MODEL_TYPES = ("gpt2",)

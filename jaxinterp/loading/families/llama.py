@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...config import ModelConfig
+from ...core.config import ModelConfig
 from .common import heads_in, heads_out, rope_settings, stack_layers, windows_from_layer_types
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...config import ModelConfig
+from ...core.config import ModelConfig
 from .common import stack_layers
 from .llama import base_config, convert_attention, convert_embeddings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...config import ModelConfig
+from ...core.config import ModelConfig
 from .common import rope_settings, stack_layers
 
 MODEL_TYPES = ("gpt_neox",)

@@ -1,0 +1,365 @@
+"""The fast sweep: prefix reuse over layers, suffix reuse over positions, packed blocks.
+
+A patch at layer ``l`` and position ``p`` of a causal model cannot change anything
+below layer ``l`` or before position ``p``. The fast engine computes only the rest.
+Patches are laid out as *blocks* (`jaxinterp.causal.patching.layout`): each block packs the
+recomputed positions of several patches that start at the same layer into one
+``[tokens, d_model]`` matrix of a fixed size. One pass over the base and source
+prompts caches what the blocks read (`cached_runs`); the program then scans over
+layers; at layer ``k`` it runs the blocks that have started (a prefix of them, sorted
+by layer) in groups of consecutive blocks (`group_sizes`), with the model's own layer
+on their packed tokens. Keys and values before a patch's position come from the base
+run's cache (`PackedAttention`). Every block has the same shape at every layer, so XLA
+compiles one layer per group size, whatever the number of layers and patches: compile
+time stays near that of a forward pass. Given a mesh, the chunks of blocks are dealt
+to its devices.
+
+Exact: the numbers equal a loop of single-patch forward passes up to float rounding.
+Opt-in (``last_layer_subset``): the last layer runs its queries, output projection and
+MLP only at the positions the metric reads (keys and values still at every position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ...model.hooks import Plan
+from ...model.rotary import rotary_tables
+from ...core.sites import layer_site_dims
+from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
+from .locations import PatchGrid
+from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedHooks, keys_values, take
+from ...model.readout import IDENTITY, Readout, evaluate_metric, final_logits, split_metric
+from ...engine.sweep import map_chunks
+
+
+def fast_supported(cfg) -> bool:
+    """Whether suffix reuse holds: causal attention (every other op is per position)."""
+    return bool(cfg.causal)
+
+
+def fast_sweep(
+    model,
+    runs: dict,
+    grid: PatchGrid,
+    metric: Callable,
+    readout: Readout,
+    n_chunks: int = 1,
+    last_layer_subset: bool = False,
+    progress: bool = False,
+    keep: np.ndarray = None,
+    quick_compile: Optional[bool] = None,
+    max_block_tokens: int = MAX_BLOCK_TOKENS,
+    mesh: Optional[jax.sharding.Mesh] = None,
+) -> np.ndarray:
+    """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False),
+    computed by the block engine in ``n_chunks`` chunks from the base and source runs'
+    `cached_runs`. ``mesh``: split the chunks over the devices of its first axis (the
+    weights and caches replicated)."""
+    n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
+    layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
+    last_layer_subset = last_layer_subset and not model.cfg.post_norm
+    metric_arrays, metric_static = split_metric(metric, readout)
+    static = dict(shape=layout.shape, site=grid.site, metric=metric_static, readout=readout,
+                  last_layer_subset=last_layer_subset, progress=progress and mesh is None, mesh=mesh)
+    flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
+    values = np.asarray(_run((model, runs, layout.data, metric_arrays), static, flops, quick_compile))
+    ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
+    out = np.full(grid.n_patches, np.nan, values.dtype)
+    read = layout.patch_of_read >= 0
+    out[ids[layout.patch_of_read[read]]] = values[read]
+    return out
+
+
+def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = None, n_chunks: int = 1,
+                max_block_tokens: int = MAX_BLOCK_TOKENS, multiple_of: int = 1) -> BlockLayout:
+    """The block layout of ``grid``'s patches (those in ``keep``, if given) in about
+    ``n_chunks`` chunks (a multiple of ``multiple_of``)."""
+    ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
+    fields = {f: v[ids] for f, v in grid.engine_fields().items()}
+    # A chunk holds at least one block: blocks no bigger than a chunk's share of the
+    # tokens keep memory proportional to the chunk size.
+    share = -(-int((n_pos - grid.start_pos[ids]).sum()) // max(1, n_chunks))
+    max_tokens = min(max_block_tokens, max(n_pos, share))
+    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_tokens,
+                        multiple_of)
+
+
+def _program(model, runs, data, metric_arrays, *, shape, site, metric, readout, last_layer_subset, progress, mesh=None):
+    """The sweep: ``[n_chunks, reads]`` metric values. The metric comes in two parts: its
+    arrays (token ids, references: arguments, so other values reuse the program) and
+    the rest (static). Given a ``mesh``, each device runs its share of the chunks
+    (sharded along the mesh's first axis)."""
+    def chunks(model, runs, data, metric_arrays):
+        full_metric = eqx.combine(metric_arrays, metric)
+
+        def chunk(d):
+            return block_sweep(model, runs, d, shape, site, full_metric, readout, last_layer_subset)
+
+        return map_chunks(chunk, data, progress=progress)
+
+    if mesh is None:
+        return chunks(model, runs, data, metric_arrays)
+    from jax.sharding import PartitionSpec
+
+    split, whole = PartitionSpec(mesh.axis_names[0]), PartitionSpec()
+    return jax.shard_map(chunks, mesh=mesh, in_specs=(whole, whole, split, whole), out_specs=split,
+                         check_vma=False)(model, runs, data, metric_arrays)
+
+
+_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh")
+
+# Compile time: XLA's CPU backend spends most of it having LLVM optimise elementwise
+# kernels. Without that optimisation it compiles several times faster but runs GELU,
+# norms and copies several times slower, so it pays only for small sweeps, where
+# compile time dominates: below QUICK_COMPILE_FLOPS of work, compile for speed of
+# compiling.
+QUICK_COMPILE_FLOPS = 2e10
+QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+fast_program = jax.jit(_program, static_argnames=_STATIC)
+_quick_programs = [
+    # Older/newer XLA builds lack some options: fall back to fewer.
+    jax.jit(_program, static_argnames=_STATIC, compiler_options=QUICK_COMPILE_OPTIONS),
+    jax.jit(_program, static_argnames=_STATIC, compiler_options={"xla_backend_optimization_level": 0}),
+]
+
+
+def _run(args, static, flops: float, quick_compile: Optional[bool]):
+    """Run the sweep, compiled for speed of compiling when asked to or, by default,
+    when the sweep is small (on CPU)."""
+    if quick_compile is None:
+        quick_compile = flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
+    if quick_compile:
+        for program in _quick_programs:
+            try:
+                return program(*args, **static)
+            except Exception as error:
+                if "compile option" not in str(error):
+                    raise
+    return fast_program(*args, **static)
+
+
+def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array, " pos"], site: str,
+                metric: Callable, readout: Readout) -> dict:
+    """One batched pass over the base and source prompts (no unembedding but for the
+    base run's read positions), caching what a fast sweep reads:
+
+    - ``resid [layer, pos, d_model]``: the base run's residual entering every layer,
+    - ``k`` / ``v [layer, pos, kv_head, d_head]``: its keys (rotated, if rotary) and values,
+    - ``final [pos, d_model]``: its final residual,
+    - ``site [2, layer, ...]``: both runs' activations at ``site`` (base, source); the
+      source's are the values patched in,
+    - ``metric []``: the base run's metric (the value of a patch that changes nothing).
+    """
+    metric_arrays, metric_static = split_metric(metric, readout)
+    return _cached_runs(model, base_tokens, source_tokens, metric_arrays, site=site, metric=metric_static, readout=readout)
+
+
+@functools.partial(jax.jit, static_argnames=("site", "metric", "readout"))
+def _cached_runs(model, base_tokens, source_tokens, metric_arrays, *, site, metric, readout):
+    metric = eqx.combine(metric_arrays, metric)
+    cfg = model.cfg
+    key_site = "attn.rot_k" if cfg.positional == "rotary" else "attn.k"
+    names = frozenset({"resid_pre", key_site, "attn.v", site})
+    plan = Plan(cfg, ())
+
+    def run(tokens):
+        return model.run_blocks(model.embed_tokens(tokens, IDENTITY), plan, names)
+
+    final, cache = jax.vmap(run)(jnp.stack([base_tokens, source_tokens]))
+    logits = final_logits(model, final[0][jnp.asarray(readout.positions)], readout)
+    return dict(resid=cache["resid_pre"][0], k=cache[key_site][0], v=cache["attn.v"][0], final=final[0],
+                site=cache[site], metric=evaluate_metric(metric, logits, readout))
+
+
+def block_sweep(
+    model, runs: dict, d: dict, shape: BlockShape, site: str,
+    metric: Callable, readout: Readout, last_layer_subset: bool,
+) -> Float[Array, " read"]:
+    """One chunk: run its blocks through their layers and return the metric of every
+    read-out row ``[reads]``."""
+    cfg = model.cfg
+    n, n_layers = shape.n_pos, cfg.n_layers
+    base, source = runs, runs["site"][1]
+    block_layer = d["block_layer"]
+    # Layers run on whole blocks (the shortcut runs the last one on read slots only).
+    stop = n_layers - 1 if last_layer_subset else n_layers
+    # Each block enters with the base run's residual at its layer and positions.
+    x = base["resid"][jnp.minimum(block_layer, n_layers - 1)[:, None], d["token_pos"]]
+    run = _BlockLayer(model, site, d, shape, readout)
+    params, static = eqx.partition(model.blocks, eqx.is_array)
+
+    def layer_step(x, xs):
+        k, block_params, base_k, base_v, src = xs
+        block = eqx.combine(block_params, static)
+        w = AttentionWeights.of(block.attn)  # this layer's attention weights in matmul layout
+        # Blocks are sorted by layer: those started by layer k are a prefix. They run in
+        # groups of consecutive blocks (`group_sizes`, largest first): each matmul then
+        # reads the layer's weights once for several blocks.
+        n_active = jnp.where(k < stop, jnp.sum(block_layer <= k), 0)
+        done = jnp.zeros((), jnp.int32)
+        for size in group_sizes(shape):
+            def one_group(i, x, size=size, first=done):
+                g = first + i * size
+                xg = jax.lax.dynamic_slice_in_dim(x, g, size).reshape(size * shape.tokens, -1)
+                out = run.layer(block, w, xg, run.group(g, size), k, base_k, base_v, src)
+                return jax.lax.dynamic_update_slice_in_dim(x, out.reshape(size, shape.tokens, -1), g, 0)
+
+            count = (n_active - done) // size
+            x = jax.lax.fori_loop(0, count, one_group, x)
+            done = done + count * size
+        return x, None
+
+    xs = (jnp.arange(n_layers), params, base["k"], base["v"], source)
+    x, _ = jax.lax.scan(layer_step, x, xs)
+
+    read_block, read_row = d["read_block"], d["read_row"]
+    if last_layer_subset:
+        last = n_layers - 1
+        block = eqx.combine(jax.tree_util.tree_map(lambda a: a[last], params), static)
+        resid = run.last_layer(block, x, base["resid"][last], base["k"][last], base["v"][last], source[last])
+    else:
+        # A row's residual at a read position before its start is the base run's.
+        start, offset = d["row_start"][read_block, read_row], d["row_offset"][read_block, read_row]
+        index = _slot_index(start, offset, jnp.asarray(readout.positions))  # [read, read_pos]
+        index = jnp.where(index < n, index, index + (read_block * shape.tokens)[:, None])
+        resid_all = jnp.concatenate([base["final"], x.reshape(-1, cfg.d_model)])
+        if index.size <= resid_all.shape[0]:
+            resid = take(resid_all, index)
+        else:  # every position read: unembed each packed token once, then gather
+            logits = take(final_logits(model, resid_all, readout), index)
+            return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
+    logits = final_logits(model, resid, readout)
+    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
+
+
+class _BlockLayer:
+    """Runs a layer on a group of consecutive blocks of a chunk, or the last layer on
+    all of them at once (``d``: the chunk's layout data)."""
+
+    def __init__(self, model, site: str, d: dict, shape: BlockShape, readout: Readout):
+        cfg = model.cfg
+        self.cfg, self.site, self.d, self.shape, self.readout = cfg, site, d, shape, readout
+        self.dims = layer_site_dims(cfg)[site]
+        self.all_pos = jnp.arange(shape.n_pos)
+        self.rotary = rotary_tables(cfg, shape.n_pos) if cfg.positional == "rotary" else None
+
+    def group(self, g, size: int):
+        """Blocks ``g..g+size-1`` as one block of ``size * tokens`` tokens and ``size *
+        rows`` rows: ``(token_pos, token_row, rows)``."""
+        d, shape = self.d, self.shape
+
+        def blocks(a):
+            return jax.lax.dynamic_slice_in_dim(a, g, size)
+
+        shift_rows = (jnp.arange(size) * shape.rows)[:, None]
+        shift_tokens = (jnp.arange(size) * shape.tokens)[:, None]
+        rows = {key: blocks(v).reshape(-1) for key, v in d.items() if key.startswith("row_")}
+        rows["row_offset"] = (blocks(d["row_offset"]) + shift_tokens).reshape(-1)
+        return blocks(d["token_pos"]).reshape(-1), (blocks(d["token_row"]) + shift_rows).reshape(-1), rows
+
+    def _rot(self, pos):
+        return None if self.rotary is None else (take(self.rotary[0], pos), take(self.rotary[1], pos))
+
+    def layer(self, block, w, x, data, k, base_k, base_v, src) -> Float[Array, "token d_model"]:
+        """Layer ``k`` on a block's packed tokens ``x [token, d_model]`` (``data``:
+        ``(token_pos, token_row, rows)``, as from `group`)."""
+        tp, tr, rows = data
+        kv_index = _slot_index(rows["row_start"], rows["row_offset"], self.all_pos)  # [row, pos]
+        # Query slots before a row's start are computed but never read: any own token.
+        query_index = jnp.clip(kv_index - self.shape.n_pos, 0, x.shape[0] - 1)
+        hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos)
+        attn = PackedAttention(w, kv_index, self.all_pos, base_k, base_v, query_index=query_index, out_row=tr, out_slot=tp)
+        return dataclasses.replace(block, attn=attn)(x, hooks, self.cfg, self._rot(tp))
+
+    def last_layer(self, block, x, base_resid, base_k, base_v, src) -> Float[Array, "read read_pos d_model"]:
+        """The last layer computed only where the metric reads, for every block of
+        ``x [block, token, d_model]`` at once: keys and values for every packed token
+        (later positions read earlier ones), everything else for the read-out rows'
+        ``[read, read position]`` slots only. Patches on the key/value path are applied
+        on all tokens first; re-applying a patch to the read slots writes the same
+        values."""
+        cfg, shape, d = self.cfg, self.shape, self.d
+        k = cfg.n_layers - 1
+        w = AttentionWeights.of(block.attn)
+        read_pos = jnp.asarray(self.readout.positions)
+        n_read = read_pos.shape[0]
+        tp, tr, rows = self.group(0, shape.blocks)
+        kv_hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
+        xt = kv_hooks("resid_pre", x.reshape(-1, cfg.d_model))
+        keys, values = keys_values(block.ln1(xt, kv_hooks, "ln1"), w, kv_hooks, cfg, self._rot(tp))
+
+        # The read-out rows (index into the chunk's rows) and their slots.
+        read_rows = {key: v[d["read_block"] * shape.rows + d["read_row"]] for key, v in rows.items()}
+        start, offset = read_rows["row_start"], read_rows["row_offset"]
+        x_read = take(jnp.concatenate([base_resid, xt]), _slot_index(start, offset, read_pos).reshape(-1))
+        slot_pos = jnp.tile(read_pos, shape.reads)
+        slot_row = jnp.repeat(jnp.arange(shape.reads), n_read)
+        read_hooks = PackedHooks(self.site, self.dims, k, read_rows, slot_pos, slot_row, src, read_pos)
+        kv_index = _slot_index(start, offset, self.all_pos)
+        attn = PackedAttention(w, kv_index, read_pos, base_k, base_v, k=keys, v=values)
+        out = dataclasses.replace(block, attn=attn)(x_read, read_hooks, cfg, self._rot(slot_pos))
+        return out.reshape(shape.reads, n_read, -1)
+
+
+# Largest group of blocks one matmul covers, in packed tokens: past ~1000 rows a
+# matmul gains little, while every group size compiles its own copy of the layer.
+MAX_GROUP_TOKENS = 1024
+
+
+def group_sizes(shape: BlockShape) -> tuple:
+    """Sizes of the block groups a layer runs, largest first: powers of four up to
+    ``MAX_GROUP_TOKENS`` tokens. A layer with ``a`` active blocks runs ``a // 16``
+    groups of 16, then groups of 4, then single blocks (for example)."""
+    cap = max(1, min(shape.blocks, MAX_GROUP_TOKENS // shape.tokens))
+    sizes = [1]
+    while sizes[-1] * 4 <= cap:
+        sizes.append(sizes[-1] * 4)
+    return tuple(reversed(sizes))
+
+
+def _slot_index(start: Int[Array, " row"], offset: Int[Array, " row"], positions: Int[Array, " slot"]) -> Int[Array, "row slot"]:
+    """Index (block numbering: base positions first) of each row's state at each of
+    ``positions``: the row's own token from its start on, the base run's before it."""
+    j = positions[None, :]
+    return jnp.where(j < start[:, None], j, offset[:, None] + j - start[:, None])
+
+
+def fast_flops(cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bool = False) -> float:
+    """Matmul FLOPs the program executes: the cached pass over both prompts, every
+    block-layer (padding included), attention over the padded views, and the logits
+    of each read slot."""
+    n, shape = layout.shape.n_pos, layout.shape
+    d, h, kv, dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+    ffn = 2 * d * cfg.d_mlp * (3 if cfg.gated_mlp else 2) * max(cfg.n_experts, 1)  # experts run densely
+    kv_flops = 2 * d * 2 * kv * dh
+    rest = 2 * d * h * dh * 2 + ffn
+
+    def attention(n_query):
+        return 4 * h * dh * n_query * n
+
+    stop = cfg.n_layers - 1 if last_layer_subset else cfg.n_layers
+    total = 2 * cfg.n_layers * (n * (kv_flops + rest) + attention(n))  # cached runs
+    total += layout.token_layers(cfg.n_layers, stop) * (kv_flops + rest)
+    total += layout.block_layers(cfg.n_layers, stop) * shape.rows * attention(n)
+    n_read = len(readout.positions)
+    if last_layer_subset:  # keys and values of every token of every block, the rest at read slots
+        total += layout.n_chunks * (shape.blocks * shape.tokens * kv_flops + shape.reads * (n_read * rest + attention(n_read)))
+    cols = cfg.d_vocab if readout.columns is None else len(readout.columns)
+    total += layout.n_chunks * shape.reads * n_read * 2 * d * cols
+    return float(total)
+
+
+def fast_bytes(cfg, n_tokens: int, n_patches: int, n_read: int) -> int:
+    """Rough bytes one chunk keeps alive: the packed residual of its tokens and the
+    logits of its read slots."""
+    return 4 * (n_tokens * cfg.d_model + n_patches * n_read * cfg.d_vocab)

@@ -1,0 +1,71 @@
+"""One error family. Every error jaxinterp raises for a bad argument or a bad file is a
+`JaxinterpError` (a `ValueError`, so ``except ValueError`` keeps working), whose message
+names what is wrong and what was expected. The classes below say which boundary found
+the problem; docs/errors.md lists what raises each."""
+
+from __future__ import annotations
+
+__all__ = [
+    "JaxinterpError", "ConfigError", "SiteError", "TokenError", "InterventionError", "MetricError",
+    "PromptPairError", "CheckpointError", "UnsupportedArchitectureError", "TokenizerError", "PatchingError",
+    "PathPatchingError", "ProcessingError",
+]
+
+
+class JaxinterpError(ValueError):
+    """Base of every jaxinterp error."""
+
+
+class ConfigError(JaxinterpError):
+    """A `ModelConfig` field (or a config.json entry) that is missing, of the wrong type
+    or inconsistent with the others."""
+
+
+class SiteError(JaxinterpError, KeyError):
+    """An unknown or malformed hook-site name (also a `KeyError`: caches are looked up by it)."""
+
+    def __str__(self):  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TokenError(JaxinterpError):
+    """Tokens that the model cannot read: not integers, out of the vocabulary, too long."""
+
+
+class InterventionError(JaxinterpError):
+    """An intervention that does not fit the site it names: location out of range or on a
+    missing axis, a value of the wrong shape."""
+
+
+class MetricError(JaxinterpError):
+    """A metric that does not return a scalar, or that reads outside the logits."""
+
+
+class PromptPairError(JaxinterpError):
+    """A clean/corrupted prompt pair that cannot be compared position by position."""
+
+
+class CheckpointError(JaxinterpError):
+    """A checkpoint that does not match what the architecture needs: missing,
+    unexpected or mis-shaped tensors, a corrupt file, or an unsupported architecture."""
+
+
+class UnsupportedArchitectureError(CheckpointError):
+    """A checkpoint of an architecture (HF ``model_type`` or GGUF ``general.architecture``)
+    that jaxinterp cannot load; the message lists the supported ones."""
+
+
+class TokenizerError(JaxinterpError):
+    """A tokenizer that cannot be built, or text/ids it cannot encode or decode."""
+
+
+class PatchingError(JaxinterpError):
+    """An activation-patching request that cannot be carried out as asked."""
+
+
+class PathPatchingError(JaxinterpError):
+    """A path-patching request whose senders, receivers or paths do not fit the model."""
+
+
+class ProcessingError(JaxinterpError):
+    """A weight-processing step that would change the model's function."""

@@ -1,0 +1,1 @@
+"""Sweep machinery shared by the techniques: memory-bounded vmapped chunks over locations (optionally sharded over a mesh), and gradients of a metric w.r.t. sites."""

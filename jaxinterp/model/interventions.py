@@ -1,0 +1,259 @@
+"""Interventions: edits of activations at hook sites, as data.
+
+An intervention names a site (static) and carries arrays (dynamic): what to write, and
+where. Because it is an ordinary pytree, `jax.vmap` over its location fields batches
+many patches into one compiled program, and `jax.grad` through its value fields gives
+attributions::
+
+    run = lambda l, p: model(corrupt, [Patch("resid_pre", clean_cache["resid_pre"], layer=l, pos=p)])
+    jax.vmap(run)(layers, positions)   # compiles once
+
+Locations. Each location field selects along one axis of the site's activation (see
+`jaxinterp.core.sites`): ``layer``, ``pos`` (``pos`` or ``query_pos`` axes), ``key_pos``,
+``head`` (``head`` or ``kv_head``), ``neuron``, ``expert``. A field is ``None`` (every
+index), an int or int array of indices (negative counts from the end; several indices
+select all of them), or a bool mask over the axis. Fields combine as an outer product.
+Masks are built with comparisons, so every field may be a traced array.
+
+Values. A value field (``value`` of `Patch`, ``delta`` of `Add`, ...) is either
+broadcastable to one layer's activation (e.g. ``[pos, d_model]`` or ``[d_model]``), or
+stacked over layers (``[n_layers, pos, d_model]``, as a cache's short-name entry), in
+which case the layer being run picks its slice.
+
+A list of interventions applies in order; the cache records the activation after them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
+from ..core.errors import InterventionError
+
+__all__ = ["Intervention", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn", "InterventionError"]
+
+
+
+
+def _location(x) -> Optional[Array]:
+    if x is None:
+        return None
+    return jnp.asarray(x)
+
+
+# Which activation axes each location field addresses.
+_FIELD_AXES = {
+    "pos": ("pos", "query_pos"),
+    "key_pos": ("key_pos",),
+    "head": ("head", "kv_head"),
+    "neuron": ("neuron",),
+    "expert": ("expert",),
+}
+
+
+def axis_mask(selector: Optional[Array], size: int) -> Array:
+    """A bool mask ``[size]`` from None / indices / a bool mask (traceable)."""
+    if selector is None:
+        return jnp.ones((size,), bool)
+    if selector.dtype == jnp.bool_:
+        if selector.shape != (size,):
+            raise InterventionError(f"a bool location mask must have shape ({size},), got {selector.shape}")
+        return selector
+    if not jnp.issubdtype(selector.dtype, jnp.integer):
+        raise InterventionError(f"location indices must be ints or a bool mask, got dtype {selector.dtype}")
+    idx = selector.reshape(-1)
+    idx = jnp.where(idx < 0, idx + size, idx)
+    return (jnp.arange(size)[:, None] == idx[None, :]).any(-1)
+
+
+class Intervention(eqx.Module):
+    """Base class: a site, a location, and `update` (the new value everywhere)."""
+
+    site: str = eqx.field(static=True)
+    layer: Optional[Array] = eqx.field(default=None, converter=_location)
+    pos: Optional[Array] = eqx.field(default=None, converter=_location)
+    head: Optional[Array] = eqx.field(default=None, converter=_location)
+    neuron: Optional[Array] = eqx.field(default=None, converter=_location)
+    key_pos: Optional[Array] = eqx.field(default=None, converter=_location)
+    expert: Optional[Array] = eqx.field(default=None, converter=_location)
+
+    def update(self, x: Array, layer: Optional[Array], ctx: "SiteContext") -> Array:
+        """The activation as it would be if the intervention applied everywhere."""
+        raise NotImplementedError
+
+    def mask(self, ctx: "SiteContext", layer: Optional[Array]) -> Array:
+        """Where the intervention applies, broadcastable to the activation."""
+        shape, dims = ctx.shape, ctx.dims
+        for field, axes in _FIELD_AXES.items():
+            if getattr(self, field) is not None and not any(a in dims for a in axes):
+                raise InterventionError(
+                    f"intervention on {self.site!r} selects {field}=..., but that site's axes are {dims}"
+                )
+        m = jnp.ones((), bool)
+        for i, dim in enumerate(dims):
+            sel = next((getattr(self, f) for f, axes in _FIELD_AXES.items() if dim in axes), None)
+            if sel is not None:
+                am = axis_mask(sel, shape[i])
+                m = m & am.reshape((-1,) + (1,) * (len(shape) - i - 1))
+        if self.layer is not None:
+            if layer is None:
+                raise InterventionError(f"{self.site!r} is not a per-layer site: give no layer=")
+            m = m & axis_mask(self.layer, ctx.n_layers)[layer]
+        return m
+
+    def apply(self, x: Array, layer: Optional[Array], ctx: "SiteContext") -> Array:
+        new = self.update(x, layer, ctx)
+        return jnp.where(self.mask(ctx, layer), new.astype(x.dtype), x)
+
+
+class SiteContext(eqx.Module):
+    """Static facts about the site an intervention is being applied to."""
+
+    name: str = eqx.field(static=True)
+    dims: tuple = eqx.field(static=True)
+    shape: tuple = eqx.field(static=True)
+    n_layers: int = eqx.field(static=True)
+
+    def value_for_layer(self, value: Array, layer: Optional[Array], what: str) -> Array:
+        """Select a stacked value's layer slice and check it broadcasts to the site."""
+        value = jnp.asarray(value)
+        if layer is not None and value.ndim == len(self.shape) + 1 and value.shape[0] == self.n_layers:
+            value = value[layer]
+        try:
+            jnp.broadcast_shapes(value.shape, self.shape)
+        except ValueError:
+            dims = " ".join(self.dims)
+            raise InterventionError(
+                f"{what} of shape {value.shape} does not fit site {self.name!r}: expected a shape broadcastable "
+                f"to {self.shape} [{dims}]"
+                + (f" or stacked over layers ({self.n_layers}, {', '.join(map(str, self.shape))})" if layer is not None else "")
+            ) from None
+        return value
+
+
+def _init(self, site, layer, pos, head, neuron, key_pos, expert):
+    if not isinstance(site, str):
+        raise InterventionError(f"site must be a string name, got {site!r}")
+    self.site = site
+    self.layer, self.pos, self.head = _location(layer), _location(pos), _location(head)
+    self.neuron, self.key_pos, self.expert = _location(neuron), _location(key_pos), _location(expert)
+
+
+class Patch(Intervention):
+    """Overwrite the activation with ``value`` at the selected locations."""
+
+    value: Array
+
+    def __init__(self, site: str, value, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
+        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+        self.value = jnp.asarray(value)
+
+    def update(self, x, layer, ctx):
+        return jnp.broadcast_to(ctx.value_for_layer(self.value, layer, "Patch value"), x.shape)
+
+
+class Add(Intervention):
+    """Add ``delta`` (a steering vector, or a zero delta to differentiate against)."""
+
+    delta: Array
+
+    def __init__(self, site: str, delta, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
+        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+        self.delta = jnp.asarray(delta)
+
+    def update(self, x, layer, ctx):
+        return x + ctx.value_for_layer(self.delta, layer, "Add delta")
+
+
+class Scale(Intervention):
+    """Multiply by ``factor`` (scalar or broadcastable array)."""
+
+    factor: Array
+
+    def __init__(self, site: str, factor, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
+        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+        self.factor = jnp.asarray(factor)
+
+    def update(self, x, layer, ctx):
+        return x * ctx.value_for_layer(self.factor, layer, "Scale factor")
+
+
+class Ablate(Intervention):
+    """Ablate: ``mode="zero"``, ``"mean"`` (value = mean activation) or ``"resample"``
+    (value = the activation on another input). Mean and resample are patches whose
+    value comes from elsewhere; the mode documents intent and checks a value is given."""
+
+    value: Optional[Array]
+    mode: str = eqx.field(static=True)
+
+    def __init__(self, site: str, mode: str = "zero", value=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
+        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+        if mode not in ("zero", "mean", "resample"):
+            raise InterventionError(f"Ablate mode must be 'zero', 'mean' or 'resample', got {mode!r}")
+        if (mode == "zero") != (value is None):
+            raise InterventionError(f"Ablate(mode={mode!r}) " + ("takes no value" if mode == "zero" else "needs value="))
+        self.mode = mode
+        self.value = None if value is None else jnp.asarray(value)
+
+    def update(self, x, layer, ctx):
+        if self.value is None:
+            return jnp.zeros_like(x)
+        return jnp.broadcast_to(ctx.value_for_layer(self.value, layer, f"Ablate({self.mode}) value"), x.shape)
+
+
+class ProjectOut(Intervention):
+    """Remove the component along ``direction`` (last axis): ``x - (x.d) d / |d|^2``.
+    With ``coefficient`` set, move that component to ``coefficient * d/|d|`` instead."""
+
+    direction: Array
+    coefficient: Optional[Array]
+
+    def __init__(self, site: str, direction, coefficient=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
+        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+        self.direction = jnp.asarray(direction)
+        self.coefficient = None if coefficient is None else jnp.asarray(coefficient)
+
+    def update(self, x, layer, ctx):
+        d = ctx.value_for_layer(self.direction, layer, "ProjectOut direction")
+        unit = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+        out = x - jnp.sum(x * unit, axis=-1, keepdims=True) * unit
+        if self.coefficient is not None:
+            out = out + self.coefficient * unit
+        return out
+
+
+class Noise(Intervention):
+    """Add seeded Gaussian noise ``std * N(0, 1)`` (causal tracing's corruption)."""
+
+    key: PRNGKeyArray
+    std: Array
+
+    def __init__(self, site: str, key, std, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
+        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+        self.key = key
+        self.std = jnp.asarray(std)
+
+    def update(self, x, layer, ctx):
+        return x + self.std * jax.random.normal(self.key, x.shape, jnp.float32).astype(x.dtype)
+
+
+class Fn(Intervention):
+    """Apply any pure function: ``fn(x)`` or, with ``args`` (a pytree of arrays that may
+    be traced or differentiated), ``fn(x, args)``. Applied only at the selected locations."""
+
+    fn: Callable = eqx.field(static=True)
+    args: Any
+
+    def __init__(self, site: str, fn: Callable, args=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
+        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+        self.fn = fn
+        self.args = args
+
+    def update(self, x, layer, ctx):
+        out = self.fn(x) if self.args is None else self.fn(x, self.args)
+        if jnp.shape(out) != x.shape:
+            raise InterventionError(f"Fn on {self.site!r} returned shape {jnp.shape(out)}, expected {x.shape}")
+        return out

@@ -1,0 +1,146 @@
+"""`Readout`: which logits a metric reads, and evaluating it from only those.
+
+A metric is ``metric(logits[pos, d_vocab]) -> scalar``. Metrics built by
+`jaxinterp.core.metrics` declare what they read as ``metric.reads = (pos, token_ids)``.
+Sweeps use the declared positions to compute logits only there (the unembedding of a
+50k vocabulary costs as much as several layers per position), and, as an opt-in
+shortcut, only the declared columns. The metric still receives a full
+``[pos, d_vocab]`` array: entries that were not computed are NaN, so a metric that
+reads more than it declared gives NaN (and the sweep raises) rather than a wrong
+number. XLA fuses that select into the metric's reads, so the full array is never
+materialised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+
+@dataclasses.dataclass(frozen=True)
+class Readout:
+    """Static description of the logits a sweep computes for the metric.
+
+    ``positions``: the read positions (non-negative, sorted), all of them when the
+    metric declares nothing. ``columns``: vocabulary ids computed (None: all).
+    ``n_pos`` / ``d_vocab``: sizes of the array the metric expects.
+    """
+
+    positions: tuple
+    columns: Optional[tuple]
+    n_pos: int
+    d_vocab: int
+
+    @property
+    def restricted(self) -> bool:
+        return len(self.positions) < self.n_pos or self.columns is not None
+
+
+def readout_for(metric: Callable, n_pos: int, d_vocab: int, columns: bool = False, has_unembed: bool = True) -> Readout:
+    """The readout of ``metric`` for ``n_pos`` tokens; ``columns=True`` also restricts
+    the vocabulary to the declared token ids (when the metric declares them)."""
+    reads = getattr(metric, "reads", None)
+    positions = tuple(range(n_pos))
+    cols = None
+    if reads is not None:
+        pos, ids = reads
+        pos = np.atleast_1d(np.asarray(pos)).astype(int)
+        if np.any((pos < -n_pos) | (pos >= n_pos)):
+            raise ValueError(f"metric.reads names position(s) {pos.tolist()} outside a sequence of {n_pos} tokens")
+        positions = tuple(sorted({int(p) % n_pos for p in pos}))
+        if columns and has_unembed and ids is not None:
+            ids = np.atleast_1d(np.asarray(ids)).astype(int)
+            if np.any((ids < 0) | (ids >= d_vocab)):
+                raise ValueError(f"metric.reads names token id(s) {ids.tolist()} outside the vocabulary (0..{d_vocab - 1})")
+            cols = tuple(int(i) for i in dict.fromkeys(ids.tolist()))
+    return Readout(positions, cols, n_pos, d_vocab)
+
+
+def final_logits(model, resid: Float[Array, "... d_model"], readout: Readout) -> Float[Array, "... cols"]:
+    """Final norm and unembedding of residual rows, at ``readout.columns`` only if set.
+
+    Per position, so it applies to any stack of rows (packed tokens, read slots).
+    """
+    if readout.columns is None:
+        flat = resid.reshape(-1, resid.shape[-1])
+        return model.unembed_resid(flat, _Identity()).reshape(resid.shape[:-1] + (-1,))
+    x = resid
+    if model.ln_final is not None:
+        flat = x.reshape(-1, x.shape[-1])
+        x = model.ln_final(flat, _Identity(), "ln_final").reshape(x.shape)
+    cols = jnp.asarray(readout.columns)
+    logits = x @ model.unembed.W_U[:, cols]
+    if model.unembed.b_U is not None:
+        logits = logits + model.unembed.b_U[cols]
+    if model.cfg.final_logit_softcap is not None:
+        cap = model.cfg.final_logit_softcap
+        logits = jnp.tanh(logits / cap) * cap
+    return logits
+
+
+def evaluate_metric(metric: Callable, logits: Float[Array, "read cols"], readout: Readout) -> Float[Array, ""]:
+    """``metric`` on a ``[n_pos, d_vocab]`` view of the computed logits (NaN elsewhere)."""
+    if not readout.restricted:
+        return metric(logits)
+    # Which computed row / column each full index maps to (-1: not computed). Static
+    # numpy tables, so this is a gather plus a select that XLA fuses into the reads.
+    pos_slot = np.full(readout.n_pos, -1, np.int32)
+    pos_slot[list(readout.positions)] = np.arange(len(readout.positions))
+    full = logits[jnp.asarray(np.maximum(pos_slot, 0))]
+    valid = jnp.asarray(pos_slot >= 0)[:, None]
+    if readout.columns is not None:
+        col_slot = np.full(readout.d_vocab, -1, np.int32)
+        col_slot[list(readout.columns)] = np.arange(len(readout.columns))
+        full = full[:, jnp.asarray(np.maximum(col_slot, 0))]
+        valid = valid & jnp.asarray(col_slot >= 0)[None, :]
+    return metric(jnp.where(valid, full, jnp.asarray(jnp.nan, full.dtype)))
+
+
+def split_metric(metric: Callable, readout: Readout) -> tuple:
+    """``(arrays, static)`` parts of ``metric`` for a compiled sweep (recombine with
+    ``eqx.combine``). Its arrays (token ids, ...) are traced arguments, so a metric of
+    other values reuses the program. Except where the readout computes only the
+    metric's columns: those are static anyway, and with the ids as constants XLA folds
+    the NaN-padded ``[pos, d_vocab]`` view into the few reads instead of building it,
+    so the metric is passed whole (one program per metric object)."""
+    if readout.columns is not None:
+        return None, _WholeMetric(metric)
+    return eqx.partition(metric, eqx.is_array)
+
+
+class _WholeMetric:
+    """A metric passed whole as a static argument: hashed and compared by identity."""
+
+    def __init__(self, metric: Callable):
+        self.metric = metric
+
+    def __hash__(self):
+        return id(self.metric)
+
+    def __eq__(self, other):
+        return isinstance(other, _WholeMetric) and other.metric is self.metric
+
+    def __call__(self, logits):
+        return self.metric(logits)
+
+    @property
+    def reads(self):
+        return getattr(self.metric, "reads", None)
+
+
+class _Identity:
+    """Hooks that do nothing (for the final norm and embeddings run by the engines)."""
+
+    def __call__(self, name, x):
+        return x
+
+    def wants(self, name):
+        return False
+
+
+IDENTITY = _Identity()
