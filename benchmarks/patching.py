@@ -44,7 +44,7 @@ from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
 from jaxinterp.core.metrics import logit_diff  # noqa: E402
 from jaxinterp.model.transformer import _jit_run  # noqa: E402
 from jaxinterp.causal.patching import activation_patch, patch_grid, readout_for  # noqa: E402
-from jaxinterp.model.readout import split_metric  # noqa: E402
+from jaxinterp.core.readout import split_metric  # noqa: E402
 from jaxinterp.causal.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
 from jaxinterp.causal.patching.plain import PatchedMetric  # noqa: E402
 from jaxinterp.engine.sweep import chunk_locations, run_chunks  # noqa: E402

@@ -20,7 +20,7 @@ from .loading import load
 from .loading.tokenizer import Tokenizer, load_tokenizer
 from .model import Transformer
 from .model.cache import ActivationCache
-from .model.interventions import Ablate, Add, Fn, Intervention, Noise, Patch, ProjectOut, Scale
+from .model.interventions import Ablate, Add, Fn, Intervention, Noise, Patch, ProjectOut, Scale, Where
 
 _aliases.install()
 
@@ -53,7 +53,7 @@ def __dir__():
 __all__ = [
     "load", "load_tokenizer", "Tokenizer", "ActivationCache", "ModelConfig", "Transformer", "parse_site",
     "to_full_name", "FactoredMatrix", "process_weights",
-    "Intervention", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
+    "Intervention", "Where", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
     "JaxinterpError", "ConfigError", "SiteError", "TokenError", "InterventionError", "MetricError", "PromptPairError",
     "CheckpointError", "UnsupportedArchitectureError", "TokenizerError",
 ]

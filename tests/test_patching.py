@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from jaxinterp import ModelConfig, Patch, Transformer
 from jaxinterp.core.labelled import LabelledArray
-from jaxinterp.core.metrics import logit_diff
+from jaxinterp.core.metrics import custom, logit_diff
 from jaxinterp.causal.patching import PatchingError, activation_patch, patch_grid, readout_for, sweep
 from jaxinterp.causal.patching.fast import cached_runs, fast_layout, fast_sweep, group_sizes
 from jaxinterp.causal.patching.layout import build_blocks
@@ -258,7 +258,7 @@ def test_shortcut_sweep_does_not_build_the_nan_padded_vocabulary_view():
 
     from jaxinterp.causal.patching.activation import _changing_patches
     from jaxinterp.causal.patching.fast import fast_program
-    from jaxinterp.model.readout import split_metric
+    from jaxinterp.core.readout import split_metric
 
     cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=5000, n_ctx=16, d_mlp=32)
     model = random_model(cfg, 3)
@@ -305,9 +305,8 @@ def test_metric_reading_undeclared_logits_is_an_error(models, prompts):
     def lying(logits):  # ... but also reads position 2
         return metric(logits) + logits[2, ANSWER]
 
-    lying.reads = metric.reads
     with pytest.raises(PatchingError, match="metric.reads"):
-        activation_patch(models["gpt2"], clean, corrupt, lying)
+        activation_patch(models["gpt2"], clean, corrupt, custom(lying, reads=metric.reads))
 
 
 def test_labels_and_names(models, prompts):

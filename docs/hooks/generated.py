@@ -14,7 +14,7 @@ import pkgutil
 
 import jaxinterp
 from jaxinterp import ModelConfig
-from jaxinterp.apps.cli import site_meanings, site_rows
+from jaxinterp.core.sites import SITES, site_rows
 
 SITES_MARKER = "<!-- sites-table -->"
 API_MARKER = "<!-- api-index -->"
@@ -42,7 +42,7 @@ def reference_configs() -> dict[str, ModelConfig]:
 
 def sites_markdown() -> str:
     configs = reference_configs()
-    meanings = site_meanings()
+    meanings = {spec.name: spec.meaning for spec in SITES}
     rows_by_model = {label: {r.short: r for r in site_rows(cfg)} for label, cfg in configs.items()}
     names: list[str] = []
     for rows in rows_by_model.values():

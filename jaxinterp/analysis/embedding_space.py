@@ -30,7 +30,6 @@ from jaxtyping import Array, Float, Int
 from .circuits import token_embeddings
 from .lens import apply_norm_linear
 from ..model import Transformer
-from ..model.hooks import Hooks, Plan
 
 __all__ = [
     "TopTokens",
@@ -236,9 +235,7 @@ def neuron_top_activations(
 
 def _layer_activations(model: Transformer, tokens, layer: int, site: str):
     """One window's activation at ``site`` of ``layer``: runs layers ``0..layer`` only."""
-    plan = Plan(model.cfg, None)
-    resid = model.embed_tokens(tokens, Hooks(model.cfg, plan, frozenset(), None))
-    _, cache = model.run_blocks(resid, plan, frozenset({site}), start=0, stop=layer + 1)
+    _, cache = model.run(tokens, layers=(0, layer + 1), cache=frozenset({site}))
     return cache[site][layer]  # [pos, d_mlp]
 
 

@@ -50,10 +50,6 @@ __all__ = [
 ]
 
 
-def _no_hooks(name, x):
-    return x
-
-
 def _check_decomposable(model: Transformer, what: str):
     if model.cfg.post_norm:
         raise ValueError(
@@ -224,7 +220,7 @@ def logit_lens(
         _, cache = model.run_with_cache(tokens, names=["resid_pre", "resid_post"] + (["resid_mid"] if incl_mid else []))
     stack, labels = accumulated_resid(model, cache=cache, incl_mid=incl_mid)
     stack = _pos_select(stack, pos, cache.batched)
-    logits = model.unembed_resid(stack, _no_hooks)
+    logits = model.to_logits(stack)
     dims = ("layer",) + _dims(cache.batched, pos) + ("d_vocab",)
     return LabelledArray(np.asarray(logits), dims, {"layer": labels}, "logit lens")
 

@@ -34,7 +34,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .factored_matrix import FactoredMatrix
-from ..model import Transformer
+from ..model import MLP, Transformer
 from ..model.norms import Norm
 from ..core.errors import ProcessingError
 
@@ -228,7 +228,7 @@ def center_writing_weights(model: Transformer) -> Transformer:
     mlp = model.blocks.mlp
     if mlp is not None:
         model = eqx.tree_at(lambda m: m.blocks.mlp.W_out, model, centered(mlp.W_out))
-        if getattr(mlp, "b_out", None) is not None:
+        if isinstance(mlp, MLP) and mlp.b_out is not None:  # MoE experts have no output bias
             model = eqx.tree_at(lambda m: m.blocks.mlp.b_out, model, centered(mlp.b_out))
     return model
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..core.config import ModelConfig
 from ..core.errors import CheckpointError
-from ..core.sites import dim_sizes, layer_site_dims, to_full_name, top_level_site_dims
+from ..core.sites import SITES, SiteRow, site_rows
 
 
 __all__ = [
@@ -80,53 +80,9 @@ def load_tokenizer_for(path: str):
 # ------------------------------------------------------------------------------ sites
 
 
-class SiteRow(NamedTuple):
-    """One hook site of a model: short name, TransformerLens name, dims, shape."""
-
-    short: str
-    full_name: str  # with "{l}" for the layer of per-layer sites
-    dims: tuple[str, ...]
-    shape: tuple  # ints, with the symbol "pos" for the sequence axes
-
-
-def site_rows(cfg: ModelConfig) -> list[SiteRow]:
-    """Every site of a model in execution order, with its dims and shape for one layer
-    (sequence axes left symbolic as ``"pos"``)."""
-    sizes = {**dim_sizes(cfg, 0), "pos": "pos", "query_pos": "pos", "key_pos": "pos"}
-    out = []
-    for name, dims in top_level_site_dims(cfg).items():
-        if name.startswith("ln_final"):
-            continue  # listed after the blocks, where it runs
-        out.append(SiteRow(name, to_full_name(name), dims, tuple(sizes[d] for d in dims)))
-    for name, dims in layer_site_dims(cfg).items():
-        out.append(SiteRow(name, to_full_name(name, "{l}"), dims, tuple(sizes[d] for d in dims)))
-    for name, dims in top_level_site_dims(cfg).items():
-        if name.startswith("ln_final"):
-            out.append(SiteRow(name, to_full_name(name), dims, tuple(sizes[d] for d in dims)))
-    return out
-
-
 def site_meanings() -> dict[str, str]:
-    """Short site name -> one-line meaning, read from the table in `jaxinterp.core.sites`'s
-    docstring (the one place it is written down)."""
-    from ..core import sites
-
-    meanings: dict[str, str] = {}
-    lines = (sites.__doc__ or "").splitlines()
-    rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
-    if len(rules) < 3:
-        return meanings
-    for line in lines[rules[1] + 1 : rules[2]]:
-        cols = [c for c in line.split("  ") if c.strip()]
-        if len(cols) < 3:
-            continue
-        names, meaning = cols[0].strip(), cols[-1].strip()
-        # "attn.k / attn.v", "attn.rot_q / attn.rot_k", "ln2.scale / normalized"
-        first = names.split(" / ")[0]
-        prefix = first.rsplit(".", 1)[0] + "." if "." in first else ""
-        for part in names.split(" / "):
-            meanings[part if ("." in part or not prefix) else prefix + part] = meaning
-    return meanings
+    """Short site name -> one-line meaning (`jaxinterp.core.sites.SITES`)."""
+    return {spec.name: spec.meaning for spec in SITES}
 
 
 def count_params(model) -> int:

@@ -34,7 +34,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ..model.interventions import Noise, Patch
 from ..core.labelled import LabelledArray
-from ..model.hooks import Hooks, Plan
+from ..core.readout import Readout
 from ..model.transformer import check_tokens
 
 __all__ = ["causal_trace", "CausalTrace", "trace_prob", "embedding_noise_std", "window_mask", "plot_causal_trace"]
@@ -62,11 +62,8 @@ def window_mask(layer: Int[Array, ""], n_layers: int, window: int) -> Bool[Array
 
 def _last_position_logits(model, tokens, interventions) -> Float[Array, " d_vocab"]:
     # Only the last position's logits are read: skip the unembedding elsewhere.
-    plan = Plan(model.cfg, interventions)
-    top = Hooks(model.cfg, plan, frozenset(), None)
-    resid = model.embed_tokens(tokens, top)
-    resid, _ = model.run_blocks(resid, plan)
-    return model.unembed_resid(resid[-1:], top)[0]
+    n_pos = tokens.shape[0]
+    return model.run(tokens, interventions, readout=Readout.at(-1, n_pos))[0][0]
 
 
 def trace_prob(

@@ -42,13 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..engine.grads import cache_run, unembed_for_metric
+from ..engine.grads import cache_run, metric_of_run
 from .attribution.graph import Component, parse_component
 from ..model.interventions import Patch
-from ..model.hooks import Hooks, Plan
 from ..core.labelled import LabelledArray
 from ..core.sites import parse_site
 from ..core.errors import PathPatchingError
+from ..model.transformer import check_pair
 
 __all__ = ["path_patch", "path_patch_sweep", "evaluate_hypothesis", "HypothesisResult", "kl_dissimilarity", "metric_dissimilarity"]
 
@@ -130,14 +130,11 @@ def _three_runs(model, base, caches, senders_iv, receivers, receiver_pos, freeze
     freeze = [Patch("attn.z", base_z)]
     if freeze_mlps and base_mlp is not None:
         freeze.append(Patch("mlp_out", base_mlp))
-    plan = Plan(cfg, freeze + senders_iv(source_z, source_mlp))
-    resid = model.embed_tokens(base, Hooks(cfg, plan, frozenset(), None))
-    _, recorded = model.run_blocks(resid, plan, frozenset(r.site for r in receivers), stop=last + 1)
+    _, recorded = model.run(base, freeze + senders_iv(source_z, source_mlp), layers=(0, last + 1),
+                            cache=frozenset(r.site for r in receivers))
 
     patches = [Patch(r.site, recorded[r.site][r.layer], layer=r.layer, head=r.head, pos=receiver_pos) for r in receivers]
-    plan = Plan(cfg, patches)
-    resid, _ = model.run_blocks(base_resid[first], plan, start=first)
-    return metric(unembed_for_metric(model, resid, Hooks(cfg, plan, frozenset(), None), metric))
+    return metric_of_run(model, base_resid[first], patches, frozenset(), metric, start=first)[0]
 
 
 def _caches(model, base, source):
@@ -180,12 +177,7 @@ def _path_patch_jit(model, base, source, senders, receivers, receiver_pos, freez
 
 
 def _pair(model, base, source):
-    from ..model.transformer import check_tokens
-
-    base, source = check_tokens(base, model.cfg), check_tokens(source, model.cfg)
-    if base.shape != source.shape:
-        raise PathPatchingError(f"base and source tokens must have the same shape, got {base.shape} and {source.shape}")
-    return base, source
+    return check_pair(base, source, model.cfg)
 
 
 def _pos(pos):

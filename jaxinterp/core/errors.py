@@ -41,10 +41,6 @@ class MetricError(JaxinterpError):
     """A metric that does not return a scalar, or that reads outside the logits."""
 
 
-class PromptPairError(JaxinterpError):
-    """A clean/corrupted prompt pair that cannot be compared position by position."""
-
-
 class CheckpointError(JaxinterpError):
     """A checkpoint that does not match what the architecture needs: missing,
     unexpected or mis-shaped tensors, a corrupt file, or an unsupported architecture."""
@@ -65,6 +61,12 @@ class PatchingError(JaxinterpError):
 
 class PathPatchingError(JaxinterpError):
     """A path-patching request whose senders, receivers or paths do not fit the model."""
+
+
+class PromptPairError(PatchingError, PathPatchingError):
+    """A clean/corrupted prompt pair that cannot be compared position by position. Every
+    technique raises this one type (also a `PatchingError` and a `PathPatchingError`, the
+    types older code caught)."""
 
 
 class ProcessingError(JaxinterpError):

@@ -1,53 +1,25 @@
-"""The canonical hook sites, their shapes, and TransformerLens-style names.
+"""The site and axis vocabulary: one `SITES` table and one `AXES` table.
 
 Every activation the model exposes has a *short name* (``"resid_pre"``, ``"attn.z"``)
 that addresses the layer-stacked array ``[layer, ...]``, and, for per-layer sites, a
 *full name* in TransformerLens form (``"blocks.3.hook_resid_pre"``,
-``"blocks.3.attn.hook_z"``) that addresses one layer.
-
-Shapes are for one example (no batch axis). Dimension names follow TransformerLens:
-
-=======================  ==================================  =============================
-short name               shape (per layer)                   meaning
-=======================  ==================================  =============================
-embed                    pos d_model                         token embedding (top level)
-pos_embed                pos d_model                         learned positional embedding
-resid_pre                pos d_model                         residual stream into the block
-ln1.scale                pos 1                               the norm's divisor sqrt(mean(x^2)+eps)
-ln1.normalized           pos d_model                         normalised input (after w, b)
-attn.q                   pos head d_head                     queries
-attn.k / attn.v          pos kv_head d_head                  keys / values (n_kv_heads heads)
-attn.rot_q / attn.rot_k  pos head|kv_head d_head             rotated q / k (rotary models)
-attn.attn_scores         head query_pos key_pos              masked, scaled QK^T
-attn.pattern             head query_pos key_pos              softmax of the scores
-attn.z                   pos head d_head                     pattern-weighted values
-attn.result              pos head d_model                    per-head output (z @ W_O)
-attn_out                 pos d_model                         attention output added to resid
-resid_mid                pos d_model                         residual after attention
-ln2.scale / normalized   pos 1 / pos d_model                 norm before the MLP
-mlp.pre                  pos d_mlp                           MLP pre-activation (gate for GLU)
-mlp.pre_linear           pos d_mlp                           up projection of a gated MLP
-mlp.post                 pos d_mlp                           MLP hidden activation
-mlp.router_logits        pos expert                          MoE router logits
-mlp.expert_weights       pos expert                          MoE mixing weights (0 off top-k)
-mlp_out                  pos d_model                         MLP output added to resid
-resid_post               pos d_model                         residual out of the block
-ln_final.scale           pos 1                               final norm (top level)
-ln_final.normalized      pos d_model                         final normalised residual
-=======================  ==================================  =============================
+``"blocks.3.attn.hook_z"``) that addresses one layer. `SITES` lists each site once, in
+execution order, with its dimension names (TransformerLens's, for one example and one
+layer), its meaning and when a model has it; everything else (`layer_site_dims`, the
+docs' site table, ``jaxinterp info``) derives from it. `AXES` says which dimensions each
+intervention location field selects along.
 
 MoE models compute ``mlp.pre``/``mlp.pre_linear``/``mlp.post`` per expert:
-``[pos, expert, d_mlp]``. Parallel-block models (NeoX) have no ``resid_mid``.
-Post-norm (BERT) blocks normalise after each residual addition: ``ln1`` reads
-``resid_pre + attn_out`` and gives ``resid_mid``; ``ln2`` reads ``resid_mid + mlp_out``
-and gives ``resid_post``.
+``[pos, expert, neuron]``. Post-norm (BERT) blocks normalise after each residual
+addition: ``ln1`` reads ``resid_pre + attn_out`` and gives ``resid_mid``; ``ln2`` reads
+``resid_mid + mlp_out`` and gives ``resid_post``.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 from .config import ModelConfig
 from .errors import SiteError
@@ -62,61 +34,119 @@ class Site(NamedTuple):
     layer: Optional[int]
 
 
-# Top-level (not per-layer) sites and the order they occur in.
-TOP_LEVEL_SITES = ("embed", "pos_embed", "token_type_embed", "ln_final.scale", "ln_final.normalized")
+class SiteSpec(NamedTuple):
+    """One row of `SITES`. ``dims``: dimension names of one example's activation at one
+    layer (a function of the config where it varies); ``present``: whether a model of
+    this config has the site; ``top_level``: not per layer (embeddings, final norm)."""
+
+    name: str
+    dims: Union[tuple[str, ...], Callable[[ModelConfig], tuple[str, ...]]]
+    meaning: str
+    present: Callable[[ModelConfig], bool] = lambda cfg: True
+    top_level: bool = False
+
+    def dims_for(self, cfg: ModelConfig) -> tuple[str, ...]:
+        return self.dims(cfg) if callable(self.dims) else self.dims
+
+
+def _hidden(cfg: ModelConfig) -> tuple[str, ...]:
+    return ("pos", "expert", "neuron") if cfg.is_moe else ("pos", "neuron")
+
+
+def _rotary(cfg: ModelConfig) -> bool:
+    return cfg.positional == "rotary"
+
+
+def _mlp(cfg: ModelConfig) -> bool:
+    return cfg.has_mlp
+
+
+SITES: tuple[SiteSpec, ...] = (
+    SiteSpec("embed", ("pos", "d_model"), "token embedding", top_level=True),
+    SiteSpec("pos_embed", ("pos", "d_model"), "learned positional embedding", lambda c: c.positional == "learned", True),
+    SiteSpec("token_type_embed", ("pos", "d_model"), "segment (token type) embedding (BERT)",
+             lambda c: bool(c.n_token_types), True),
+    SiteSpec("resid_pre", ("pos", "d_model"), "residual stream into the block"),
+    SiteSpec("ln1.scale", ("pos", "one"), "the attention norm's divisor sqrt(mean(x^2)+eps)"),
+    SiteSpec("ln1.normalized", ("pos", "d_model"), "attention input: the normalised residual (after w, b)"),
+    SiteSpec("attn.q", ("pos", "head", "d_head"), "queries"),
+    SiteSpec("attn.k", ("pos", "kv_head", "d_head"), "keys (n_kv_heads heads)"),
+    SiteSpec("attn.v", ("pos", "kv_head", "d_head"), "values (n_kv_heads heads)"),
+    SiteSpec("attn.rot_q", ("pos", "head", "d_head"), "rotated queries (rotary models)", _rotary),
+    SiteSpec("attn.rot_k", ("pos", "kv_head", "d_head"), "rotated keys (rotary models)", _rotary),
+    SiteSpec("attn.attn_scores", ("head", "query_pos", "key_pos"), "masked, scaled (soft-capped) QK^T"),
+    SiteSpec("attn.pattern", ("head", "query_pos", "key_pos"), "attention pattern: softmax of the scores"),
+    SiteSpec("attn.z", ("pos", "head", "d_head"), "pattern-weighted values"),
+    SiteSpec("attn.result", ("pos", "head", "d_model"), "per-head output z @ W_O (computed only on request)"),
+    SiteSpec("ln1_post.scale", ("pos", "one"), "the post-attention norm's divisor (Gemma 2)", lambda c: c.post_attn_norm),
+    SiteSpec("ln1_post.normalized", ("pos", "d_model"), "normalised attention output (Gemma 2)",
+             lambda c: c.post_attn_norm),
+    SiteSpec("attn_out", ("pos", "d_model"), "attention output added to the residual stream"),
+    SiteSpec("resid_mid", ("pos", "d_model"), "residual stream between attention and MLP",
+             lambda c: not c.parallel_attn_mlp),
+    SiteSpec("ln2.scale", ("pos", "one"), "the MLP norm's divisor", _mlp),
+    SiteSpec("ln2.normalized", ("pos", "d_model"), "MLP input: the normalised residual", _mlp),
+    SiteSpec("mlp.router_logits", ("pos", "expert"), "MoE router logits", lambda c: c.has_mlp and c.is_moe),
+    SiteSpec("mlp.expert_weights", ("pos", "expert"), "MoE mixing weights (0 off the top k)",
+             lambda c: c.has_mlp and c.is_moe),
+    SiteSpec("mlp.pre", _hidden, "MLP pre-activation (the gate of a gated MLP)", _mlp),
+    SiteSpec("mlp.pre_linear", _hidden, "linear (up) branch of a gated MLP", lambda c: c.has_mlp and c.gated_mlp),
+    SiteSpec("mlp.post", _hidden, "MLP hidden activation (the neurons)", _mlp),
+    SiteSpec("ln2_post.scale", ("pos", "one"), "the post-MLP norm's divisor (Gemma 2)",
+             lambda c: c.has_mlp and c.post_mlp_norm),
+    SiteSpec("ln2_post.normalized", ("pos", "d_model"), "normalised MLP output (Gemma 2)",
+             lambda c: c.has_mlp and c.post_mlp_norm),
+    SiteSpec("mlp_out", ("pos", "d_model"), "MLP output added to the residual stream", _mlp),
+    SiteSpec("resid_post", ("pos", "d_model"), "residual stream out of the block"),
+    SiteSpec("ln_final.scale", ("pos", "one"), "the final norm's divisor", lambda c: not c.post_norm, True),
+    SiteSpec("ln_final.normalized", ("pos", "d_model"), "the final normalised residual (what the unembedding reads)",
+             lambda c: not c.post_norm, True),
+)
+"""Every site, in execution order."""
+
+SITE_SPECS: dict[str, SiteSpec] = {spec.name: spec for spec in SITES}
+
+TOP_LEVEL_SITES = tuple(spec.name for spec in SITES if spec.top_level)
+"""Top-level (not per-layer) sites, in execution order."""
+
+AXES: dict[str, tuple[str, ...]] = {
+    "layer": ("layer",),
+    "pos": ("pos", "query_pos"),
+    "key_pos": ("key_pos",),
+    "head": ("head", "kv_head"),
+    "neuron": ("neuron",),
+    "expert": ("expert",),
+}
+"""Intervention location field -> the dimension names it selects along."""
+
+LOCATION_FIELDS = tuple(AXES)
+
+POSITION_DIMS = AXES["pos"] + AXES["key_pos"]
+"""Dimensions that index token positions."""
+
+COMPONENT_DIMS = AXES["head"] + AXES["neuron"] + AXES["expert"]
+"""Dimensions that index a model component (a head, a neuron, an expert)."""
+
+DIM_FIELD: dict[str, str] = {dim: field for field, dims in AXES.items() for dim in dims}
+"""Dimension name -> the location field that selects along it."""
+
+PATTERN_SITES = tuple(spec.name for spec in SITES if spec.dims == ("head", "query_pos", "key_pos"))
+"""Sites whose activation is ``[head, query_pos, key_pos]`` rather than per position."""
 
 
 def layer_site_dims(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
     """Per-layer sites of a model, in execution order, with their dimension names."""
-    d: dict[str, tuple[str, ...]] = {"resid_pre": ("pos", "d_model")}
-    d["ln1.scale"] = ("pos", "one")
-    d["ln1.normalized"] = ("pos", "d_model")
-    d["attn.q"] = ("pos", "head", "d_head")
-    d["attn.k"] = ("pos", "kv_head", "d_head")
-    d["attn.v"] = ("pos", "kv_head", "d_head")
-    if cfg.positional == "rotary":
-        d["attn.rot_q"] = ("pos", "head", "d_head")
-        d["attn.rot_k"] = ("pos", "kv_head", "d_head")
-    d["attn.attn_scores"] = ("head", "query_pos", "key_pos")
-    d["attn.pattern"] = ("head", "query_pos", "key_pos")
-    d["attn.z"] = ("pos", "head", "d_head")
-    d["attn.result"] = ("pos", "head", "d_model")
-    if cfg.post_attn_norm:
-        d["ln1_post.scale"] = ("pos", "one")
-        d["ln1_post.normalized"] = ("pos", "d_model")
-    d["attn_out"] = ("pos", "d_model")
-    if not cfg.parallel_attn_mlp:
-        d["resid_mid"] = ("pos", "d_model")
-    if cfg.has_mlp:
-        d["ln2.scale"] = ("pos", "one")
-        d["ln2.normalized"] = ("pos", "d_model")
-        hidden = ("pos", "expert", "neuron") if cfg.is_moe else ("pos", "neuron")
-        if cfg.is_moe:
-            d["mlp.router_logits"] = ("pos", "expert")
-            d["mlp.expert_weights"] = ("pos", "expert")
-        d["mlp.pre"] = hidden
-        if cfg.gated_mlp:
-            d["mlp.pre_linear"] = hidden
-        d["mlp.post"] = hidden
-        if cfg.post_mlp_norm:
-            d["ln2_post.scale"] = ("pos", "one")
-            d["ln2_post.normalized"] = ("pos", "d_model")
-        d["mlp_out"] = ("pos", "d_model")
-    d["resid_post"] = ("pos", "d_model")
-    return d
+    return {s.name: s.dims_for(cfg) for s in SITES if not s.top_level and s.present(cfg)}
 
 
 def top_level_site_dims(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
     """Top-level (not per-layer) sites of a model, in execution order, with their dimension names."""
-    d = {"embed": ("pos", "d_model")}
-    if cfg.positional == "learned":
-        d["pos_embed"] = ("pos", "d_model")
-    if cfg.n_token_types:
-        d["token_type_embed"] = ("pos", "d_model")
-    if not cfg.post_norm:
-        d["ln_final.scale"] = ("pos", "one")
-        d["ln_final.normalized"] = ("pos", "d_model")
-    return d
+    return {s.name: s.dims_for(cfg) for s in SITES if s.top_level and s.present(cfg)}
+
+
+def site_meaning(name: str) -> str:
+    """One-line meaning of a short site name."""
+    return SITE_SPECS[name].meaning
 
 
 def dim_sizes(cfg: ModelConfig, n_pos: int) -> dict[str, int]:
@@ -191,6 +221,32 @@ def parse_site(name: str, cfg: ModelConfig) -> Site:
         f"unknown site {name!r} for this {cfg.family} model.{hint} "
         f"Valid short names: {', '.join(list(top) + list(per_layer))}."
     )
+
+
+class SiteRow(NamedTuple):
+    """One hook site of a model: short name, TransformerLens name, dims, shape."""
+
+    short: str
+    full_name: str  # with "{l}" for the layer of per-layer sites
+    dims: tuple[str, ...]
+    shape: tuple  # ints, with the symbol "pos" for the sequence axes
+
+
+def site_rows(cfg: ModelConfig) -> list[SiteRow]:
+    """Every site of a model in execution order, with its dims and shape for one layer
+    (sequence axes left symbolic as ``"pos"``)."""
+    sizes = {**dim_sizes(cfg, 0), "pos": "pos", "query_pos": "pos", "key_pos": "pos"}
+    out = []
+    for name, dims in top_level_site_dims(cfg).items():
+        if name.startswith("ln_final"):
+            continue  # listed after the blocks, where it runs
+        out.append(SiteRow(name, to_full_name(name), dims, tuple(sizes[d] for d in dims)))
+    for name, dims in layer_site_dims(cfg).items():
+        out.append(SiteRow(name, to_full_name(name, "{l}"), dims, tuple(sizes[d] for d in dims)))
+    for name, dims in top_level_site_dims(cfg).items():
+        if name.startswith("ln_final"):
+            out.append(SiteRow(name, to_full_name(name), dims, tuple(sizes[d] for d in dims)))
+    return out
 
 
 def is_top_level(short: str) -> bool:

@@ -16,10 +16,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ..model.interventions import Add, Patch
-from ..model.hooks import Hooks, Plan
+from ..core.metrics import Metric
+from ..core.readout import evaluate_metric, readout_for
+from ..model.transformer import check_pair as check_model_pair
 from ..core.sites import is_top_level, layer_site_dims, parse_site, site_shape, top_level_site_dims
 
-Metric = Callable[[Float[Array, "pos d_vocab"]], Float[Array, ""]]
 
 
 def short_sites(model, sites: Sequence[str]) -> tuple[str, ...]:
@@ -57,35 +58,18 @@ def zero_deltas(model, sites: Sequence[str], n_pos: int, dtype=jnp.float32) -> d
 
 def cache_run(model, tokens: Int[Array, " pos"], names: frozenset, interventions=()) -> dict[str, Array]:
     """The activations at ``names``, without the unembedding (nobody reads the logits)."""
-    plan = Plan(model.cfg, list(interventions))
-    top = Hooks(model.cfg, plan, frozenset(names), None)
-    resid, cache = model.run_blocks(model.embed_tokens(tokens, top), plan, frozenset(names))
-    if model.ln_final is not None and any(n.startswith("ln_final.") for n in names):
-        model.ln_final(resid, top, "ln_final")
-    return {**top.recorded, **cache}
+    return model.run(tokens, list(interventions), cache=frozenset(names), readout=None)[1]
 
 
-def unembed_for_metric(model, resid: Float[Array, "pos d_model"], hooks, metric: Metric) -> Array:
-    """Logits from the final residual stream, computed only at the positions the metric
-    declares in ``metric.reads = (pos, token_ids)`` (NaN elsewhere, so a wrong
-    declaration shows), else everywhere. Unembedding all positions costs ~20% of a small
-    model's forward (SmolLM2: 49k vocabulary), and as much again in a backward pass."""
-    reads = getattr(metric, "reads", None)
-    if reads is None:
-        return model.unembed_resid(resid, hooks)
-    positions = jnp.atleast_1d(jnp.asarray(reads[0]))
-    rows = model.unembed_resid(resid[positions], hooks)
-    return jnp.full((resid.shape[0],) + rows.shape[1:], jnp.nan, rows.dtype).at[positions].set(rows)
-
-
-def logits_for_metric(model, tokens, interventions, cache_names: frozenset, metric: Metric):
-    """``(logits, cache)`` of a forward pass, the logits via `unembed_for_metric`."""
-    if any(n.startswith("ln_final.") for n in cache_names):  # ln_final sites need every position
-        return model.forward(tokens, interventions, cache_names)
-    plan = Plan(model.cfg, list(interventions))
-    top = Hooks(model.cfg, plan, cache_names, None)
-    resid, cache = model.run_blocks(model.embed_tokens(tokens, top), plan, cache_names)
-    return unembed_for_metric(model, resid, top, metric), {**top.recorded, **cache}
+def metric_of_run(model, x, interventions, cache_names: frozenset, metric: Metric, start: int = 0):
+    """``(metric value, cache)`` of a forward pass (from tokens ``x``, or from the residual
+    stream ``x`` entering layer ``start``) that computes logits only at the
+    positions the metric declares in ``metric.reads`` (the metric sees NaN elsewhere, so
+    a wrong declaration shows). Unembedding all positions costs ~20% of a small model's
+    forward (SmolLM2: 49k vocabulary), and as much again in a backward pass."""
+    readout = readout_for(metric, x.shape[0], model.cfg.d_vocab)
+    logits, cache = model.run(x, list(interventions), layers=(start, None), cache=cache_names, readout=readout)
+    return evaluate_metric(metric, logits, readout), cache
 
 
 def metric_and_grads(
@@ -112,8 +96,7 @@ def metric_and_grads(
         if embed is not None:
             ivs.append(Patch("embed", embed))
         ivs += [Add(s, deltas[s]) for s in sites]
-        logits, cache = logits_for_metric(model, tokens, ivs, cache_names, metric)
-        return metric(logits), cache
+        return metric_of_run(model, tokens, ivs, cache_names, metric)
 
     (value, cache), grads = jax.value_and_grad(run, has_aux=True)(zero_deltas(model, sites, n_pos))
     return value, cache, grads
@@ -127,14 +110,6 @@ def ig_alphas(n_steps: int) -> Array:
     return (jnp.arange(n_steps, dtype=jnp.float32) + 0.5) / n_steps
 
 
-def check_pair(model, base: Array, target: Array) -> tuple[Array, Array]:
-    """Validate a clean/corrupted token pair: same shape, ``[pos]`` or ``[batch, pos]``."""
-    from ..model.transformer import check_tokens
-
-    base, target = check_tokens(base, model.cfg), check_tokens(target, model.cfg)
-    if base.shape != target.shape:
-        raise ValueError(
-            f"clean and corrupted tokens must have the same shape (patching swaps activations position "
-            f"by position), got {target.shape} and {base.shape}"
-        )
-    return base, target
+def check_pair(model, clean: Array, corrupted: Array) -> tuple[Array, Array]:
+    """`jaxinterp.model.check_pair` for ``model``."""
+    return check_model_pair(clean, corrupted, model.cfg)

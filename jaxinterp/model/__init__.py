@@ -6,6 +6,6 @@ from .embed import Embed, PosEmbed, TokenTypeEmbed, Unembed
 from .hooks import Hooks, Plan
 from .mlp import MLP, MoE
 from .norms import Norm
-from .transformer import Transformer, check_tokens
+from .transformer import Transformer, check_pair, check_tokens
 
-__all__ = ["Attention", "Block", "Embed", "PosEmbed", "TokenTypeEmbed", "Unembed", "Hooks", "Plan", "MLP", "MoE", "Norm", "Transformer", "check_tokens"]
+__all__ = ["Attention", "Block", "Embed", "PosEmbed", "TokenTypeEmbed", "Unembed", "Hooks", "Plan", "MLP", "MoE", "Norm", "Transformer", "check_pair", "check_tokens"]

@@ -2,42 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import abc
+from typing import Callable, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from ..core.config import ModelConfig
+from .hooks import SiteHooks
 from .rotary import apply_rotary
 
 
-class Attention(eqx.Module):
-    """Weights in TransformerLens layout: one matrix per head.
+class AbstractAttention(eqx.Module):
+    """What a `Block` calls for attention: ``(x, hooks, cfg, window, rotary, key_mask) ->
+    [pos, d_model]``. `Attention` is the model's; the fast patching engine swaps in its
+    packed variant. Both compute scores, masks, the softmax and the output through the
+    shared `attend` and `attention_output`, so every feature is written once."""
+
+    @abc.abstractmethod
+    def __call__(self, x, hooks: SiteHooks, cfg: ModelConfig, window: Int[Array, ""], rotary, key_mask=None) -> Array:
+        """The attention output for ``x``, to be added to the residual stream."""
+
+
+class Attention(AbstractAttention):
+    """Weights in TransformerLens layout: one matrix per head. Inside a `Transformer`
+    every field has a leading layer axis (``*layer``) and the scan hands each layer its slice.
 
     ``W_Q [head, d_model, d_head]``, ``W_K``/``W_V [kv_head, d_model, d_head]``,
     ``W_O [head, d_head, d_model]``. Query head ``h`` reads key/value head
     ``h // (n_heads // n_kv_heads)``.
     """
 
-    W_Q: Float[Array, "head d_model d_head"]
-    W_K: Float[Array, "kv_head d_model d_head"]
-    W_V: Float[Array, "kv_head d_model d_head"]
-    W_O: Float[Array, "head d_head d_model"]
-    b_Q: Optional[Float[Array, "head d_head"]]
-    b_K: Optional[Float[Array, "kv_head d_head"]]
-    b_V: Optional[Float[Array, "kv_head d_head"]]
-    b_O: Optional[Float[Array, " d_model"]]
+    W_Q: Float[Array, "*layer head d_model d_head"]
+    W_K: Float[Array, "*layer kv_head d_model d_head"]
+    W_V: Float[Array, "*layer kv_head d_model d_head"]
+    W_O: Float[Array, "*layer head d_head d_model"]
+    b_Q: Optional[Float[Array, "*layer head d_head"]]
+    b_K: Optional[Float[Array, "*layer kv_head d_head"]]
+    b_V: Optional[Float[Array, "*layer kv_head d_head"]]
+    b_O: Optional[Float[Array, "*layer d_model"]]
 
     def __call__(
         self,
         x: Float[Array, "pos d_model"],
-        hooks,
+        hooks: SiteHooks,
         cfg: ModelConfig,
         window: Int[Array, ""],
         rotary: Optional[tuple[Array, Array]],
-        key_mask: Optional[Float[Array, " pos"]] = None,
+        key_mask: Optional[Bool[Array, " pos"]] = None,
     ) -> Float[Array, "pos d_model"]:
         q = hooks("attn.q", _project(x, self.W_Q, self.b_Q))
         k = hooks("attn.k", _project(x, self.W_K, self.b_K))
@@ -45,27 +59,67 @@ class Attention(eqx.Module):
         if rotary is not None:
             q = hooks("attn.rot_q", apply_rotary(q, *rotary))
             k = hooks("attn.rot_k", apply_rotary(k, *rotary))
-        group = cfg.n_heads // cfg.n_kv_heads
-        k, v = jnp.repeat(k, group, axis=1), jnp.repeat(v, group, axis=1)
-
-        scores = jnp.einsum("qhd,khd->hqk", q, k) * jnp.asarray(cfg.scale, q.dtype)
-        if cfg.attn_logit_softcap is not None:
-            scores = jnp.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
-        allowed = attention_mask(x.shape[0], cfg.causal, window)
+        n_pos, n_kv = x.shape[0], cfg.n_kv_heads
+        allowed = attention_mask(n_pos, cfg.causal, window)
         if key_mask is not None:
             allowed = allowed & key_mask[None, :]
-        scores = hooks("attn.attn_scores", jnp.where(allowed[None], scores, jnp.finfo(scores.dtype).min))
-        pattern = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
-        pattern = hooks("attn.pattern", pattern)
-        z = hooks("attn.z", jnp.einsum("hqk,khd->qhd", pattern, v))
-        if hooks.wants("attn.result"):
-            result = hooks("attn.result", jnp.einsum("phd,hdm->phm", z, self.W_O))
-            out = result.sum(axis=1)
-        else:
-            out = jnp.einsum("phd,hdm->pm", z, self.W_O)
-        if self.b_O is not None:
-            out = out + self.b_O
-        return out
+        # Grouped, head-major layout [kv_head, query, group, d_head]: a query head's group
+        # shares its key head without repeating keys.
+        queries = jnp.moveaxis(q.reshape(n_pos, n_kv, -1, cfg.d_head), 0, 1)
+        z = attend(queries, jnp.moveaxis(k, 0, 1), jnp.moveaxis(v, 0, 1), allowed[None, :, None, :], cfg, hooks,
+                   _head_query_key)
+        z = jnp.moveaxis(z, 1, 0).reshape(n_pos, cfg.n_heads, cfg.d_head)
+        return attention_output(z, self.W_O, self.b_O, hooks)
+
+
+def attend(
+    queries: Float[Array, "kv_head *rows query group d_head"],
+    keys: Float[Array, "kv_head *rows key_pos d_head"],
+    values: Float[Array, "kv_head *rows key_pos d_head"],
+    allowed: Bool[Array, "..."],
+    cfg: ModelConfig,
+    hooks: SiteHooks,
+    site_view: Callable,
+) -> Float[Array, "kv_head *rows query group d_head"]:
+    """Scaled dot-product attention in the grouped layout, through the sites
+    ``attn.attn_scores`` and ``attn.pattern``: scale, soft-cap, mask (``allowed``
+    broadcasts to ``[kv_head, *rows, query, group, key_pos]``), fp32 softmax, weighted values.
+
+    ``site_view(hooks, name, x)`` applies a site's hook to the grouped array in the
+    layout the site is defined in (``[head, query_pos, key_pos]`` per example).
+    """
+    scores = jnp.einsum("...qgd,...sd->...qgs", queries, keys) * jnp.asarray(cfg.scale, queries.dtype)
+    if cfg.attn_logit_softcap is not None:
+        scores = jnp.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
+    scores = site_view(hooks, "attn.attn_scores", jnp.where(allowed, scores, jnp.finfo(scores.dtype).min))
+    pattern = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(values.dtype)
+    pattern = site_view(hooks, "attn.pattern", pattern)
+    return jnp.einsum("...qgs,...sd->...qgd", pattern, values)
+
+
+def attention_output(
+    z: Float[Array, "pos head d_head"],
+    W_O: Float[Array, "head d_head d_model"],
+    b_O: Optional[Float[Array, " d_model"]],
+    hooks: SiteHooks,
+) -> Float[Array, "pos d_model"]:
+    """Through the sites ``attn.z`` and (only when asked for) ``attn.result``, then the
+    output projection summed over heads, plus its bias."""
+    z = hooks("attn.z", z)
+    if hooks.wants("attn.result"):
+        out = hooks("attn.result", jnp.einsum("phd,hdm->phm", z, W_O)).sum(axis=1)
+    else:
+        out = z.reshape(z.shape[0], -1) @ W_O.reshape(-1, W_O.shape[-1])
+    return out if b_O is None else out + b_O
+
+
+def _head_query_key(hooks: SiteHooks, name: str, x: Float[Array, "kv_head query group key_pos"]):
+    """Apply a pattern-site hook, which sees ``[head, query_pos, key_pos]``."""
+    if not hooks.wants(name):
+        return x
+    n_kv, n_query, group, n_keys = x.shape
+    out = hooks(name, jnp.transpose(x, (0, 2, 1, 3)).reshape(n_kv * group, n_query, n_keys))
+    return jnp.transpose(out.reshape(n_kv, group, n_query, n_keys), (0, 2, 1, 3))
 
 
 def _project(x, W, b):

@@ -8,7 +8,7 @@ import equinox as eqx
 from jaxtyping import Array, Float, Int
 
 from ..core.config import ModelConfig
-from .attention import Attention
+from .attention import AbstractAttention
 from .mlp import MLP, MoE
 from .norms import Norm
 
@@ -19,7 +19,7 @@ class Block(eqx.Module):
     so per-layer differences (Gemma 2's local/global alternation) are data."""
 
     ln1: Norm
-    attn: Attention
+    attn: AbstractAttention
     ln1_post: Optional[Norm]
     ln2: Optional[Norm]
     mlp: Optional[Union[MLP, MoE]]

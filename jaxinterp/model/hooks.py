@@ -1,12 +1,19 @@
-"""`Hooks`: applies interventions and records the cache at each site, for one layer.
+"""Site callbacks. The model calls ``hooks(name, x)`` at every site and asks
+``hooks.wants(name)`` before computing an activation that exists only on request
+(``attn.result``). `SiteHooks` is that interface; its implementations:
 
-The model calls ``hooks(name, x)`` at every site. A `Hooks` is made fresh for each
-layer inside the scan body, so what it records becomes that layer's slice of the
-stacked cache: no global state, nothing that outlives one trace.
+- `Hooks`: applies a `Plan` of interventions and records the cache. The model makes one
+  fresh for each layer inside the scan body, so what it records becomes that layer's
+  slice of the stacked cache: no global state, nothing that outlives one trace.
+- `NoHooks` (the instance `NO_HOOKS`): does nothing, for norms without a site.
+- the fast patching engine's packed patches (`jaxinterp.causal.patching.packed`).
+
+Only the model constructs `Hooks`: techniques pass interventions to `Transformer.run`.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import Optional
 
 import jax.numpy as jnp
@@ -41,8 +48,34 @@ class Plan:
         return name in self.by_site
 
 
-class Hooks:
-    """Site callback for one layer (``layer`` traced) or the top level (``layer=None``)."""
+class SiteHooks(abc.ABC):
+    """What the model calls at each site."""
+
+    @abc.abstractmethod
+    def __call__(self, name: str, x: Array) -> Array:
+        """The activation at site ``name`` (short name) after any edit."""
+
+    @abc.abstractmethod
+    def wants(self, name: str) -> bool:
+        """Whether anything reads or writes ``name`` (for sites computed only on request)."""
+
+
+class NoHooks(SiteHooks):
+    """Hooks that do nothing (norms with no site, residual rows read by an engine)."""
+
+    def __call__(self, name: str, x: Array) -> Array:
+        return x
+
+    def wants(self, name: str) -> bool:
+        return False
+
+
+NO_HOOKS = NoHooks()
+
+
+class Hooks(SiteHooks):
+    """Applies a `Plan` and records ``cache_names``, for one layer (``layer`` traced) or
+    the top level (``layer=None``)."""
 
     def __init__(self, cfg: ModelConfig, plan: Plan, cache_names: frozenset, layer: Optional[Array]):
         self.cfg, self.plan, self.cache_names, self.layer = cfg, plan, cache_names, layer
@@ -50,7 +83,6 @@ class Hooks:
         self.recorded: dict[str, Array] = {}
 
     def wants(self, name: str) -> bool:
-        """Whether anything reads or writes `name` (for sites computed only on request)."""
         return name in self.cache_names or self.plan.targets(name)
 
     def __call__(self, name: str, x: Array) -> Array:

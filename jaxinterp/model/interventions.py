@@ -25,15 +25,18 @@ A list of interventions applies in order; the cache records the activation after
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Callable, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
-from ..core.errors import InterventionError
 
-__all__ = ["Intervention", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn", "InterventionError"]
+from ..core.errors import InterventionError
+from ..core.sites import AXES
+
+__all__ = ["Intervention", "Where", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn", "InterventionError"]
 
 
 
@@ -44,14 +47,8 @@ def _location(x) -> Optional[Array]:
     return jnp.asarray(x)
 
 
-# Which activation axes each location field addresses.
-_FIELD_AXES = {
-    "pos": ("pos", "query_pos"),
-    "key_pos": ("key_pos",),
-    "head": ("head", "kv_head"),
-    "neuron": ("neuron",),
-    "expert": ("expert",),
-}
+# Which activation axes each location field addresses (layer is handled apart).
+_FIELD_AXES = {field: dims for field, dims in AXES.items() if field != "layer"}
 
 
 def axis_mask(selector: Optional[Array], size: int) -> Array:
@@ -69,10 +66,12 @@ def axis_mask(selector: Optional[Array], size: int) -> Array:
     return (jnp.arange(size)[:, None] == idx[None, :]).any(-1)
 
 
-class Intervention(eqx.Module):
-    """Base class: a site, a location, and `update` (the new value everywhere)."""
+class Where(eqx.Module):
+    """Where an intervention applies: one optional selector per location field
+    (`jaxinterp.core.sites.AXES`). Each is None (every index), an int or int array of
+    indices (negative counts from the end; several select all of them), or a bool mask
+    over the axis; fields combine as an outer product. Every field may be traced."""
 
-    site: str = eqx.field(static=True)
     layer: Optional[Array] = eqx.field(default=None, converter=_location)
     pos: Optional[Array] = eqx.field(default=None, converter=_location)
     head: Optional[Array] = eqx.field(default=None, converter=_location)
@@ -80,18 +79,12 @@ class Intervention(eqx.Module):
     key_pos: Optional[Array] = eqx.field(default=None, converter=_location)
     expert: Optional[Array] = eqx.field(default=None, converter=_location)
 
-    def update(self, x: Array, layer: Optional[Array], ctx: "SiteContext") -> Array:
-        """The activation as it would be if the intervention applied everywhere."""
-        raise NotImplementedError
-
-    def mask(self, ctx: "SiteContext", layer: Optional[Array]) -> Array:
-        """Where the intervention applies, broadcastable to the activation."""
+    def mask(self, site: str, ctx: "SiteContext", layer: Optional[Array]) -> Array:
+        """Where the intervention on ``site`` applies, broadcastable to the activation."""
         shape, dims = ctx.shape, ctx.dims
         for field, axes in _FIELD_AXES.items():
             if getattr(self, field) is not None and not any(a in dims for a in axes):
-                raise InterventionError(
-                    f"intervention on {self.site!r} selects {field}=..., but that site's axes are {dims}"
-                )
+                raise InterventionError(f"intervention on {site!r} selects {field}=..., but that site's axes are {dims}")
         m = jnp.ones((), bool)
         for i, dim in enumerate(dims):
             sel = next((getattr(self, f) for f, axes in _FIELD_AXES.items() if dim in axes), None)
@@ -100,13 +93,37 @@ class Intervention(eqx.Module):
                 m = m & am.reshape((-1,) + (1,) * (len(shape) - i - 1))
         if self.layer is not None:
             if layer is None:
-                raise InterventionError(f"{self.site!r} is not a per-layer site: give no layer=")
+                raise InterventionError(f"{site!r} is not a per-layer site: give no layer=")
             m = m & axis_mask(self.layer, ctx.n_layers)[layer]
         return m
+
+
+class Intervention(eqx.Module):
+    """Abstract base: a ``site`` (static), a `Where`, and `update` (the new value
+    everywhere). Concrete interventions are final classes that add only their payload."""
+
+    site: eqx.AbstractVar[str]
+    where: eqx.AbstractVar[Where]
+
+    @abc.abstractmethod
+    def update(self, x: Array, layer: Optional[Array], ctx: "SiteContext") -> Array:
+        """The activation as it would be if the intervention applied everywhere."""
+
+    def mask(self, ctx: "SiteContext", layer: Optional[Array]) -> Array:
+        """Where the intervention applies, broadcastable to the activation."""
+        return self.where.mask(self.site, ctx, layer)
 
     def apply(self, x: Array, layer: Optional[Array], ctx: "SiteContext") -> Array:
         new = self.update(x, layer, ctx)
         return jnp.where(self.mask(ctx, layer), new.astype(x.dtype), x)
+
+    # The location fields, read through `where` (as before `Where` existed).
+    layer = property(lambda self: self.where.layer)
+    pos = property(lambda self: self.where.pos)
+    head = property(lambda self: self.where.head)
+    neuron = property(lambda self: self.where.neuron)
+    key_pos = property(lambda self: self.where.key_pos)
+    expert = property(lambda self: self.where.expert)
 
 
 class SiteContext(eqx.Module):
@@ -134,21 +151,34 @@ class SiteContext(eqx.Module):
         return value
 
 
-def _init(self, site, layer, pos, head, neuron, key_pos, expert):
+def _site(site) -> str:
     if not isinstance(site, str):
         raise InterventionError(f"site must be a string name, got {site!r}")
-    self.site = site
-    self.layer, self.pos, self.head = _location(layer), _location(pos), _location(head)
-    self.neuron, self.key_pos, self.expert = _location(neuron), _location(key_pos), _location(expert)
+    return site
+
+
+def _where(where: Optional[Where], **fields) -> Where:
+    """The `Where` of a constructor call: ``where=`` or the location keywords, not both."""
+    if where is None:
+        return Where(**fields)
+    if not isinstance(where, Where):
+        raise InterventionError(f"where= must be a jaxinterp.Where, got {type(where).__name__}")
+    given = [k for k, v in fields.items() if v is not None]
+    if given:
+        raise InterventionError(f"give the location either as where= or as keywords, not both (also got {given})")
+    return where
 
 
 class Patch(Intervention):
     """Overwrite the activation with ``value`` at the selected locations."""
 
+    site: str = eqx.field(static=True)
+    where: Where
     value: Array
 
-    def __init__(self, site: str, value, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
-        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+    def __init__(self, site: str, value, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+        self.site = _site(site)
+        self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.value = jnp.asarray(value)
 
     def update(self, x, layer, ctx):
@@ -158,10 +188,13 @@ class Patch(Intervention):
 class Add(Intervention):
     """Add ``delta`` (a steering vector, or a zero delta to differentiate against)."""
 
+    site: str = eqx.field(static=True)
+    where: Where
     delta: Array
 
-    def __init__(self, site: str, delta, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
-        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+    def __init__(self, site: str, delta, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+        self.site = _site(site)
+        self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.delta = jnp.asarray(delta)
 
     def update(self, x, layer, ctx):
@@ -171,10 +204,13 @@ class Add(Intervention):
 class Scale(Intervention):
     """Multiply by ``factor`` (scalar or broadcastable array)."""
 
+    site: str = eqx.field(static=True)
+    where: Where
     factor: Array
 
-    def __init__(self, site: str, factor, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
-        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+    def __init__(self, site: str, factor, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+        self.site = _site(site)
+        self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.factor = jnp.asarray(factor)
 
     def update(self, x, layer, ctx):
@@ -186,11 +222,14 @@ class Ablate(Intervention):
     (value = the activation on another input). Mean and resample are patches whose
     value comes from elsewhere; the mode documents intent and checks a value is given."""
 
+    site: str = eqx.field(static=True)
+    where: Where
     value: Optional[Array]
     mode: str = eqx.field(static=True)
 
-    def __init__(self, site: str, mode: str = "zero", value=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
-        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+    def __init__(self, site: str, mode: str = "zero", value=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+        self.site = _site(site)
+        self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         if mode not in ("zero", "mean", "resample"):
             raise InterventionError(f"Ablate mode must be 'zero', 'mean' or 'resample', got {mode!r}")
         if (mode == "zero") != (value is None):
@@ -208,11 +247,14 @@ class ProjectOut(Intervention):
     """Remove the component along ``direction`` (last axis): ``x - (x.d) d / |d|^2``.
     With ``coefficient`` set, move that component to ``coefficient * d/|d|`` instead."""
 
+    site: str = eqx.field(static=True)
+    where: Where
     direction: Array
     coefficient: Optional[Array]
 
-    def __init__(self, site: str, direction, coefficient=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
-        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+    def __init__(self, site: str, direction, coefficient=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+        self.site = _site(site)
+        self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.direction = jnp.asarray(direction)
         self.coefficient = None if coefficient is None else jnp.asarray(coefficient)
 
@@ -228,11 +270,14 @@ class ProjectOut(Intervention):
 class Noise(Intervention):
     """Add seeded Gaussian noise ``std * N(0, 1)`` (causal tracing's corruption)."""
 
+    site: str = eqx.field(static=True)
+    where: Where
     key: PRNGKeyArray
     std: Array
 
-    def __init__(self, site: str, key, std, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
-        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+    def __init__(self, site: str, key, std, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+        self.site = _site(site)
+        self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.key = key
         self.std = jnp.asarray(std)
 
@@ -244,11 +289,14 @@ class Fn(Intervention):
     """Apply any pure function: ``fn(x)`` or, with ``args`` (a pytree of arrays that may
     be traced or differentiated), ``fn(x, args)``. Applied only at the selected locations."""
 
+    site: str = eqx.field(static=True)
+    where: Where
     fn: Callable = eqx.field(static=True)
     args: Any
 
-    def __init__(self, site: str, fn: Callable, args=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None):
-        _init(self, site, layer, pos, head, neuron, key_pos, expert)
+    def __init__(self, site: str, fn: Callable, args=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+        self.site = _site(site)
+        self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.fn = fn
         self.args = args
 

@@ -16,11 +16,12 @@ from ..core.sites import layer_site_dims, parse_site, top_level_site_dims
 from .attention import Attention
 from .block import Block
 from .embed import Embed, PosEmbed, TokenTypeEmbed, Unembed
-from .hooks import Hooks, Plan
+from ..core.readout import ALL, Readout
+from .hooks import NO_HOOKS, Hooks, Plan, SiteHooks
 from .mlp import MLP, MoE
 from .norms import Norm
 from .rotary import rotary_tables
-from ..core.errors import TokenError
+from ..core.errors import PromptPairError, TokenError
 
 Names = Union[None, str, Iterable[str], Callable[[str], bool]]
 
@@ -96,7 +97,59 @@ class Transformer(eqx.Module):
         """
         return _init_model(cfg, key, dtype, std)
 
-    # ------------------------------------------------------------ single example
+    # ------------------------------------------------------ the staged forward pass
+
+    def run(
+        self,
+        x: Union[Int[Array, " pos"], Float[Array, "pos d_model"]],
+        interventions=None,
+        *,
+        layers: tuple[int, Optional[int]] = (0, None),
+        cache: frozenset = frozenset(),
+        readout: Optional[Readout] = ALL,
+        token_type_ids: Optional[Int[Array, " pos"]] = None,
+        attention_mask: Optional[Int[Array, " pos"]] = None,
+    ) -> tuple[Array, dict[str, Array]]:
+        """The one forward pass, for one example, un-jitted: every technique runs the
+        model through here (inside its own jit / vmap / grad).
+
+        ``x``: int tokens ``[pos]`` (embedded first; ``layers`` must start at 0), or the
+        residual stream ``[pos, d_model]`` entering layer ``layers[0]``.
+        ``layers = (start, stop)``: run blocks ``start .. stop-1`` (``stop=None``: to the end).
+        ``cache``: short site names to record; per-layer sites come back stacked over the
+        layers run, ``[stop - start, ...]``.
+        ``readout``: after the last layer, the final norm and unembedding at
+        ``readout.positions`` / ``readout.columns`` (`ALL`: full ``[pos, d_vocab]``
+        logits). ``None``, or a ``stop`` before the last layer: return the residual stream
+        ``[pos, d_model]`` instead (the final norm still runs if a cached or intervened
+        ``ln_final`` site needs it).
+
+        Returns ``(logits or residual, {short name: activation})``.
+        """
+        cfg = self.cfg
+        start, stop = layers
+        stop = cfg.n_layers if stop is None else stop
+        if not 0 <= start <= stop <= cfg.n_layers:
+            raise ValueError(f"layers={layers} must satisfy 0 <= start <= stop <= n_layers={cfg.n_layers}")
+        plan = interventions if isinstance(interventions, Plan) else Plan(cfg, interventions)
+        cache = frozenset(cache)
+        top = Hooks(cfg, plan, cache, None)
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            if start != 0:
+                raise ValueError(f"tokens enter at layer 0; to start at layer {start}, pass that layer's residual stream")
+            resid = self._embed(x, top, token_type_ids)
+        else:
+            resid = x
+        key_mask = None if attention_mask is None else attention_mask.astype(bool)
+        resid, layer_cache = self._blocks(resid, plan, cache, start, stop, key_mask)
+        if stop < cfg.n_layers:
+            return resid, {**top.recorded, **layer_cache}
+        out = resid
+        if readout is not None:
+            out = self._readout(resid, top, readout)
+        elif self.ln_final is not None and (top.wants("ln_final.scale") or top.wants("ln_final.normalized")):
+            self.ln_final(resid, top, "ln_final")
+        return out, {**top.recorded, **layer_cache}
 
     def forward(
         self,
@@ -107,20 +160,43 @@ class Transformer(eqx.Module):
         token_type_ids: Optional[Int[Array, " pos"]] = None,
         attention_mask: Optional[Int[Array, " pos"]] = None,
     ) -> tuple[Array, dict[str, Array]]:
-        """One example, no jit: ``(logits [pos, d_vocab], {short name: activation})``.
+        """``run`` over every layer with full logits: ``(logits [pos, d_vocab], cache)``."""
+        return self.run(tokens, interventions, cache=cache_names, token_type_ids=token_type_ids,
+                        attention_mask=attention_mask)
 
-        The building block for custom transforms; `__call__` and `run_with_cache`
-        wrap it in `jit` and `vmap`.
-        """
-        plan = interventions if isinstance(interventions, Plan) else Plan(self.cfg, interventions)
-        top = Hooks(self.cfg, plan, cache_names, None)
-        resid = self.embed_tokens(tokens, top, token_type_ids)
-        key_mask = None if attention_mask is None else attention_mask.astype(bool)
-        resid, layer_cache = self.run_blocks(resid, plan, cache_names, key_mask=key_mask)
-        logits = self.unembed_resid(resid, top)
-        return logits, {**top.recorded, **layer_cache}
+    def to_logits(self, resid: Float[Array, "... d_model"], columns: Optional[tuple] = None,
+                  hooks: SiteHooks = NO_HOOKS) -> Float[Array, "... d_vocab"]:
+        """Final norm, unembedding (only vocabulary ``columns``, if given) and soft-cap of
+        residual-stream rows of any leading shape (positions, packed tokens, a stack of
+        layers). An encoder without an LM head returns the normalised residual."""
+        lead = resid.shape[:-1]
+        x = resid.reshape(-1, resid.shape[-1])
+        if self.ln_final is not None:
+            x = self.ln_final(x, hooks, "ln_final")
+        if self.unembed is None:
+            return x.reshape(lead + (-1,))
+        if columns is None:
+            logits = self.unembed(x)
+        else:
+            cols = jnp.asarray(columns)
+            logits = x @ self.unembed.W_U[:, cols]
+            if self.unembed.b_U is not None:
+                logits = logits + self.unembed.b_U[cols]
+        if self.cfg.final_logit_softcap is not None:
+            cap = self.cfg.final_logit_softcap
+            logits = jnp.tanh(logits / cap) * cap
+        return logits.reshape(lead + (-1,))
 
-    def embed_tokens(self, tokens: Int[Array, " pos"], hooks: Hooks, token_type_ids=None) -> Float[Array, "pos d_model"]:
+    def _readout(self, resid: Float[Array, "pos d_model"], top: Hooks, readout: Readout) -> Array:
+        """Logits at the readout's rows and columns. The final norm runs on every position
+        when a cached or intervened ``ln_final`` site needs them, else on the read rows only."""
+        rows = None if readout.positions is None else np.asarray(readout.positions)
+        if rows is not None and not (top.wants("ln_final.scale") or top.wants("ln_final.normalized")):
+            return self.to_logits(resid[rows], readout.columns, top)
+        logits = self.to_logits(resid, readout.columns, top)
+        return logits if rows is None else logits[rows]
+
+    def _embed(self, tokens: Int[Array, " pos"], hooks: Hooks, token_type_ids=None) -> Float[Array, "pos d_model"]:
         """Embeddings summed into the initial residual stream (sites embed, pos_embed, ...)."""
         resid = hooks("embed", self.embed(tokens))
         if self.pos_embed is not None:
@@ -129,20 +205,12 @@ class Transformer(eqx.Module):
             types = jnp.zeros_like(tokens) if token_type_ids is None else token_type_ids
             resid = resid + hooks("token_type_embed", self.token_type_embed(types))
         if self.embed_ln is not None:
-            resid = self.embed_ln(resid, _NoHooks(), "embed_ln")
+            resid = self.embed_ln(resid, NO_HOOKS, "embed_ln")
         return resid
 
-    def run_blocks(
-        self,
-        resid: Float[Array, "pos d_model"],
-        plan: Plan,
-        cache_names: frozenset = frozenset(),
-        start: int = 0,
-        stop: Optional[int] = None,
-        key_mask=None,
-    ) -> tuple[Float[Array, "pos d_model"], dict[str, Array]]:
-        """Run layers ``start..stop-1`` under `lax.scan`; the scan's outputs are the cache."""
-        stop = self.cfg.n_layers if stop is None else stop
+    def _blocks(self, resid: Float[Array, "pos d_model"], plan: Plan, cache_names: frozenset, start: int, stop: int,
+                key_mask=None) -> tuple[Float[Array, "pos d_model"], dict[str, Array]]:
+        """Layers ``start..stop-1`` under `lax.scan`; the scan's outputs are the cache."""
         blocks = self.blocks
         if (start, stop) != (0, self.cfg.n_layers):
             blocks = jax.tree_util.tree_map(lambda a: a[start:stop], blocks)
@@ -155,20 +223,7 @@ class Transformer(eqx.Module):
             block = eqx.combine(block_params, static)
             return block(resid, hooks, self.cfg, rotary, key_mask), hooks.recorded
 
-        resid, cache = jax.lax.scan(layer, resid, (params, jnp.arange(start, stop)))
-        return resid, cache
-
-    def unembed_resid(self, resid: Float[Array, "pos d_model"], hooks: Hooks) -> Array:
-        """Final norm and unembedding (sites ln_final.*); soft-capped if configured."""
-        if self.ln_final is not None:
-            resid = self.ln_final(resid, hooks, "ln_final")
-        if self.unembed is None:
-            return resid
-        logits = self.unembed(resid)
-        if self.cfg.final_logit_softcap is not None:
-            cap = self.cfg.final_logit_softcap
-            logits = jnp.tanh(logits / cap) * cap
-        return logits
+        return jax.lax.scan(layer, resid, (params, jnp.arange(start, stop)))
 
     # ----------------------------------------------------------------- internals
 
@@ -177,16 +232,6 @@ class Transformer(eqx.Module):
         Plan(self.cfg, interventions)  # validate eagerly for a clear error outside jit
         logits, cache = _jit_run(self, tokens, _as_tuple(interventions), cache_names, token_type_ids, attention_mask)
         return logits, ActivationCache(cache, self.cfg, batched=tokens.ndim == 2)
-
-
-class _NoHooks:
-    """For norms that have no TransformerLens site (BERT's embedding LayerNorm)."""
-
-    def __call__(self, name, x):
-        return x
-
-    def wants(self, name):
-        return False
 
 
 def _as_tuple(interventions):
@@ -212,6 +257,18 @@ def _jit_run(model: Transformer, tokens, interventions, cache_names, token_type_
     # Stacked per-layer sites read [layer, batch, ...], as TransformerLens stacks them.
     cache = {k: (jnp.moveaxis(v, 0, 1) if k in per_layer else v) for k, v in cache.items()}
     return logits, cache
+
+
+def check_pair(clean, corrupted, cfg: ModelConfig) -> tuple[Array, Array]:
+    """Validate a clean/corrupted prompt pair: valid tokens (`check_tokens`) of the same
+    shape, ``[pos]`` or ``[batch, pos]`` (techniques compare runs position by position)."""
+    clean, corrupted = check_tokens(clean, cfg), check_tokens(corrupted, cfg)
+    if clean.shape != corrupted.shape:
+        raise PromptPairError(
+            f"the clean and corrupted tokens must have the same shape (techniques swap activations position by "
+            f"position; pad or choose same-length prompts), got {clean.shape} and {corrupted.shape}"
+        )
+    return clean, corrupted
 
 
 def check_tokens(tokens, cfg: ModelConfig):

@@ -35,6 +35,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ...core.labelled import LabelledArray
+from ...model.hooks import NO_HOOKS
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads
 from .graph import Component, parse_component
 
@@ -99,20 +100,12 @@ def _check_supported(cfg):
 # -------------------------------------------------------------------- computation
 
 
-class _NoHooks:
-    def __call__(self, name, x):
-        return x
-
-    def wants(self, name):
-        return False
-
-
 def _through_norm(norms, xs, cts):
     """Per layer, pull cotangents ``cts [layer, n, pos, d_model]`` on a norm's output back
     to its input ``xs [layer, pos, d_model]`` (vector-Jacobian product at xs)."""
 
     def one(norm, x, ct):
-        _, vjp = jax.vjp(lambda x: norm(x, _NoHooks(), "norm"), x)
+        _, vjp = jax.vjp(lambda x: norm(x, NO_HOOKS, "norm"), x)
         return jax.vmap(lambda c: vjp(c.astype(x.dtype))[0])(ct)
 
     return jax.vmap(one)(norms, xs, cts)

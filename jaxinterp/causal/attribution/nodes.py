@@ -37,14 +37,14 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ...core.labelled import LabelledArray
-from ...core.sites import parse_site
+from ...core.sites import COMPONENT_DIMS, POSITION_DIMS, parse_site
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads, short_sites, site_dims
 
 __all__ = ["attribution_patch", "attribution_scores", "default_over"]
 
 # Axes that name a component (a head, a neuron, an expert): kept by default.
-_COMPONENT_AXES = ("head", "kv_head", "neuron", "expert")
-_POSITION_AXES = ("pos", "query_pos", "key_pos")
+_COMPONENT_AXES = COMPONENT_DIMS
+_POSITION_AXES = POSITION_DIMS
 
 
 def default_over(dims: Sequence[str], per_position: bool = False) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ runs).
 
 from .activation import activation_patch
 from .locations import PatchGrid, PatchingError, patch_grid
-from ...model.readout import Readout, readout_for
+from ...core.readout import Readout, readout_for
 from ...engine.sweep import map_chunks, sweep
 
 __all__ = ["activation_patch", "sweep", "map_chunks", "PatchingError", "PatchGrid", "patch_grid", "Readout", "readout_for"]

@@ -14,17 +14,19 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ...core.errors import PromptPairError
 from ...core.labelled import LabelledArray
 from ...model.transformer import check_tokens
-from ...core.sites import layer_site_dims
+from ...core.sites import POSITION_DIMS, layer_site_dims
+from ...loading.tokenizer import Tokenizer
 from .fast import cached_runs, fast_bytes, fast_supported, fast_sweep
 from .locations import FIELD_DIMS, PatchGrid, PatchingError, patch_grid
 from .plain import plain_bytes_per_patch, plain_sweep
-from ...model.readout import readout_for
+from ...core.readout import readout_for
 
 DEFAULT_MEMORY = 1 << 29  # bytes of activations one chunk may keep alive (512 MiB)
 
-POSITION_AXES = ("pos", "dest", "query_pos", "src", "key_pos")
+POSITION_AXES = POSITION_DIMS + ("dest", "src")  # TransformerLens calls query/key positions dest/src
 
 
 def activation_patch(
@@ -96,7 +98,7 @@ def activation_patch(
     clean = _one_example(clean_tokens, cfg, "clean_tokens")
     corrupted = _one_example(corrupted_tokens, cfg, "corrupted_tokens")
     if clean.shape != corrupted.shape:
-        raise PatchingError(
+        raise PromptPairError(
             f"clean_tokens has {clean.shape[0]} positions but corrupted_tokens has {corrupted.shape[0]}: "
             "activation patching needs prompts of the same length (pad or choose same-length prompts)"
         )
@@ -218,7 +220,7 @@ def _labels(grid: PatchGrid, clean, tokenizer, str_tokens) -> dict:
         strings = [str(s) for s in str_tokens]
     elif tokenizer is not None:
         ids = [int(i) for i in np.asarray(clean)]
-        if hasattr(tokenizer, "to_str_tokens"):
+        if isinstance(tokenizer, Tokenizer):
             strings = list(tokenizer.to_str_tokens(ids))
         else:
             strings = [tokenizer.decode([i]) for i in ids]

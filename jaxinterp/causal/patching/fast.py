@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ...model.hooks import Plan
 from ...model.rotary import rotary_tables
 from ...core.sites import layer_site_dims
 from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
 from .locations import PatchGrid
-from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedHooks, keys_values, take
-from ...model.readout import IDENTITY, Readout, evaluate_metric, final_logits, split_metric
+from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedPatches, keys_values, take
+from ...core.readout import Readout, evaluate_metric, split_metric
 from ...engine.sweep import map_chunks
 
 
@@ -169,16 +168,11 @@ def _cached_runs(model, base_tokens, source_tokens, metric_arrays, *, site, metr
     metric = eqx.combine(metric_arrays, metric)
     cfg = model.cfg
     key_site = "attn.rot_k" if cfg.positional == "rotary" else "attn.k"
-    names = frozenset({"resid_pre", key_site, "attn.v", site})
-    plan = Plan(cfg, ())
-
-    def run(tokens):
-        return model.run_blocks(model.embed_tokens(tokens, IDENTITY), plan, names)
-
-    final, cache = jax.vmap(run)(jnp.stack([base_tokens, source_tokens]))
-    logits = final_logits(model, final[0][jnp.asarray(readout.positions)], readout)
-    return dict(resid=cache["resid_pre"][0], k=cache[key_site][0], v=cache["attn.v"][0], final=final[0],
-                site=cache[site], metric=evaluate_metric(metric, logits, readout))
+    # The last layer's resid_post is the final residual stream.
+    names = frozenset({"resid_pre", "resid_post", key_site, "attn.v", site})
+    logits, cache = jax.vmap(lambda t: model.run(t, cache=names, readout=readout))(jnp.stack([base_tokens, source_tokens]))
+    return dict(resid=cache["resid_pre"][0], k=cache[key_site][0], v=cache["attn.v"][0], final=cache["resid_post"][0, -1],
+                site=cache[site], metric=evaluate_metric(metric, logits[0], readout))
 
 
 def block_sweep(
@@ -236,9 +230,9 @@ def block_sweep(
         if index.size <= resid_all.shape[0]:
             resid = take(resid_all, index)
         else:  # every position read: unembed each packed token once, then gather
-            logits = take(final_logits(model, resid_all, readout), index)
+            logits = take(model.to_logits(resid_all, readout.columns), index)
             return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
-    logits = final_logits(model, resid, readout)
+    logits = model.to_logits(resid, readout.columns)
     return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
 
 
@@ -277,7 +271,7 @@ class _BlockLayer:
         kv_index = _slot_index(rows["row_start"], rows["row_offset"], self.all_pos)  # [row, pos]
         # Query slots before a row's start are computed but never read: any own token.
         query_index = jnp.clip(kv_index - self.shape.n_pos, 0, x.shape[0] - 1)
-        hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos)
+        hooks = PackedPatches(self.site, self.dims, k, rows, tp, tr, src, self.all_pos)
         attn = PackedAttention(w, kv_index, self.all_pos, base_k, base_v, query_index=query_index, out_row=tr, out_slot=tp)
         return dataclasses.replace(block, attn=attn)(x, hooks, self.cfg, self._rot(tp))
 
@@ -294,7 +288,7 @@ class _BlockLayer:
         read_pos = jnp.asarray(self.readout.positions)
         n_read = read_pos.shape[0]
         tp, tr, rows = self.group(0, shape.blocks)
-        kv_hooks = PackedHooks(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
+        kv_hooks = PackedPatches(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
         xt = kv_hooks("resid_pre", x.reshape(-1, cfg.d_model))
         keys, values = keys_values(block.ln1(xt, kv_hooks, "ln1"), w, kv_hooks, cfg, self._rot(tp))
 
@@ -304,7 +298,7 @@ class _BlockLayer:
         x_read = take(jnp.concatenate([base_resid, xt]), _slot_index(start, offset, read_pos).reshape(-1))
         slot_pos = jnp.tile(read_pos, shape.reads)
         slot_row = jnp.repeat(jnp.arange(shape.reads), n_read)
-        read_hooks = PackedHooks(self.site, self.dims, k, read_rows, slot_pos, slot_row, src, read_pos)
+        read_hooks = PackedPatches(self.site, self.dims, k, read_rows, slot_pos, slot_row, src, read_pos)
         kv_index = _slot_index(start, offset, self.all_pos)
         attn = PackedAttention(w, kv_index, read_pos, base_k, base_v, k=keys, v=values)
         out = dataclasses.replace(block, attn=attn)(x_read, read_hooks, cfg, self._rot(slot_pos))

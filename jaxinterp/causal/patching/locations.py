@@ -15,38 +15,17 @@ from typing import Optional
 import numpy as np
 
 from ...core.config import ModelConfig
-from ...core.sites import dim_sizes, layer_site_dims, parse_site, top_level_site_dims
+from ...core.sites import AXES, DIM_FIELD, LOCATION_FIELDS, PATTERN_SITES, dim_sizes, layer_site_dims, parse_site, top_level_site_dims
 from ...core.errors import PatchingError
 
 # Sweep axis name -> intervention location field. TransformerLens calls the query and
 # key positions of an attention pattern "dest" and "src".
-AXIS_FIELD = {
-    "layer": "layer",
-    "pos": "pos",
-    "dest": "pos",
-    "query_pos": "pos",
-    "src": "key_pos",
-    "key_pos": "key_pos",
-    "head": "head",
-    "kv_head": "head",
-    "neuron": "neuron",
-    "expert": "expert",
-}
+AXIS_FIELD = {**DIM_FIELD, "dest": "pos", "src": "key_pos"}
 
-# Location field -> the site dimensions it selects along (as in `jaxinterp.model.interventions`).
-FIELD_DIMS = {
-    "pos": ("pos", "query_pos"),
-    "key_pos": ("key_pos",),
-    "head": ("head", "kv_head"),
-    "neuron": ("neuron",),
-    "expert": ("expert",),
-}
+# Location field -> the site dimensions it selects along (`jaxinterp.core.sites.AXES`).
+FIELD_DIMS = {field: dims for field, dims in AXES.items() if field != "layer"}
 
-FIELDS = ("layer", "pos", "key_pos", "head", "neuron", "expert")
-
-# Sites whose activation has no per-position first axis but ``[head, query_pos,
-# key_pos]``; the fast engine handles them in its padded ``[row, ...]`` view.
-PATTERN_SITES = ("attn.attn_scores", "attn.pattern")
+FIELDS = LOCATION_FIELDS
 
 
 

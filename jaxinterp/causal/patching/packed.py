@@ -7,7 +7,7 @@ MLP: nearly all the FLOPs) runs on that matrix unchanged, with the model's own
 modules. Only attention needs rows: `PackedAttention` gathers each row's keys and
 values into a padded ``[row, key_pos, ...]`` view, taking positions before the row's
 start from the base run's cached keys and values, and scatters the heads' outputs back
-to packed tokens. `PackedHooks` applies each row's patch at the swept site, reading
+to packed tokens. `PackedPatches` applies each row's patch at the swept site, reading
 the value patched in from the source run's cached activation.
 """
 
@@ -21,12 +21,11 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ...core.config import ModelConfig
-from ...model.attention import Attention
+from ...model.attention import AbstractAttention, Attention, attend, attention_output
+from ...model.hooks import SiteHooks
 from ...model.rotary import apply_rotary
-from .locations import PATTERN_SITES
+from ...core.sites import DIM_FIELD, PATTERN_SITES
 
-# Which location field selects along each site dimension (after the leading position).
-DIM_FIELD = {"head": "head", "kv_head": "head", "neuron": "neuron", "expert": "expert"}
 
 # Sites on the path from a block's input to its attention keys and values: at the
 # last layer (metric-aware shortcut) they are patched on every token, the rest only on
@@ -34,7 +33,7 @@ DIM_FIELD = {"head": "head", "kv_head": "head", "neuron": "neuron", "expert": "e
 KV_PATH_SITES = frozenset({"resid_pre", "ln1.scale", "ln1.normalized", "attn.k", "attn.v", "attn.rot_k"})
 
 
-class PackedHooks:
+class PackedPatches(SiteHooks):
     """The hook callback of one block at one layer: patches the rows whose patch
     applies at ``layer`` (traced).
 
@@ -137,7 +136,7 @@ class AttentionWeights(eqx.Module):
         return out if self.b_qkv is None else out + self.b_qkv[cols]
 
 
-class PackedAttention(eqx.Module):
+class PackedAttention(AbstractAttention):
     """Causal attention for one block's packed tokens (drop-in for `Attention` inside a
     `Block`).
 
@@ -187,28 +186,15 @@ class PackedAttention(eqx.Module):
         else:
             queries = _gather_rows(q, self.query_index)
 
-        scores = jnp.einsum("krqgd,krsd->krqgs", queries, keys) * jnp.asarray(cfg.scale, q.dtype)
-        if cfg.attn_logit_softcap is not None:
-            scores = jnp.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap
         offset = self.query_pos[:, None] - jnp.arange(keys.shape[2])[None, :]
         allowed = ((offset >= 0) & (offset < window))[:, None, :]  # [query, 1, key]
-        scores = _row_major_hook(hooks, "attn.attn_scores", jnp.where(allowed, scores, jnp.finfo(scores.dtype).min))
-        pattern = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
-        pattern = _row_major_hook(hooks, "attn.pattern", pattern)
-        z = jnp.einsum("krqgs,krsd->krqgd", pattern, values)
+        z = attend(queries, keys, values, allowed, cfg, hooks, _row_major_hook)  # [kv, row, query, group, d]
         if self.out_row is None:
             z = z.reshape((n_kv, -1) + z.shape[3:])  # [kv, token, group, d]
         else:
             z = z.at[:, self.out_row, self.out_slot].get(mode="promise_in_bounds", wrap_negative_indices=False)
-        z = hooks("attn.z", jnp.moveaxis(z, 0, 1).reshape(z.shape[1], cfg.n_heads, d_head))
-        if hooks.wants("attn.result"):
-            w_o = w.w_o.reshape(cfg.n_heads, cfg.d_head, -1)
-            out = hooks("attn.result", jnp.einsum("thd,hdm->thm", z, w_o)).sum(axis=1)
-        else:
-            out = z.reshape(z.shape[0], -1) @ w.w_o
-        if w.b_o is not None:
-            out = out + w.b_o
-        return out
+        z = jnp.moveaxis(z, 0, 1).reshape(z.shape[1], cfg.n_heads, d_head)
+        return attention_output(z, w.w_o.reshape(cfg.n_heads, cfg.d_head, -1), w.b_o, hooks)
 
 
 def _gather_rows(x: Float[Array, "token kv_head ..."], index: Int[Array, "row slot"]) -> Float[Array, "kv_head row slot ..."]:

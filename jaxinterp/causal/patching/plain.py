@@ -16,9 +16,8 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ...model.interventions import Patch
-from ...model.hooks import Hooks, Plan
 from .locations import PatchGrid
-from ...model.readout import Readout, evaluate_metric, final_logits, split_metric
+from ...core.readout import Readout, evaluate_metric, split_metric
 from ...engine.sweep import sweep
 
 
@@ -34,12 +33,8 @@ class PatchedMetric(eqx.Module):
     readout: Readout = eqx.field(static=True)
 
     def __call__(self, loc: dict, model, source: Array, tokens: Int[Array, " pos"]) -> Float[Array, ""]:
-        cfg = model.cfg
-        plan = Plan(cfg, [Patch(self.site, source, **loc)])
-        resid = model.embed_tokens(tokens, Hooks(cfg, plan, frozenset(), None))
-        resid, _ = model.run_blocks(resid, plan)
         # Logits only at the read positions: the rest of the unembedding is dead work.
-        logits = final_logits(model, resid[np.asarray(self.readout.positions)], self.readout)
+        logits, _ = model.run(tokens, [Patch(self.site, source, **loc)], readout=self.readout)
         return evaluate_metric(self.metric, logits, self.readout)
 
 

@@ -1,4 +1,4 @@
-"""`Readout`: which logits a metric reads, and evaluating it from only those.
+"""`Readout`: which logits a run computes, which a metric reads, and evaluating it from only those.
 
 A metric is ``metric(logits[pos, d_vocab]) -> scalar``. Metrics built by
 `jaxinterp.core.metrics` declare what they read as ``metric.reads = (pos, token_ids)``.
@@ -21,66 +21,61 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .errors import MetricError
+from .metrics import as_metric
+
 
 @dataclasses.dataclass(frozen=True)
 class Readout:
-    """Static description of the logits a sweep computes for the metric.
+    """Static description of the logits a run computes (hashable: a jit static argument).
 
-    ``positions``: the read positions (non-negative, sorted), all of them when the
-    metric declares nothing. ``columns``: vocabulary ids computed (None: all).
-    ``n_pos`` / ``d_vocab``: sizes of the array the metric expects.
+    ``positions``: the positions whose logits are computed (non-negative, sorted; None:
+    all). ``columns``: vocabulary ids computed (None: all). ``n_pos`` / ``d_vocab``: sizes
+    of the ``[pos, d_vocab]`` array a metric expects (None where nothing is restricted).
+    `Transformer.run` returns logits ``[len(positions) or pos, len(columns) or d_vocab]``.
     """
 
-    positions: tuple
-    columns: Optional[tuple]
-    n_pos: int
-    d_vocab: int
+    positions: Optional[tuple] = None
+    columns: Optional[tuple] = None
+    n_pos: Optional[int] = None
+    d_vocab: Optional[int] = None
+
+    @staticmethod
+    def at(positions, n_pos: int, columns=None, d_vocab: Optional[int] = None) -> "Readout":
+        """Logits at ``positions`` (ints; negative counts from the end) of ``n_pos`` tokens,
+        optionally only at vocabulary ``columns``."""
+        pos = tuple(sorted({int(p) % n_pos for p in np.atleast_1d(np.asarray(positions)).tolist()}))
+        cols = None if columns is None else tuple(int(c) for c in np.atleast_1d(np.asarray(columns)).tolist())
+        return Readout(pos, cols, n_pos, d_vocab)
 
     @property
     def restricted(self) -> bool:
-        return len(self.positions) < self.n_pos or self.columns is not None
+        rows = self.positions is not None and len(self.positions) < self.n_pos
+        return rows or self.columns is not None
+
+
+ALL = Readout()
+"""Every position, every column: the full ``[pos, d_vocab]`` logits."""
 
 
 def readout_for(metric: Callable, n_pos: int, d_vocab: int, columns: bool = False, has_unembed: bool = True) -> Readout:
     """The readout of ``metric`` for ``n_pos`` tokens; ``columns=True`` also restricts
     the vocabulary to the declared token ids (when the metric declares them)."""
-    reads = getattr(metric, "reads", None)
+    reads = as_metric(metric).reads
     positions = tuple(range(n_pos))
     cols = None
     if reads is not None:
         pos, ids = reads
         pos = np.atleast_1d(np.asarray(pos)).astype(int)
         if np.any((pos < -n_pos) | (pos >= n_pos)):
-            raise ValueError(f"metric.reads names position(s) {pos.tolist()} outside a sequence of {n_pos} tokens")
+            raise MetricError(f"metric.reads names position(s) {pos.tolist()} outside a sequence of {n_pos} tokens")
         positions = tuple(sorted({int(p) % n_pos for p in pos}))
         if columns and has_unembed and ids is not None:
             ids = np.atleast_1d(np.asarray(ids)).astype(int)
             if np.any((ids < 0) | (ids >= d_vocab)):
-                raise ValueError(f"metric.reads names token id(s) {ids.tolist()} outside the vocabulary (0..{d_vocab - 1})")
+                raise MetricError(f"metric.reads names token id(s) {ids.tolist()} outside the vocabulary (0..{d_vocab - 1})")
             cols = tuple(int(i) for i in dict.fromkeys(ids.tolist()))
     return Readout(positions, cols, n_pos, d_vocab)
-
-
-def final_logits(model, resid: Float[Array, "... d_model"], readout: Readout) -> Float[Array, "... cols"]:
-    """Final norm and unembedding of residual rows, at ``readout.columns`` only if set.
-
-    Per position, so it applies to any stack of rows (packed tokens, read slots).
-    """
-    if readout.columns is None:
-        flat = resid.reshape(-1, resid.shape[-1])
-        return model.unembed_resid(flat, _Identity()).reshape(resid.shape[:-1] + (-1,))
-    x = resid
-    if model.ln_final is not None:
-        flat = x.reshape(-1, x.shape[-1])
-        x = model.ln_final(flat, _Identity(), "ln_final").reshape(x.shape)
-    cols = jnp.asarray(readout.columns)
-    logits = x @ model.unembed.W_U[:, cols]
-    if model.unembed.b_U is not None:
-        logits = logits + model.unembed.b_U[cols]
-    if model.cfg.final_logit_softcap is not None:
-        cap = model.cfg.final_logit_softcap
-        logits = jnp.tanh(logits / cap) * cap
-    return logits
 
 
 def evaluate_metric(metric: Callable, logits: Float[Array, "read cols"], readout: Readout) -> Float[Array, ""]:
@@ -130,17 +125,4 @@ class _WholeMetric:
 
     @property
     def reads(self):
-        return getattr(self.metric, "reads", None)
-
-
-class _Identity:
-    """Hooks that do nothing (for the final norm and embeddings run by the engines)."""
-
-    def __call__(self, name, x):
-        return x
-
-    def wants(self, name):
-        return False
-
-
-IDENTITY = _Identity()
+        return as_metric(self.metric).reads
