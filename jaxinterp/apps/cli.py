@@ -25,6 +25,7 @@ import numpy as np
 
 from ..core.config import ModelConfig
 from ..core.errors import CheckpointError
+from ..loading import bundled, resolve
 from ..core.sites import SITES, SiteRow, site_rows
 
 
@@ -40,41 +41,28 @@ class CLIError(Exception):
 
 # ----------------------------------------------------------------------------- models
 
-SMOLLM2_ALIASES = ("smollm2", "smollm2-135m")
-
-
 def smollm2_path() -> str:
     """`jaxinterp.loading.bundled.smollm2_path`, failing as a `CLIError` (one line, exit 1)."""
-    from ..loading.bundled import smollm2_path as find
-
     try:
-        return find()
+        return bundled.smollm2_path()
     except CheckpointError as e:
         raise CLIError(str(e)) from None
 
 
 def resolve_model_path(model: str) -> str:
-    """``smollm2`` -> the bundled GGUF; anything else is returned unchanged."""
-    return smollm2_path() if model.lower() in SMOLLM2_ALIASES else model
+    """`jaxinterp.loading.resolve.resolve_model_path`, failing as a `CLIError`."""
+    try:
+        return resolve.resolve_model_path(model)
+    except CheckpointError as e:
+        raise CLIError(str(e)) from None
 
 
 def load_model_and_tokenizer(model: str, need_tokenizer: bool = True):
-    """``(Transformer, tokenizer or None)`` for a CLI ``MODEL`` argument."""
-    from ..loading import load
-
+    """`jaxinterp.loading.resolve.load_model_and_tokenizer`; a missing model is a `CLIError`."""
     path = resolve_model_path(model)
     if not os.path.exists(path) and (path.startswith((".", "/")) or path.endswith(".gguf")):
         raise CLIError(f"no such model file or directory: {path}")
-    m = load(path)
-    tok = load_tokenizer_for(path) if need_tokenizer else None
-    return m, tok
-
-
-def load_tokenizer_for(path: str):
-    """The tokenizer stored with a model (``tokenizer.json`` or GGUF metadata)."""
-    from ..loading.tokenizer import load_tokenizer
-
-    return load_tokenizer(path)
+    return resolve.load_model_and_tokenizer(path, need_tokenizer)
 
 
 # ------------------------------------------------------------------------------ sites
@@ -189,7 +177,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_patch(args) -> int:
-    from .demo import patching_sweep
+    from ..causal.patching import patching_sweep
     from ..core.metrics import logit_diff
     from ..core.sites import parse_site
     from ..viz import patching_heatmap

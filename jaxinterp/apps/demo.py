@@ -43,52 +43,11 @@ from ..core.sites import layer_site_dims, top_level_site_dims
 from ..steering import steering_vector
 
 __all__ = [
-    "run_demo", "DemoResult", "patching_sweep", "sweep_axes", "top_token_table",
+    "run_demo", "DemoResult", "top_token_table",
     "steering_experiment", "SteeringResult", "ioi_pair", "IOIPair", "shared_labels", "Progress",
 ]
 
 # -------------------------------------------------------------------------- patching
-
-
-def sweep_axes(cfg, site: str) -> tuple[str, ...]:
-    """The axes a patching sweep of a per-layer ``site`` covers by default: ``(layer,
-    head)`` (each head at every position) for per-head sites, else ``(layer, pos)``."""
-    if site in top_level_site_dims(cfg):
-        raise ValueError(f"{site!r} is not a per-layer site; sweep a per-layer one such as 'resid_pre' or 'attn.z'")
-    dims = layer_site_dims(cfg)[site]
-    if "head" in dims or "kv_head" in dims:
-        return ("layer", "head" if "head" in dims else "kv_head")
-    return ("layer", "pos")
-
-
-def patching_sweep(
-    model: Transformer,
-    clean: Int[np.ndarray, " pos"],
-    corrupt: Int[np.ndarray, " pos"],
-    site: str,
-    metric: Callable,
-    labels: Optional[Sequence[str]] = None,
-    method: str = "auto",
-) -> LabelledArray:
-    """`jaxinterp.causal.patching.activation_patch` over `sweep_axes`, normalised so that 0 is
-    the corrupted run's metric and 1 the clean run's (TransformerLens's convention).
-
-    Patches whose clean and corrupted activations agree (a shared prompt prefix) are
-    skipped: their value is the unpatched run's (``shortcuts=True``). ``method``: the
-    patching engine (``"auto"``, ``"fast"`` or ``"plain"``).
-    """
-    from ..causal.patching import activation_patch
-
-    clean, corrupt = jnp.asarray(clean), jnp.asarray(corrupt)
-    clean_value, corrupt_value = float(metric(model(clean))), float(metric(model(corrupt)))
-    if clean_value == corrupt_value:
-        raise ValueError("the clean and corrupted runs score the same under this metric: nothing to patch")
-    raw = activation_patch(
-        model, clean, corrupt, metric, site, sweep_axes(model.cfg, site), shortcuts=True, method=method,
-        str_tokens=None if labels is None else list(labels),
-    )
-    values = (np.asarray(raw) - corrupt_value) / (clean_value - corrupt_value)
-    return LabelledArray(values, raw.dims, raw.labels, name=f"patching {site}")
 
 
 # ----------------------------------------------------------------------------- lens
@@ -153,7 +112,8 @@ class Progress:
     """Numbered step lines with wall times: ``[3/9] residual patching ... done in 12.3 s``."""
 
     def __init__(self, n_steps: int, echo: Callable[[str], None] = print):
-        self.n, self.i, self.echo, self.times = n_steps, 0, echo, {}
+        self.n, self.i, self.echo = n_steps, 0, echo
+        self.times: dict[str, float] = {}
         self.start = time.perf_counter()
 
     @contextlib.contextmanager
@@ -198,7 +158,8 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     """
     from .. import viz
     from ..causal.attribution import attribution_patch
-    from .cli import load_model_and_tokenizer, resolve_model_path
+    from ..causal.patching import patching_sweep
+    from ..loading.resolve import load_model_and_tokenizer, resolve_model_path
     from ..analysis.lens import logit_lens
     from ..analysis.detectors import duplicate_token_scores, induction_scores, previous_token_scores, repeated_random_tokens
     from .report import Report

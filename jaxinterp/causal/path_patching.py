@@ -281,7 +281,7 @@ def path_patch_sweep(
         if not cfg.has_mlp:
             raise PathPatchingError("senders='mlps': this model has no MLPs")
         locs = {"layer": jnp.arange(cfg.n_layers)}
-        shape, dims = (cfg.n_layers,), ("layer",)
+        shape, dims = (cfg.n_layers,), ("layer",)  # type: ignore[assignment]
     else:
         raise PathPatchingError(f"senders must be 'heads' or 'mlps', got {senders!r}")
     cell = _SweepCell(recv, senders, freeze_mlps, metric)

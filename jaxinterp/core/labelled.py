@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .labels import token_labels
+
 
 class LabelledArray:
     """A numpy array with axis names (``dims``) and optional labels per axis."""
@@ -57,6 +59,15 @@ class LabelledArray:
             return [str(x) for x in self.labels[dim]]
         return [str(i) for i in range(self.values.shape[self.dims.index(dim)])]
 
+    def with_token_labels(self, tokens: Sequence[str], axes: Sequence[str] = ("pos", "query_pos", "key_pos")) -> "LabelledArray":
+        """A copy whose position axes (those of ``axes`` it has) are labelled with the
+        prompt's tokens (``"3: Mary"``: the index keeps repeats apart)."""
+        labels = dict(self.labels)
+        for dim in self.dims:
+            if dim in axes:
+                labels[dim] = token_labels(tokens)
+        return LabelledArray(self.values, self.dims, labels, self.name)
+
     def argmax(self) -> dict[str, int]:
         """The location of the largest value, as ``{axis name: index}``."""
         idx = np.unravel_index(int(np.argmax(self.values)), self.values.shape)
@@ -64,33 +75,8 @@ class LabelledArray:
 
     def plot(self, ax=None, title: Optional[str] = None, cmap: str = "RdBu", path: Optional[str] = None):
         """A heatmap (2-D) or bar chart (1-D) with labelled axes; diverging colours
-        centred on zero. Saves to ``path`` if given. Returns the matplotlib Axes."""
-        import matplotlib
+        centred on zero. Saves to ``path`` if given. Returns the matplotlib Axes
+        (`jaxinterp.viz.labelled_plot.plot_labelled`)."""
+        from ..viz.labelled_plot import plot_labelled  # plots live in viz; loaded on use (matplotlib)
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        vals = self.values
-        if vals.ndim > 2:
-            raise ValueError(f"plot() draws 1-D or 2-D arrays; this one has axes {self.dims}: index it first")
-        if ax is None:
-            w = 2.5 + 0.45 * (vals.shape[-1] if vals.ndim == 2 else 1)
-            h = 2 + 0.28 * (vals.shape[0] if vals.ndim == 2 else 6)
-            _, ax = plt.subplots(figsize=(min(w, 18), min(h, 14)))
-        if vals.ndim == 1:
-            ax.bar(range(len(vals)), vals)
-            ax.set_xticks(range(len(vals)), self.axis_labels(self.dims[0]), rotation=90)
-            ax.set_xlabel(self.dims[0])
-        else:
-            lim = float(np.nanmax(np.abs(vals))) or 1.0
-            im = ax.imshow(vals, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
-            ax.figure.colorbar(im, ax=ax)
-            ax.set_yticks(range(vals.shape[0]), self.axis_labels(self.dims[0]))
-            ax.set_xticks(range(vals.shape[1]), self.axis_labels(self.dims[1]), rotation=90)
-            ax.set_ylabel(self.dims[0])
-            ax.set_xlabel(self.dims[1])
-        ax.set_title(title or self.name)
-        if path:
-            ax.figure.tight_layout()
-            ax.figure.savefig(path, dpi=120)
-        return ax
+        return plot_labelled(self, ax=ax, title=title, cmap=cmap, path=path)

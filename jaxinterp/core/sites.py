@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 from .config import ModelConfig
 from .errors import SiteError
@@ -149,7 +149,7 @@ def site_meaning(name: str) -> str:
     return SITE_SPECS[name].meaning
 
 
-def dim_sizes(cfg: ModelConfig, n_pos: int) -> dict[str, int]:
+def dim_sizes(cfg: ModelConfig, n_pos: int) -> dict[str, Any]:
     """The size of every dimension name (``"d_model"``, ``"kv_head"``, ...) for ``n_pos`` tokens."""
     return {
         "pos": n_pos,
@@ -180,7 +180,7 @@ def full_names(cfg: ModelConfig) -> list[str]:
     return names
 
 
-def to_full_name(short: str, layer: Optional[int] = None) -> str:
+def to_full_name(short: str, layer: Union[int, str, None] = None) -> str:
     """``("attn.z", 3) -> "blocks.3.attn.hook_z"``; ``"embed" -> "hook_embed"``."""
     parts = short.split(".")
     parts[-1] = "hook_" + parts[-1]

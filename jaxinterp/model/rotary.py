@@ -14,6 +14,7 @@ from ..core.config import ModelConfig
 def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
     """``[rotary_dim // 2]`` float32 inverse frequencies, after any rope scaling."""
     dim = cfg.rotary_dim
+    assert dim is not None  # resolved by ModelConfig
     inv_freq = 1.0 / (cfg.rotary_base ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
     inv_freq = inv_freq.astype(np.float32)
     scaling = cfg.rope_scaling_dict

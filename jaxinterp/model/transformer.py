@@ -327,7 +327,7 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
         b_V=zeros(L, K, D) if cfg.qkv_bias else None,
         b_O=zeros(L, M) if cfg.o_bias else None,
     )
-    mlp = None
+    mlp: Optional[Union[MLP, MoE]] = None
     if cfg.is_moe:
         E = cfg.n_experts
         mlp = MoE(W_router=normal(L, M, E), W_in=normal(L, E, M, F), W_gate=normal(L, E, M, F), W_out=normal(L, E, F, M))

@@ -40,7 +40,7 @@ def patching_heatmap(
         fig = new_figure(3.0 + 0.42 * cols, 1.8 + 0.22 * rows)
         ax = fig.subplots()
     else:
-        fig = ax.figure
+        fig = ax.figure  # type: ignore[assignment]
     result.plot(ax=ax, title=title or result.name or None, cmap=cmap)
     if vals.ndim == 2:
         if annotate is None:

@@ -46,7 +46,7 @@ def tms_geometry(
         fig = new_figure(4.6, 4.2)
         ax = fig.subplots()
     else:
-        fig = ax.figure
+        fig = ax.figure  # type: ignore[assignment]
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]

@@ -23,7 +23,7 @@ class Component(NamedTuple):
 
     kind: str
     layer: Optional[int] = None
-    index: Optional[int] = None
+    index: Optional[int] = None  # type: ignore[assignment]  # shadows tuple.index, as NamedTuple fields may
     input: Optional[str] = None
 
     @property
@@ -72,7 +72,7 @@ def parse_component(name: str, cfg=None) -> Component:
         if not 0 <= comp.layer < cfg.n_layers:
             raise ValueError(f"node {name!r}: layer {comp.layer} out of range 0..{cfg.n_layers - 1}")
         n = cfg.n_heads if comp.kind == "head" else cfg.n_kv_heads
-        if comp.kind in ("head", "kv_head") and not 0 <= comp.index < n:
+        if comp.kind in ("head", "kv_head") and comp.index is not None and not 0 <= comp.index < n:
             raise ValueError(f"node {name!r}: {comp.kind} {comp.index} out of range 0..{n - 1}")
         if comp.kind == "mlp" and not cfg.has_mlp:
             raise ValueError(f"node {name!r}: this model has no MLPs (attn_only)")

@@ -11,8 +11,10 @@ runs).
 """
 
 from .activation import activation_patch
+from .engines import Fast, PatchingEngine, Plain
+from .normalized import patching_sweep, sweep_axes
 from .locations import PatchGrid, PatchingError, patch_grid
 from ...core.readout import Readout, readout_for
 from ...engine.sweep import map_chunks, sweep
 
-__all__ = ["activation_patch", "sweep", "map_chunks", "PatchingError", "PatchGrid", "patch_grid", "Readout", "readout_for"]
+__all__ = ["activation_patch", "Fast", "Plain", "PatchingEngine", "patching_sweep", "sweep_axes", "sweep", "map_chunks", "PatchingError", "PatchGrid", "patch_grid", "Readout", "readout_for"]

@@ -19,12 +19,11 @@ from ...core.labelled import LabelledArray
 from ...model.transformer import check_tokens
 from ...core.sites import POSITION_DIMS, layer_site_dims
 from ...loading.tokenizer import Tokenizer
-from .fast import cached_runs, fast_bytes, fast_supported, fast_sweep
+from .engines import engine_for
+from .fast import CachedRuns, cached_runs
 from .locations import FIELD_DIMS, PatchGrid, PatchingError, patch_grid
-from .plain import plain_bytes_per_patch, plain_sweep
+from ...core.metrics import as_metric
 from ...core.readout import readout_for
-
-DEFAULT_MEMORY = 1 << 29  # bytes of activations one chunk may keep alive (512 MiB)
 
 POSITION_AXES = POSITION_DIMS + ("dest", "src")  # TransformerLens calls query/key positions dest/src
 
@@ -44,7 +43,8 @@ def activation_patch(
     neuron: Optional[int] = None,
     key_pos: Optional[int] = None,
     expert: Optional[int] = None,
-    method: str = "auto",
+    engine="auto",
+    method: Optional[str] = None,
     shortcuts: bool = False,
     batch_size: Optional[int] = None,
     progress: bool = False,
@@ -72,9 +72,12 @@ def activation_patch(
 
     ``direction``: ``"denoising"`` (clean into corrupted; TransformerLens's convention)
     or ``"noising"`` (corrupted into clean).
-    ``method``: ``"fast"`` (prefix and position-suffix reuse, packed tokens; needs
-    causal attention), ``"plain"`` (one vmapped full forward per patch; any model), or
-    ``"auto"`` (fast where it applies). Both give the same numbers.
+    ``engine``: a `PatchingEngine` (`Fast(...)`, `Plain(...)`, which own the batch size,
+    shortcuts, mesh and compile options), or ``"fast"`` (prefix and position-suffix reuse,
+    packed tokens; needs causal attention), ``"plain"`` (one vmapped full forward per
+    patch; any model), ``"auto"`` (fast where it applies). Both give the same numbers.
+    ``method``: the older name of ``engine`` (strings only). The keywords below build
+    the engine when ``engine`` is a string (kept for code written before engine objects).
     ``shortcuts``: opt-in, metric- and data-aware savings: logits only for the token ids
     in ``metric.reads``, the last layer only at the read positions, and patches skipped
     where the clean and corrupted activations agree exactly (their value is the
@@ -104,45 +107,37 @@ def activation_patch(
         )
     if direction not in ("denoising", "noising"):
         raise PatchingError(f"direction must be 'denoising' (clean into corrupted) or 'noising', got {direction!r}")
-    if method not in ("auto", "fast", "plain"):
-        raise PatchingError(f"method must be 'auto', 'fast' or 'plain', got {method!r}")
     if not callable(metric):
         raise PatchingError(f"metric must be a function of one example's logits [pos, d_vocab], got {type(metric).__name__}")
+    if method is not None:  # the older name of `engine`
+        if engine != "auto":
+            raise PatchingError("give engine= or its older name method=, not both")
+        if method not in ("auto", "fast", "plain"):
+            raise PatchingError(f"method must be 'auto', 'fast' or 'plain', got {method!r}")
+        engine = method
+    engine = engine_for(engine, cfg, batch_size=batch_size, shortcuts=shortcuts, progress=progress,
+                        quick_compile=quick_compile, mesh=mesh)
+    metric = as_metric(metric)  # the one place a user's metric becomes a `Metric`
     n_pos = clean.shape[0]
     fixed = dict(layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
     grid = patch_grid(cfg, n_pos, site, over, fixed)
     base, source = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
 
-    use_fast = method == "fast" or (method == "auto" and fast_supported(cfg))
-    if use_fast and not fast_supported(cfg):
-        raise PatchingError(
-            "method='fast' needs causal attention (a patch at position p must not change earlier positions); "
-            "this model is bidirectional: use method='plain' or 'auto'"
-        )
     d_out = cfg.d_vocab if model.unembed is not None else cfg.d_model
-    readout = readout_for(metric, n_pos, d_out, columns=shortcuts, has_unembed=model.unembed is not None)
+    readout = readout_for(metric, n_pos, d_out, columns=engine.shortcuts, has_unembed=model.unembed is not None)
 
     runs = None
-    if use_fast or shortcuts:
+    if engine.needs_cached_runs or engine.shortcuts:
         runs = cached_runs(model, base, source, grid.site, metric, readout)
-    keep = None
-    if shortcuts:
-        keep = _changing_patches(model.cfg, grid, runs)
+    keep = _changing_patches(model.cfg, grid, runs) if engine.shortcuts else None
 
     if keep is not None and not keep.any():
         values = np.full(grid.n_patches, np.nan)
-    elif use_fast:
-        n_chunks = _fast_chunks(cfg, grid, n_pos, batch_size, keep, readout)
-        values = fast_sweep(
-            model, runs, grid, metric, readout, n_chunks=n_chunks,
-            last_layer_subset=shortcuts, progress=progress, keep=keep, quick_compile=quick_compile, mesh=mesh,
-        )
     else:
-        source_site = None if runs is None else runs["site"][1]
-        values = _plain(model, base, source, grid, metric, readout, batch_size, progress, keep, mesh, source_site)
+        values = engine.run(model, base, source, grid, metric, readout, runs, keep)
 
     if keep is not None:
-        values = np.where(keep, values, float(runs["metric"]))
+        values = np.where(keep, values, float(runs.metric))
     if readout.restricted and np.isnan(values).any():
         raise PatchingError(
             f"the metric returned NaN: it reads logits outside what metric.reads declares "
@@ -150,9 +145,10 @@ def activation_patch(
             + (f", token ids {list(readout.columns)})" if readout.columns is not None else ")")
             + "; fix metric.reads or drop it to compute every logit"
         )
-    labels = _labels(grid, clean, tokenizer, str_tokens)
     name = f"{grid.site} {direction} ({' x '.join(grid.dims)})"
-    return LabelledArray(values.reshape(grid.shape), grid.dims, labels, name)
+    result = LabelledArray(values.reshape(grid.shape), grid.dims, None, name)
+    strings = _token_strings(clean, tokenizer, str_tokens)
+    return result if strings is None else result.with_token_labels(strings, POSITION_AXES)
 
 
 def _one_example(tokens, cfg, what: str):
@@ -162,45 +158,10 @@ def _one_example(tokens, cfg, what: str):
     return tokens
 
 
-def _plain(model, base, source, grid: PatchGrid, metric, readout, batch_size, progress, keep, mesh=None, src=None):
-    if src is None:
-        _, cache = model.run_with_cache(source, names=[grid.site])
-        src = cache.stack(grid.site)
-    if keep is not None:
-        grid = _subset(grid, keep)
-    if batch_size is None:
-        batch_size = max(1, DEFAULT_MEMORY // plain_bytes_per_patch(model.cfg, base.shape[0], readout))
-    out = np.asarray(plain_sweep(model, base, src, grid, metric, readout, batch_size, progress, mesh))
-    if keep is None:
-        return out
-    full = np.full(keep.shape, np.nan, out.dtype)
-    full[keep] = out
-    return full
-
-
-def _subset(grid: PatchGrid, keep: np.ndarray) -> PatchGrid:
-    n = int(keep.sum())
-    return dataclasses.replace(grid, shape=(n,), fields={f: v[keep] for f, v in grid.fields.items()},
-                               start_pos=grid.start_pos[keep])
-
-
-def _fast_chunks(cfg, grid: PatchGrid, n_pos: int, batch_size: Optional[int], keep, readout) -> int:
-    n = grid.n_patches if keep is None else int(keep.sum())
-    if n == 0:
-        return 1
-    if batch_size is not None:
-        if batch_size < 1:
-            raise PatchingError(f"batch_size must be a positive number of patches, got {batch_size}")
-        return math.ceil(n / batch_size)
-    lengths = n_pos - (grid.start_pos if keep is None else grid.start_pos[keep])
-    n_read = len(readout.positions)
-    return max(1, math.ceil(fast_bytes(cfg, int(lengths.sum()), n, n_read) / DEFAULT_MEMORY))
-
-
-def _changing_patches(cfg, grid: PatchGrid, runs: dict) -> np.ndarray:
+def _changing_patches(cfg, grid: PatchGrid, runs: CachedRuns) -> np.ndarray:
     """Which patches can change anything: where the source and base activations at the
-    patched location differ (``runs["site"]``: both runs' activations, `cached_runs`)."""
-    base_site, source_site = np.asarray(runs["site"][0]), np.asarray(runs["site"][1])
+    patched location differ (``runs.site``: both runs' activations, `cached_runs`)."""
+    base_site, source_site = np.asarray(runs.site[0]), np.asarray(runs.site[1])
     differs = base_site != source_site  # [layer, *site dims]
     dims = ("layer",) + layer_site_dims(cfg)[grid.site]
     index = []
@@ -213,23 +174,16 @@ def _changing_patches(cfg, grid: PatchGrid, runs: dict) -> np.ndarray:
     return np.asarray(differs[tuple(ix for ix in index if ix is not None)], bool)
 
 
-def _labels(grid: PatchGrid, clean, tokenizer, str_tokens) -> dict:
-    labels = {}
-    strings = None
+def _token_strings(clean, tokenizer, str_tokens) -> Optional[list[str]]:
+    """The clean prompt's token strings from ``str_tokens`` or a tokenizer (ours, or any
+    with ``decode``), or None."""
     if str_tokens is not None:
-        strings = [str(s) for s in str_tokens]
-    elif tokenizer is not None:
+        strings = [str(t) for t in str_tokens]
+    elif tokenizer is None:
+        return None
+    else:
         ids = [int(i) for i in np.asarray(clean)]
-        if isinstance(tokenizer, Tokenizer):
-            strings = list(tokenizer.to_str_tokens(ids))
-        else:
-            strings = [tokenizer.decode([i]) for i in ids]
-    if strings is not None:
-        if len(strings) != clean.shape[0]:
-            raise PatchingError(f"{len(strings)} token strings for a prompt of {clean.shape[0]} tokens")
-        from ...viz.labels import token_labels  # not at import time: jaxinterp.viz loads matplotlib
-
-        for axis in grid.dims:
-            if axis in POSITION_AXES:
-                labels[axis] = token_labels(strings)
-    return labels
+        strings = list(tokenizer.to_str_tokens(ids)) if isinstance(tokenizer, Tokenizer) else [tokenizer.decode([i]) for i in ids]
+    if len(strings) != clean.shape[0]:
+        raise PatchingError(f"{len(strings)} token strings for a prompt of {clean.shape[0]} tokens")
+    return strings

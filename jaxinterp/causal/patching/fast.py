@@ -47,14 +47,14 @@ def fast_supported(cfg) -> bool:
 
 def fast_sweep(
     model,
-    runs: dict,
+    runs: CachedRuns,
     grid: PatchGrid,
     metric: Callable,
     readout: Readout,
     n_chunks: int = 1,
     last_layer_subset: bool = False,
     progress: bool = False,
-    keep: np.ndarray = None,
+    keep: Optional[np.ndarray] = None,
     quick_compile: Optional[bool] = None,
     max_block_tokens: int = MAX_BLOCK_TOKENS,
     mesh: Optional[jax.sharding.Mesh] = None,
@@ -64,7 +64,7 @@ def fast_sweep(
     `cached_runs`. ``mesh``: split the chunks over the devices of its first axis (the
     weights and caches replicated)."""
     n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
-    layout = fast_layout(model.cfg, runs["final"].shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
+    layout = fast_layout(model.cfg, runs.final.shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
     metric_arrays, metric_static = split_metric(metric, readout)
     static = dict(shape=layout.shape, site=grid.site, metric=metric_static, readout=readout,
@@ -147,18 +147,28 @@ def _run(args, static, flops: float, quick_compile: Optional[bool]):
     return fast_program(*args, **static)
 
 
-def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array, " pos"], site: str,
-                metric: Callable, readout: Readout) -> dict:
-    """One batched pass over the base and source prompts (no unembedding but for the
-    base run's read positions), caching what a fast sweep reads:
+class CachedRuns(eqx.Module):
+    """What a fast sweep reads from one batched pass over the base and source prompts.
 
-    - ``resid [layer, pos, d_model]``: the base run's residual entering every layer,
-    - ``k`` / ``v [layer, pos, kv_head, d_head]``: its keys (rotated, if rotary) and values,
-    - ``final [pos, d_model]``: its final residual,
-    - ``site [2, layer, ...]``: both runs' activations at ``site`` (base, source); the
-      source's are the values patched in,
-    - ``metric []``: the base run's metric (the value of a patch that changes nothing).
+    ``resid [layer, pos, d_model]``: the base run's residual entering every layer;
+    ``k`` / ``v [layer, pos, kv_head, d_head]``: its keys (rotated, if rotary) and values;
+    ``final [pos, d_model]``: its final residual; ``site [2, layer, ...]``: both runs'
+    activations at the swept site (base, source; the source's are the values patched
+    in); ``metric []``: the base run's metric (the value of a patch that changes nothing).
     """
+
+    resid: Float[Array, "layer pos d_model"]
+    k: Float[Array, "layer pos kv_head d_head"]
+    v: Float[Array, "layer pos kv_head d_head"]
+    final: Float[Array, "pos d_model"]
+    site: Array
+    metric: Float[Array, ""]
+
+
+def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array, " pos"], site: str,
+                metric: Callable, readout: Readout) -> CachedRuns:
+    """One batched pass over the base and source prompts (logits only at the read
+    positions), caching what a fast sweep reads (`CachedRuns`)."""
     metric_arrays, metric_static = split_metric(metric, readout)
     return _cached_runs(model, base_tokens, source_tokens, metric_arrays, site=site, metric=metric_static, readout=readout)
 
@@ -171,24 +181,24 @@ def _cached_runs(model, base_tokens, source_tokens, metric_arrays, *, site, metr
     # The last layer's resid_post is the final residual stream.
     names = frozenset({"resid_pre", "resid_post", key_site, "attn.v", site})
     logits, cache = jax.vmap(lambda t: model.run(t, cache=names, readout=readout))(jnp.stack([base_tokens, source_tokens]))
-    return dict(resid=cache["resid_pre"][0], k=cache[key_site][0], v=cache["attn.v"][0], final=cache["resid_post"][0, -1],
-                site=cache[site], metric=evaluate_metric(metric, logits[0], readout))
+    return CachedRuns(resid=cache["resid_pre"][0], k=cache[key_site][0], v=cache["attn.v"][0],
+                      final=cache["resid_post"][0, -1], site=cache[site], metric=evaluate_metric(metric, logits[0], readout))
 
 
 def block_sweep(
-    model, runs: dict, d: dict, shape: BlockShape, site: str,
+    model, runs: CachedRuns, d: dict, shape: BlockShape, site: str,
     metric: Callable, readout: Readout, last_layer_subset: bool,
 ) -> Float[Array, " read"]:
     """One chunk: run its blocks through their layers and return the metric of every
     read-out row ``[reads]``."""
     cfg = model.cfg
     n, n_layers = shape.n_pos, cfg.n_layers
-    base, source = runs, runs["site"][1]
+    base, source = runs, runs.site[1]
     block_layer = d["block_layer"]
     # Layers run on whole blocks (the shortcut runs the last one on read slots only).
     stop = n_layers - 1 if last_layer_subset else n_layers
     # Each block enters with the base run's residual at its layer and positions.
-    x = base["resid"][jnp.minimum(block_layer, n_layers - 1)[:, None], d["token_pos"]]
+    x = base.resid[jnp.minimum(block_layer, n_layers - 1)[:, None], d["token_pos"]]
     run = _BlockLayer(model, site, d, shape, readout)
     params, static = eqx.partition(model.blocks, eqx.is_array)
 
@@ -213,20 +223,20 @@ def block_sweep(
             done = done + count * size
         return x, None
 
-    xs = (jnp.arange(n_layers), params, base["k"], base["v"], source)
+    xs = (jnp.arange(n_layers), params, base.k, base.v, source)
     x, _ = jax.lax.scan(layer_step, x, xs)
 
     read_block, read_row = d["read_block"], d["read_row"]
     if last_layer_subset:
         last = n_layers - 1
         block = eqx.combine(jax.tree_util.tree_map(lambda a: a[last], params), static)
-        resid = run.last_layer(block, x, base["resid"][last], base["k"][last], base["v"][last], source[last])
+        resid = run.last_layer(block, x, base.resid[last], base.k[last], base.v[last], source[last])
     else:
         # A row's residual at a read position before its start is the base run's.
         start, offset = d["row_start"][read_block, read_row], d["row_offset"][read_block, read_row]
         index = _slot_index(start, offset, jnp.asarray(readout.positions))  # [read, read_pos]
         index = jnp.where(index < n, index, index + (read_block * shape.tokens)[:, None])
-        resid_all = jnp.concatenate([base["final"], x.reshape(-1, cfg.d_model)])
+        resid_all = jnp.concatenate([base.final, x.reshape(-1, cfg.d_model)])
         if index.size <= resid_all.shape[0]:
             resid = take(resid_all, index)
         else:  # every position read: unembed each packed token once, then gather

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from typing import Optional
+
 import numpy as np
 
 from .locations import FIELDS
@@ -72,12 +74,12 @@ class BlockLayout:
     def n_chunks(self) -> int:
         return self.patch_of_read.shape[0]
 
-    def token_layers(self, n_layers: int, stop: int = None) -> int:
+    def token_layers(self, n_layers: int, stop: Optional[int] = None) -> int:
         """Packed token-layers computed per chunk summed over chunks (layers < ``stop``)."""
         stop = n_layers if stop is None else stop
         return int(np.clip(stop - self.block_layer, 0, None).sum()) * self.shape.tokens
 
-    def block_layers(self, n_layers: int, stop: int = None) -> int:
+    def block_layers(self, n_layers: int, stop: Optional[int] = None) -> int:
         stop = n_layers if stop is None else stop
         return int(np.clip(stop - self.block_layer, 0, None).sum())
 
@@ -155,7 +157,7 @@ def _balance(blocks: list, n_chunks: int, per_chunk: int, n_layers: int) -> list
     """Deal ``blocks`` (sorted by layer) into chunks of at most ``per_chunk`` blocks with
     near-equal work (a block's work is its number of layers): each block, costliest
     first, to the least loaded chunk with room. Chunks keep their blocks in layer order."""
-    chunks = [[] for _ in range(n_chunks)]
+    chunks: list[list] = [[] for _ in range(n_chunks)]
     load = np.zeros(n_chunks)
     for block in blocks:
         room = np.array([len(c) < per_chunk for c in chunks])
@@ -180,7 +182,7 @@ def block_tokens(n_pos: int, n_layers: int, lengths: dict, max_tokens: int = MAX
                 candidates.add(t)
 
     # Layers with the same row lengths pack alike: count each distinct multiset once.
-    kinds = {}
+    kinds: dict = {}
     for k, v in lengths.items():
         if len(v):
             key = tuple(np.sort(v))
@@ -197,7 +199,8 @@ def _first_fit(ids: np.ndarray, lengths: np.ndarray, capacity: int) -> list:
     each into the first bin with room. Returns lists of ids, in input order per bin."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
     room = np.full(len(order), capacity, np.int64)  # at most one bin per id
-    bins, used = [[] for _ in order], 0
+    bins: list[list] = [[] for _ in order]
+    used = 0
     for j in order:
         i = int(np.argmax(room[: used + 1] >= lengths[j]))  # bin `used` is empty: always fits
         room[i] -= lengths[j]

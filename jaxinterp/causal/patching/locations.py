@@ -57,6 +57,12 @@ class PatchGrid:
     def layer(self) -> np.ndarray:
         return self.fields["layer"]
 
+    def subset(self, keep: np.ndarray) -> "PatchGrid":
+        """The patches where ``keep`` (``[n_patches]`` bool) is True, as a flat grid."""
+        n = int(keep.sum())
+        return dataclasses.replace(self, shape=(n,), fields={f: v[keep] for f, v in self.fields.items()},
+                                   start_pos=self.start_pos[keep])
+
     def engine_fields(self) -> dict:
         """Every location field as ``[n_patches]`` ints, ``-1`` for "whole axis"."""
         return {f: self.fields.get(f, np.full(self.n_patches, -1, np.int32)) for f in FIELDS}

@@ -34,7 +34,7 @@ def base_config(hf: dict, **overrides) -> dict:
 def config_from_hf(hf: dict) -> ModelConfig:
     kind = hf.get("model_type", "llama")
     n_layers = hf["num_hidden_layers"]
-    overrides = {}
+    overrides: dict = {}
     if kind == "qwen2":
         overrides.update(qkv_bias=True, o_bias=False)
         window = hf.get("sliding_window") if hf.get("use_sliding_window") else None
