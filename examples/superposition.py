@@ -3,9 +3,9 @@
     .venv/bin/python examples/superposition.py           # ~3-5 min on 2 CPU cores
     JAXINTERP_QUICK=1 .venv/bin/python examples/superposition.py   # < 30 s, tiny budgets
 
-1. 5 features in 2 dimensions, equal importance, sparsity 0, 0.7, 0.9: the W^T W
-   heatmaps, feature norms and the 2-D directions (a pentagon at S = 0.9); the angles
-   and norms are printed.
+1. 5 features in 2 dimensions: importance 0.7^i at sparsity 0, equal importance at
+   sparsity 0.7 and 0.9: the W^T W heatmaps, feature norms and the 2-D directions (two
+   antipodal pairs at S = 0.7, a pentagon at S = 0.9); the angles and norms are printed.
 2. Feature dimensionality against 1/(1-S) for n = 80 features in m = 8 dimensions
    (one compiled, vmapped sweep over sparsity).
 3. The 2-feature / 1-neuron phase diagram over (relative importance, density), trained
@@ -30,27 +30,31 @@ QUICK = os.environ.get("JAXINTERP_QUICK") == "1"
 
 
 def five_in_two():
-    sparsities = [0.0, 0.7, 0.9]
+    """Equal importance at S = 0.7 and 0.9; importance 0.7^i at S = 0 (with equal
+    importance and dense features every 2-D subspace is optimal, so norms are arbitrary)."""
     n_seeds = 2 if QUICK else 8
-    keys, S, I = toy.tms_grid(jax.random.key(0), sparsities, toy.importance_powers(5, [1.0]), n_seeds)
-    run = toy.train_tms(keys, S, I, d_hidden=2, steps=300 if QUICK else 3000)
-    W = np.asarray(run.models.W).reshape(len(sparsities), n_seeds, 2, 5)
-    best = np.asarray(run.eval_loss).reshape(len(sparsities), n_seeds).argmin(-1)
-    print("5 features in 2 dimensions, equal importance (best of", n_seeds, "seeds):")
-    for i, s in enumerate(sparsities):
+    settings = [(0.0, 0.7), (0.7, 1.0), (0.9, 1.0)]
+    keys, S, I = toy.tms_grid(jax.random.key(0), [s for s, _ in settings], toy.importance_powers(5, [0.7, 1.0]), n_seeds)
+    # keep the (sparsity, ratio) pairs of `settings` from the 3 x 2 grid
+    rows = np.concatenate([np.arange(n_seeds) + (2 * i + (r == 1.0)) * n_seeds for i, (_, r) in enumerate(settings)])
+    run = toy.train_tms(keys[rows], S[rows], I[rows], d_hidden=2, steps=300 if QUICK else 3000)
+    W = np.asarray(run.models.W).reshape(len(settings), n_seeds, 2, 5)
+    best = np.asarray(run.eval_loss).reshape(len(settings), n_seeds).argmin(-1)
+    print(f"5 features in 2 dimensions (best of {n_seeds} seeds), all in one compiled call:")
+    fmt = lambda xs, d: "[" + ", ".join(f"{x:.{d}f}" for x in xs) + "]"  # noqa: E731
+    for i, (s, r) in enumerate(settings):
         Wb = W[i, best[i]]
         norms = np.linalg.norm(Wb, axis=0)
         shown = norms > 0.5
         angles = np.sort(np.degrees(np.arctan2(Wb[1], Wb[0]))[shown])
         gaps = np.diff(np.r_[angles, angles[0] + 360]) if len(angles) else []
         dims = np.asarray(toy.feature_dimensionality(Wb))
-        fmt = lambda xs, d: "[" + ", ".join(f"{x:.{d}f}" for x in xs) + "]"  # noqa: E731
         print(
-            f"  S={s:.1f}: represented {int(shown.sum())}/5, norms {fmt(norms, 3)}, "
+            f"  S={s:.1f}, importance {r}^i: represented {int(shown.sum())}/5, norms {fmt(norms, 3)}, "
             f"angle gaps {fmt(gaps, 1)} deg, D_i {fmt(dims, 2)}"
         )
-        vs.superposition_summary(Wb, title=f"S = {s}", path=f"{OUT}/gram_S{s}.png")
-        vs.feature_directions(Wb, title=f"5 features in 2 dims, S = {s}", path=f"{OUT}/directions_S{s}.png")
+        vs.superposition_summary(Wb, title=f"S = {s}, importance {r}^i", path=f"{OUT}/gram_S{s}.png")
+        vs.feature_directions(Wb, importance=[r**k for k in range(5)], title=f"5 features in 2 dims, S = {s}", path=f"{OUT}/directions_S{s}.png")
 
 
 def dimensionality():

@@ -34,10 +34,11 @@ class ToySpec(NamedTuple):
     learning_rate: float = 3e-3
 
 
+# Budgets sized for a shared 2-core CPU (a few CPU-minutes in all).
 SPECS = {
-    "bigram-0l": ToySpec(lambda v: bigram_config(v, d_model=64), steps=3000, learning_rate=1e-2),
-    "attn-only-1l": ToySpec(lambda v: attn_only_config(v, n_layers=1, d_model=64, n_heads=4), steps=3000),
-    "mlp-2l": ToySpec(lambda v: mlp_config(v, n_layers=2, d_model=64, d_mlp=256, n_heads=4), steps=3000),
+    "bigram-0l": ToySpec(lambda v: bigram_config(v, d_model=64), steps=2000, learning_rate=1e-2),
+    "attn-only-1l": ToySpec(lambda v: attn_only_config(v, n_layers=1, d_model=64, n_heads=4), steps=2000, batch_size=16),
+    "mlp-2l": ToySpec(lambda v: mlp_config(v, n_layers=2, d_model=64, d_mlp=256, n_heads=4), steps=2000, batch_size=16),
 }
 
 
