@@ -26,8 +26,8 @@ import time
 
 import numpy as np
 
-from jaxinterp import toy
 from jaxinterp.features import universal_neurons as un
+from jaxinterp.toy.bpe import train_bpe_tokenizer
 from jaxinterp.toy.corpus import shakespeare_texts, split_heldout
 from jaxinterp.toy.lm import encode_corpus, mlp_config, train_lms, unstack
 from jaxinterp.toy.make import SPECS
@@ -44,10 +44,11 @@ def main():
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
 
-    _, tok = toy.load("bigram-0l")  # every shipped toy has the same tokenizer
     train_texts, held_texts = split_heldout(shakespeare_texts(), 0.05)
     if QUICK:
         train_texts = [t[:20000] for t in train_texts[:10]]
+    # the shipped toys' vocabulary (training is deterministic: the same bytes as toy.load's)
+    tok = train_bpe_tokenizer(train_texts, 1024)
     train_tokens = encode_corpus(tok, train_texts)
     held = encode_corpus(tok, held_texts)
     spec = SPECS["mlp-2l"]
