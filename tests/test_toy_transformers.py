@@ -79,8 +79,15 @@ def test_make_toys_is_bit_for_bit(tmp_path):
     assert tok.decode(tok.encode("keep it in mind")) == "keep it in mind"
 
 
+@pytest.fixture(scope="module")
+def shakespeare_heldout():
+    from jaxinterp.toy.corpus import shakespeare_texts
+
+    return split_heldout(shakespeare_texts(), 0.05)[1]
+
+
 @pytest.mark.parametrize("name", shipped.SHIPPED)
-def test_shipped_toys_load_and_match_their_records(name):
+def test_shipped_toys_load_and_match_their_records(name, shakespeare_heldout):
     folder = os.path.join(shipped.WEIGHTS_DIR, name)
     model, tok = shipped.load(name)
     with open(os.path.join(folder, "config.json")) as f:
@@ -89,9 +96,7 @@ def test_shipped_toys_load_and_match_their_records(name):
     assert isinstance(ji.load_tokenizer(folder), ji.Tokenizer)
     info = shipped.toy_info(name)
     # the weights reproduce the held-out loss recorded when they were made
-    from jaxinterp.toy.corpus import shakespeare_texts
-
-    held = encode_corpus(tok, split_heldout(shakespeare_texts(), 0.05)[1])
+    held = encode_corpus(tok, shakespeare_heldout)
     assert len(held) == info["heldout_tokens"]
     np.testing.assert_allclose(heldout_loss(model, held, info["seq_len"]), info["heldout_loss"], atol=1e-3)
     assert info["heldout_loss"] < np.log(1024) - 2.0  # far better than a uniform guess
