@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -120,17 +121,15 @@ def _model_effect(model, tok, tokens, ctx, src, d1, o1, o2):
         return
     ctxs = np.stack([tokens[e - WINDOW + 1 : e + 1] for e in ends])  # last token is d1
     ablated = np.where(ctxs == src, tok.encode(" the")[0], ctxs)
-    lp = lambda x: np.asarray(jnp.log(ji_softmax(model(jnp.asarray(x))[:, -1])))  # noqa: E731
-    with_src, without = lp(ctxs), lp(ablated)
+    with_src, without = _last_logprobs(model, ctxs), _last_logprobs(model, ablated)
     d = (with_src - without).mean(0)
     print(f"    model after {tok.decode([int(d1)])!r} ({len(ends)} corpus contexts), source present vs replaced by ' the':"
           f" dlogP({tok.decode([o1])!r}) = {d[o1]:+.2f}, dlogP({tok.decode([o2])!r}) = {d[o2]:+.2f}")
 
 
-def ji_softmax(x):
-    import jax
-
-    return jax.nn.softmax(x.astype(jnp.float32), axis=-1)
+def _last_logprobs(model, contexts):
+    """log-probabilities of the next token after each context ``[batch, pos]``."""
+    return np.asarray(jax.nn.log_softmax(model(jnp.asarray(contexts))[:, -1].astype(jnp.float32), axis=-1))
 
 
 def main():

@@ -14,7 +14,7 @@ from .bpe import save_tokenizer, train_bpe_tokenizer
 from .corpus import CorpusError, read_corpus, shakespeare_texts, split_heldout
 from .lm import LMRun, ToyLMError, attn_only_config, bigram_config, encode_corpus, mlp_config, sequence_losses, train_lms, unstack
 from .random_init import random_model
-from .shipped import SHIPPED, ToyLoadError, load, save_toy, toy_info
+from .shipped import ToyLoadError, load, save_toy, toy_info
 from .superposition import (
     AbstractTMS, LinearTMS, ReLUOutputTMS, TMSError, TMSRun, importance_powers, init_tms, sparse_features, tms_grid,
     tms_loss, train_tms,
