@@ -168,3 +168,17 @@ def test_bad_arguments():
         train_tms(keys, S, I, d_hidden=2, kind="tanh")
     with pytest.raises(TMSError, match="reads W"):
         classify_phase(jnp.zeros((2, 2)))
+
+
+def test_linear_model_does_not_superpose_even_when_sparse():
+    """The paper's linear baseline: at S = 0.9 it still keeps only the d_hidden most
+    important features, orthogonally (a ReLU model superposes there)."""
+    keys, S, I = tms_grid(jax.random.key(0), [0.9], importance_powers(5, [0.7]), 2)
+    run = train_tms(keys, S, I, d_hidden=2, kind="linear", steps=1000)
+    W = np.asarray(run.models.W)[int(np.argmin(run.eval_loss))]
+    norms = np.linalg.norm(W, axis=0)
+    assert set(np.flatnonzero(norms > 0.5)) == {0, 1}, norms
+    assert np.all(norms[2:] < 0.1) and abs(W[:, 0] @ W[:, 1]) < 0.05
+    x = np.random.default_rng(0).uniform(size=5).astype(np.float32)
+    model = jax.tree_util.tree_map(lambda a: a[0], run.models)
+    np.testing.assert_allclose(model(jnp.asarray(x)), model.W.T @ model.W @ x + model.b, rtol=1e-5, atol=1e-6)
