@@ -22,46 +22,27 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxinterp import viz
-from jaxinterp.apps.cli import load_model_and_tokenizer
-from jaxinterp.apps.demo import top_token_table
+from jaxinterp import toy, viz
 from jaxinterp.analysis.detectors import induction_scores, repeated_random_tokens
-from jaxinterp.analysis.lens import logit_lens
-from jaxinterp.core.metrics import logit_diff
+from jaxinterp.analysis.lens import logit_lens, top_token_table
 from jaxinterp.causal.patching import activation_patch
-from jaxinterp.apps.report import Report
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.loading.resolve import load_model_and_tokenizer
+from jaxinterp.viz.report import Report
 
 OUT = os.path.join("out", "visualisation")
 
 
 def train_tms(n_features=5, m=2, sparsity=0.9, steps=3000, seed=0):
-    """Toy model of superposition (Elhage et al. 2022): x' = ReLU(W W^T x + b), sparse x,
-    importance 0.8^i. Returns W [n_features, m] and the importances."""
-    importance = 0.8 ** jnp.arange(n_features)
-    key_w, key_data = jax.random.split(jax.random.key(seed))
-    params = {"W": 0.3 * jax.random.normal(key_w, (n_features, m)), "b": jnp.zeros(n_features)}
-    opt = optax.adam(1e-2)
-
-    def loss(p, x):
-        out = jax.nn.relu(x @ p["W"] @ p["W"].T + p["b"])
-        return jnp.mean(importance * (x - out) ** 2)
-
-    @jax.jit
-    def step(p, state, key):
-        k1, k2 = jax.random.split(key)
-        x = jax.random.uniform(k1, (1024, n_features)) * (jax.random.uniform(k2, (1024, n_features)) > sparsity)
-        grads = jax.grad(loss)(p, x)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(p, updates), state
-
-    state = opt.init(params)
-    for key in jax.random.split(key_data, steps):
-        params, state = step(params, state, key)
-    return np.asarray(params["W"]), np.asarray(importance)
+    """Toy model of superposition (Elhage et al. 2022) from `jaxinterp.toy.train_tms`:
+    x' = ReLU(W^T W x + b), sparse x, importance 0.8^i. Returns W [n_features, m] (rows:
+    feature directions, as `viz.tms_geometry` draws them) and the importances."""
+    importance = toy.importance_powers(n_features, [0.8])
+    keys, S, I = toy.tms_grid(jax.random.key(seed), [sparsity], importance, n_seeds=1)
+    run = toy.train_tms(keys, S, I, d_hidden=m, steps=steps)
+    return np.asarray(run.models.W[0]).T, importance[0]
 
 
 def main(model_name: str = "smollm2"):

@@ -33,7 +33,7 @@ ALIASES = {
     "jaxinterp.lens": "jaxinterp.analysis.lens",
     "jaxinterp.embedding_space": "jaxinterp.analysis.embedding_space",
     "jaxinterp.processing": "jaxinterp.analysis.processing",
-    "jaxinterp.report": "jaxinterp.apps.report",
+    "jaxinterp.report": "jaxinterp.viz.report",
     "jaxinterp.cli": "jaxinterp.apps.cli",
     "jaxinterp.demo": "jaxinterp.apps.demo",
 }

@@ -23,7 +23,7 @@ import pytest
 
 from jaxinterp import ModelConfig, Transformer, viz
 from jaxinterp.core.labelled import LabelledArray
-from jaxinterp.apps.report import Report
+from jaxinterp.viz.report import Report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (

@@ -18,7 +18,7 @@ import pytest
 
 from jaxinterp import viz
 from jaxinterp.core.labelled import LabelledArray
-from jaxinterp.apps.report import Report, external_resources
+from jaxinterp.viz.report import Report, external_resources
 
 
 def random_pattern(rng, n_heads, n_pos):

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ..core.errors import JaxinterpError
 from ..core.labelled import LabelledArray
 from ..model import Transformer
 from ..model.norms import Norm
@@ -42,7 +43,7 @@ __all__ = [
     "apply_ln_to_stack",
     "decompose_resid",
     "accumulated_resid",
-    "logit_lens",
+    "logit_lens", "top_token_table",
     "token_ranks",
     "logit_direction",
     "direct_logit_attribution",
@@ -322,3 +323,16 @@ def head_logit_attribution(
     if values.ndim == 2:
         values = values.mean(-1)
     return LabelledArray(values.reshape(L, H), ("layer", "head"), name="head direct logit attribution")
+
+
+def top_token_table(lens_logits: LabelledArray) -> tuple[Int[np.ndarray, "layer pos"], Float[np.ndarray, "layer pos"]]:
+    """The top token id and its probability ``[layer, pos]`` from logit-lens logits
+    ``[layer, pos, d_vocab]`` (`jaxinterp.analysis.lens.logit_lens` with ``pos=None``)."""
+    logits = np.asarray(lens_logits, dtype=np.float64)
+    if logits.ndim != 3:
+        raise JaxinterpError(f"expected logit-lens logits [layer, pos, d_vocab], got axes {getattr(lens_logits, 'dims', logits.shape)}")
+    top = logits.argmax(-1)
+    top_logit = np.take_along_axis(logits, top[..., None], -1)[..., 0]
+    # p(top) = 1 / sum(exp(logits - top_logit)), stable without materialising softmax.
+    prob = 1.0 / np.exp(logits - top_logit[..., None]).sum(-1)
+    return top, prob

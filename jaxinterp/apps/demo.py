@@ -43,7 +43,7 @@ from ..core.sites import layer_site_dims, top_level_site_dims
 from ..steering import steering_vector
 
 __all__ = [
-    "run_demo", "DemoResult", "top_token_table",
+    "run_demo", "DemoResult",
     "steering_experiment", "SteeringResult", "ioi_pair", "IOIPair", "shared_labels", "Progress",
 ]
 
@@ -51,19 +51,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- lens
-
-
-def top_token_table(lens_logits: LabelledArray) -> tuple[Int[np.ndarray, "layer pos"], Float[np.ndarray, "layer pos"]]:
-    """The top token id and its probability ``[layer, pos]`` from logit-lens logits
-    ``[layer, pos, d_vocab]`` (`jaxinterp.analysis.lens.logit_lens` with ``pos=None``)."""
-    logits = np.asarray(lens_logits, dtype=np.float64)
-    if logits.ndim != 3:
-        raise ValueError(f"expected logit-lens logits [layer, pos, d_vocab], got axes {getattr(lens_logits, 'dims', logits.shape)}")
-    top = logits.argmax(-1)
-    top_logit = np.take_along_axis(logits, top[..., None], -1)[..., 0]
-    # p(top) = 1 / sum(exp(logits - top_logit)), stable without materialising softmax.
-    prob = 1.0 / np.exp(logits - top_logit[..., None]).sum(-1)
-    return top, prob
 
 
 # ------------------------------------------------------------------------- the demo
@@ -160,9 +147,9 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     from ..causal.attribution import attribution_patch
     from ..causal.patching import patching_sweep
     from ..loading.resolve import load_model_and_tokenizer, resolve_model_path
-    from ..analysis.lens import logit_lens
+    from ..analysis.lens import logit_lens, top_token_table
     from ..analysis.detectors import duplicate_token_scores, induction_scores, previous_token_scores, repeated_random_tokens
-    from .report import Report
+    from ..viz.report import Report
 
     os.makedirs(out_dir, exist_ok=True)
     progress = Progress(10, echo)

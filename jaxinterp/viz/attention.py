@@ -185,7 +185,7 @@ def attention_widget(
     token colours the tokens by how much that query attends to them.
 
     The pattern travels as JSON inside the fragment (rounded to ``decimals``); nothing is
-    fetched from the network. Embed it in a page (`jaxinterp.apps.report.Report.html`) or use
+    fetched from the network. Embed it in a page (`jaxinterp.viz.report.Report.html`) or use
     `attention_html` for a standalone page.
     """
     pattern, tokens, head_labels = _check(pattern, tokens, head_labels)

@@ -1,6 +1,6 @@
 """Self-contained HTML: escaping, one page template, and the shared stylesheet.
 
-Pages made by `jaxinterp.viz` and `jaxinterp.apps.report` load nothing from the network:
+Pages made by `jaxinterp.viz` and `jaxinterp.viz.report` load nothing from the network:
 styles and scripts are inlined, images are ``data:`` URIs.
 """
 

@@ -4,6 +4,12 @@ In the toy model ``h = W^T x``, ``x' = ReLU(W h + b)`` with ``W [n_features, m]`
 feature ``i`` has a direction ``W[i]`` in the m-dimensional hidden space. With ``m = 2``
 the directions can be drawn: superposition shows as more than two features sharing
 the plane, often in regular polygons (antipodal pairs, pentagons).
+
+The models are trained by `jaxinterp.toy.train_tms`, which stores ``W`` in the paper's
+``[d_hidden, n_features]`` layout: pass ``W.T`` here, or use
+`jaxinterp.viz.superposition.feature_directions`, which takes ``W`` as trained. The
+other superposition figures (``W^T W``, dimensionality, the phase diagram) are in
+`jaxinterp.viz.superposition`.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Union
 
 from matplotlib.figure import Figure
 
-from ..viz.figures import figure_png, png_data_uri
-from ..viz.html import escape, page, table
+from .figures import figure_png, png_data_uri
+from .html import escape, page, table
 
 __all__ = ["Report", "external_resources"]
 
