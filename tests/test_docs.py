@@ -26,9 +26,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def public_modules() -> list[str]:
-    """``jaxinterp``'s public submodules, one level down (packages such as
-    ``jaxinterp.causal.patching`` declare their public surface in their ``__init__``)."""
-    return sorted(f"jaxinterp.{m.name}" for m in pkgutil.iter_modules(jaxinterp.__path__) if not m.name.startswith("_"))
+    """``jaxinterp``'s public modules, as the docs hook lists them (layer packages name
+    theirs in ``__all__``; packages such as ``jaxinterp.causal.patching`` declare their
+    public surface in their ``__init__``)."""
+    sys.path.insert(0, os.path.join(ROOT, "docs", "hooks"))
+    try:
+        from generated import public_modules as listed
+    finally:
+        sys.path.pop(0)
+    return listed()
 
 
 def public_names(module) -> list[str]:
@@ -78,11 +84,10 @@ def api_sections(site):
     """Anchor id -> the plain text of the API reference from that anchor to the next."""
     sections = {}
     api = os.path.join(site, "api")
-    for folder in sorted(os.listdir(api)):
-        path = os.path.join(api, folder, "index.html")
-        if not os.path.exists(path):
+    for folder, _, files in sorted(os.walk(api)):
+        if "index.html" not in files:
             continue
-        doc = page_text(site, os.path.join("api", folder, "index.html"))
+        doc = page_text(site, os.path.relpath(os.path.join(folder, "index.html"), site))
         anchors = list(re.finditer(r'id="(jaxinterp[\w.]*)"', doc))
         for a, b in zip(anchors, anchors[1:] + [None]):
             chunk = doc[a.end(): b.start() if b else len(doc)]
@@ -113,9 +118,10 @@ def has_docstring(obj) -> bool:
 def test_every_public_module_has_an_api_page():
     missing = []
     for mod in public_modules():
-        page = os.path.join(ROOT, "docs", "api", mod.split(".")[1] + ".md")
+        rel = "/".join(mod.split(".")[1:]) + ".md"
+        page = os.path.join(ROOT, "docs", "api", rel)
         if not os.path.exists(page) or f"::: {mod}" not in open(page, encoding="utf-8").read():
-            missing.append(f"{mod} (expected docs/api/{mod.split('.')[1]}.md with '::: {mod}', listed in mkdocs.yml's nav)")
+            missing.append(f"{mod} (expected docs/api/{rel} with '::: {mod}', listed in mkdocs.yml's nav)")
     assert not missing, "public modules without an API page: " + "; ".join(missing)
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 
 import jaxinterp
@@ -66,21 +67,41 @@ def sites_markdown() -> str:
 
 
 def public_modules() -> list[str]:
-    """``jaxinterp`` and its public submodules (one level: packages document their own
-    public surface through their ``__all__``)."""
-    return ["jaxinterp"] + sorted(f"jaxinterp.{m.name}" for m in pkgutil.iter_modules(jaxinterp.__path__) if not m.name.startswith("_"))
+    """``jaxinterp``'s public modules: the top-level modules, and for each layer package
+    (``jaxinterp.core``, ``jaxinterp.causal``, ...) the modules its ``__all__`` names, or
+    the package itself when its ``__all__`` names objects (``jaxinterp.model``)."""
+    out = []
+    for m in pkgutil.iter_modules(jaxinterp.__path__):
+        if m.name.startswith("_"):
+            continue
+        name = f"jaxinterp.{m.name}"
+        if not m.ispkg:
+            out.append(name)
+            continue
+        package = importlib.import_module(name)
+        names = list(getattr(package, "__all__", ()))
+        modules = names and all(importlib.util.find_spec(f"{name}.{s}") is not None for s in names)
+        out += [f"{name}.{s}" for s in names] if modules else [name]
+    return sorted(out)
 
 
 def api_page(module: str) -> str:
-    """The API page documenting ``module`` (``jaxinterp.causal.patching`` -> ``patching.md``)."""
-    return module.split(".")[1] + ".md"
+    """The API page documenting ``module`` (``jaxinterp.causal.patching`` -> ``causal/patching.md``)."""
+    return "/".join(module.split(".")[1:]) + ".md"
+
+
+# Modules with a page of their own inside a package documented as a whole.
+EXTRA_PAGES = ["jaxinterp.model.interventions", "jaxinterp.model.cache", "jaxinterp.loading.tokenizer",
+               "jaxinterp.viz.report"]
 
 
 def home_module(name: str) -> str:
-    """The public submodule whose API page documents ``jaxinterp.<name>``."""
+    """The public module whose API page documents ``jaxinterp.<name>``: the deepest public
+    module that the object's defining module is in."""
     obj = getattr(jaxinterp, name)
     defining = getattr(obj, "__module__", "jaxinterp") or "jaxinterp"
-    return ".".join(defining.split(".")[:2])
+    candidates = [m for m in public_modules() + EXTRA_PAGES if defining == m or defining.startswith(m + ".")]
+    return max(candidates, key=len) if candidates else defining
 
 
 def first_line(obj) -> str:
