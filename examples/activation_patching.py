@@ -31,6 +31,8 @@ from jaxinterp.causal.patching import activation_patch
 from jaxinterp.viz.heatmap import patching_heatmap
 from jaxinterp.loading.bundled import smollm2_path
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 SWEEPS = {
@@ -45,6 +47,7 @@ SWEEPS = {
 
 def main(path: str) -> None:
     model = jaxinterp.load(path)
+    model = model.first_layers(4) if QUICK else model
     tokenizer = jaxinterp.load_tokenizer(path)
     clean = np.asarray(tokenizer.encode(CLEAN))
     corrupt = np.asarray(tokenizer.encode(CORRUPT))

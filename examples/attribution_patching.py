@@ -33,6 +33,8 @@ from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
 from jaxinterp.loading.bundled import smollm2_path
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 SITES = {"attn.z": ("layer", "head"), "resid_pre": ("layer", "pos"), "attn_out": ("layer", "pos"), "mlp_out": ("layer", "pos")}
@@ -46,6 +48,7 @@ def pearson(a, b) -> float:
 
 def main(path: str) -> None:
     model, tok = jaxinterp.load(path), load_tokenizer(path)
+    model = model.first_layers(4) if QUICK else model
     clean, corrupt = tok.to_tokens(CLEAN), tok.to_tokens(CORRUPT)
     str_tokens = tok.to_str_tokens(clean)
     metric = logit_diff(tok.to_single_token(" Mary"), tok.to_single_token(" John"))

@@ -27,6 +27,8 @@ from jaxinterp.causal.causal_tracing import causal_trace
 from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "The Eiffel Tower"
 ANSWER = " Paris"
@@ -44,6 +46,8 @@ def token_groups(n_pos: int, subject: list[int]) -> dict[str, list[int]]:
 
 def main(path: str, n_samples: int) -> None:
     model, tok = jaxinterp.load(path), load_tokenizer(path)
+    model = model.first_layers(4) if QUICK else model
+    n_samples = 1 if QUICK else n_samples
     tokens = tok.to_tokens(PROMPT)
     str_tokens = tok.to_str_tokens(tokens)
     n_subject = len(tok.to_tokens(SUBJECT))

@@ -34,6 +34,8 @@ from jaxinterp.core.labelled import LabelledArray
 from jaxinterp.analysis.processing import fold_layer_norm
 from jaxinterp.toy import induction_config, repeated_half_loss, train_induction_model
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 SEQ = 20
 
 
@@ -112,7 +114,7 @@ def main(steps: int, seed: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=150 if QUICK else 800)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     main(args.steps, args.seed)

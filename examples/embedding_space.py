@@ -33,6 +33,8 @@ from jaxinterp.analysis.lens import apply_norm_linear
 from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 HEAD = (23, 0)  # a name mover of SmolLM2 on IOI (see examples/logit_lens_dla.py)
 LAYER = 27
@@ -49,6 +51,7 @@ def offline_text() -> str:
 
 def main(path: str) -> None:
     model, tok = ji.load(path), load_tokenizer(path)
+    model = model.first_layers(4) if QUICK else model
     names = [" Mary", " John", " Tom", " store", " drink"]
     ids = [tok.to_single_token(n) for n in names]
 

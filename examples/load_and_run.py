@@ -21,6 +21,8 @@ import jaxinterp
 from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
@@ -28,6 +30,7 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 def main(path: str) -> None:
     model = jaxinterp.load(path)  # fp32; dtype=jnp.bfloat16 halves the memory
+    model = model.first_layers(4) if QUICK else model
     tok = load_tokenizer(path)
     print(f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}, {model.cfg.n_heads} heads / {model.cfg.n_kv_heads} kv heads")
     print(tok)

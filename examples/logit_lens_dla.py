@@ -32,6 +32,8 @@ from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.viz import logit_lens_table
 from jaxinterp.loading.bundled import smollm2_path
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 PROMPTS = [  # (prompt, indirect object = answer, subject)
     ("When Mary and John went to the store, John gave a drink to", " Mary", " John"),
     ("When John and Mary went to the store, Mary gave a drink to", " John", " Mary"),
@@ -44,6 +46,7 @@ PROMPTS = [  # (prompt, indirect object = answer, subject)
 
 def main(path: str) -> None:
     model, tok = ji.load(path), load_tokenizer(path)
+    model = model.first_layers(4) if QUICK else model
     tokens = np.array([tok.encode(p) for p, _, _ in PROMPTS])  # same length: one batch
     answers = np.array([tok.to_single_token(a) for _, a, _ in PROMPTS])
     subjects = np.array([tok.to_single_token(s) for _, _, s in PROMPTS])

@@ -36,6 +36,8 @@ from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
 from jaxinterp.loading.bundled import smollm2_path
 
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+
 TEMPLATE = "When {} and {} went to the store, {} gave a drink to"
 NAMES = [" Mary", " John", " Tom", " James", " Anna", " Sarah", " David", " Emma", " Paul", " Lucy", " Mark", " Kate"]
 
@@ -63,6 +65,7 @@ def ioi_pairs(tok, n: int, seed: int = 0):
 
 def main(path: str) -> None:
     model, tok = jaxinterp.load(path), load_tokenizer(path)
+    model = model.first_layers(4) if QUICK else model
     cfg = model.cfg
     base = tok.to_tokens(TEMPLATE.format("Mary", "John", "John"))
     source = tok.to_tokens(TEMPLATE.format("Mary", "John", "Mary"))

@@ -14,7 +14,24 @@ import jax
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-# -- real pretrained models shipped as pip packages (see DESIGN.md section 7) ----------------
+# -- markers, by file (pyproject.toml registers them; select with -m, e.g. -m "not slow") ----
+
+_FILE_MARKERS = {
+    "test_parity_hf.py": ("hf", "slow"), "test_parity_new_families.py": ("hf", "slow"), "test_smollm2.py": ("hf", "slow"),
+    "test_bert_minilm.py": ("hf", "slow"), "test_patching_smollm2.py": ("slow",), "test_report_browser.py": ("browser",),
+    "test_docs.py": ("docs", "slow"), "test_examples.py": ("examples", "slow"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        for name in _FILE_MARKERS.get(item.path.name, ()):
+            item.add_marker(getattr(pytest.mark, name))
+
+
+# -- real pretrained models shipped as pip packages (see the project's design notes, "Testing") --
 
 import importlib.util
 

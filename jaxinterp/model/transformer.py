@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterable, Optional, Union
 
 import equinox as eqx
@@ -87,6 +88,17 @@ class Transformer(eqx.Module):
         if isinstance(names, str):
             names = [names]
         return frozenset(parse_site(n, self.cfg).name for n in names)
+
+    def first_layers(self, n_layers: int) -> "Transformer":
+        """The same model with only its first ``n_layers`` blocks (then the final norm and
+        unembedding): for studying early layers, and for quick runs of code written for
+        the full model (the examples' ``JAXINTERP_QUICK=1`` mode)."""
+        if not 1 <= n_layers <= self.cfg.n_layers:
+            raise ValueError(f"n_layers must be in 1..{self.cfg.n_layers}, got {n_layers}")
+        windows = None if self.cfg.layer_windows is None else self.cfg.layer_windows[:n_layers]
+        cfg = dataclasses.replace(self.cfg, n_layers=n_layers, layer_windows=windows)
+        blocks = jax.tree_util.tree_map(lambda a: a[:n_layers], self.blocks)
+        return dataclasses.replace(self, cfg=cfg, blocks=blocks)
 
     @staticmethod
     def init(cfg: ModelConfig, key: PRNGKeyArray, dtype=jnp.float32, std: float = 0.02) -> "Transformer":
