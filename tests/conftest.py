@@ -9,7 +9,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# jaxtyping checks the shape annotations of the core layer at run time (with beartype):
+# installed before anything imports jaxinterp.
+from jaxtyping import install_import_hook
+
+install_import_hook("jaxinterp.core", "beartype.beartype")
+
 import jax
+import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -23,9 +30,22 @@ _FILE_MARKERS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
-    import pytest
+# Core tests run with strict dtype promotion: an implicit float/int or weak-type promotion
+# in the model or the interventions fails them. (Rank promotion stays allowed: the model
+# broadcasts per-feature weights over positions by design.)
+_STRICT_FILES = {"test_interventions.py", "test_errors.py"}
 
+
+@pytest.fixture(autouse=True)
+def _strict_promotion(request):
+    if request.node.path.name not in _STRICT_FILES:
+        yield
+        return
+    with jax.numpy_dtype_promotion("strict"):
+        yield
+
+
+def pytest_collection_modifyitems(config, items):
     for item in items:
         for name in _FILE_MARKERS.get(item.path.name, ()):
             item.add_marker(getattr(pytest.mark, name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Iterable, Optional, Union
 
 import equinox as eqx
@@ -104,8 +105,8 @@ class Transformer(eqx.Module):
     def init(cfg: ModelConfig, key: PRNGKeyArray, dtype=jnp.float32, std: float = 0.02) -> "Transformer":
         """Random weights (normal, ``std``), unit norms, zero biases: toys and tests.
 
-        Deterministic per ``key``. A concrete key draws with numpy (no compile); a traced
-        key (inside jit/vmap) draws with `jax.random`, so the two give different weights.
+        Deterministic per ``key``, and the same weights whether ``key`` is concrete or
+        traced (inside jit / vmap): every weight comes from one `jax.random` draw.
         """
         return _init_model(cfg, key, dtype, std)
 
@@ -311,19 +312,14 @@ def check_tokens(tokens, cfg: ModelConfig):
 
 def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
     L, H, K, D, M, F = cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
-    if isinstance(key, jax.core.Tracer):  # under jit/vmap/eval_shape: draw with jax.random
-        keys = iter(jax.random.split(key, 32))
+    # One draw for every weight, sliced into place: the same weights for a key whether
+    # it is concrete or traced (under jit / vmap / eval_shape), and one threefry program
+    # per model size rather than one per weight shape (seconds of compiling on CPU).
+    shapes: list[tuple[int, ...]] = []
 
-        def normal(*shape):
-            return (std * jax.random.normal(next(keys), shape)).astype(dtype)
-
-    else:
-        # A concrete key seeds numpy instead: XLA compiles one threefry program per
-        # parameter shape, which costs seconds on CPU for a model that takes milliseconds.
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-
-        def normal(*shape):
-            return jnp.asarray(std * rng.standard_normal(shape, dtype=np.float32), dtype)
+    def normal(*shape):
+        shapes.append(shape)
+        return _Pending(len(shapes) - 1)
 
     def zeros(*shape):
         return jnp.zeros(shape, dtype)
@@ -358,7 +354,7 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
         ln2_post=norm(L) if cfg.post_mlp_norm else None,
         window=jnp.asarray(cfg.windows, jnp.int32),
     )
-    return Transformer(
+    model = Transformer(
         cfg=cfg,
         embed=Embed(normal(cfg.d_vocab, M), cfg.embed_scale),
         pos_embed=PosEmbed(normal(cfg.n_ctx, M)) if cfg.positional == "learned" else None,
@@ -368,3 +364,23 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
         ln_final=None if cfg.post_norm else norm(),
         unembed=Unembed(normal(M, cfg.d_vocab), zeros(cfg.d_vocab) if cfg.unembed_bias else None) if cfg.has_unembed else None,
     )
+
+    values = _draw_normals(key, tuple(shapes), float(std), jnp.dtype(dtype))
+    return jax.tree_util.tree_map(lambda leaf: values[leaf.index] if isinstance(leaf, _Pending) else leaf, model,
+                                  is_leaf=lambda leaf: isinstance(leaf, _Pending))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _draw_normals(key, shapes: tuple, std: float, dtype) -> list:
+    """``std * N(0, 1)`` arrays of ``shapes`` from one draw (one compiled program)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    draws = std * jax.random.normal(key, (sum(sizes),), jnp.float32)
+    offsets = np.cumsum([0] + sizes)
+    return [draws[o:o + n].reshape(shape).astype(dtype) for o, n, shape in zip(offsets, sizes, shapes)]
+
+
+class _Pending:
+    """A weight `_init_model` has not drawn yet: the index of its shape."""
+
+    def __init__(self, index: int):
+        self.index = index
