@@ -42,7 +42,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jaxinterp  # noqa: E402
 from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
 from jaxinterp.core.metrics import logit_diff  # noqa: E402
-from jaxinterp.model.transformer import _jit_run  # noqa: E402
 from jaxinterp.causal.patching import activation_patch, patch_grid, readout_for  # noqa: E402
 from jaxinterp.core.readout import split_metric  # noqa: E402
 from jaxinterp.causal.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
@@ -127,8 +126,13 @@ def temp_mb(compiled) -> float:
     return (m.temp_size_in_bytes + m.output_size_in_bytes) / 2**20
 
 
+def _loop_forward(model, tokens, patch):
+    return model.forward(tokens, [patch])[0]
+
+
 def compiled_loop_forward(model, tokens, patch):
-    return _jit_run.lower(model, tokens, (patch,), frozenset(), None, None).lowered.compile()
+    """The compiled program of one loop step (what `model(tokens, [patch])` runs)."""
+    return jax.jit(_loop_forward).lower(model, tokens, patch).compile()
 
 
 def compiled_plain(model, base, source, grid, metric, readout, batch_size):

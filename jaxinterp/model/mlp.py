@@ -35,12 +35,12 @@ class MLP(eqx.Module):
     ``mlp.pre_linear`` the linear branch of a gated MLP.
     """
 
-    W_in: Float[Array, "d_model d_mlp"]
-    b_in: Optional[Float[Array, " d_mlp"]]
-    W_gate: Optional[Float[Array, "d_model d_mlp"]]
-    b_gate: Optional[Float[Array, " d_mlp"]]
-    W_out: Float[Array, "d_mlp d_model"]
-    b_out: Optional[Float[Array, " d_model"]]
+    W_in: Float[Array, "*layer d_model d_mlp"]
+    b_in: Optional[Float[Array, "*layer d_mlp"]]
+    W_gate: Optional[Float[Array, "*layer d_model d_mlp"]]
+    b_gate: Optional[Float[Array, "*layer d_mlp"]]
+    W_out: Float[Array, "*layer d_mlp d_model"]
+    b_out: Optional[Float[Array, "*layer d_model"]]
 
     def __call__(self, x: Float[Array, "pos d_model"], hooks, cfg: ModelConfig) -> Float[Array, "pos d_model"]:
         act = activation(cfg.act_fn)
@@ -67,10 +67,10 @@ class MoE(eqx.Module):
     off the top k, so the output equals the sparse computation.
     """
 
-    W_router: Float[Array, "d_model expert"]
-    W_in: Float[Array, "expert d_model d_mlp"]
-    W_gate: Float[Array, "expert d_model d_mlp"]
-    W_out: Float[Array, "expert d_mlp d_model"]
+    W_router: Float[Array, "*layer d_model expert"]
+    W_in: Float[Array, "*layer expert d_model d_mlp"]
+    W_gate: Float[Array, "*layer expert d_model d_mlp"]
+    W_out: Float[Array, "*layer expert d_mlp d_model"]
 
     def __call__(self, x: Float[Array, "pos d_model"], hooks, cfg: ModelConfig) -> Float[Array, "pos d_model"]:
         act = activation(cfg.act_fn)

@@ -17,8 +17,8 @@ class Norm(eqx.Module):
     Computed in float32 whatever the model dtype (as HuggingFace does).
     """
 
-    w: Float[Array, " d_model"]
-    b: Optional[Float[Array, " d_model"]]
+    w: Float[Array, "*layer d_model"]
+    b: Optional[Float[Array, "*layer d_model"]]
     kind: str = eqx.field(static=True)
     eps: float = eqx.field(static=True)
     weight_offset: float = eqx.field(static=True, default=0.0)
