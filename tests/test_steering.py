@@ -14,14 +14,28 @@ from jaxinterp.editing.steering import (
 )
 from jaxinterp.metrics import logit_diff
 
-POS = ["I love this cake .", "happy day , good day", "it was good", "I love it ! yes"]
-NEG = ["I hate this cake .", "sad day , bad night", "it was bad", "I hate it ! no"]
+# Two lengths (5 and 4 tokens): batching pads, and few shapes keep compiles few.
+POS = ["I love this cake .", "happy day , good day", "it was good .", "I love it !"]
+NEG = ["I hate this cake .", "sad day , bad night", "it was bad .", "I hate it !"]
 TARGET = "the tower is in the city of"
 
 
 @pytest.fixture(scope="module")
 def setup():
     return tiny_model(LLAMA), word_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def vectors(setup):
+    model, tok = setup
+    return caa_vectors(model, tok, POS, NEG, batch_size=3), repe_directions(model, tok, POS, NEG)
+
+
+@pytest.fixture(scope="module")
+def diffs(setup):
+    """Per-pair last-token ``resid_pre`` differences from unbatched runs: ``[pair, layer, d_model]``."""
+    model, tok = setup
+    return np.stack([resid(model, tok, p)[:, -1] - resid(model, tok, n)[:, -1] for p, n in zip(POS, NEG)])
 
 
 def resid(model, tok, text):
@@ -43,24 +57,21 @@ def test_actadd_vector_pads_shorter_prompt_and_adds_over_first_positions(setup):
     assert np.abs(np.asarray(expected) - np.asarray(model(tokens))).max() > 1e-2  # the edit does something
 
 
-def test_coefficient_zero_is_identity(setup):
+def test_coefficient_zero_is_identity(setup, vectors):
     model, tok = setup
     tokens = tok.to_tokens(TARGET)
     plain = np.asarray(model(tokens))
-    v = actadd_vector(model, tok, "love", "hate", layer=1)
-    vecs = caa_vectors(model, tok, POS, NEG)
-    dirs = repe_directions(model, tok, POS, NEG)
+    v = actadd_vector(model, tok, "I love", "I hate it", layer=1, pad=".")
+    vecs, dirs = vectors
     for edit in (actadd(v, 0.0), caa(vecs, 1, 0.0), repe_control(dirs, np.zeros(LLAMA.n_layers))):
         np.testing.assert_allclose(np.asarray(model(tokens, [edit])), plain, atol=1e-6, rtol=0)
     # and a nonzero coefficient is not
     assert np.abs(np.asarray(model(tokens, [caa(vecs, 1, 3.0)])) - plain).max() > 1e-3
 
 
-def test_caa_vectors_equal_per_prompt_last_token_differences(setup):
-    model, tok = setup
-    ref = np.mean([resid(model, tok, p)[:, -1] - resid(model, tok, n)[:, -1] for p, n in zip(POS, NEG)], 0)
-    # batch_size=3 forces a padded last chunk
-    np.testing.assert_allclose(caa_vectors(model, tok, POS, NEG, batch_size=3), ref, atol=1e-5)
+def test_caa_vectors_equal_per_prompt_last_token_differences(vectors, diffs):
+    # batch_size=3 forces a padded last chunk; rows of two lengths are right-padded
+    np.testing.assert_allclose(vectors[0], diffs.mean(0), atol=1e-5)
 
 
 def test_ab_prompt_format():
@@ -69,10 +80,8 @@ def test_ab_prompt_format():
         ab_prompt("Q?", "yes", "no", "C")
 
 
-def test_repe_directions_are_signed_first_principal_components(setup):
-    model, tok = setup
-    diffs = np.stack([resid(model, tok, p)[:, -1] - resid(model, tok, n)[:, -1] for p, n in zip(POS, NEG)])  # [pair, layer, d]
-    dirs = repe_directions(model, tok, POS, NEG)
+def test_repe_directions_are_signed_first_principal_components(vectors, diffs):
+    dirs = vectors[1]
     for layer in range(LLAMA.n_layers):
         d = diffs[:, layer].astype(np.float64)
         centred = d - d.mean(0)
@@ -84,9 +93,9 @@ def test_repe_directions_are_signed_first_principal_components(setup):
     np.testing.assert_allclose(np.asarray(first_components(-diffs)), -dirs, atol=1e-4)
 
 
-def test_repe_control_equals_per_layer_adds(setup):
+def test_repe_control_equals_per_layer_adds(setup, vectors):
     model, tok = setup
-    dirs = repe_directions(model, tok, POS, NEG)
+    dirs = vectors[1]
     coef = np.array([0.0, 2.0, -1.5], np.float32)
     tokens = tok.to_tokens(TARGET)
     expected = model(tokens, [ji.Add("resid_pre", c * d, layer=l) for l, (c, d) in enumerate(zip(coef, dirs))])
@@ -95,9 +104,9 @@ def test_repe_control_equals_per_layer_adds(setup):
         repe_control(dirs, np.zeros(2))
 
 
-def test_sweep_equals_loop(setup):
+def test_sweep_equals_loop(setup, vectors):
     model, tok = setup
-    vecs = caa_vectors(model, tok, POS, NEG)
+    vecs = vectors[0]
     tokens = tok.to_tokens(TARGET)
     metric = logit_diff(tok.to_single_token("Paris"), tok.to_single_token("Rome"))
     coefs = np.array([-2.0, 0.0, 1.0, 4.0], np.float32)
@@ -105,7 +114,8 @@ def test_sweep_equals_loop(setup):
     assert got.shape == (LLAMA.n_layers, 4)
     for l in range(LLAMA.n_layers):
         for j, c in enumerate(coefs):
-            ref = float(metric(model(tokens, [ji.Add(f"blocks.{l}.hook_resid_pre", c * vecs[l])])))
+            # one program for the loop: layer and coefficient are data
+            ref = float(metric(model(tokens, [ji.Add("resid_pre", c * vecs[l], layer=l)])))
             np.testing.assert_allclose(got[l, j], ref, atol=1e-4)
     with pytest.raises(EditingError, match="vectors must be"):
         steering_sweep(model, tokens, vecs[:2], metric, coefs)
