@@ -90,13 +90,20 @@ def _add_prefix(x: Float[Array, "pos d_model"], args) -> Float[Array, "pos d_mod
     return x.at[:n].add((coefficient * delta[:n]).astype(x.dtype))
 
 
-def actadd_vector(model, tokenizer, positive: str, negative: str, layer: int, site: str = "resid_pre", pad: str = " ") -> ActAddVector:
+def actadd_vector(
+    model, tokenizer, positive: str, negative: str, layer: int, site: str = "resid_pre", pad: str = " ",
+    prepend_bos: Optional[bool] = None,
+) -> ActAddVector:
     """ActAdd's steering vector (Turner et al. 2023): run ``positive`` and ``negative``
     (e.g. ``"Love"`` and ``"Hate"``), take ``site`` at ``layer`` for each, and subtract
     position by position. The shorter prompt is right-padded with the single token ``pad``
-    (a space, as in the paper) so both have the same length.
+    (a space, as in the paper) so both have the same length. ``prepend_bos`` as in
+    `jaxinterp.Tokenizer.encode`: the paper's GPT-2 prompts start with BOS, so position 0
+    is the same in both and the vector is zero there; for a model whose tokenizer adds no
+    BOS (SmolLM2), pass ``prepend_bos=True`` and tokenise the target prompts the same way,
+    or position 0 (an attention sink with a very large norm) dominates the difference.
     """
-    a, b = list(tokenizer.encode(positive)), list(tokenizer.encode(negative))
+    a, b = list(tokenizer.encode(positive, prepend_bos)), list(tokenizer.encode(negative, prepend_bos))
     if not a or not b:
         raise EditingError("actadd_vector: positive and negative prompts must encode to at least one token")
     n = max(len(a), len(b))
