@@ -29,7 +29,7 @@ from jaxinterp.loading.bundled import smollm2_path
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"
 TASK_NAMES = ["antonym", "english_french_number", "country_capital"][: 2 if QUICK else 3]
-N_CIE_PROMPTS = 1 if QUICK else 3  # shuffled prompts per task for the head sweep
+N_CIE_PROMPTS = 1 if QUICK else 2  # shuffled prompts per task for the head sweep
 N_MEAN_PROMPTS = 4 if QUICK else 16  # clean prompts per task for the mean head outputs
 N_SHOTS = 5
 TOP_K = 10

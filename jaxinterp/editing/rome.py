@@ -248,15 +248,20 @@ def key_covariance(model, windows: Int[np.ndarray, "n pos"], layer: int, batch_s
 
 def rank_one_update(
     W_out: Float[Array, "d_mlp d_model"], C: Float[Array, "d_mlp d_mlp"], key: Float[Array, " d_mlp"], value: Float[Array, " d_model"],
-    b_out: Optional[Float[Array, " d_model"]] = None,
+    b_out: Optional[Float[Array, " d_model"]] = None, ridge: float = 0.0,
 ) -> Float[Array, "d_mlp d_model"]:
     """ROME's closed form for ``out = post @ W_out + b_out``: ``W_out + u r^T`` with
     ``u = C^-1 k / (k^T C^-1 k)`` and ``r = value - b_out - W_out^T k``, so that
     ``key @ W_out' + b_out == value`` and every key ``k'`` with ``k'^T C^-1 k = 0`` maps as
-    before."""
+    before. ``ridge > 0`` uses ``C + ridge * mean(diag C) * I`` instead of ``C``: with
+    fewer text samples than ROME's 100k, ``C`` is ill-conditioned and ``C^-1 k*`` blows up
+    (the edit then damages every fact); the ridge trades a little specificity for that."""
     W = jnp.asarray(W_out, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
     key = jnp.asarray(key, W.dtype)
-    c_inv_k = jnp.linalg.solve(jnp.asarray(C, W.dtype), key)
+    C = jnp.asarray(C, W.dtype)
+    if ridge:
+        C = C + ridge * jnp.mean(jnp.diag(C)) * jnp.eye(C.shape[0], dtype=C.dtype)
+    c_inv_k = jnp.linalg.solve(C, key)
     u = c_inv_k / (key @ c_inv_k)
     residual = jnp.asarray(value, W.dtype) - key @ W
     if b_out is not None:
@@ -264,8 +269,8 @@ def rank_one_update(
     return (W + jnp.outer(u, residual)).astype(jnp.asarray(W_out).dtype)
 
 
-def apply_rome(model, layer: int, key: Float[Array, " d_mlp"], value: Float[Array, " d_model"], C: Float[Array, "d_mlp d_mlp"]):
-    """A NEW model with `rank_one_update` applied to ``W_out`` of ``layer``."""
+def apply_rome(model, layer: int, key: Float[Array, " d_mlp"], value: Float[Array, " d_model"], C: Float[Array, "d_mlp d_mlp"], ridge: float = 0.0):
+    """A NEW model with `rank_one_update` (``ridge`` as there) applied to ``W_out`` of ``layer``."""
     cfg = model.cfg
     if cfg.is_moe or not cfg.has_mlp:
         raise EditingError("ROME edits a dense MLP's W_out; this model has " + ("mixture-of-experts MLPs" if cfg.is_moe else "no MLPs"))
@@ -273,7 +278,7 @@ def apply_rome(model, layer: int, key: Float[Array, " d_mlp"], value: Float[Arra
         raise EditingError(f"layer must be in 0..{cfg.n_layers - 1}, got {layer}")
     mlp = model.blocks.mlp
     b_out = None if mlp.b_out is None else mlp.b_out[layer]
-    new = rank_one_update(mlp.W_out[layer], C, key, value, b_out)
+    new = rank_one_update(mlp.W_out[layer], C, key, value, b_out, ridge)
     return eqx.tree_at(lambda m: m.blocks.mlp.W_out, model, mlp.W_out.at[layer].set(new))
 
 
@@ -287,16 +292,17 @@ class RomeEdit(NamedTuple):
 
 
 def rome(model, tokenizer, request: EditRequest, C: Float[np.ndarray, "d_mlp d_mlp"], layer: Optional[int] = None,
-         prefixes: Sequence[str] = PREFIXES, **value_kwargs) -> RomeEdit:
-    """Edit one fact: `compute_key`, `compute_value`, `apply_rome` at ``layer`` (default
-    `default_layer`), with ``C`` from `key_covariance` at the same layer."""
+         prefixes: Sequence[str] = PREFIXES, ridge: float = 0.0, **value_kwargs) -> RomeEdit:
+    """Edit one fact: `compute_key`, `compute_value` (``value_kwargs`` go there), `apply_rome`
+    at ``layer`` (default `default_layer`) with ``C`` from `key_covariance` at the same
+    layer and ``ridge`` as in `rank_one_update`."""
     layer = default_layer(model.cfg) if layer is None else int(layer)
     C = np.asarray(C)
     if C.shape != (model.cfg.d_mlp, model.cfg.d_mlp):
         raise EditingError(f"C must be [d_mlp, d_mlp] = ({model.cfg.d_mlp}, {model.cfg.d_mlp}), got {C.shape}")
     key = compute_key(model, tokenizer, request, layer, prefixes)
     value = compute_value(model, tokenizer, request, layer, prefixes, **value_kwargs)
-    return RomeEdit(apply_rome(model, layer, key, value.value, C), layer, key, value)
+    return RomeEdit(apply_rome(model, layer, key, value.value, C, ridge), layer, key, value)
 
 
 def fact_probs(model, tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> Float[np.ndarray, " n"]:
