@@ -21,10 +21,21 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp.editing.function_vectors import (
-    accuracy_by_layer, causal_indirect_effect, encode_prompts, first_token_accuracy, function_vector, mean_head_outputs,
+    accuracy_by_layer,
+    causal_indirect_effect,
+    encode_prompts,
+    first_token_accuracy,
+    function_vector,
+    mean_head_outputs,
     top_heads,
 )
-from jaxinterp.editing.icl_tasks import TASKS, ICLTask, icl_prompt, sample_prompts, zero_shot_prompt
+from jaxinterp.editing.icl_tasks import (
+    TASKS,
+    ICLTask,
+    icl_prompt,
+    sample_prompts,
+    zero_shot_prompt,
+)
 from jaxinterp.loading.bundled import smollm2_path
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"

@@ -23,8 +23,16 @@ from jaxinterp.editing.chat import chat_template, format_instruction
 from jaxinterp.editing.common import encode_batch, generate
 from jaxinterp.editing.instructions import HARMFUL, HARMLESS, split
 from jaxinterp.editing.refusal import (
-    ablate_direction, add_direction, cosine_matrix, diff_in_means, head_directions, mean_direction, orthogonalize,
-    refusal_score, scores, select_direction,
+    ablate_direction,
+    add_direction,
+    cosine_matrix,
+    diff_in_means,
+    head_directions,
+    mean_direction,
+    orthogonalize,
+    refusal_score,
+    scores,
+    select_direction,
 )
 from jaxinterp.loading.bundled import smollm2_path
 
@@ -42,7 +50,7 @@ def main():
     model, tok = ji.load(path), ji.load_tokenizer(path)
     template = chat_template(path)
     print(f"chat template: {template!r}; a prompt ends with {tok.to_str_tokens(format_instruction(template, 'Hi'))[-6:]}")
-    fmt = lambda xs: [format_instruction(template, x) for x in xs]  # noqa: E731
+    fmt = lambda xs: [format_instruction(template, x) for x in xs]
     harm_train, harm_val = split(HARMFUL, N_TRAIN)
     safe_train, safe_val = split(HARMLESS, N_TRAIN)
     harm_val, safe_val = harm_val[:N_VAL], safe_val[:N_VAL]
@@ -53,7 +61,7 @@ def main():
     metric = refusal_score(tok, ("I", "Sorry", "As", "Unfortunately"))
 
     base_h, base_s = scores(model, vh, vlh, metric), scores(model, vs, vls, metric)
-    print(f"\nrefusal score (log-odds of 'I'/'Sorry'/'As'/'Unfortunately' first), held-out prompts:")
+    print("\nrefusal score (log-odds of 'I'/'Sorry'/'As'/'Unfortunately' first), held-out prompts:")
     print(f"  harmful  {base_h.mean():+.2f} (per prompt {np.round(base_h, 2).tolist()})")
     print(f"  harmless {base_s.mean():+.2f} (per prompt {np.round(base_s, 2).tolist()})")
     print(f"  difference harmful - harmless: {base_h.mean() - base_s.mean():+.2f}")

@@ -18,7 +18,15 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp.editing.common import generate
-from jaxinterp.editing.rome import EditRequest, corpus_windows, default_layer, fact_probs, key_covariance, ngram_entropy, rome
+from jaxinterp.editing.rome import (
+    EditRequest,
+    corpus_windows,
+    default_layer,
+    fact_probs,
+    key_covariance,
+    ngram_entropy,
+    rome,
+)
 from jaxinterp.loading.bundled import smollm2_path
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"

@@ -11,7 +11,7 @@ The techniques (ActAdd, CAA, RepE control vectors, layer x coefficient sweeps) l
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from jaxtyping import Float

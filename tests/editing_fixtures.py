@@ -8,11 +8,7 @@ import numpy as np
 
 import jaxinterp as ji
 
-WORDS = (
-    "<unk> <pad> the a of is in city to and I not love hate good bad happy sad tower Paris Rome Berlin located "
-    "Q A : yes no how make cake bomb tell me cannot sure here Eiffel big small hot cold up down fact note friend "
-    "said that news know book read this what day night it was , . ! ? \n"
-).split(" ")
+WORDS = ["<unk>", "<pad>", "the", "a", "of", "is", "in", "city", "to", "and", "I", "not", "love", "hate", "good", "bad", "happy", "sad", "tower", "Paris", "Rome", "Berlin", "located", "Q", "A", ":", "yes", "no", "how", "make", "cake", "bomb", "tell", "me", "cannot", "sure", "here", "Eiffel", "big", "small", "hot", "cold", "up", "down", "fact", "note", "friend", "said", "that", "news", "know", "book", "read", "this", "what", "day", "night", "it", "was", ",", ".", "!", "?", "\n"]
 WORDS = [w for w in WORDS if w] + ["\n"]
 WORDS = list(dict.fromkeys(WORDS))
 
@@ -45,7 +41,7 @@ def tiny_model(cfg=LLAMA, seed=0, std=0.3):
 
 def word_tokenizer() -> ji.Tokenizer:
     """Whitespace/punctuation word-level tokenizer over `WORDS` (unknown words -> <unk>)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])

@@ -10,15 +10,26 @@ import logging
 import jax
 import numpy as np
 import pytest
+from editing_fixtures import LLAMA, tiny_model, word_tokenizer
 
 import jaxinterp as ji
-from editing_fixtures import LLAMA, tiny_model, word_tokenizer
 from jaxinterp.editing.common import EditingError
 from jaxinterp.editing.function_vectors import (
-    accuracy_by_layer, causal_indirect_effect, encode_prompts, first_token_accuracy, function_vector, mean_head_outputs,
+    accuracy_by_layer,
+    causal_indirect_effect,
+    encode_prompts,
+    first_token_accuracy,
+    function_vector,
+    mean_head_outputs,
     top_heads,
 )
-from jaxinterp.editing.icl_tasks import TASKS, ICLTask, icl_prompt, load_pairs, sample_prompts
+from jaxinterp.editing.icl_tasks import (
+    TASKS,
+    ICLTask,
+    icl_prompt,
+    load_pairs,
+    sample_prompts,
+)
 
 TASK = ICLTask("antonym", (("hot", "cold"), ("big", "small"), ("up", "down"), ("happy", "sad"), ("good", "bad"), ("love", "hate"), ("day", "night")))
 
@@ -60,7 +71,7 @@ def test_cie_sweep_compiles_once_and_equals_loop(setup, caplog):
 
 
 def test_function_vector_is_sum_of_mean_head_results(setup):
-    model, tok, clean, _, _ = setup
+    model, _, clean, _, _ = setup
     mean_z = mean_head_outputs(model, clean)
     heads = [(0, 1), (2, 0)]
     results = []
@@ -95,7 +106,7 @@ def test_icl_tasks_and_loader(tmp_path):
     for name in ("antonym", "country_capital", "lowercase_uppercase", "english_french_number"):
         assert len(TASKS[name].pairs) >= 24
     assert icl_prompt([("a", "b")], "c") == "Q: a\nA: b\n\nQ: c\nA:"
-    clean, shuffled, answers = sample_prompts(TASKS["antonym"], 5, 4, seed=3)
+    clean, shuffled, _ = sample_prompts(TASKS["antonym"], 5, 4, seed=3)
     for c, s in zip(clean, shuffled):
         blocks_c, blocks_s = c.split("\n\n"), s.split("\n\n")
         assert [b.split("\n")[0] for b in blocks_c] == [b.split("\n")[0] for b in blocks_s]  # same inputs and query

@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from editing_fixtures import GPT2, LLAMA, tiny_model, word_tokenizer
 
 import jaxinterp as ji
-from editing_fixtures import GPT2, LLAMA, tiny_model, word_tokenizer
-from jaxinterp.editing.chat import ChatTemplate, chat_template, format_instruction, render_chatml
+from jaxinterp.editing.chat import (
+    ChatTemplate,
+    chat_template,
+    format_instruction,
+    render_chatml,
+)
 from jaxinterp.editing.common import EditingError, encode_batch
 from jaxinterp.editing.refusal import (
-    RefusalScore, ablate_direction, add_direction, cosine_matrix, diff_in_means, head_directions, orthogonalize,
+    RefusalScore,
+    ablate_direction,
+    add_direction,
+    cosine_matrix,
+    diff_in_means,
+    head_directions,
+    orthogonalize,
     select_direction,
 )
 

@@ -9,12 +9,19 @@ import math
 
 import numpy as np
 import pytest
+from editing_fixtures import GPT2, LLAMA, tiny_model, word_tokenizer
 
 import jaxinterp as ji
-from editing_fixtures import GPT2, LLAMA, tiny_model, word_tokenizer
 from jaxinterp.editing.common import EditingError
 from jaxinterp.editing.rome import (
-    EditRequest, apply_rome, compute_key, fact_probs, key_covariance, ngram_entropy, rank_one_update, rome,
+    EditRequest,
+    apply_rome,
+    compute_key,
+    fact_probs,
+    key_covariance,
+    ngram_entropy,
+    rank_one_update,
+    rome,
 )
 
 REQUEST = EditRequest("{} is located in the city of", "the Eiffel tower", " Rome")

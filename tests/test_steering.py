@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from editing_fixtures import LLAMA, tiny_model, word_tokenizer
 
 import jaxinterp as ji
-from editing_fixtures import LLAMA, tiny_model, word_tokenizer
 from jaxinterp.editing.common import EditingError
 from jaxinterp.editing.steering import (
-    ab_prompt, actadd, actadd_vector, caa, caa_vectors, first_components, repe_control, repe_directions, steering_sweep,
+    ab_prompt,
+    actadd,
+    actadd_vector,
+    caa,
+    caa_vectors,
+    first_components,
+    repe_control,
+    repe_directions,
+    steering_sweep,
 )
 from jaxinterp.metrics import logit_diff
 
@@ -85,7 +93,7 @@ def test_repe_directions_are_signed_first_principal_components(vectors, diffs):
     for layer in range(LLAMA.n_layers):
         d = diffs[:, layer].astype(np.float64)
         centred = d - d.mean(0)
-        w, V = np.linalg.eigh(centred.T @ centred)
+        _, V = np.linalg.eigh(centred.T @ centred)
         pc = V[:, -1]
         pc = pc if (d @ pc).mean() > 0 else -pc
         np.testing.assert_allclose(dirs[layer], pc, atol=1e-4)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from jaxinterp.editing.common import EditingError
 
@@ -44,7 +44,7 @@ class ChatTemplate:
     ``bos_token``/``eos_token`` are passed to the template as transformers does.
     ``use_jinja=False`` forces the ChatML fallback (for templates that are ChatML)."""
 
-    def __init__(self, source: Optional[str], bos_token: str = "", eos_token: str = "", use_jinja: Optional[bool] = None):
+    def __init__(self, source: str | None, bos_token: str = "", eos_token: str = "", use_jinja: bool | None = None):
         self.source = source
         self.bos_token, self.eos_token = bos_token or "", eos_token or ""
         if use_jinja is None:
@@ -93,7 +93,7 @@ def _compile(source: str):
     return env.from_string(source)
 
 
-def chat_template(path: str, use_jinja: Optional[bool] = None) -> ChatTemplate:
+def chat_template(path: str, use_jinja: bool | None = None) -> ChatTemplate:
     """The chat template of a model: ``path`` a GGUF file (metadata
     ``tokenizer.chat_template``), a ``tokenizer_config.json``, or a directory holding one."""
     if os.path.isdir(path):
@@ -134,7 +134,7 @@ def chat_template(path: str, use_jinja: Optional[bool] = None) -> ChatTemplate:
     return ChatTemplate(source, token("bos_token"), token("eos_token"), use_jinja)
 
 
-def format_instruction(template: ChatTemplate, instruction: str, system: Optional[str] = None) -> str:
+def format_instruction(template: ChatTemplate, instruction: str, system: str | None = None) -> str:
     """One user ``instruction`` as a prompt ending where the assistant's reply begins."""
     if not isinstance(instruction, str):
         raise EditingError(f"instruction must be a str, got {type(instruction).__name__}")

@@ -6,7 +6,7 @@ calls (``model(...)``, ``model.run_with_cache``, ``model.forward``)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, Int
 from jaxinterp.errors import JaxinterpError
 from jaxinterp.generate import greedy_generate
 
-__all__ = ["EditingError", "generate", "encode_batch", "last_token_states", "Prompts", "encode_prompts", "answer_probs", "row_answer_prob"]
+__all__ = ["EditingError", "Prompts", "answer_probs", "encode_batch", "encode_prompts", "generate", "last_token_states", "row_answer_prob"]
 
 
 class EditingError(JaxinterpError):

@@ -18,20 +18,35 @@ in-context-learning (ICL) prompt. To find them:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float
 
 import jaxinterp as ji
-from jaxinterp.editing.common import EditingError, Prompts, row_answer_prob, answer_probs, encode_prompts, last_token_states
+from jaxinterp.editing.common import (
+    EditingError,
+    Prompts,
+    answer_probs,
+    encode_prompts,
+    last_token_states,
+    row_answer_prob,
+)
 
 __all__ = [
-    "Prompts", "encode_prompts", "mean_head_outputs", "causal_indirect_effect", "top_heads", "function_vector",
-    "add_function_vector", "answer_probs", "first_token_accuracy", "accuracy_by_layer",
+    "Prompts",
+    "accuracy_by_layer",
+    "add_function_vector",
+    "answer_probs",
+    "causal_indirect_effect",
+    "encode_prompts",
+    "first_token_accuracy",
+    "function_vector",
+    "mean_head_outputs",
+    "top_heads",
 ]
 
 
@@ -58,7 +73,7 @@ def _cie(model, prompts: Prompts, mean_z, layers, heads, batch_size: int):
 
 
 def causal_indirect_effect(
-    model, shuffled: Prompts, mean_z: Float[Array, "layer head d_head"], layers: Optional[Sequence[int]] = None,
+    model, shuffled: Prompts, mean_z: Float[Array, "layer head d_head"], layers: Sequence[int] | None = None,
     batch_size: int = 8, per_prompt: bool = False,
 ) -> Float[np.ndarray, "layer head"]:
     """CIE of every head (of ``layers``, default all) on the ``shuffled``-label prompts:
@@ -112,14 +127,14 @@ def _accuracy(model, prompts: Prompts, fv, layers, scale):
     return jax.vmap(lambda l: per_layer(prompts.tokens, prompts.lengths, prompts.answers, l))(layers)  # [layer, batch]
 
 
-def first_token_accuracy(model, prompts: Prompts, fv: Optional[Float[Array, " d_model"]] = None, layer: int = 0, scale: float = 1.0) -> float:
+def first_token_accuracy(model, prompts: Prompts, fv: Float[Array, " d_model"] | None = None, layer: int = 0, scale: float = 1.0) -> float:
     """Fraction of ``prompts`` whose greedy next token is the answer's first token, with
     the function vector added at ``layer`` (or without, if ``fv`` is None)."""
     fv = None if fv is None else jnp.asarray(fv, jnp.float32)
     return float(np.mean(np.asarray(_accuracy(model, prompts, fv, jnp.asarray([layer]), jnp.float32(scale)))))
 
 
-def accuracy_by_layer(model, prompts: Prompts, fv: Float[Array, " d_model"], layers: Optional[Sequence[int]] = None, scale: float = 1.0) -> Float[np.ndarray, " layer"]:
+def accuracy_by_layer(model, prompts: Prompts, fv: Float[Array, " d_model"], layers: Sequence[int] | None = None, scale: float = 1.0) -> Float[np.ndarray, " layer"]:
     """`first_token_accuracy` with the function vector added at each of ``layers`` (default
     all), every layer in one vmapped program."""
     layers = np.arange(model.cfg.n_layers) if layers is None else np.asarray(layers)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from jaxinterp.editing.common import EditingError
 
-__all__ = ["ICLTask", "TASKS", "load_pairs", "icl_prompt", "zero_shot_prompt", "sample_prompts"]
+__all__ = ["TASKS", "ICLTask", "icl_prompt", "load_pairs", "sample_prompts", "zero_shot_prompt"]
 
 
 class ICLTask(NamedTuple):

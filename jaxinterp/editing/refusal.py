@@ -23,7 +23,8 @@ first generated position.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -35,8 +36,19 @@ import jaxinterp as ji
 from jaxinterp.editing.common import EditingError, last_token_states
 
 __all__ = [
-    "RefusalScore", "refusal_score", "head_directions", "cosine_matrix", "mean_direction", "add_direction",
-    "diff_in_means", "ablate_direction", "orthogonalize", "Selection", "select_direction", "last_position_logits", "scores",
+    "RefusalScore",
+    "Selection",
+    "ablate_direction",
+    "add_direction",
+    "cosine_matrix",
+    "diff_in_means",
+    "head_directions",
+    "last_position_logits",
+    "mean_direction",
+    "orthogonalize",
+    "refusal_score",
+    "scores",
+    "select_direction",
 ]
 
 
@@ -51,7 +63,7 @@ class RefusalScore(eqx.Module):
     log-probability ratio ``log P(refusal) - log P(compliance)``."""
 
     refusal: Int[Array, " n_refusal"]
-    compliance: Optional[Int[Array, " n_compliance"]]
+    compliance: Int[Array, " n_compliance"] | None
     pos: int = eqx.field(static=True, default=-1)
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
@@ -63,7 +75,7 @@ class RefusalScore(eqx.Module):
         return log_refuse - jax.nn.logsumexp(lp[self.compliance])
 
 
-def refusal_score(tokenizer, refusal: Sequence[str] = ("I", "Sorry", "As"), compliance: Optional[Sequence[str]] = None, pos: int = -1) -> RefusalScore:
+def refusal_score(tokenizer, refusal: Sequence[str] = ("I", "Sorry", "As"), compliance: Sequence[str] | None = None, pos: int = -1) -> RefusalScore:
     """A `RefusalScore` from token strings (each must be one token). The defaults are the
     first tokens of typical refusals ("I cannot", "I'm sorry", "Sorry, ...", "As an AI")."""
     def ids(words, what):
@@ -244,7 +256,7 @@ def _candidate_scores(model, dirs, layers, h_tokens, h_len, s_tokens, s_len, s_b
 def select_direction(
     model, candidates: Float[np.ndarray, "offset layer d_model"], offsets: Sequence[int],
     tokens_harmful, lengths_harmful, tokens_harmless, lengths_harmless, metric: RefusalScore,
-    layers: Optional[Sequence[int]] = None, max_layer_fraction: float = 0.8, kl_threshold: float = 0.1,
+    layers: Sequence[int] | None = None, max_layer_fraction: float = 0.8, kl_threshold: float = 0.1,
     batch_size: int = 4,
 ) -> Selection:
     """Arditi et al.'s selection: for each candidate ``candidates[o, l]`` (only ``layers``,

