@@ -62,8 +62,8 @@ def main():
 
     base_h, base_s = scores(model, vh, vlh, metric), scores(model, vs, vls, metric)
     print("\nrefusal score (log-odds of 'I'/'Sorry'/'As'/'Unfortunately' first), held-out prompts:")
-    print(f"  harmful  {base_h.mean():+.2f} (per prompt {np.round(base_h, 2).tolist()})")
-    print(f"  harmless {base_s.mean():+.2f} (per prompt {np.round(base_s, 2).tolist()})")
+    print(f"  harmful  {base_h.mean():+.2f} (per prompt {' '.join(f'{x:+.2f}' for x in base_h)})")
+    print(f"  harmless {base_s.mean():+.2f} (per prompt {' '.join(f'{x:+.2f}' for x in base_s)})")
     print(f"  difference harmful - harmless: {base_h.mean() - base_s.mean():+.2f}")
 
     # -- Arditi et al.: candidates, selection, ablation --------------------------------
