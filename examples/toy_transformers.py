@@ -9,7 +9,7 @@ attention-only model is a set of skip-trigrams (Elhage et al. 2021).
    distribution of its training text, next to the bigram conditional entropy; then three
    more seeds trained at once (one vmapped program) and their KLs.
 2. ``attn-only-1l`` (shipped; 4 heads): each head's top skip-trigrams read off its full
-   QK/OV circuits (`jaxinterp.circuits.skip_trigrams`, after `process_weights`).
+   QK/OV circuits (`jaxinterp.analysis.circuits.skip_trigrams`, after `process_weights`).
 3. The factored form's failure ("keep ... in mind" / "keep ... at bay"): a source token
    whose OV circuit raises two outputs ``o1``, ``o2`` that follow different destination
    tokens ``d1``, ``d2`` in the corpus. The head cannot make ``o1`` depend on ``d1``: with

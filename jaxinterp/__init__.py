@@ -4,7 +4,7 @@ The package is layered (docs/architecture.md): ``core`` (config, sites, metrics,
 < ``model`` (the Transformer, interventions, hooks, cache) < ``loading`` < ``engine``
 (sweeps, gradients) < ``toy`` < the technique groups ``causal``, ``analysis``, ``editing``,
 ``features`` < ``viz`` < ``apps``. The names below are eager; the technique groups and
-their modules load on first attribute access (``jaxinterp.patching.activation_patch``).
+their modules load on first attribute access (``jaxinterp.causal.patching.activation_patch``).
 """
 
 import importlib as _importlib
@@ -30,7 +30,6 @@ _LAZY = {
     "engine": "jaxinterp.engine", "causal": "jaxinterp.causal", "analysis": "jaxinterp.analysis",
     "editing": "jaxinterp.editing", "features": "jaxinterp.features", "toy": "jaxinterp.toy",
     "viz": "jaxinterp.viz", "apps": "jaxinterp.apps",
-    "steering": "jaxinterp.steering", "generate": "jaxinterp.generate",
     **{old.split(".", 1)[1]: new for old, new in _aliases.ALIASES.items()},
 }
 _LAZY_NAMES = {"FactoredMatrix": ("jaxinterp.analysis.factored_matrix", "FactoredMatrix"),

@@ -35,6 +35,8 @@ ALIASES = {
     "jaxinterp.processing": "jaxinterp.analysis.processing",
     "jaxinterp.report": "jaxinterp.viz.report",
     "jaxinterp.cli": "jaxinterp.apps.cli",
+    "jaxinterp.generate": "jaxinterp.editing.greedy",
+    "jaxinterp.steering": "jaxinterp.editing.steering",
     "jaxinterp.demo": "jaxinterp.apps.demo",
 }
 
@@ -52,10 +54,14 @@ class _AliasLoader(importlib.abc.Loader):
         self.target = target
 
     def create_module(self, spec):
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self.spec = module.__spec__
+        return module
 
     def exec_module(self, module):
-        pass  # already executed under its new name
+        # Already executed under its new name; the import system set the alias's spec
+        # on it: give the module its own back.
+        module.__spec__ = self.spec
 
 
 class AliasFinder(importlib.abc.MetaPathFinder):

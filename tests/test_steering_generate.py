@@ -8,8 +8,8 @@ import torch
 
 import jaxinterp as ji
 from hf_models import hf_model
-from jaxinterp.generate import greedy_generate
-from jaxinterp.steering import steering_vector
+from jaxinterp.editing.greedy import greedy_generate
+from jaxinterp.editing.steering import steering_vector
 
 
 class WordTokenizer:

@@ -16,7 +16,7 @@ Steps, each timed and printed as it runs:
 then the PNG figures and ``report.html`` are written to the output folder.
 
 The techniques come from their modules (`jaxinterp.causal.patching`, `jaxinterp.causal.attribution`,
-`jaxinterp.analysis.detectors`, `jaxinterp.steering`, `jaxinterp.generate`); the helpers here
+`jaxinterp.analysis.detectors`, `jaxinterp.editing.steering`, `jaxinterp.editing.greedy`); the helpers here
 (`patching_sweep`, `steering_experiment`, ...) are thin.
 """
 
@@ -40,6 +40,7 @@ from ..core.labelled import LabelledArray
 from ..core.metrics import logit_diff
 from ..model import Transformer
 from ..core.sites import layer_site_dims, top_level_site_dims
+from ..editing.sentiment import STEER_BAD, STEER_GOOD, STEER_NEGATIVE, STEER_POSITIVE
 from ..steering import steering_vector
 
 __all__ = [
@@ -65,11 +66,7 @@ IOI_TEMPLATES = [
     "When{IO} and{S} went to the beach,{S} gave a towel to",
 ]
 IOI_NAMES = [(" Mary", " John"), (" Tom", " James"), (" Sarah", " David"), (" Alice", " Bob"), (" Anna", " Paul"), (" Lisa", " Mike")]
-STEER_POSITIVE = ["I love this. It is wonderful", "What a great, happy day", "This film was excellent and delightful", "I am so glad and thankful", "The food was delicious and amazing"]
-STEER_NEGATIVE = ["I hate this. It is awful", "What a terrible, sad day", "This film was dreadful and boring", "I am so angry and upset", "The food was disgusting and horrible"]
 STEER_PROMPT = "My review of the movie: it was"
-STEER_GOOD = [" great", " good", " amazing", " wonderful", " fantastic", " excellent"]
-STEER_BAD = [" terrible", " bad", " awful", " horrible", " boring", " disappointing"]
 
 
 class IOIPair(NamedTuple):

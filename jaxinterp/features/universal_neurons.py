@@ -30,7 +30,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxinterp import Transformer
-from jaxinterp.errors import JaxinterpError
+from jaxinterp.core.errors import JaxinterpError
 
 __all__ = [
     "UniversalNeuronsError", "mlp_activations", "correlation_matrix", "max_correlations", "random_rotation",

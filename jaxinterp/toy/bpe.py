@@ -14,7 +14,7 @@ import json
 import os
 from typing import Optional
 
-from jaxinterp.errors import JaxinterpError
+from jaxinterp.core.errors import JaxinterpError
 
 __all__ = ["EOT", "train_bpe_tokenizer", "save_tokenizer"]
 

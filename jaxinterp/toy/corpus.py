@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Union
 
-from jaxinterp.errors import JaxinterpError
+from jaxinterp.core.errors import JaxinterpError
 
 __all__ = ["CorpusError", "read_corpus", "shakespeare_texts", "split_heldout"]
 

@@ -5,7 +5,7 @@ seeds at once in one compiled optax loop.
   logits at a position depend on the current token only, so the best such model is the
   corpus' bigram table (up to its rank ``d_model``; see `jaxinterp.toy.bigram`);
 - `attn_only_config`: 1 (or more) attention-only layers: skip-trigrams
-  (`jaxinterp.circuits.skip_trigrams`);
+  (`jaxinterp.analysis.circuits.skip_trigrams`);
 - `mlp_config`: layers with ReLU MLPs (the universal-neurons models).
 
 `train_lms(cfg, tokens, seeds)` initialises one model per seed (`random_model`, numpy:
@@ -27,7 +27,7 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from jaxinterp import ModelConfig, Transformer
-from jaxinterp.errors import JaxinterpError
+from jaxinterp.core.errors import JaxinterpError
 from jaxinterp.toy.random_init import random_model
 
 __all__ = [

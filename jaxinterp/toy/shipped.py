@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ModelConfig, Transformer
-from jaxinterp.errors import JaxinterpError
+from jaxinterp.core.errors import JaxinterpError
 from jaxinterp.toy.random_init import random_model
 
 __all__ = ["SHIPPED", "WEIGHTS_DIR", "ToyLoadError", "save_toy", "load", "toy_info"]

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxinterp.errors import JaxinterpError
+from jaxinterp.core.errors import JaxinterpError
 
 __all__ = [
     "TMSError", "AbstractTMS", "ReLUOutputTMS", "LinearTMS", "init_tms", "sparse_features", "importance_powers",

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
-from .model import Transformer
+from ..model import Transformer
 
 __all__ = ["greedy_generate"]
 
