@@ -25,7 +25,7 @@ from .errors import SAEError
 from .modules import SAE
 from .splice import splice, _short
 
-__all__ = ["l0", "fvu", "firing_rates", "dead_fraction", "dense_fraction", "evaluate", "next_token_ce"]
+__all__ = ["l0", "fvu", "firing_rates", "dead_fraction", "dense_fraction", "evaluate", "evaluate_reconstruction", "next_token_ce"]
 
 
 def l0(acts: Float[Array, "... d_sae"]) -> Float[Array, ""]:
@@ -111,7 +111,7 @@ def evaluate(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = Tr
     means = []
     for s in range(0, len(contexts), batch):
         _, cache = model.run_with_cache(jnp.asarray(contexts[s : s + batch]), names=[names[1]])
-        means.append(np.asarray(cache[names[1]][:, sae.cfg.layer]).reshape(-1, sae.cfg.out_dim))
+        means.append(np.asarray(cache[names[1]][sae.cfg.layer]).reshape(-1, sae.cfg.out_dim))  # [layer, batch, pos, d]
     mean_target = jnp.asarray(np.concatenate(means).mean(0))
     parts = [
         _eval_batch(model, sae, jnp.asarray(contexts[s : s + batch]), mean_target, names, skip_first)
@@ -136,3 +136,26 @@ def evaluate(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = Tr
         "error_term_max_abs_logit_diff": float(np.asarray(cat["error_term_diff"]).max()),
         "n_tokens": int(acts.shape[0]),
     }
+
+
+@eqx.filter_jit
+def _recon_batch(model, sae: SAE, tokens, names: tuple, first: int):
+    def one(t):
+        _, cache = model.forward(t, None, frozenset(names))
+        x, y = cache[names[0]][sae.cfg.layer][first:], cache[names[1]][sae.cfg.layer][first:]
+        acts = sae.encode(x)
+        return acts, y, sae.decode(acts)
+
+    return jax.vmap(one)(tokens)
+
+
+def evaluate_reconstruction(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = True, dense_threshold: float = 0.1) -> dict:
+    """The reconstruction half of `evaluate` (one cached pass, no splicing): ``l0``,
+    ``fvu``, ``dead_fraction``, ``dense_fraction``."""
+    contexts = np.asarray(contexts)
+    names = (_short(model, sae.cfg.site), _short(model, sae.cfg.target))
+    parts = [_recon_batch(model, sae, jnp.asarray(contexts[s : s + batch]), names, 1 if skip_first else 0) for s in range(0, len(contexts), batch)]
+    acts, y, recon = (jnp.concatenate([p[i] for p in parts]) for i in range(3))
+    rates = firing_rates(acts)
+    return {"l0": float(l0(acts)), "fvu": float(fvu(y, recon)), "dead_fraction": float(dead_fraction(rates)),
+            "dense_fraction": float(dense_fraction(rates, dense_threshold))}

@@ -93,8 +93,8 @@ class SAE(eqx.Module):
         """Reconstruction of the target from the input."""
         return self.decode(self.encode(x))
 
-    def after_step(self, pre: Float[Array, "batch d_sae"], acts: Float[Array, "batch d_sae"]) -> "SAE":
-        """Non-gradient state updated after each training step (BatchTopK's threshold)."""
+    def after_step(self, pre: Float[Array, "batch d_sae"], acts: Float[Array, "batch d_sae"], step: Array) -> "SAE":
+        """Non-gradient state updated after training step ``step`` (BatchTopK's threshold)."""
         return self
 
     # ---------------------------------------------------------------- scaling and files
@@ -184,10 +184,13 @@ class BatchTopKSAE(SAE):
     def sparsity(self, pre, acts):
         return jnp.zeros(pre.shape[:-1], pre.dtype)
 
-    def after_step(self, pre, acts):
+    def after_step(self, pre, acts, step):
         kept_min = jnp.min(jnp.where(acts > 0, acts, jnp.inf))
         kept_min = jnp.where(jnp.isfinite(kept_min), kept_min, self.threshold)
-        new = (1 - self.momentum) * self.threshold + self.momentum * jax.lax.stop_gradient(kept_min)
+        # A plain running mean for the first 1/momentum steps, then exponential: early
+        # estimates are not dragged towards the arbitrary initial value.
+        rate = jnp.maximum(self.momentum, 1.0 / (step + 1.0))
+        new = (1 - rate) * self.threshold + rate * jax.lax.stop_gradient(kept_min)
         return eqx.tree_at(lambda s: s.threshold, self, new)
 
     def _scale_thresholds(self, factor):

@@ -125,11 +125,16 @@ def auxk_loss(sae: SAE, pre: Float[Array, "batch d_sae"], residual: Float[Array,
 
 
 class _Loop(eqx.Module):
-    """The static parts of one training program (hashable: reused across fills)."""
+    """The static parts of one training program. Hashable by value (the optimizer is
+    rebuilt from ``cfg`` when traced), so equal settings reuse the compiled program
+    across fills and across `train_sae` calls."""
 
     cfg: TrainConfig = eqx.field(static=True)
-    optimizer: optax.GradientTransformation = eqx.field(static=True)
     aux_k: int = eqx.field(static=True)
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        return make_optimizer(self.cfg)
 
 
 def _project_out_parallel(grad_W: Array, W: Array) -> Array:
@@ -171,7 +176,7 @@ def _step(loop: _Loop, carry, batch):
     sae = eqx.combine(params, static)
     if sae.cfg.unit_norm_decoder:
         sae = eqx.tree_at(lambda s: s.W_dec, sae, sae.W_dec / jnp.linalg.norm(sae.W_dec, axis=-1, keepdims=True))
-    sae = sae.after_step(jax.lax.stop_gradient(pre), jax.lax.stop_gradient(acts))
+    sae = sae.after_step(jax.lax.stop_gradient(pre), jax.lax.stop_gradient(acts), step)
     fired = (acts > 0).any(0)
     since_fired = jnp.where(fired, 0, since_fired + x.shape[0])
     l0 = (acts > 0).sum(-1).mean()
@@ -293,7 +298,7 @@ def train_sae(
         raise SAEError(f"batch_size={cfg.batch_size} exceeds the store's fill of {store.fill_size} tokens")
     n_fills = -(-cfg.n_steps // per_fill)
     aux_k = cfg.aux_k if cfg.aux_k is not None else (min(sae.cfg.d_in // 2, sae.cfg.d_sae) if sae.kind in ("topk", "batchtopk") else 0)
-    loop = _Loop(cfg, make_optimizer(dataclasses.replace(cfg, n_steps=n_fills * per_fill)), aux_k)
+    loop = _Loop(dataclasses.replace(cfg, n_steps=n_fills * per_fill), aux_k)
 
     meta = {
         "config": dataclasses.asdict(cfg), "sae_config": sae.cfg.to_dict(), "kind": sae.kind,
