@@ -36,15 +36,19 @@ OUT = "out"
 if QUICK:  # a tiny random model with SmolLM2's tokenizer: exercises every step in seconds
     LAYER, D_SAE, CTX, N_TRAIN, N_EVAL, PER_FILL, BATCH, STEPS, K = 1, 256, 32, 32, 4, 16, 128, 40, 16
 else:
-    LAYER, D_SAE, CTX, N_TRAIN, N_EVAL, PER_FILL, BATCH, STEPS, K = 15, 4608, 128, 192, 8, 64, 512, 240, 32
+    LAYER, D_SAE, CTX, N_TRAIN, N_EVAL, PER_FILL, BATCH, STEPS, K = 15, 4608, 128, 128, 4, 64, 256, 160, 32
 
-# (variant, hyperparameters, sparsity coefficient) per frontier point; the first of each is the matched-L0 one.
+# Per frontier point: (hyperparameters, initial sparsity coefficient, target L0). TopK variants
+# set L0 with k; ReLU and JumpReLU steer their coefficient to the target during training
+# (TrainConfig.target_l0). The first point of each variant is the matched-L0 one.
 SETTINGS = {
-    "relu": [({}, 4.0), ({}, 1.5)],
-    "topk": [({"k": K}, 0.0), ({"k": 2 * K}, 0.0)],
-    "batchtopk": [({"k": K}, 0.0), ({"k": 2 * K}, 0.0)],
-    "jumprelu": [({"bandwidth": 0.05}, 0.3), ({"bandwidth": 0.05}, 0.1)],
+    "relu": [({}, 4.0, K), ({}, 2.0, 2 * K)],
+    "topk": [({"k": K}, 0.0, None), ({"k": 2 * K}, 0.0, None)],
+    "batchtopk": [({"k": K}, 0.0, None), ({"k": 2 * K}, 0.0, None)],
+    "jumprelu": [({"bandwidth": 0.05}, 1.0, K), ({"bandwidth": 0.05}, 0.5, 2 * K)],
 }
+if QUICK:  # one point per variant
+    SETTINGS = {k: v[:1] for k, v in SETTINGS.items()}
 
 
 def load():
@@ -58,11 +62,11 @@ def load():
     return ji.load(bundled.smollm2_path()), tok
 
 
-def train(kind, hyper, coefficient, cfg, store, seed=0):
+def train(kind, hyper, coefficient, target, cfg, store, seed=0):
     sae = S.init_sae(kind, cfg, jax.random.key(seed), **({"threshold": 0.1} if kind == "jumprelu" else {}), **hyper)
     tcfg = S.TrainConfig(
         n_steps=STEPS, batch_size=BATCH, lr=1e-3 if QUICK else 5e-4, lr_warmup=STEPS // 10,
-        sparsity_coefficient=coefficient, sparsity_warmup=STEPS // 4, dead_tokens=STEPS * BATCH // 4,
+        sparsity_coefficient=coefficient, sparsity_warmup=STEPS // 4, dead_tokens=STEPS * BATCH // 4, target_l0=target,
     )
     t = time.time()
     result = S.train_sae(sae, store, tcfg, progress=not QUICK)
@@ -90,9 +94,9 @@ def main():
     cfg = S.SAEConfig(d_in=d, d_sae=D_SAE, site="resid_pre", layer=LAYER)
     results, frontier = {}, {}
     for kind, settings in SETTINGS.items():
-        for j, (hyper, coef) in enumerate(settings):
+        for j, (hyper, coef, target) in enumerate(settings):
             variant_cfg = S.SAEConfig(**{**cfg.to_dict(), "unit_norm_decoder": kind != "relu"})
-            result, secs = train(kind, hyper, coef, variant_cfg, store)
+            result, secs = train(kind, hyper, coef, target, variant_cfg, store)
             if j == 0:
                 m = S.evaluate(model, result.sae, eval_ctx)
                 m["train_s"] = secs
@@ -101,13 +105,14 @@ def main():
             else:
                 m = S.evaluate_reconstruction(model, result.sae, eval_ctx)
             frontier.setdefault(kind, []).append((m["l0"], m["fvu"]))
-            print(f"  {kind:9s} {hyper or ''} coef={coef}: L0 {m['l0']:.1f}  FVU {m['fvu']:.3f}  ({secs:.0f} s)")
+            setting = hyper.get("k") and f"k={hyper['k']}" or f"target L0 {target}, final coef {result.history['coefficient'][-1]:.3g}"
+            print(f"  {kind:9s} {setting}: held-out L0 {m['l0']:.1f}  FVU {m['fvu']:.3f}  (train {secs:.0f} s)", flush=True)
 
     # A transcoder: ln2.normalized -> mlp_out of the same layer.
     tc_store = S.ModelStore(model, train_ctx[: N_TRAIN // 2], "ln2.normalized", LAYER, target_site="mlp_out",
                             contexts_per_fill=PER_FILL // 2, model_batch=8, keep_fills=True)
     tc_cfg = S.SAEConfig(d_in=d, d_sae=D_SAE, site="ln2.normalized", target_site="mlp_out", layer=LAYER, apply_b_dec_to_input=False)
-    tc, secs = train("topk", {"k": K}, 0.0, tc_cfg, tc_store)
+    tc, secs = train("topk", {"k": K}, 0.0, None, tc_cfg, tc_store)
     results["transcoder (topk)"] = {**S.evaluate(model, tc.sae, eval_ctx), "train_s": secs}
 
     print()

@@ -426,3 +426,63 @@ def test_bad_arguments_name_what_is_wrong():
     tc = S.init_sae("relu", S.SAEConfig(8, 16, site="ln2.normalized", target_site="mlp_out", apply_b_dec_to_input=False), jax.random.key(0))
     with pytest.raises(JaxinterpError, match="pass inputs="):
         S.splice(tc)
+
+
+# ---------------------------------------------------------------------------- dashboards
+
+
+class _Tok:
+    def decode(self, ids):
+        return "".join(f"<t{i}>" for i in ids)  # markup-like strings: the page must escape them
+
+
+def test_dashboard_html_shows_the_computed_numbers(model, sae, tmp_path):
+    import html.parser
+
+    from jaxinterp.report import external_resources
+    from jaxinterp.viz.sae_dashboard import save_sae_dashboard
+
+    ctx = np.random.default_rng(18).integers(0, CFG.d_vocab, (6, 12)).astype(np.int32)
+    _, cache = model.run_with_cache(jnp.asarray(ctx), names=["resid_pre"])
+    acts = np.asarray(sae.encode(cache["resid_pre"][LAYER]))[:, 1:]  # independent of the dashboard's own pass
+    rates = (acts > 0).reshape(-1, 64).mean(0)
+    feats = [int(np.argmax(rates)), int(np.argsort(rates)[len(rates) // 2])]
+    dash = S.feature_dashboards(model, sae, ctx, _Tok(), feats, n_top=3, n_logits=4, bins=5)
+    path = save_sae_dashboard(dash, str(tmp_path / "d.html"))
+    text = open(path).read()
+    assert external_resources(text) == []
+
+    class Parser(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cards, self.card = [], None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "section":
+                self.card = {"feature": int(a["data-feature"]), "rate": float(a["data-firing-rate"]), "max": float(a["data-max-act"]),
+                             "ctx_max": [], "hist": [], "logits": []}
+                self.cards.append(self.card)
+            elif tag == "div" and "data-max" in a:
+                self.card["ctx_max"].append(float(a["data-max"]))
+            elif tag == "rect":
+                self.card["hist"].append(int(a["data-count"]))
+            elif tag == "tr" and "data-value" in a:
+                self.card["logits"].append((a["data-token"], float(a["data-value"])))
+
+    p = Parser()
+    p.feed(text)
+    assert [c["feature"] for c in p.cards] == feats
+    W = np.asarray(sae.W_dec) @ np.asarray(model.unembed.W_U)
+    for card in p.cards:
+        f = card["feature"]
+        a = acts[..., f].reshape(-1)
+        assert card["rate"] == pytest.approx(rates[f], abs=1e-7)
+        assert card["max"] == pytest.approx(a.max(), rel=1e-5)
+        np.testing.assert_allclose(card["ctx_max"], np.sort(a)[::-1][: len(card["ctx_max"])], rtol=1e-5)
+        assert len(card["ctx_max"]) == min(3, int((a > 0).sum()))
+        assert card["hist"] == np.histogram(a[a > 0], bins=5)[0].tolist()
+        up = np.argsort(-W[f])[:4]
+        down = np.argsort(W[f])[:4]
+        assert card["logits"][:4] == [(f"<t{i}>", pytest.approx(W[f, i], rel=1e-5)) for i in up]
+        assert card["logits"][4:] == [(f"<t{i}>", pytest.approx(W[f, i], rel=1e-5)) for i in down]

@@ -115,6 +115,11 @@ class SAE(eqx.Module):
     def _scale_thresholds(self, factor: float) -> "SAE":
         return self
 
+    def calibrate(self, pre: Float[Array, "batch d_sae"], target_l0: float) -> "SAE":
+        """Set data-dependent initial parameters so that about ``target_l0`` latents fire
+        per token on ``pre`` (JumpReLU thresholds; no-op for other variants)."""
+        return self
+
     def hyperparameters(self) -> dict:
         """Variant settings that are not arrays (saved in the JSON config)."""
         return {}
@@ -230,6 +235,14 @@ class JumpReLUSAE(SAE):
 
     def _scale_thresholds(self, factor):
         return eqx.tree_at(lambda s: s.log_threshold, self, self.log_threshold + jnp.log(factor))
+
+    def calibrate(self, pre, target_l0):
+        # Each latent's threshold at the (1 - target_l0 / d_sae) quantile of its own
+        # pre-activations, so training starts near the target L0: Adam moves log
+        # thresholds by ~lr per step, too slowly to travel far in a short run.
+        q = 1.0 - min(max(target_l0 / self.cfg.d_sae, 0.0), 1.0)
+        th = jnp.maximum(jnp.quantile(pre, q, axis=0), 1e-3)
+        return eqx.tree_at(lambda s: s.log_threshold, self, jnp.log(th))
 
     def hyperparameters(self):
         return {"bandwidth": self.bandwidth}

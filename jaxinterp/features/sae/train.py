@@ -59,7 +59,11 @@ class TrainConfig:
     is dead once it has not fired for this many training tokens.
     ``normalize``: scale activations to ``E||x||^2 = d``. ``init_b_dec``: ``"mean"``
     (the first fill's mean target) or ``"zero"``. ``grad_clip``: global norm clip.
-    ``checkpoint_every``: fills between checkpoints. ``seed``: the data order's seed is
+    ``checkpoint_every``: fills between checkpoints. ``target_l0``: steer the sparsity
+    coefficient towards this training L0 (ReLU, JumpReLU): after each step its log
+    moves by ``target_l0_rate * (L0 - target) / target`` (a controller in the training
+    state, checkpointed like the rest), so variants can be compared at a matched L0.
+    ``seed``: the data order's seed is
     the store's; this one is for nothing random in the loop (kept for the record).
     """
 
@@ -77,6 +81,8 @@ class TrainConfig:
     init_b_dec: str = "mean"
     grad_clip: float = 1.0
     checkpoint_every: int = 1
+    target_l0: Optional[float] = None
+    target_l0_rate: float = 0.05
     seed: int = 0
 
     def __post_init__(self):
@@ -143,11 +149,11 @@ def _project_out_parallel(grad_W: Array, W: Array) -> Array:
 
 
 def _step(loop: _Loop, carry, batch):
-    sae, opt_state, since_fired, step = carry
+    sae, opt_state, since_fired, step, log_coef = carry
     x, y = batch
     cfg = loop.cfg
     ramp = 1.0 if cfg.sparsity_warmup <= 0 else jnp.minimum(1.0, (step + 1) / cfg.sparsity_warmup)
-    coefficient = cfg.sparsity_coefficient * ramp
+    coefficient = jnp.exp(log_coef) * ramp
     dead = (since_fired >= cfg.dead_tokens).astype(jnp.float32)
     params, static = eqx.partition(sae, eqx.is_inexact_array)
 
@@ -181,14 +187,16 @@ def _step(loop: _Loop, carry, batch):
     since_fired = jnp.where(fired, 0, since_fired + x.shape[0])
     l0 = (acts > 0).sum(-1).mean()
     fvu = jnp.sum(err**2) / jnp.sum((y - y.mean(0)) ** 2)
-    return (sae, opt_state, since_fired, step + 1), jnp.stack([loss, l0, fvu])
+    if cfg.target_l0 is not None:
+        log_coef = log_coef + cfg.target_l0_rate * (l0 - cfg.target_l0) / cfg.target_l0
+    return (sae, opt_state, since_fired, step + 1, log_coef), jnp.stack([loss, l0, fvu, jnp.exp(log_coef)])
 
 
 @eqx.filter_jit
-def train_chunk(loop: _Loop, sae: SAE, opt_state, since_fired: Int[Array, " d_sae"], step: Int[Array, ""], xs, ys):
+def train_chunk(loop: _Loop, sae: SAE, opt_state, since_fired: Int[Array, " d_sae"], step: Int[Array, ""], log_coef: Float[Array, ""], xs, ys):
     """Run the batches ``xs [n, batch, d_in]`` (targets ``ys``) through ``n`` optimizer
-    steps in one `lax.scan`; returns the new state and per-step ``[loss, l0, fvu]``."""
-    carry, stats = jax.lax.scan(lambda c, b: _step(loop, c, b), (sae, opt_state, since_fired, step), (xs, ys))
+    steps in one `lax.scan`; returns the new state and per-step ``[loss, l0, fvu, coefficient]``."""
+    carry, stats = jax.lax.scan(lambda c, b: _step(loop, c, b), (sae, opt_state, since_fired, step, log_coef), (xs, ys))
     return carry, stats
 
 
@@ -217,7 +225,7 @@ def _unflat(template, arrays: dict, what: str):
 def _save_checkpoint(directory: str, state: tuple, meta: dict) -> None:
     from safetensors.numpy import save_file
 
-    sae, opt_state, since_fired, step = state
+    sae, opt_state, since_fired, step, log_coef = state
     name = f"step-{int(step):08d}"
     final, tmp = os.path.join(directory, name), os.path.join(directory, name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -225,6 +233,7 @@ def _save_checkpoint(directory: str, state: tuple, meta: dict) -> None:
     arrays = {f"sae.{k}": v for k, v in _flat(sae).items()}
     arrays.update({f"opt.{k}": v for k, v in _flat(opt_state).items()})
     arrays["since_fired"] = np.asarray(since_fired)
+    arrays["log_coef"] = np.asarray(log_coef)
     save_file(arrays, os.path.join(tmp, "state.safetensors"))
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump({**meta, "step": int(step)}, f, indent=1)
@@ -258,11 +267,12 @@ def _load_checkpoint(directory: str, template: tuple, meta: dict):
                 f"checkpoint {path} was written with {key}={saved.get(key)!r}, this run has {meta.get(key)!r}: "
                 "resume with the same settings or use a fresh checkpoint_dir"
             )
-    sae_t, opt_t, fired_t, _ = template
+    sae_t, opt_t, fired_t, _, coef_t = template
     sae = _unflat(sae_t, {k[4:]: v for k, v in arrays.items() if k.startswith("sae.")}, "SAE")
     opt = _unflat(opt_t, {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}, "optimizer state")
     since = jnp.asarray(arrays["since_fired"], fired_t.dtype)
-    return (sae, opt, since, jnp.asarray(saved["step"], jnp.int32)), saved
+    coef = jnp.asarray(arrays["log_coef"], coef_t.dtype)
+    return (sae, opt, since, jnp.asarray(saved["step"], jnp.int32), coef), saved
 
 
 # ------------------------------------------------------------------------ the loop
@@ -309,9 +319,13 @@ def train_sae(
     out_scale = (in_scale if first_y is first_x else _scale(first_y)) if cfg.normalize else 1.0
     if cfg.init_b_dec == "mean":
         sae = eqx.tree_at(lambda s: s.b_dec, sae, jnp.mean(first_y, 0) * out_scale)
+    if cfg.target_l0 is not None:
+        n = min(first_x.shape[0], 4 * cfg.batch_size)
+        sae = sae.calibrate(sae.pre_acts(first_x[:n] * in_scale), cfg.target_l0)
     params = eqx.filter(sae, eqx.is_inexact_array)
-    state = (sae, loop.optimizer.init(params), jnp.zeros((sae.cfg.d_sae,), jnp.int32), jnp.asarray(0, jnp.int32))
-    history = {"step": [], "loss": [], "l0": [], "fvu": [], "dead": []}
+    log_coef = jnp.log(jnp.asarray(max(cfg.sparsity_coefficient, 1e-30), jnp.float32))
+    state = (sae, loop.optimizer.init(params), jnp.zeros((sae.cfg.d_sae,), jnp.int32), jnp.asarray(0, jnp.int32), log_coef)
+    history = {"step": [], "loss": [], "l0": [], "fvu": [], "dead": [], "coefficient": []}
     start_fill = 0
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
@@ -335,7 +349,7 @@ def train_sae(
         state, stats = train_chunk(loop, *state, xs, ys)
         stats = np.asarray(stats).mean(0)
         dead = float(np.mean(np.asarray(state[2]) >= cfg.dead_tokens))
-        for key, v in zip(("step", "loss", "l0", "fvu", "dead"), (int(state[3]), *map(float, stats), dead)):
+        for key, v in zip(("step", "loss", "l0", "fvu", "coefficient", "dead"), (int(state[3]), *map(float, stats), dead)):
             history[key].append(v)
         if bar is not None:
             bar.update(per_fill)
