@@ -23,14 +23,28 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["topk_relu", "batch_topk_relu", "jumprelu", "step", "rectangle"]
+__all__ = ["topk_values", "kth_largest", "topk_relu", "batch_topk_relu", "jumprelu", "step", "rectangle"]
+
+
+def topk_values(x: Float[Array, "... n"], k: int) -> Float[Array, "... k"]:
+    """The ``k`` largest values along the last axis, sorted descending (exact)."""
+    return jax.lax.top_k(x, k)[0]
+
+
+def kth_largest(x: Float[Array, "... n"], k: int) -> Float[Array, "... 1"]:
+    """The ``k``-th largest value along the last axis (kept as a length-1 axis).
+
+    Taken as the minimum of the top ``k``, not by slicing its last column: on CPU, XLA
+    rewrites a top-k whose output is sliced into a full sort, ~25x slower at SAE sizes
+    ([4096, 16384], k = 32: 33 s against 1.3 s)."""
+    return jnp.min(topk_values(x, k), axis=-1, keepdims=True)
 
 
 def topk_relu(pre: Float[Array, "... d_sae"], k: int) -> Float[Array, "... d_sae"]:
     """ReLU of the ``k`` largest entries of each row, zeros elsewhere (gradient flows to
     the kept entries only). Selected by comparing with the row's k-th largest value (a
     scatter costs more); an exact tie with it keeps the tied entries too."""
-    kth = jax.lax.top_k(pre, k)[0][..., -1:]
+    kth = kth_largest(pre, k)
     keep = (pre >= jax.lax.stop_gradient(kth)) & (pre > 0)
     return jnp.where(keep, pre, 0.0)
 
@@ -40,7 +54,7 @@ def batch_topk_relu(pre: Float[Array, "batch d_sae"], k: int) -> Float[Array, "b
     fewer than ``k``; the batch average is ``k``)."""
     n = pre.shape[0] * k
     flat = pre.reshape(-1)
-    kth = jax.lax.top_k(flat, n)[0][-1]
+    kth = kth_largest(flat, n)
     keep = (pre >= jax.lax.stop_gradient(kth)) & (pre > 0)
     return jnp.where(keep, pre, 0.0)
 

@@ -40,6 +40,7 @@ from jaxtyping import Array, Float, Int
 
 from .errors import SAEError
 from .modules import SAE
+from .ops import kth_largest
 from .store import ActivationStore
 
 __all__ = ["TrainConfig", "TrainResult", "train_sae", "train_chunk", "make_optimizer", "auxk_loss"]
@@ -62,7 +63,8 @@ class TrainConfig:
     ``checkpoint_every``: fills between checkpoints. ``target_l0``: steer the sparsity
     coefficient towards this training L0 (ReLU, JumpReLU): after each step its log
     moves by ``target_l0_rate * (L0 - target) / target`` (a controller in the training
-    state, checkpointed like the rest), so variants can be compared at a matched L0.
+    state, checkpointed like the rest; the relative error is clipped to [-1, 1]), so
+    variants can be compared at a matched L0.
     ``seed``: the data order's seed is
     the store's; this one is for nothing random in the loop (kept for the record).
     """
@@ -125,7 +127,7 @@ def auxk_loss(sae: SAE, pre: Float[Array, "batch d_sae"], residual: Float[Array,
     """AuxK (Gao et al. 2024): the ``k`` largest pre-activations among dead latents
     reconstruct the main reconstruction's residual; ``mean_tokens ||residual - e_hat||^2``."""
     masked = jnp.where(dead > 0, pre, -jnp.inf)
-    kth = jax.lax.top_k(masked, k)[0][..., -1:]
+    kth = kth_largest(masked, k)
     acts = jnp.where((masked >= kth) & (masked > 0), pre, 0.0)
     return jnp.sum((residual - acts @ sae.W_dec) ** 2, axis=-1).mean()
 
@@ -188,7 +190,8 @@ def _step(loop: _Loop, carry, batch):
     l0 = (acts > 0).sum(-1).mean()
     fvu = jnp.sum(err**2) / jnp.sum((y - y.mean(0)) ** 2)
     if cfg.target_l0 is not None:
-        log_coef = log_coef + cfg.target_l0_rate * (l0 - cfg.target_l0) / cfg.target_l0
+        # Relative error clipped to [-1, 1]: early in training L0 can be 100x the target.
+        log_coef = log_coef + cfg.target_l0_rate * jnp.clip((l0 - cfg.target_l0) / cfg.target_l0, -1.0, 1.0)
     return (sae, opt_state, since_fired, step + 1, log_coef), jnp.stack([loss, l0, fvu, jnp.exp(log_coef)])
 
 
