@@ -11,7 +11,7 @@ metrics, splicing into a model, feature attribution, dashboards' data, and files
 
 from .attribution import feature_acts, feature_attribution, feature_patch
 from .config import SAEConfig
-from .dashboard import FeatureDashboard, feature_dashboards
+from .dashboard import FeatureDashboard, TopContext, all_feature_acts, feature_dashboards
 from .data import corpus_texts, token_contexts
 from .errors import SAEError
 from .io import SAEFileError, load_gemma_scope, load_sae, load_saelens, save_sae
@@ -29,5 +29,5 @@ __all__ = [
     "l0", "fvu", "firing_rates", "dead_fraction", "dense_fraction", "evaluate", "evaluate_reconstruction", "next_token_ce",
     "splice", "SpliceArgs", "spliced_forward", "transcoder_inputs",
     "feature_acts", "feature_attribution", "feature_patch",
-    "FeatureDashboard", "feature_dashboards",
+    "FeatureDashboard", "TopContext", "all_feature_acts", "feature_dashboards",
 ]
