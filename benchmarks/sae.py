@@ -92,7 +92,7 @@ def main():
     cfg = TINY if quick else SMOLLM2
     layer = 2 if quick else 15
     batch_ctx, pos = 8, (32 if quick else 128)
-    d_sae, batch, k, steps = (1024, 512, 16, 4) if quick else (16384, 4096, 32, 4)
+    d_sae, batch, k, steps = (1024, 512, 16, 4) if quick else (16384, 4096, 32, 2)
 
     mm0 = matmul_gflops()
     print(f"fp32 matmul (jitted 2048^3): {mm0:.1f} GFLOP/s")
@@ -101,7 +101,7 @@ def main():
     model = ji.Transformer.init(cfg, jax.random.key(0))
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.d_vocab, (batch_ctx, pos)), jnp.int32)
     names = frozenset({"resid_pre"})
-    first, steady = timed(lambda: S.model_activations(model, tokens, names, layer), 3)
+    first, steady = timed(lambda: S.model_activations(model, tokens, names, layer), 2)
     n_tok = batch_ctx * pos
     flops_a = forward_flops(cfg, pos) * n_tok
     rate_a = flops_a / steady / 1e9
@@ -115,7 +115,7 @@ def main():
     opt = loop.optimizer.init(eqx.filter(sae, eqx.is_inexact_array))
     xs = jax.random.normal(jax.random.key(2), (steps, batch, cfg.d_model))
     state = (sae, opt, jnp.zeros(d_sae, jnp.int32), jnp.asarray(0, jnp.int32), jnp.asarray(0.0))
-    first_b, steady_b = timed(lambda: train_chunk(loop, *state, xs, xs), 3)
+    first_b, steady_b = timed(lambda: train_chunk(loop, *state, xs, xs), 2)
     per_step = steady_b / steps
     flops_b = 5 * 2 * batch * cfg.d_model * d_sae
     rate_b = flops_b / per_step / 1e9

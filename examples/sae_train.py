@@ -63,7 +63,10 @@ def load():
 
 
 def train(kind, hyper, coefficient, target, cfg, store, seed=0):
-    sae = S.init_sae(kind, cfg, jax.random.key(seed), **({"threshold": 0.1} if kind == "jumprelu" else {}), **hyper)
+    # ReLU starts with unit-norm decoder rows, not Anthropic's 0.1: with a few hundred
+    # Adam steps the rows cannot grow to the data's scale in time (FVU stayed ~1).
+    init = {"threshold": 0.1} if kind == "jumprelu" else {"decoder_norm": 1.0} if kind == "relu" else {}
+    sae = S.init_sae(kind, cfg, jax.random.key(seed), **init, **hyper)
     tcfg = S.TrainConfig(
         n_steps=STEPS, batch_size=BATCH, lr=1e-3 if QUICK else 5e-4, lr_warmup=STEPS // 10,
         sparsity_coefficient=coefficient, sparsity_warmup=STEPS // 4, dead_tokens=STEPS * BATCH // 4, target_l0=target,
@@ -123,6 +126,7 @@ def main():
     tc_cfg = S.SAEConfig(d_in=d, d_sae=D_SAE, site="ln2.normalized", target_site="mlp_out", layer=LAYER, apply_b_dec_to_input=False)
     tc, secs = train("topk", {"k": K}, 0.0, None, tc_cfg, tc_store)
     results["transcoder (topk)"] = {**S.evaluate(model, tc.sae, eval_ctx), "train_s": secs}
+    S.save_sae(tc.sae, os.path.join(OUT, "saes", f"transcoder_{LAYER}_topk"))
 
     print()
     print(f"| SAE (layer {LAYER}) | L0 | FVU | dead | dense | CE orig | CE spliced | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error | train s |")

@@ -76,11 +76,14 @@ def _eval_batch(model, sae: SAE, tokens: Int[Array, "batch pos"], mean_target: F
         logits, cache = model.forward(t, None, frozenset({in_name, out_name}))
         x, y = cache[in_name][cfg.layer], cache[out_name][cfg.layer]
         inputs = x if cfg.is_transcoder else None
-        spliced, _ = model.forward(t, [splice(sae, inputs=inputs)])
-        errored, _ = model.forward(t, [splice(sae, error=True, inputs=inputs)])
-        zero, _ = model.forward(t, [ji.Ablate(cfg.target, layer=cfg.layer)])
-        mean, _ = model.forward(t, [ji.Ablate(cfg.target, "mean", mean_target, layer=cfg.layer)])
         first = 1 if skip_first else 0
+        # Position 0 (BOS) is left alone when it was excluded from training: its residual
+        # is an outlier (norm ~25000 in SmolLM2) that the SAE never saw.
+        pos = jnp.arange(t.shape[0]) >= first
+        spliced, _ = model.forward(t, [splice(sae, inputs=inputs, pos=pos)])
+        errored, _ = model.forward(t, [splice(sae, error=True, inputs=inputs, pos=pos)])
+        zero, _ = model.forward(t, [ji.Ablate(cfg.target, layer=cfg.layer, pos=pos)])
+        mean, _ = model.forward(t, [ji.Ablate(cfg.target, "mean", mean_target, layer=cfg.layer, pos=pos)])
         acts = sae.encode(x[first:])
         recon = sae.decode(acts)
         ce = jnp.stack([next_token_ce(l, t) for l in (logits, spliced, zero, mean)])
@@ -101,7 +104,8 @@ def evaluate(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = Tr
     ``ce_recovered_zero`` / ``ce_recovered_mean`` (against each baseline), ``kl`` (the
     original's next-token distribution to the spliced one's, mean over positions), and
     ``error_term_max_abs_logit_diff`` (splicing with the error term vs the original run).
-    The mean-ablation value is the target site's mean over the evaluated tokens.
+    The mean-ablation value is the target site's mean over the evaluated tokens. With
+    ``skip_first``, position 0 is neither spliced nor ablated (nor counted in L0/FVU).
     """
     contexts = np.asarray(contexts)
     if contexts.ndim != 2:
@@ -111,7 +115,8 @@ def evaluate(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = Tr
     means = []
     for s in range(0, len(contexts), batch):
         _, cache = model.run_with_cache(jnp.asarray(contexts[s : s + batch]), names=[names[1]])
-        means.append(np.asarray(cache[names[1]][sae.cfg.layer]).reshape(-1, sae.cfg.out_dim))  # [layer, batch, pos, d]
+        # cache: [layer, batch, pos, d]; position 0 left out of the mean like everywhere else
+        means.append(np.asarray(cache[names[1]][sae.cfg.layer][:, (1 if skip_first else 0):]).reshape(-1, sae.cfg.out_dim))
     mean_target = jnp.asarray(np.concatenate(means).mean(0))
     parts = [
         _eval_batch(model, sae, jnp.asarray(contexts[s : s + batch]), mean_target, names, skip_first)

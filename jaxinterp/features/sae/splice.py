@@ -57,10 +57,12 @@ def _spliced(x: Float[Array, "pos d_out"], args: SpliceArgs) -> Float[Array, "po
         edited = edited * args.feature_scale
     if args.feature_delta is not None:
         edited = edited + args.feature_delta
-    out = sae.decode(edited)
     if args.error:
-        out = out + (x - sae.decode(acts))
-    return out.astype(x.dtype)
+        # decode(edited) + (x - decode(acts)), rearranged: with no edit the change is
+        # exactly zero, where the literal sum rounds at the residual's scale (norms ~150
+        # in SmolLM2: logits then drift by ~5e-5).
+        return (x + (edited - acts) @ sae.W_dec).astype(x.dtype)
+    return sae.decode(edited).astype(x.dtype)
 
 
 def splice(
