@@ -73,8 +73,10 @@ def attribution_scores(
     sites: Sequence[str],
     method: str = "ap",
     n_steps: int = 16,
+    interventions: Sequence = (),
 ) -> dict[str, Array]:
     """Elementwise attributions of one example, stacked like the cache (pure, jittable).
+    ``interventions`` apply first in every run (e.g. a spliced SAE).
 
     ``grad(metric) at base . (target - base)`` per element, the gradient taken in the
     run on ``base_tokens`` (``"ap"``) or averaged along the embedding path from base to
@@ -83,16 +85,16 @@ def attribution_scores(
     """
     sites = tuple(sites)
     if method == "ap":
-        target_cache = cache_run(model, target_tokens, frozenset(sites))
-        _, base_cache, grads = metric_and_grads(model, base_tokens, metric, sites)
+        target_cache = cache_run(model, target_tokens, frozenset(sites), interventions)
+        _, base_cache, grads = metric_and_grads(model, base_tokens, metric, sites, extra=interventions)
     elif method == "ig":
         names = frozenset(sites) | {"embed"}
-        target_cache = cache_run(model, target_tokens, names)
-        base_cache = cache_run(model, base_tokens, names)
+        target_cache = cache_run(model, target_tokens, names, interventions)
+        base_cache = cache_run(model, base_tokens, names, interventions)
         e0, e1 = base_cache["embed"], target_cache["embed"]
 
         def grads_at(alpha):
-            return metric_and_grads(model, base_tokens, metric, sites, embed=e0 + alpha * (e1 - e0))[2]
+            return metric_and_grads(model, base_tokens, metric, sites, embed=e0 + alpha * (e1 - e0), extra=interventions)[2]
 
         # One forward+backward per step; lax.map keeps only one step's activations live.
         grads = jax.tree_util.tree_map(lambda g: g.mean(0), jax.lax.map(grads_at, ig_alphas(n_steps)))
@@ -105,8 +107,8 @@ def attribution_scores(
 
 
 @eqx.filter_jit
-def _scores(model, base, target, metric, sites, method, n_steps):
-    one = lambda b, t: attribution_scores(model, b, t, metric, sites, method, n_steps)
+def _scores(model, base, target, metric, sites, method, n_steps, interventions=()):
+    one = lambda b, t: attribution_scores(model, b, t, metric, sites, method, n_steps, interventions)
     if base.ndim == 1:
         return one(base, target)
     # The attribution of the batch-mean metric is the mean of per-example attributions.
@@ -126,6 +128,7 @@ def attribution_patch(
     per_position: bool = False,
     direction: str = "denoising",
     pos_labels: Optional[Sequence[str]] = None,
+    interventions: Optional[Sequence] = None,
 ) -> dict[str, LabelledArray]:
     """Estimate activation patching at every location of every site in one backward pass.
 
@@ -148,6 +151,9 @@ def attribution_patch(
             `jaxinterp.causal.patching.activation_patch`); ``"noising"`` patching corrupted into
             clean (gradient at the clean run).
         pos_labels: token strings to label position axes with.
+        interventions: applied first in every run (clean, corrupted and the gradient
+            run), e.g. an SAE spliced in with its error term, whose feature activations
+            then become attributable sites.
 
     Returns:
         ``{site: LabelledArray}``. Each value estimates ``metric(patched) -
@@ -168,7 +174,7 @@ def attribution_patch(
             raise ValueError(f"over names sites {stray} that were not requested; requested: {list(names)}")
     keeps = {name: _keep_axes(name, site_dims(model.cfg, parse_site(name, model.cfg).name), over, per_position) for name in names}
     base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
-    raw = _scores(model, base, target, metric, shorts, method, n_steps)
+    raw = _scores(model, base, target, metric, shorts, method, n_steps, tuple(interventions or ()))
 
     out: dict[str, LabelledArray] = {}
     for name in names:

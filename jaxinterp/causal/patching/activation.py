@@ -52,6 +52,7 @@ def activation_patch(
     tokenizer=None,
     str_tokens: Optional[Sequence[str]] = None,
     mesh=None,
+    interventions: Optional[Sequence] = None,
 ) -> LabelledArray:
     """Patch one location at a time and record ``metric`` of each patched run.
 
@@ -90,6 +91,9 @@ def activation_patch(
     for small sweeps only.
     ``tokenizer`` (with ``to_str_tokens`` or ``decode``) or ``str_tokens``: label the
     position axes with the clean prompt's tokens.
+    ``interventions``: applied before the patch in every run, and to the source run
+    the patched values come from (e.g. an SAE spliced in with its error term, so its
+    feature activations become patchable sites); plain engine only, without shortcuts.
     ``mesh``: a `jax.sharding.Mesh` to shard the patches over (its first axis; weights
     replicated): the plain engine splits each chunk's patches across the devices, the
     fast engine gives each device its share of the chunks (no progress bar then).
@@ -115,8 +119,11 @@ def activation_patch(
         if method not in ("auto", "fast", "plain"):
             raise PatchingError(f"method must be 'auto', 'fast' or 'plain', got {method!r}")
         engine = method
-    engine = engine_for(engine, cfg, batch_size=batch_size, shortcuts=shortcuts, progress=progress,
+    extra = tuple(interventions or ())
+    engine = engine_for(engine, cfg, extra, batch_size=batch_size, shortcuts=shortcuts, progress=progress,
                         quick_compile=quick_compile, mesh=mesh)
+    if extra and engine.shortcuts:
+        raise PatchingError("shortcuts compare cached runs without the extra interventions: give one or the other")
     metric = as_metric(metric)  # the one place a user's metric becomes a `Metric`
     n_pos = clean.shape[0]
     fixed = dict(layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
@@ -134,7 +141,7 @@ def activation_patch(
     if keep is not None and not keep.any():
         values = np.full(grid.n_patches, np.nan)
     else:
-        values = engine.run(model, base, source, grid, metric, readout, runs, keep)
+        values = engine.run(model, base, source, grid, metric, readout, runs, keep, extra)
 
     if keep is not None:
         values = np.where(keep, values, float(runs.metric))

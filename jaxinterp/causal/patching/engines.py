@@ -61,8 +61,9 @@ class PatchingEngine(eqx.Module):
 
     @abc.abstractmethod
     def run(self, model, base, source, grid: PatchGrid, metric, readout: Readout,
-            runs: Optional[CachedRuns], keep: Optional[np.ndarray]) -> np.ndarray:
-        """``[n_patches]`` metric values (NaN where ``keep`` is False)."""
+            runs: Optional[CachedRuns], keep: Optional[np.ndarray], interventions: tuple = ()) -> np.ndarray:
+        """``[n_patches]`` metric values (NaN where ``keep`` is False); ``interventions``
+        apply before each patch in every run (engines that cannot honour them refuse)."""
 
 
 class Plain(PatchingEngine):
@@ -80,9 +81,9 @@ class Plain(PatchingEngine):
     def needs_cached_runs(self) -> bool:
         return False
 
-    def run(self, model, base, source, grid, metric, readout, runs, keep):
+    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=()):
         if runs is None:
-            _, cache = model.run_with_cache(source, names=[grid.site])
+            _, cache = model.run_with_cache(source, names=[grid.site], interventions=list(interventions))
             src = cache.stack(grid.site)
         else:
             src = runs.site[1]
@@ -91,7 +92,8 @@ class Plain(PatchingEngine):
         batch_size = self.batch_size
         if batch_size is None:
             batch_size = max(1, DEFAULT_MEMORY // plain_bytes_per_patch(model.cfg, base.shape[0], readout))
-        out = np.asarray(plain_sweep(model, base, src, grid, metric, readout, batch_size, self.progress, self.mesh))
+        out = np.asarray(plain_sweep(model, base, src, grid, metric, readout, batch_size, self.progress, self.mesh,
+                                     interventions))
         if keep is None:
             return out
         full = np.full(keep.shape, np.nan, out.dtype)
@@ -121,7 +123,10 @@ class Fast(PatchingEngine):
     def needs_cached_runs(self) -> bool:
         return True
 
-    def run(self, model, base, source, grid, metric, readout, runs, keep):
+    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=()):
+        if interventions:
+            raise PatchingError("the fast engine recomputes from cached runs and cannot apply extra interventions: "
+                                "use engine='plain' (engine='auto' does)")
         n_chunks = self._chunks(model.cfg, grid, base.shape[0], keep, readout)
         return fast_sweep(model, runs, grid, metric, readout, n_chunks=n_chunks, last_layer_subset=self.shortcuts,
                           progress=self.progress, keep=keep, quick_compile=self.quick_compile,
@@ -137,7 +142,7 @@ class Fast(PatchingEngine):
         return max(1, math.ceil(fast_bytes(cfg, int(lengths.sum()), n, len(readout.positions)) / DEFAULT_MEMORY))
 
 
-def engine_for(engine, cfg, **options) -> PatchingEngine:
+def engine_for(engine, cfg, interventions: tuple = (), **options) -> PatchingEngine:
     """The engine for ``engine`` (``"auto"``, ``"fast"``, ``"plain"`` or a `PatchingEngine`)
     and the legacy keyword ``options`` (``batch_size``, ``shortcuts``, ``progress``,
     ``quick_compile``, ``mesh``), checked against the model's config."""
@@ -148,12 +153,16 @@ def engine_for(engine, cfg, **options) -> PatchingEngine:
                                 "activation_patch, when passing engine=")
         chosen = engine
     elif engine in ("auto", "fast", "plain"):
-        fast = engine == "fast" or (engine == "auto" and fast_supported(cfg))
+        # Extra interventions change the runs the fast engine caches: auto takes plain then.
+        fast = engine == "fast" or (engine == "auto" and fast_supported(cfg) and not interventions)
         plain_options = {k: v for k, v in options.items() if k != "quick_compile"}
         chosen = Fast(**options) if fast else Plain(**plain_options)
     else:
         raise PatchingError(f"engine must be 'auto', 'fast', 'plain' or a PatchingEngine (Fast(...), Plain(...)), "
                             f"got {engine!r}")
+    if interventions and isinstance(chosen, Fast):
+        raise PatchingError("the fast engine recomputes from cached runs and cannot apply extra interventions: "
+                            "use engine='plain' (engine='auto' does)")
     if not chosen.supports(cfg):
         raise PatchingError(
             "method='fast' needs causal attention (a patch at position p must not change earlier positions); "
