@@ -38,6 +38,8 @@ from jaxinterp.loading.bundled import smollm2_path
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"
 N = 32 if QUICK else 600
+# Per-dataset prompt counts (truthqa prompts are long: fewer of them).
+SIZES = {"41_truthqa_tf": 32 if QUICK else 400}
 CLASSIFICATION = ["92_glue_sst2"] if QUICK else ["92_glue_sst2", "41_truthqa_tf"]
 REGRESSION = ["18_world_latitude"] if QUICK else ["18_world_latitude", "19_world_longitude", "2_hist_fig_birthyear"]
 CACHE = "out/acts"
@@ -59,9 +61,10 @@ def main():
     steps = dict(n_steps=60 if QUICK else 200)
     panels, ylabels = {}, {}
 
-    print(f"== classification: test accuracy by layer (n={N}, 60/20/20 split); control = random label per last token")
+    print(f"== classification: test accuracy by layer (n={N} prompts, truthqa {SIZES['41_truthqa_tf']}; 60/20/20 split); "
+          "control = random label per last token")
     for name in CLASSIFICATION:
-        ds, _, a = activations(model, tok, name, N)
+        ds, _, a = activations(model, tok, name, SIZES.get(name, N))
         sel = selectivity(a.acts, ds.targets, a.token_ids, **steps)
         task, control = sel["task"].test(), sel["control"].test()
         best = int(np.argmax(task))

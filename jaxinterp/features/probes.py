@@ -312,12 +312,12 @@ def train_probes(
     acts: Float[np.ndarray, "layer n d_in"],
     targets: np.ndarray,
     kind: Optional[str] = None,
-    l2: Union[float, Sequence[float]] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0),
+    l2: Union[float, Sequence[float]] = (1e-3, 1e-2, 1e-1, 1.0, 10.0),
     *,
     splits: Union[Sequence[float], dict] = (0.6, 0.2, 0.2),
     seed: int = 0,
     n_steps: int = 200,
-    patience: Optional[int] = 30,
+    patience: Optional[int] = None,
     optimizer: str = "lbfgs",
     learning_rate: float = 1e-2,
 ) -> ProbeResult:
@@ -330,10 +330,13 @@ def train_probes(
         kind: ``"binary"``, ``"multiclass"``, ``"regression"``; None infers it (float
             targets -> regression, else binary / multiclass by the number of classes).
         l2: one penalty or a grid; the best on the validation split is kept per layer
-            (lowest validation loss).
+            (lowest validation loss). This is the regulariser that matters when there
+            are fewer prompts than dimensions.
         splits: train/val/test fractions (stratified for classification) or
             ``{"train": idx, "val": idx, "test": idx}``.
-        n_steps, patience, optimizer, learning_rate: see `fit_probe`.
+        n_steps, patience, optimizer, learning_rate: see `fit_probe`. Early stopping
+            (``patience``) suits Adam; with L-BFGS and fewer prompts than dimensions the
+            first step already overfits, and stopping would keep the all-zero probe.
     """
     acts = np.asarray(acts, np.float32)
     if acts.ndim == 2:
