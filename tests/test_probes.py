@@ -65,6 +65,8 @@ def test_binary_logistic_equals_newton(data):
         th -= np.linalg.solve(A.T @ (A * (p * (1 - p))[:, None]) / N + R, A.T @ (p - yb) / N + R @ th)
     np.testing.assert_allclose(np.asarray(probe.W[:, 0]), th[:D], atol=1e-4)
     np.testing.assert_allclose(float(probe.b[0]), th[D], atol=1e-4)
+    newton, _ = fit_probe(X, yb, "binary", L2, optimizer="newton")  # the jax Newton option
+    np.testing.assert_allclose(np.asarray(newton.W[:, 0]), th[:D], atol=1e-4)
 
 
 def test_multiclass_logistic_equals_scipy(data):
