@@ -87,13 +87,13 @@ def main():
         print(f"   {s}: max |difference| {np.abs(a - b).max():.2e} (max |score| {np.abs(b).max():.2e})")
 
     print("== 4. gradient direction vs probe direction for sentiment (resid_post, last token)")
-    n = 64 if QUICK else 400
+    n = 64 if QUICK else 240
     ds = load_sae_probes("92_glue_sst2").sample(n, seed=1)
     prompts = [p.rstrip() for p in ds.prompts]
     acts = collect_activations(model, tok, prompts, "resid_post", "last", batch_size=32, cache_dir="out/acts")
-    probes = train_probes(acts.acts, ds.targets, "binary", n_steps=50 if QUICK else 200)
+    probes = train_probes(acts.acts, ds.targets, "binary", l2=(1e-2, 1e-1, 1.0, 10.0), optimizer="newton", n_steps=12)
     probe_dirs = np.asarray(probes.probe.direction()[..., 0])  # [layer, d_model]: towards "positive"
-    m = 32 if QUICK else 128
+    m = 32 if QUICK else 96
     toks, mask = tok.to_tokens_and_mask(prompts[:m])
     last = mask.sum(1) - 1
     good, bad = tok.to_single_token(" good"), tok.to_single_token(" bad")

@@ -165,7 +165,7 @@ def fit_probe(
     patience_ = patience if use_best else n_steps
 
     if optimizer == "newton":
-        params = _newton(kind, Z, y, l2, min(n_steps, 12))
+        params = _newton(kind, Z, y, l2, 1 if kind == "regression" else min(n_steps, 12))  # ridge: one exact step
         W, b = params
         if kind == "regression":
             W, b = W * y_std, b * y_std + y_mean

@@ -69,8 +69,8 @@ def rank_l1(X: Float[np.ndarray, "n d"], y: np.ndarray, l1: float = 0.01, n_step
 
 
 @eqx.filter_jit
-def _fit_masked(X, y, masks, l2, n_classes, kind, n_steps):
-    return jax.vmap(lambda m: fit_probe(X * m, y, kind, l2, n_classes=n_classes, n_steps=n_steps)[0])(masks)
+def _fit_masked(X, y, masks, l2, n_classes, kind, n_steps, optimizer):
+    return jax.vmap(lambda m: fit_probe(X * m, y, kind, l2, n_classes=n_classes, n_steps=n_steps, optimizer=optimizer)[0])(masks)
 
 
 def sparse_probe_curve(
@@ -82,6 +82,7 @@ def sparse_probe_curve(
     method: str = "mean_difference",
     l2: float = 1e-3,
     n_steps: int = 200,
+    optimizer: str = "lbfgs",
 ) -> dict:
     """Test accuracy of logistic probes on the top-``k`` features, for each ``k``.
 
@@ -89,6 +90,7 @@ def sparse_probe_curve(
         X_train, y_train, X_test, y_test: one layer's activations and class ids.
         ks: the numbers of features (each at most ``d``).
         method: ``"mean_difference"`` or ``"l1"`` (`rank_mean_difference`, `rank_l1`).
+        l2, n_steps, optimizer: of each probe (`jaxinterp.features.probes.fit_probe`).
 
     Returns:
         ``{"k": [n_k], "accuracy": [n_k], "auc": [n_k] (binary), "ranking": [d]}``.
@@ -109,7 +111,8 @@ def sparse_probe_curve(
     masks = (position[None, :] < ks[:, None]).astype(np.float32)  # [n_k, d]
     n_classes = max(int(np.max(y_train)) + 1, 2)
     kind = "binary" if n_classes == 2 else "multiclass"
-    probes = _fit_masked(jnp.asarray(X_train), jnp.asarray(y_train), jnp.asarray(masks), l2, n_classes, kind, n_steps)
+    probes = _fit_masked(jnp.asarray(X_train), jnp.asarray(y_train), jnp.asarray(masks), l2, n_classes, kind, n_steps,
+                         optimizer if kind == "binary" else "lbfgs")
     out = {"k": ks, "ranking": ranking, "accuracy": [], "auc": []}
     for i in range(len(ks)):
         p = jax.tree_util.tree_map(lambda a: a[i], probes)
