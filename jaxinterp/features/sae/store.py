@@ -76,9 +76,10 @@ class ArrayStore(ActivationStore):
 @eqx.filter_jit
 def model_activations(model, tokens: Int[Array, "batch pos"], names: frozenset, layer: int) -> dict[str, Float[Array, "batch pos d"]]:
     """Activations at short site ``names`` of ``layer`` for a batch of contexts (one
-    compiled program per shape; the model is traced, not constant-folded)."""
+    compiled program per shape; the model is traced, not constant-folded). Runs layers
+    ``0..layer`` only: nothing above the site's layer or the unembedding is computed."""
     def one(t):
-        _, cache = model.forward(t, None, names)
+        _, cache = model.run(t, cache=names, layers=(0, layer + 1), readout=None)
         return {n: cache[n][layer] for n in names}
 
     return jax.vmap(one)(tokens)
