@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import jaxinterp as ji  # noqa: E402
 from jaxinterp.features import sae as S  # noqa: E402
-from jaxinterp.features.sae.train import _Loop, train_chunk  # noqa: E402
+from jaxinterp.features.sae.train import TrainLoop, train_chunk  # noqa: E402
 
 SMOLLM2 = ji.ModelConfig(
     d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_vocab=49152, n_ctx=2048, d_mlp=1536,
@@ -109,7 +109,7 @@ def main():
     # (b) SAE training step
     sae = S.init_sae("topk", S.SAEConfig(cfg.d_model, d_sae, layer=layer), jax.random.key(1), k=k)
     tcfg = S.TrainConfig(n_steps=1000, batch_size=batch, lr=4e-4, aux_k=0)
-    loop = _Loop(tcfg, 0)
+    loop = TrainLoop(tcfg, 0)
     import equinox as eqx
 
     opt = loop.optimizer.init(eqx.filter(sae, eqx.is_inexact_array))
@@ -121,7 +121,7 @@ def main():
     rate_b = flops_b / per_step / 1e9
 
     # (b') the same with AuxK active (every latent counted dead: the worst case)
-    loop_aux = _Loop(S.TrainConfig(n_steps=1000, batch_size=batch, lr=4e-4, dead_tokens=0), cfg.d_model // 2)
+    loop_aux = TrainLoop(S.TrainConfig(n_steps=1000, batch_size=batch, lr=4e-4, dead_tokens=0), cfg.d_model // 2)
     state_aux = (sae, opt, jnp.zeros(d_sae, jnp.int32), jnp.asarray(0, jnp.int32), jnp.asarray(0.0))
     _, steady_aux = timed(lambda: train_chunk(loop_aux, *state_aux, xs, xs), 2)
 

@@ -43,7 +43,7 @@ from .modules import SAE
 from .ops import kth_largest
 from .store import ActivationStore
 
-__all__ = ["TrainConfig", "TrainResult", "train_sae", "train_chunk", "make_optimizer", "auxk_loss"]
+__all__ = ["TrainConfig", "TrainLoop", "TrainResult", "train_sae", "train_chunk", "make_optimizer", "auxk_loss"]
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def auxk_loss(sae: SAE, pre: Float[Array, "batch d_sae"], residual: Float[Array,
     return jnp.sum((residual - acts @ sae.W_dec) ** 2, axis=-1).mean()
 
 
-class _Loop(eqx.Module):
+class TrainLoop(eqx.Module):
     """The static parts of one training program. Hashable by value (the optimizer is
     rebuilt from ``cfg`` when traced), so equal settings reuse the compiled program
     across fills and across `train_sae` calls."""
@@ -150,7 +150,7 @@ def _project_out_parallel(grad_W: Array, W: Array) -> Array:
     return grad_W - jnp.sum(grad_W * unit, axis=-1, keepdims=True) * unit
 
 
-def _step(loop: _Loop, carry, batch):
+def _step(loop: TrainLoop, carry, batch):
     sae, opt_state, since_fired, step, log_coef = carry
     x, y = batch
     cfg = loop.cfg
@@ -196,7 +196,7 @@ def _step(loop: _Loop, carry, batch):
 
 
 @eqx.filter_jit
-def train_chunk(loop: _Loop, sae: SAE, opt_state, since_fired: Int[Array, " d_sae"], step: Int[Array, ""], log_coef: Float[Array, ""], xs, ys):
+def train_chunk(loop: TrainLoop, sae: SAE, opt_state, since_fired: Int[Array, " d_sae"], step: Int[Array, ""], log_coef: Float[Array, ""], xs, ys):
     """Run the batches ``xs [n, batch, d_in]`` (targets ``ys``) through ``n`` optimizer
     steps in one `lax.scan`; returns the new state and per-step ``[loss, l0, fvu, coefficient]``."""
     carry, stats = jax.lax.scan(lambda c, b: _step(loop, c, b), (sae, opt_state, since_fired, step, log_coef), (xs, ys))
@@ -311,7 +311,7 @@ def train_sae(
         raise SAEError(f"batch_size={cfg.batch_size} exceeds the store's fill of {store.fill_size} tokens")
     n_fills = -(-cfg.n_steps // per_fill)
     aux_k = cfg.aux_k if cfg.aux_k is not None else (min(sae.cfg.d_in // 2, sae.cfg.d_sae) if sae.kind in ("topk", "batchtopk") else 0)
-    loop = _Loop(dataclasses.replace(cfg, n_steps=n_fills * per_fill), aux_k)
+    loop = TrainLoop(dataclasses.replace(cfg, n_steps=n_fills * per_fill), aux_k)
 
     meta = {
         "config": dataclasses.asdict(cfg), "sae_config": sae.cfg.to_dict(), "kind": sae.kind,
