@@ -320,12 +320,19 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
         w = jnp.full(lead + (M,), 1.0 - cfg.norm_weight_offset, dtype)
         return Norm(w, zeros(*lead, M) if cfg.norm_bias else None, cfg.normalization, cfg.norm_eps, cfg.norm_weight_offset)
 
+    def qk_norm(n_heads):  # RMSNorm over d_head, or over the whole projection (n_heads * d_head)
+        width = D if cfg.qk_norm == "head" else n_heads * D
+        return Norm(jnp.full((L, width), 1.0 - cfg.norm_weight_offset, dtype), None, "rmsnorm", cfg.norm_eps,
+                    cfg.norm_weight_offset)
+
     attn = Attention(
         W_Q=normal(L, H, M, D), W_K=normal(L, K, M, D), W_V=normal(L, K, M, D), W_O=normal(L, H, D, M),
         b_Q=zeros(L, H, D) if cfg.qkv_bias else None,
         b_K=zeros(L, K, D) if cfg.qkv_bias else None,
         b_V=zeros(L, K, D) if cfg.qkv_bias else None,
         b_O=zeros(L, M) if cfg.o_bias else None,
+        q_norm=qk_norm(H) if cfg.qk_norm != "none" else None,
+        k_norm=qk_norm(K) if cfg.qk_norm != "none" else None,
     )
     mlp: Optional[Union[MLP, MoE]] = None
     if cfg.is_moe:
@@ -339,9 +346,9 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
             W_out=normal(L, F, M), b_out=zeros(L, M) if cfg.mlp_bias else None,
         )
     blocks = Block(
-        ln1=norm(L), attn=attn,
+        ln1=norm(L) if cfg.pre_norm else None, attn=attn,
         ln1_post=norm(L) if cfg.post_attn_norm else None,
-        ln2=norm(L) if cfg.has_mlp else None,
+        ln2=norm(L) if cfg.has_mlp and cfg.pre_norm else None,
         mlp=mlp,
         ln2_post=norm(L) if cfg.post_mlp_norm else None,
         window=jnp.asarray(cfg.windows, jnp.int32),
