@@ -48,6 +48,9 @@ class ModelConfig:
     rotary_base: float = 10000.0
     # Rope scaling as a sorted tuple of (key, value) pairs so the config stays hashable.
     rope_scaling: Optional[tuple] = None
+    # Gemma 3: the rope base of the layers with a sliding window (unscaled rope); the
+    # global layers keep rotary_base and rope_scaling. None: one rope for every layer.
+    rotary_local_base: Optional[float] = None
     parallel_attn_mlp: bool = False  # NeoX / GPT-J: attn and MLP both read resid_pre
     post_norm: bool = False  # BERT: normalise after each residual addition
     # False: attention and MLP read the raw residual stream, no ln1/ln2 (OLMo-2, which
@@ -104,6 +107,8 @@ class ModelConfig:
             raise ValueError("post_norm and parallel_attn_mlp cannot be combined")
         if self.post_norm and not self.pre_norm:
             raise ValueError("post_norm (BERT) places ln1/ln2 after the residual adds, so it needs pre_norm=True")
+        if self.rotary_local_base is not None and self.positional != "rotary":
+            raise ValueError("rotary_local_base needs positional='rotary'")
         if self.qk_norm not in ("none", "head", "projection"):
             raise ValueError(f"qk_norm must be 'none', 'head' or 'projection', got {self.qk_norm!r}")
 

@@ -13,7 +13,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ..core.config import ModelConfig
 from .hooks import NO_HOOKS, SiteHooks
 from .norms import Norm
-from .rotary import apply_rotary
+from .rotary import apply_rotary, layer_rotary
 
 
 class AbstractAttention(eqx.Module):
@@ -58,6 +58,7 @@ class Attention(AbstractAttention):
         rotary: Optional[tuple[Array, Array]],
         key_mask: Optional[Bool[Array, " pos"]] = None,
     ) -> Float[Array, "pos d_model"]:
+        rotary = layer_rotary(rotary, window, cfg)
         q = qk_normalize(hooks("attn.q", _project(x, self.W_Q, self.b_Q)), self.q_norm)
         k = qk_normalize(hooks("attn.k", _project(x, self.W_K, self.b_K)), self.k_norm)
         v = hooks("attn.v", _project(x, self.W_V, self.b_V))

@@ -24,7 +24,7 @@ from ...core.config import ModelConfig
 from ...model.attention import AbstractAttention, Attention, attend, attention_output, qk_normalize
 from ...model.norms import Norm
 from ...model.hooks import SiteHooks
-from ...model.rotary import apply_rotary
+from ...model.rotary import apply_rotary, layer_rotary
 from ...core.sites import DIM_FIELD, PATTERN_SITES
 
 
@@ -168,6 +168,7 @@ class PackedAttention(AbstractAttention):
     def __call__(self, x: Float[Array, "token d_model"], hooks, cfg: ModelConfig, window, rotary, key_mask=None):
         w = self.w
         qd = cfg.n_heads * cfg.d_head
+        rotary = layer_rotary(rotary, window, cfg)
         if self.k is None:
             qkv = w.project(x, slice(None))
             q, (k, v) = qkv[:, :qd], _keys_values(qkv[:, qd:], w.k_norm, hooks, cfg, rotary)
@@ -216,9 +217,11 @@ def _row_major_hook(hooks, name: str, x: Float[Array, "kv_head row query group k
     return jnp.transpose(out, (1, 0, 3, 2, 4))
 
 
-def keys_values(x: Float[Array, "token d_model"], w: AttentionWeights, hooks, cfg: ModelConfig, rotary):
-    """Packed keys (rotated, if rotary) and values, through their hook sites."""
-    return _keys_values(w.project(x, slice(cfg.n_heads * cfg.d_head, None)), w.k_norm, hooks, cfg, rotary)
+def keys_values(x: Float[Array, "token d_model"], w: AttentionWeights, hooks, cfg: ModelConfig, rotary, window):
+    """Packed keys (rotated, if rotary, with the tables of a layer with this ``window``)
+    and values, through their hook sites."""
+    return _keys_values(w.project(x, slice(cfg.n_heads * cfg.d_head, None)), w.k_norm, hooks, cfg,
+                        layer_rotary(rotary, window, cfg))
 
 
 def _keys_values(kv: Float[Array, "token kvd"], k_norm: Optional[Norm], hooks, cfg: ModelConfig, rotary):
