@@ -25,10 +25,24 @@ def _configs():
         "gemma2": (T.Gemma2Config(**TINY, num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=16, attn_logit_softcapping=2.0, final_logit_softcapping=3.0), T.Gemma2ForCausalLM),
         "mixtral": (T.MixtralConfig(**TINY, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2), T.MixtralForCausalLM),
         "bert": (T.BertConfig(**TINY), T.BertModel),
+        # New families (tests/test_parity_new_families.py). head_dim 12 != hidden/heads = 8.
+        "qwen3": (T.Qwen3Config(**TINY, num_key_value_heads=2, head_dim=12), T.Qwen3ForCausalLM),
+        "qwen3_sliding": (T.Qwen3Config(**TINY, num_key_value_heads=1, use_sliding_window=True, sliding_window=4,
+                                        layer_types=["full_attention", "sliding_attention"]), T.Qwen3ForCausalLM),
+        "olmo2": (T.Olmo2Config(**TINY, num_key_value_heads=2), T.Olmo2ForCausalLM),
+        # Local layers 0 and 2 (window 4, rope base 100), a global layer 1 with linear rope scaling.
+        "gemma3": (T.Gemma3TextConfig(**{**TINY, "num_hidden_layers": 3}, num_key_value_heads=2, head_dim=8,
+                                      sliding_window=4, query_pre_attn_scalar=16, final_logit_softcapping=3.0,
+                                      layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                      rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                                                       "full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                                          "rope_theta": 10000.0}}),
+                   T.Gemma3ForCausalLM),
     }
 
 
 FAMILIES = ["gpt2", "neox", "neox_sequential", "llama", "llama_tied", "mistral", "qwen2", "gemma", "gemma2", "mixtral", "bert"]
+NEW_FAMILIES = ["qwen3", "qwen3_sliding", "olmo2", "gemma3"]
 
 
 @functools.lru_cache(maxsize=None)

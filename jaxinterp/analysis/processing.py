@@ -127,6 +127,11 @@ def fold_layer_norm(model: Transformer, center_reading_weights: bool = True) -> 
             "fold_layer_norm: post-norm models (BERT) normalise the residual stream itself, which both the next "
             "layer and the skip connection read, so the norm weights have no single linear layer to fold into"
         )
+    if not cfg.pre_norm:
+        raise ProcessingError(
+            f"fold_layer_norm: this {cfg.family} model has no pre-norms (pre_norm=False: attention and MLP read the "
+            "raw residual stream), so there is no ln1/ln2 weight to fold; only ln_final would remain"
+        )
     center = center_reading_weights and cfg.normalization == "layernorm"
     blocks = model.blocks
     attn = blocks.attn

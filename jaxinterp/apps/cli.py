@@ -91,12 +91,15 @@ def describe_model(model, path: str = "") -> str:
     feats = [
         f"{cfg.normalization}" + (" (1+w)" if cfg.norm_weight_offset else ""),
         f"{cfg.positional} positions" + (f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g})" if cfg.positional == "rotary" else ""),
-        "parallel attn+MLP" if cfg.parallel_attn_mlp else ("post-norm" if cfg.post_norm else "pre-norm"),
+        "parallel attn+MLP" if cfg.parallel_attn_mlp
+        else ("post-norm" if cfg.post_norm else ("pre-norm" if cfg.pre_norm else "output norms only")),
         "attention only" if cfg.attn_only else ("gated MLP" if cfg.gated_mlp else "MLP") + f" ({cfg.act_fn})",
         "MHA" if cfg.n_kv_heads == cfg.n_heads else ("MQA" if cfg.n_kv_heads == 1 else f"GQA ({cfg.n_heads} q / {cfg.n_kv_heads} kv heads)"),
         "causal" if cfg.causal else "bidirectional",
         "tied embeddings" if cfg.tied_embeddings else "untied embeddings",
     ]
+    if cfg.qk_norm != "none":
+        feats.append(f"QK-norm ({'per head' if cfg.qk_norm == 'head' else 'whole projection'})")
     if cfg.is_moe:
         feats.append(f"MoE: {cfg.n_experts} experts, top-{cfg.experts_per_token}")
     lines = [

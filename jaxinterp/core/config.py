@@ -11,6 +11,11 @@ import dataclasses
 import math
 from typing import Literal, Optional
 
+# Where QK-norm normalises queries and keys (after the projection, before rotary):
+# "head": an RMSNorm over each head's d_head features (Qwen3, Gemma 3); "projection": over
+# the whole projection, n_heads * d_head features (OLMo-2).
+QKNorm = Literal["none", "head", "projection"]
+
 Activation = Literal["gelu", "gelu_new", "relu", "silu", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu"]
 
 # A sliding window larger than any sequence means "global attention". Stored as an int
@@ -43,8 +48,14 @@ class ModelConfig:
     rotary_base: float = 10000.0
     # Rope scaling as a sorted tuple of (key, value) pairs so the config stays hashable.
     rope_scaling: Optional[tuple] = None
+    # Gemma 3: the rope base of the layers with a sliding window (unscaled rope); the
+    # global layers keep rotary_base and rope_scaling. None: one rope for every layer.
+    rotary_local_base: Optional[float] = None
     parallel_attn_mlp: bool = False  # NeoX / GPT-J: attn and MLP both read resid_pre
     post_norm: bool = False  # BERT: normalise after each residual addition
+    # False: attention and MLP read the raw residual stream, no ln1/ln2 (OLMo-2, which
+    # normalises their outputs instead: post_attn_norm / post_mlp_norm).
+    pre_norm: bool = True
     gated_mlp: bool = False  # SwiGLU / GeGLU
     attn_only: bool = False
     n_experts: int = 0  # >0 -> top-k mixture of experts MLP
@@ -52,6 +63,7 @@ class ModelConfig:
     causal: bool = True
     attn_scale: Optional[float] = None  # multiplier on QK^T; None -> 1/sqrt(d_head)
     attn_logit_softcap: Optional[float] = None
+    qk_norm: QKNorm = "none"  # RMSNorm on queries and keys before rotary (weights attn.q_norm / attn.k_norm)
     final_logit_softcap: Optional[float] = None
     # One entry per layer: window size, or None for global attention.
     layer_windows: Optional[tuple] = None
@@ -93,6 +105,12 @@ class ModelConfig:
             raise ValueError(f"experts_per_token must be in 1..n_experts, got {self.experts_per_token}")
         if self.post_norm and self.parallel_attn_mlp:
             raise ValueError("post_norm and parallel_attn_mlp cannot be combined")
+        if self.post_norm and not self.pre_norm:
+            raise ValueError("post_norm (BERT) places ln1/ln2 after the residual adds, so it needs pre_norm=True")
+        if self.rotary_local_base is not None and self.positional != "rotary":
+            raise ValueError("rotary_local_base needs positional='rotary'")
+        if self.qk_norm not in ("none", "head", "projection"):
+            raise ValueError(f"qk_norm must be 'none', 'head' or 'projection', got {self.qk_norm!r}")
 
     @property
     def scale(self) -> float:

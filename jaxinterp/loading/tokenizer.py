@@ -117,31 +117,38 @@ class Tokenizer:
         return ids[1:]  # the template's own BOS
 
     def to_tokens(
-        self, text: Union[str, Sequence[str]], prepend_bos: Optional[bool] = None, pad: bool = False
+        self, text: Union[str, Sequence[str]], prepend_bos: Optional[bool] = None, pad: bool = False,
+        padding_side: Optional[str] = None,
     ) -> Int[np.ndarray, "... pos"]:
         """Token ids as an int32 array: ``[pos]`` for a string, ``[batch, pos]`` for a list
-        of strings. A list whose encodings differ in length is an error unless
-        ``pad=True``, which right-pads with the pad id (use `to_tokens_and_mask` to get the
-        attention mask too)."""
+        of strings. A list whose encodings differ in length is an error unless ``pad=True``
+        or ``padding_side`` (``"right"``, the default with ``pad=True``, or ``"left"``) is
+        given: then the rows are padded with the pad id. Use `to_tokens_and_mask` to get
+        the attention mask too (the model needs it to ignore the padding)."""
+        if padding_side is not None:
+            _check_padding_side(padding_side)
         if isinstance(text, str):
             return np.asarray(self.encode(text, prepend_bos), np.int32)
-        if pad:
-            return self.to_tokens_and_mask(text, prepend_bos)[0]
+        if pad or padding_side is not None:
+            return self.to_tokens_and_mask(text, prepend_bos, padding_side=padding_side or "right")[0]
         rows = self._encode_batch(text, prepend_bos)
         lengths = sorted({len(r) for r in rows})
         if len(lengths) > 1:
             raise TokenizerError(
-                f"the {len(rows)} texts encode to different lengths {lengths}; pass pad=True to right-pad "
-                "them (and to_tokens_and_mask for the attention mask)"
+                f"the {len(rows)} texts encode to different lengths {lengths}; pass pad=True (or padding_side=) to "
+                "pad them (and to_tokens_and_mask for the attention mask)"
             )
         return np.asarray(rows, np.int32).reshape(len(rows), -1)
 
     def to_tokens_and_mask(
-        self, texts: Sequence[str], prepend_bos: Optional[bool] = None
+        self, texts: Sequence[str], prepend_bos: Optional[bool] = None, padding_side: str = "right"
     ) -> tuple[Int[np.ndarray, "batch pos"], Int[np.ndarray, "batch pos"]]:
-        """``(tokens, attention_mask)``, both ``[batch, pos]``: the texts right-padded to the
+        """``(tokens, attention_mask)``, both ``[batch, pos]``: the texts padded to the
         longest with ``pad_token_id`` (``eos_token_id`` if the model has no pad token, as
-        transformers users commonly do), and 1 on real tokens, 0 on padding."""
+        transformers users commonly do) on the ``padding_side`` (``"right"`` or ``"left"``),
+        and 1 on real tokens, 0 on padding. Given the mask, the model counts positions over
+        the real tokens, so a left-padded row gives the logits of the row alone."""
+        _check_padding_side(padding_side)
         rows = self._encode_batch(texts, prepend_bos)
         pad_id = self.pad_token_id if self.pad_token_id is not None else self.eos_token_id
         if pad_id is None:
@@ -150,8 +157,9 @@ class Tokenizer:
         tokens = np.full((len(rows), width), pad_id, np.int32)
         mask = np.zeros((len(rows), width), np.int32)
         for i, r in enumerate(rows):
-            tokens[i, : len(r)] = r
-            mask[i, : len(r)] = 1
+            cols = slice(0, len(r)) if padding_side == "right" else slice(width - len(r), width)
+            tokens[i, cols] = r
+            mask[i, cols] = 1
         return tokens, mask
 
     def _encode_batch(self, texts, prepend_bos) -> list[list[int]]:
@@ -190,6 +198,11 @@ class Tokenizer:
                 raise TokenizerError(f"expected a str or integer ids [pos] / [batch, pos], got shape {arr.shape} {arr.dtype}")
             ids = arr.tolist()
         return [self.backend.decode([i], skip_special_tokens=False) for i in ids]
+
+
+def _check_padding_side(padding_side) -> None:
+    if padding_side not in ("left", "right"):
+        raise TokenizerError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
 
 
 def _template(bos, eos, tok: "Tokenizer"):

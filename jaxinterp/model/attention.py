@@ -11,8 +11,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core.config import ModelConfig
-from .hooks import SiteHooks
-from .rotary import apply_rotary
+from .hooks import NO_HOOKS, SiteHooks
+from .norms import Norm
+from .rotary import apply_rotary, layer_rotary
 
 
 class AbstractAttention(eqx.Module):
@@ -43,6 +44,10 @@ class Attention(AbstractAttention):
     b_K: Optional[Float[Array, "*layer kv_head d_head"]]
     b_V: Optional[Float[Array, "*layer kv_head d_head"]]
     b_O: Optional[Float[Array, "*layer d_model"]]
+    # QK-norm (cfg.qk_norm): RMSNorm weights [d_head] per head, or [head*d_head] /
+    # [kv_head*d_head] over the whole projection; None without QK-norm.
+    q_norm: Optional[Norm] = None
+    k_norm: Optional[Norm] = None
 
     def __call__(
         self,
@@ -53,8 +58,9 @@ class Attention(AbstractAttention):
         rotary: Optional[tuple[Array, Array]],
         key_mask: Optional[Bool[Array, " pos"]] = None,
     ) -> Float[Array, "pos d_model"]:
-        q = hooks("attn.q", _project(x, self.W_Q, self.b_Q))
-        k = hooks("attn.k", _project(x, self.W_K, self.b_K))
+        rotary = layer_rotary(rotary, window, cfg)
+        q = qk_normalize(hooks("attn.q", _project(x, self.W_Q, self.b_Q)), self.q_norm)
+        k = qk_normalize(hooks("attn.k", _project(x, self.W_K, self.b_K)), self.k_norm)
         v = hooks("attn.v", _project(x, self.W_V, self.b_V))
         if rotary is not None:
             q = hooks("attn.rot_q", apply_rotary(q, *rotary))
@@ -70,6 +76,18 @@ class Attention(AbstractAttention):
                    _head_query_key)
         z = jnp.moveaxis(z, 1, 0).reshape(n_pos, cfg.n_heads, cfg.d_head)
         return attention_output(z, self.W_O, self.b_O, hooks)
+
+
+def qk_normalize(x: Float[Array, "pos head d_head"], norm: Optional[Norm]) -> Float[Array, "pos head d_head"]:
+    """QK-norm of queries or keys (after the ``attn.q`` / ``attn.k`` sites, before rotary,
+    as in HF and TransformerLens). ``norm.w`` of size ``d_head`` normalises each head;
+    of size ``head * d_head``, the whole projection (OLMo-2). No site of its own: the
+    normalised values are what ``attn.rot_q`` / ``attn.rot_k`` rotate."""
+    if norm is None:
+        return x
+    if norm.w.shape[-1] == x.shape[-1]:
+        return norm(x, NO_HOOKS, "qk_norm")
+    return norm(x.reshape(x.shape[0], -1), NO_HOOKS, "qk_norm").reshape(x.shape)
 
 
 def attend(

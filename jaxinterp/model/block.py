@@ -1,4 +1,4 @@
-"""One transformer block: pre-norm, parallel (NeoX) or post-norm (BERT)."""
+"""One transformer block: pre-norm, parallel (NeoX), post-norm (BERT) or output-norm only (OLMo-2)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ class Block(eqx.Module):
     the blocks run under `jax.lax.scan`; ``window`` is this layer's attention window,
     so per-layer differences (Gemma 2's local/global alternation) are data."""
 
-    ln1: Norm
+    ln1: Optional[Norm]  # None with cfg.pre_norm=False
     attn: AbstractAttention
     ln1_post: Optional[Norm]
-    ln2: Optional[Norm]
+    ln2: Optional[Norm]  # None without an MLP or with cfg.pre_norm=False
     mlp: Optional[Union[MLP, MoE]]
     ln2_post: Optional[Norm]
     window: Int[Array, ""]
@@ -49,12 +49,21 @@ class Block(eqx.Module):
             mlp_out = feed_forward(resid_mid)
             return hooks("resid_post", self.ln2(resid_mid + mlp_out, hooks, "ln2"))
 
-        attn_out = attention(self.ln1(resid_pre, hooks, "ln1"))
+        attn_out = attention(self.attn_input(resid_pre, hooks))
         if cfg.parallel_attn_mlp:
-            mlp_out = feed_forward(self.ln2(resid_pre, hooks, "ln2"))
+            mlp_out = feed_forward(self._pre(self.ln2, resid_pre, hooks, "ln2"))
             return hooks("resid_post", resid_pre + attn_out + mlp_out)
         resid_mid = hooks("resid_mid", resid_pre + attn_out)
         if self.mlp is None:
             return hooks("resid_post", resid_mid)
-        mlp_out = feed_forward(self.ln2(resid_mid, hooks, "ln2"))
+        mlp_out = feed_forward(self._pre(self.ln2, resid_mid, hooks, "ln2"))
         return hooks("resid_post", resid_mid + mlp_out)
+
+    def attn_input(self, resid_pre: Float[Array, "pos d_model"], hooks) -> Float[Array, "pos d_model"]:
+        """What attention reads in a pre-norm block: ``ln1(resid_pre)``, or the residual
+        stream itself without pre-norms (OLMo-2). The fast engine computes keys from it."""
+        return self._pre(self.ln1, resid_pre, hooks, "ln1")
+
+    @staticmethod
+    def _pre(norm: Optional[Norm], x, hooks, prefix: str):
+        return x if norm is None else norm(x, hooks, prefix)

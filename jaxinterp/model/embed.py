@@ -28,8 +28,9 @@ class PosEmbed(eqx.Module):
 
     W_pos: Float[Array, "n_ctx d_model"]
 
-    def __call__(self, n_pos: int) -> Float[Array, "pos d_model"]:
-        return self.W_pos[:n_pos]
+    def __call__(self, n_pos: int, positions: Optional[Int[Array, " pos"]] = None) -> Float[Array, "pos d_model"]:
+        """Rows ``0..n_pos-1``, or the rows at ``positions`` (left-padded prompts)."""
+        return self.W_pos[:n_pos] if positions is None else self.W_pos[positions]
 
 
 class TokenTypeEmbed(eqx.Module):

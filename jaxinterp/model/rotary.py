@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
-from ..core.config import ModelConfig
+from ..core.config import GLOBAL_WINDOW, ModelConfig
 
 
 def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
@@ -37,12 +38,38 @@ def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
     raise NotImplementedError(f"rope scaling type {kind!r} is not supported (supported: default, linear, llama3)")
 
 
-def rotary_tables(cfg: ModelConfig, n_pos: int) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
-    """cos and sin tables ``[pos, rotary_dim]`` for positions ``0..n_pos-1``."""
-    inv_freq = jnp.asarray(inverse_frequencies(cfg))
-    freqs = jnp.arange(n_pos, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+def rotary_tables(
+    cfg: ModelConfig, n_pos: int, positions: Optional[Int[Array, " pos"]] = None
+) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
+    """cos and sin tables ``[pos, rotary_dim]`` for positions ``0..n_pos-1``, or for
+    ``positions`` (left-padded prompts: each token's index among the real tokens).
+
+    With ``cfg.rotary_local_base`` (Gemma 3) each table holds the global layers' and the
+    sliding-window layers' tables side by side, ``[pos, 2 * rotary_dim]``: indexing by
+    position stays the same, and `layer_rotary` picks a layer's half."""
+    pos = (jnp.arange(n_pos) if positions is None else positions).astype(jnp.float32)
+    cos, sin = _tables(inverse_frequencies(cfg), pos)
+    if cfg.rotary_local_base is None:
+        return cos, sin
+    local_cos, local_sin = _tables(
+        inverse_frequencies(cfg.replace(rotary_base=cfg.rotary_local_base, rope_scaling=None)), pos)
+    return jnp.concatenate([cos, local_cos], -1), jnp.concatenate([sin, local_sin], -1)
+
+
+def _tables(inv_freq: np.ndarray, pos: Float[Array, " pos"]):
+    freqs = pos[:, None] * jnp.asarray(inv_freq)[None, :]
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
+
+
+def layer_rotary(rotary: Optional[tuple[Array, Array]], window: Int[Array, ""], cfg: ModelConfig):
+    """One layer's ``(cos, sin)``: with ``cfg.rotary_local_base``, the sliding-window
+    half of `rotary_tables` for a layer with a window, the global half otherwise (the
+    window is data, so this is a select, not a Python branch per layer)."""
+    if rotary is None or cfg.rotary_local_base is None:
+        return rotary
+    rot, local = cfg.rotary_dim, window < GLOBAL_WINDOW
+    return tuple(jnp.where(local, t[..., rot:], t[..., :rot]) for t in rotary)
 
 
 def apply_rotary(x: Float[Array, "pos head d_head"], cos, sin) -> Float[Array, "pos head d_head"]:

@@ -147,14 +147,17 @@ class Transformer(eqx.Module):
         plan = interventions if isinstance(interventions, Plan) else Plan(cfg, interventions)
         cache = frozenset(cache)
         top = Hooks(cfg, plan, cache, None)
+        # With a mask, positions count the real tokens (0 at a row's first real token), so a
+        # left-padded row sees the positions it would have alone (HF: position_ids from the mask).
+        positions = None if attention_mask is None else mask_positions(attention_mask)
         if jnp.issubdtype(x.dtype, jnp.integer):
             if start != 0:
                 raise ValueError(f"tokens enter at layer 0; to start at layer {start}, pass that layer's residual stream")
-            resid = self._embed(x, top, token_type_ids)
+            resid = self._embed(x, top, token_type_ids, positions)
         else:
             resid = x
         key_mask = None if attention_mask is None else attention_mask.astype(bool)
-        resid, layer_cache = self._blocks(resid, plan, cache, start, stop, key_mask)
+        resid, layer_cache = self._blocks(resid, plan, cache, start, stop, key_mask, positions)
         if stop < cfg.n_layers:
             return resid, {**top.recorded, **layer_cache}
         out = resid
@@ -209,11 +212,12 @@ class Transformer(eqx.Module):
         logits = self.to_logits(resid, readout.columns, top)
         return logits if rows is None else logits[rows]
 
-    def _embed(self, tokens: Int[Array, " pos"], hooks: Hooks, token_type_ids=None) -> Float[Array, "pos d_model"]:
+    def _embed(self, tokens: Int[Array, " pos"], hooks: Hooks, token_type_ids=None,
+               positions: Optional[Int[Array, " pos"]] = None) -> Float[Array, "pos d_model"]:
         """Embeddings summed into the initial residual stream (sites embed, pos_embed, ...)."""
         resid = hooks("embed", self.embed(tokens))
         if self.pos_embed is not None:
-            resid = resid + hooks("pos_embed", self.pos_embed(tokens.shape[0]))
+            resid = resid + hooks("pos_embed", self.pos_embed(tokens.shape[0], positions))
         if self.token_type_embed is not None:
             types = jnp.zeros_like(tokens) if token_type_ids is None else token_type_ids
             resid = resid + hooks("token_type_embed", self.token_type_embed(types))
@@ -222,12 +226,12 @@ class Transformer(eqx.Module):
         return resid
 
     def _blocks(self, resid: Float[Array, "pos d_model"], plan: Plan, cache_names: frozenset, start: int, stop: int,
-                key_mask=None) -> tuple[Float[Array, "pos d_model"], dict[str, Array]]:
+                key_mask=None, positions=None) -> tuple[Float[Array, "pos d_model"], dict[str, Array]]:
         """Layers ``start..stop-1`` under `lax.scan`; the scan's outputs are the cache."""
         blocks = self.blocks
         if (start, stop) != (0, self.cfg.n_layers):
             blocks = jax.tree_util.tree_map(lambda a: a[start:stop], blocks)
-        rotary = rotary_tables(self.cfg, resid.shape[0]) if self.cfg.positional == "rotary" else None
+        rotary = rotary_tables(self.cfg, resid.shape[0], positions) if self.cfg.positional == "rotary" else None
         params, static = eqx.partition(blocks, eqx.is_array)
 
         def layer(resid, xs):
@@ -270,6 +274,13 @@ def _jit_run(model: Transformer, tokens, interventions, cache_names, token_type_
     # Stacked per-layer sites read [layer, batch, ...], as TransformerLens stacks them.
     cache = {k: (jnp.moveaxis(v, 0, 1) if k in per_layer else v) for k, v in cache.items()}
     return logits, cache
+
+
+def mask_positions(attention_mask: Int[Array, " pos"]) -> Int[Array, " pos"]:
+    """Each token's position among the real tokens of its row (``cumsum(mask) - 1``, 0 on
+    leading padding), as HF derives ``position_ids`` from the attention mask. Equal to
+    ``arange(pos)`` on the real tokens of a right-padded or unpadded row."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32)) - 1, 0)
 
 
 def check_pair(clean, corrupted, cfg: ModelConfig) -> tuple[Array, Array]:
@@ -328,12 +339,19 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
         w = jnp.full(lead + (M,), 1.0 - cfg.norm_weight_offset, dtype)
         return Norm(w, zeros(*lead, M) if cfg.norm_bias else None, cfg.normalization, cfg.norm_eps, cfg.norm_weight_offset)
 
+    def qk_norm(n_heads):  # RMSNorm over d_head, or over the whole projection (n_heads * d_head)
+        width = D if cfg.qk_norm == "head" else n_heads * D
+        return Norm(jnp.full((L, width), 1.0 - cfg.norm_weight_offset, dtype), None, "rmsnorm", cfg.norm_eps,
+                    cfg.norm_weight_offset)
+
     attn = Attention(
         W_Q=normal(L, H, M, D), W_K=normal(L, K, M, D), W_V=normal(L, K, M, D), W_O=normal(L, H, D, M),
         b_Q=zeros(L, H, D) if cfg.qkv_bias else None,
         b_K=zeros(L, K, D) if cfg.qkv_bias else None,
         b_V=zeros(L, K, D) if cfg.qkv_bias else None,
         b_O=zeros(L, M) if cfg.o_bias else None,
+        q_norm=qk_norm(H) if cfg.qk_norm != "none" else None,
+        k_norm=qk_norm(K) if cfg.qk_norm != "none" else None,
     )
     mlp: Optional[Union[MLP, MoE]] = None
     if cfg.is_moe:
@@ -347,9 +365,9 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
             W_out=normal(L, F, M), b_out=zeros(L, M) if cfg.mlp_bias else None,
         )
     blocks = Block(
-        ln1=norm(L), attn=attn,
+        ln1=norm(L) if cfg.pre_norm else None, attn=attn,
         ln1_post=norm(L) if cfg.post_attn_norm else None,
-        ln2=norm(L) if cfg.has_mlp else None,
+        ln2=norm(L) if cfg.has_mlp and cfg.pre_norm else None,
         mlp=mlp,
         ln2_post=norm(L) if cfg.post_mlp_norm else None,
         window=jnp.asarray(cfg.windows, jnp.int32),

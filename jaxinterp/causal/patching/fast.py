@@ -300,7 +300,7 @@ class _BlockLayer:
         tp, tr, rows = self.group(0, shape.blocks)
         kv_hooks = PackedPatches(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
         xt = kv_hooks("resid_pre", x.reshape(-1, cfg.d_model))
-        keys, values = keys_values(block.ln1(xt, kv_hooks, "ln1"), w, kv_hooks, cfg, self._rot(tp))
+        keys, values = keys_values(block.attn_input(xt, kv_hooks), w, kv_hooks, cfg, self._rot(tp), block.window)
 
         # The read-out rows (index into the chunk's rows) and their slots.
         read_rows = {key: v[d["read_block"] * shape.rows + d["read_row"]] for key, v in rows.items()}

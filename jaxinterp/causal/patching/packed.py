@@ -21,9 +21,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ...core.config import ModelConfig
-from ...model.attention import AbstractAttention, Attention, attend, attention_output
+from ...model.attention import AbstractAttention, Attention, attend, attention_output, qk_normalize
+from ...model.norms import Norm
 from ...model.hooks import SiteHooks
-from ...model.rotary import apply_rotary
+from ...model.rotary import apply_rotary, layer_rotary
 from ...core.sites import DIM_FIELD, PATTERN_SITES
 
 
@@ -115,6 +116,8 @@ class AttentionWeights(eqx.Module):
     b_qkv: Optional[Float[Array, " qkvd"]]
     w_o: Float[Array, "qd d_model"]
     b_o: Optional[Float[Array, " d_model"]]
+    q_norm: Optional[Norm] = None  # QK-norm weights, as in `Attention`
+    k_norm: Optional[Norm] = None
 
     @staticmethod
     def of(attn: Attention) -> "AttentionWeights":
@@ -127,7 +130,7 @@ class AttentionWeights(eqx.Module):
             b_qkv = jnp.concatenate([attn.b_Q.reshape(-1), attn.b_K.reshape(-1), attn.b_V.reshape(-1)])
         return AttentionWeights(
             w_qkv=jnp.concatenate([flat(attn.W_Q), flat(attn.W_K), flat(attn.W_V)], axis=1), b_qkv=b_qkv,
-            w_o=attn.W_O.reshape(-1, attn.W_O.shape[-1]), b_o=attn.b_O,
+            w_o=attn.W_O.reshape(-1, attn.W_O.shape[-1]), b_o=attn.b_O, q_norm=attn.q_norm, k_norm=attn.k_norm,
         )
 
     def project(self, x: Float[Array, "token d_model"], cols: slice) -> Array:
@@ -165,12 +168,13 @@ class PackedAttention(AbstractAttention):
     def __call__(self, x: Float[Array, "token d_model"], hooks, cfg: ModelConfig, window, rotary, key_mask=None):
         w = self.w
         qd = cfg.n_heads * cfg.d_head
+        rotary = layer_rotary(rotary, window, cfg)
         if self.k is None:
             qkv = w.project(x, slice(None))
-            q, (k, v) = qkv[:, :qd], _keys_values(qkv[:, qd:], hooks, cfg, rotary)
+            q, (k, v) = qkv[:, :qd], _keys_values(qkv[:, qd:], w.k_norm, hooks, cfg, rotary)
         else:
             q, k, v = w.project(x, slice(0, qd)), self.k, self.v
-        q = hooks("attn.q", q.reshape(x.shape[0], cfg.n_heads, cfg.d_head))
+        q = qk_normalize(hooks("attn.q", q.reshape(x.shape[0], cfg.n_heads, cfg.d_head)), w.q_norm)
         if rotary is not None:
             q = hooks("attn.rot_q", apply_rotary(q, *rotary))
         n_rows, n_query = self.kv_index.shape[0], self.query_pos.shape[0]
@@ -213,14 +217,16 @@ def _row_major_hook(hooks, name: str, x: Float[Array, "kv_head row query group k
     return jnp.transpose(out, (1, 0, 3, 2, 4))
 
 
-def keys_values(x: Float[Array, "token d_model"], w: AttentionWeights, hooks, cfg: ModelConfig, rotary):
-    """Packed keys (rotated, if rotary) and values, through their hook sites."""
-    return _keys_values(w.project(x, slice(cfg.n_heads * cfg.d_head, None)), hooks, cfg, rotary)
+def keys_values(x: Float[Array, "token d_model"], w: AttentionWeights, hooks, cfg: ModelConfig, rotary, window):
+    """Packed keys (rotated, if rotary, with the tables of a layer with this ``window``)
+    and values, through their hook sites."""
+    return _keys_values(w.project(x, slice(cfg.n_heads * cfg.d_head, None)), w.k_norm, hooks, cfg,
+                        layer_rotary(rotary, window, cfg))
 
 
-def _keys_values(kv: Float[Array, "token kvd"], hooks, cfg: ModelConfig, rotary):
+def _keys_values(kv: Float[Array, "token kvd"], k_norm: Optional[Norm], hooks, cfg: ModelConfig, rotary):
     kv = kv.reshape(kv.shape[0], 2, cfg.n_kv_heads, cfg.d_head)
-    k = hooks("attn.k", kv[:, 0])
+    k = qk_normalize(hooks("attn.k", kv[:, 0]), k_norm)
     v = hooks("attn.v", kv[:, 1])
     if rotary is not None:
         k = hooks("attn.rot_k", apply_rotary(k, *rotary))

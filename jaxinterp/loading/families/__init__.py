@@ -11,9 +11,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ...core.errors import UnsupportedArchitectureError
-from . import bert, gemma, gpt2, llama, mixtral, neox
+from . import bert, gemma, gpt2, llama, mixtral, neox, olmo2, qwen3
 
-FAMILIES: tuple[ModuleType, ...] = (gpt2, neox, llama, gemma, mixtral, bert)
+FAMILIES: tuple[ModuleType, ...] = (gpt2, neox, llama, gemma, mixtral, bert, qwen3, olmo2)
 
 
 def family_for(model_type: str) -> ModuleType:

@@ -1,5 +1,7 @@
-"""Gemma and Gemma 2: ``1 + w`` RMSNorm, sqrt(d_model) embedding scale, GeGLU, MQA/GQA;
-Gemma 2 adds soft-capping, alternating local/global attention and sandwich norms."""
+"""Gemma, Gemma 2 and Gemma 3 (text-only): ``1 + w`` RMSNorm, sqrt(d_model) embedding
+scale, GeGLU, MQA/GQA; Gemma 2 adds soft-capping, alternating local/global attention and
+sandwich norms; Gemma 3 adds QK-norm (``1 + w``, per head) and a second rope base for
+its sliding-window layers."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import math
 import numpy as np
 
 from ...core.config import ModelConfig
-from .common import stack_layers, windows_from_layer_types
+from ...core.errors import UnsupportedArchitectureError
+from .common import rope_settings, stack_layers, windows_from_layer_types
 from .llama import base_config, convert_attention, convert_embeddings, convert_gated_mlp
+from .qwen3 import convert_qk_norms
 
-MODEL_TYPES = ("gemma", "gemma2")
+MODEL_TYPES = ("gemma", "gemma2", "gemma3_text")
 IGNORED = ("*.rotary_emb.inv_freq",)
 
 
@@ -23,7 +27,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
     )
     if kw["act_fn"] == "gelu":  # Gemma checkpoints say "gelu" but were trained with the tanh form
         kw["act_fn"] = "gelu_pytorch_tanh"
-    if hf.get("model_type") == "gemma2":
+    if hf.get("model_type") in ("gemma2", "gemma3_text"):
         n_layers = hf["num_hidden_layers"]
         types = hf.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
         kw.update(
@@ -33,7 +37,28 @@ def config_from_hf(hf: dict) -> ModelConfig:
             layer_windows=windows_from_layer_types({"layer_types": types}, n_layers, hf.get("sliding_window")),
             post_attn_norm=True, post_mlp_norm=True,
         )
+    if hf.get("model_type") == "gemma3_text":
+        kw.update(qk_norm="head", **_gemma3_rope(hf))
     return ModelConfig(**kw)
+
+
+def _gemma3_rope(hf: dict) -> dict:
+    """Gemma 3's two ropes: ``rope_parameters`` per layer type (transformers 5), or the
+    older ``rope_theta`` / ``rope_scaling`` (global) and ``rope_local_base_freq`` keys."""
+    params = hf.get("rope_parameters") or {}
+    if "full_attention" in params:
+        theta, scaling, _ = rope_settings({"rope_parameters": params["full_attention"]})
+        local = params.get("sliding_attention") or {}
+        if local.get("rope_type", "default") != "default":
+            raise UnsupportedArchitectureError(
+                f"gemma3_text: rope_type {local['rope_type']!r} on the sliding-window layers is not supported "
+                "(supported there: default)"
+            )
+        local_theta = local.get("rope_theta", 10000.0)
+    else:
+        theta, scaling, _ = rope_settings(hf)
+        local_theta = hf.get("rope_local_base_freq", 10000.0)
+    return dict(rotary_base=theta, rope_scaling=scaling, rotary_local_base=float(local_theta))
 
 
 def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
@@ -41,6 +66,8 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
     convert_embeddings(src, cfg, p)
     convert_attention(src, cfg, p)
     convert_gated_mlp(src, cfg, p)
+    if cfg.qk_norm != "none":
+        convert_qk_norms(src, cfg, p)
     L = cfg.n_layers
     p["blocks.ln1.w"] = stack_layers(src, "model.layers.{}.input_layernorm.weight", L)
     if cfg.post_attn_norm:  # Gemma 2 names its sandwich norms differently from Llama
