@@ -101,12 +101,12 @@ def direction(model: VisionTransformer, layer: int, vector: Float[Array, " d_mod
 
 
 def spectrum_scale(size: int, decay: float = 1.0) -> Float[np.ndarray, "size half"]:
-    """``1 / frequency ** decay`` on the rfft2 grid (frequency floored at ``1 / size``),
-    times ``size`` so that unit-variance spectra give images of a fixed scale."""
+    """``1 / frequency ** decay`` on the rfft2 grid (frequency floored at ``1 / size``).
+    With the orthonormal inverse FFT this is Lucid's ``sqrt(w h) / f`` with the default one."""
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.rfftfreq(size)[None, :]
     freqs = np.sqrt(fy**2 + fx**2)
-    return (size / np.maximum(freqs, 1.0 / size) ** decay).astype(np.float32)
+    return (1.0 / np.maximum(freqs, 1.0 / size) ** decay).astype(np.float32)
 
 
 def init_spectrum(key: PRNGKeyArray, size: int, std: float = 0.01) -> Float[Array, "2 3 size half"]:

