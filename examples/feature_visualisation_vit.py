@@ -93,7 +93,8 @@ def main():
     fv.image_grid(np.asarray(res.images), [f"{lab}: {d:.2f}" for lab, d in zip(labels, diag)],
                   title=f"ViT-S/14 layer {args.layer} MLP neurons", path=os.path.join(OUT, "neurons_grid.png"))
     fv.activation_matrix_plot(own, labels, path=os.path.join(OUT, "activation_matrix.png"))
-    fv.rotation_curves_plot(degrees, curves, labels, path=os.path.join(OUT, "rotation_curves.png"))
+    fv.rotation_curves_plot(degrees, curves[live], [lab for lab, ok in zip(labels, live) if ok],
+                            path=os.path.join(OUT, "rotation_curves.png"))
     print(f"figures in {OUT}/")
 
 
