@@ -84,10 +84,11 @@ def main():
     degrees = np.linspace(-180, 180, 25)
     curves = np.asarray(vi.rotation_curve(vit, objectives, res.images, degrees))
     live = diag > 0.5  # neurons the optimisation switched on (relative curves of ~0 activations are noise)
-    rel = curves[live] / curves[live][:, [12]]
-    print(f"\nrotation ({int(live.sum())} neurons with own activation > 0.5): activation relative to 0 degrees, "
-          f"median over neurons: +-45 {np.median(rel[:, [9, 15]]):.2f}, +-90 {np.median(rel[:, [6, 18]]):.2f}, "
-          f"180 {np.median(rel[:, [0, 24]]):.2f}")
+    if live.any():
+        rel = curves[live] / curves[live][:, [12]]
+        print(f"\nrotation ({int(live.sum())} neurons with own activation > 0.5): activation relative to 0 degrees, "
+              f"median over neurons: +-45 {np.median(rel[:, [9, 15]]):.2f}, +-90 {np.median(rel[:, [6, 18]]):.2f}, "
+              f"180 {np.median(rel[:, [0, 24]]):.2f}")
 
     labels = [f"L{args.layer}N{i}" for i in units]
     fv.image_grid(np.asarray(res.images), [f"{lab}: {d:.2f}" for lab, d in zip(labels, diag)],
