@@ -63,7 +63,7 @@ def rotation_curves_plot(degrees: Float[np.ndarray, " angle"], curves: Float[np.
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_xlabel("rotation (degrees)")
     ax.set_ylabel("activation / activation at 0")
-    if len(labels) <= 8:
+    if 0 < len(labels) <= 8:
         ax.legend(fontsize=7)
     save_figure(fig, path)
     return fig
