@@ -91,8 +91,8 @@ def api_page(module: str) -> str:
 
 
 # Modules with a page of their own inside a package documented as a whole.
-EXTRA_PAGES = ["jaxinterp.model.interventions", "jaxinterp.model.cache", "jaxinterp.loading.tokenizer",
-               "jaxinterp.viz.report"]
+EXTRA_PAGES = ["jaxinterp.model.interventions", "jaxinterp.model.cache", "jaxinterp.model.vision",
+               "jaxinterp.loading.tokenizer", "jaxinterp.viz.report"]
 
 
 def home_module(name: str) -> str:
