@@ -31,6 +31,10 @@ class PosEmbed(eqx.Module):
     def __call__(self, n_pos: int) -> Float[Array, "pos d_model"]:
         return self.W_pos[:n_pos]
 
+    def at(self, positions: Int[Array, " pos"]) -> Float[Array, "pos d_model"]:
+        """The embeddings of absolute ``positions`` (negative ones, padding, read row 0)."""
+        return self.W_pos[jnp.maximum(positions, 0)]
+
 
 class TokenTypeEmbed(eqx.Module):
     """BERT segment embeddings ``W_token_type [n_token_types, d_model]``."""

@@ -6,7 +6,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from ..core.config import ModelConfig
 
@@ -39,8 +39,14 @@ def inverse_frequencies(cfg: ModelConfig) -> np.ndarray:
 
 def rotary_tables(cfg: ModelConfig, n_pos: int) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
     """cos and sin tables ``[pos, rotary_dim]`` for positions ``0..n_pos-1``."""
+    return rotary_at(cfg, jnp.arange(n_pos))
+
+
+def rotary_at(cfg: ModelConfig, positions: Int[Array, " pos"]) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
+    """cos and sin tables ``[pos, rotary_dim]`` at the given absolute ``positions`` (a
+    left-padded row, or new tokens after a KV cache)."""
     inv_freq = jnp.asarray(inverse_frequencies(cfg))
-    freqs = jnp.arange(n_pos, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    freqs = jnp.asarray(positions).astype(jnp.float32)[:, None] * inv_freq[None, :]
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
 
