@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ..core.errors import JaxinterpError
 from ..core.readout import ALL, Readout
@@ -78,27 +78,29 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[n
     return tokens, mask
 
 
-def sample_logits(logits: Float[Array, "batch d_vocab"], key: Optional[PRNGKeyArray], temperature: float,
-                  top_k: Optional[int], top_p: Optional[float]) -> Int[Array, " batch"]:
-    """The next token of each row: argmax when ``temperature == 0``, else a draw from
-    ``softmax(logits / temperature)`` restricted to the ``top_k`` most likely tokens and
-    to the smallest set whose probability reaches ``top_p`` (HF's order: temperature,
-    top-k, top-p; the most likely token always stays)."""
-    if temperature == 0:
+def sample_logits(logits: Float[Array, "batch d_vocab"], key: Optional[PRNGKeyArray], temperature=0.0,
+                  top_k=None, top_p=None, *, sampled: Optional[bool] = None) -> Int[Array, " batch"]:
+    """The next token of each row: argmax when not ``sampled`` (default: ``temperature
+    == 0``), else a draw from ``softmax(logits / temperature)`` restricted to the
+    ``top_k`` most likely tokens and then to the smallest set of them whose probability
+    reaches ``top_p`` (HF's order; the most likely token always stays). ``temperature``,
+    ``top_k`` and ``top_p`` may be traced (None: no restriction)."""
+    if sampled is None:
+        sampled = temperature != 0
+    if not sampled:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    n_vocab = logits.shape[-1]
     logits = logits.astype(jnp.float32) / temperature
-    neg = jnp.finfo(jnp.float32).min
-    if top_k is not None:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-        logits = jnp.where(logits < kth, neg, logits)
-    if top_p is not None:
-        order = jnp.argsort(-logits, axis=-1)
-        probs = jax.nn.softmax(jnp.take_along_axis(logits, order, -1), axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # probability of the tokens ranked above
-        keep_sorted = before < top_p
-        keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
-        logits = jnp.where(keep, logits, neg)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+    top_k = n_vocab if top_k is None else top_k
+    top_p = jnp.inf if top_p is None else top_p
+    order = jnp.argsort(-logits, axis=-1)
+    ranked = jnp.take_along_axis(logits, order, -1)
+    in_top_k = jnp.arange(n_vocab) < top_k
+    probs = jax.nn.softmax(jnp.where(in_top_k, ranked, -jnp.inf), axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # probability of the tokens ranked above
+    keep_ranked = in_top_k & ((before < top_p) | (jnp.arange(n_vocab) == 0))
+    choice = jax.random.categorical(key, jnp.where(keep_ranked, ranked, -jnp.inf), axis=-1)
+    return jnp.take_along_axis(order, choice[:, None], -1)[:, 0].astype(jnp.int32)
 
 
 def generate(
@@ -145,6 +147,9 @@ def generate(
         raise GenerationError(f"top_p must be in (0, 1], got {top_p}")
     if not cfg.causal or model.unembed is None:
         raise GenerationError("generation needs a causal language model with an unembedding")
+    bad = [t for t in list(stop_tokens) + [pad_token_id] if not 0 <= int(t) < cfg.d_vocab]
+    if bad:
+        raise GenerationError(f"stop_tokens and pad_token_id must be ids in 0..{cfg.d_vocab - 1}, got {bad}")
     interventions = tuple(interventions or ())
     if apply_to != "both":
         given = [iv.site for iv in interventions if iv.where.pos is not None]
@@ -175,9 +180,16 @@ def generate(
         raise GenerationError(f"{tokens.shape[1]} prompt + {n_new} new tokens exceed the context n_ctx={cfg.n_ctx}")
     names = model.resolve_names(list(cache)) if cache else frozenset()
     key = jax.random.key(0) if key is None else key
-    options = _Options(int(n_new), apply_to, float(temperature), top_k, None if top_p is None else float(top_p),
-                       tuple(int(t) for t in stop_tokens), int(pad_token_id), names, bool(return_logits))
-    out_tokens, logits, recorded = _generate(model, tokens, attention_mask, interventions, key, options)
+    stops = np.zeros(cfg.d_vocab, bool)
+    stops[np.asarray(list(stop_tokens), int)] = True
+    # Only what changes the program is static; the rest is traced, so other values
+    # (temperature, stop tokens, where interventions apply) reuse the compiled program.
+    sampling = dict(temperature=jnp.float32(max(temperature, 1e-30)), top_k=jnp.int32(top_k or cfg.d_vocab),
+                    top_p=jnp.float32(np.inf if top_p is None else top_p), stops=jnp.asarray(stops),
+                    pad=jnp.int32(pad_token_id), to_prompt=jnp.asarray(apply_to != "generated"),
+                    to_generated=jnp.asarray(apply_to != "prompt"))
+    options = _Options(int(n_new), temperature > 0, names, bool(return_logits))
+    out_tokens, logits, recorded = _generate(model, tokens, attention_mask, interventions, key, sampling, options)
     data = _arrange_cache(recorded, cfg) if names else None
     if unbatched:
         out_tokens = out_tokens[0]
@@ -191,41 +203,37 @@ class _Options(eqx.Module):
     """The static choices of one compiled generation program."""
 
     n_new: int = eqx.field(static=True)
-    apply_to: str = eqx.field(static=True)
-    temperature: float = eqx.field(static=True)
-    top_k: Optional[int] = eqx.field(static=True)
-    top_p: Optional[float] = eqx.field(static=True)
-    stop_tokens: tuple = eqx.field(static=True)
-    pad_token_id: int = eqx.field(static=True)
+    sampled: bool = eqx.field(static=True)
     names: frozenset = eqx.field(static=True)
     return_logits: bool = eqx.field(static=True)
 
 
-def restrict(interventions: tuple, apply_to: str, n_prompt: Int[Array, ""], max_len: int) -> tuple:
-    """``interventions`` limited to positions ``< n_prompt`` (``"prompt"``) or
-    ``>= n_prompt`` (``"generated"``): a bool mask over absolute positions."""
-    if apply_to == "both":
-        return interventions
+def restrict(interventions: tuple, to_prompt: Bool[Array, ""], to_generated: Bool[Array, ""],
+             n_prompt: Int[Array, ""], max_len: int) -> tuple:
+    """``interventions`` limited to the prompt's positions (``< n_prompt``) if
+    ``to_prompt``, and the generated ones if ``to_generated``: a bool mask over absolute
+    positions as their ``pos``. Those that select ``pos`` already are left as they are."""
     is_prompt = jnp.arange(max_len) < n_prompt
-    mask = is_prompt if apply_to == "prompt" else ~is_prompt
+    mask = (is_prompt & to_prompt) | (~is_prompt & to_generated)
     out = []
     for iv in interventions:
         w = iv.where
-        where = Where(layer=w.layer, pos=mask, head=w.head, neuron=w.neuron, key_pos=w.key_pos, expert=w.expert)
-        out.append(eqx.tree_at(lambda i: i.where, iv, where))
+        if w.pos is None:
+            where = Where(layer=w.layer, pos=mask, head=w.head, neuron=w.neuron, key_pos=w.key_pos, expert=w.expert)
+            iv = eqx.tree_at(lambda i: i.where, iv, where)
+        out.append(iv)
     return tuple(out)
 
 
 @eqx.filter_jit
-def _generate(model: Transformer, tokens, attention_mask, interventions, key, opt: _Options):
+def _generate(model: Transformer, tokens, attention_mask, interventions, key, sampling: dict, opt: _Options):
     n_batch, n_prompt = tokens.shape
     max_len = n_prompt + opt.n_new
     real_prompt = attention_mask.sum(-1)
     empty = KVCache.empty(model.cfg, max_len, model.embed.W_E.dtype)
-    stops = jnp.asarray(opt.stop_tokens, jnp.int32)
 
     def extend(tokens, mask, kv, n_real, readout, names):
-        ivs = restrict(interventions, opt.apply_to, n_real, max_len)
+        ivs = restrict(interventions, sampling["to_prompt"], sampling["to_generated"], n_real, max_len)
         return model.extend(tokens, kv, ivs, cache=names, readout=readout, attention_mask=mask)
 
     prefill = jax.vmap(lambda t, m, n: extend(t, m, empty, n, Readout.at([-1], n_prompt), frozenset()))
@@ -233,9 +241,10 @@ def _generate(model: Transformer, tokens, attention_mask, interventions, key, op
     decode = jax.vmap(lambda t, kv, n: extend(t, None, kv, n, ALL, opt.names))
 
     def choose(logits, step, done):
-        new = sample_logits(logits, jax.random.fold_in(key, step), opt.temperature, opt.top_k, opt.top_p)
-        new = jnp.where(done, opt.pad_token_id, new)
-        return new, done | jnp.isin(new, stops)
+        new = sample_logits(logits, jax.random.fold_in(key, step), sampling["temperature"], sampling["top_k"],
+                            sampling["top_p"], sampled=opt.sampled)
+        new = jnp.where(done, sampling["pad"], new)
+        return new, done | sampling["stops"][new]
 
     first, done = choose(logits[:, 0], 0, jnp.zeros(n_batch, bool))
 

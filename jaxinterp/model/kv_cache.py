@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
-
-import equinox as eqx
 
 from ..core.config import ModelConfig
 from .attention import AbstractAttention, Attention

@@ -42,7 +42,9 @@ def rotary_tables(cfg: ModelConfig, n_pos: int) -> tuple[Float[Array, "pos rot"]
     return rotary_at(cfg, jnp.arange(n_pos))
 
 
-def rotary_at(cfg: ModelConfig, positions: Int[Array, " pos"]) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
+def rotary_at(
+    cfg: ModelConfig, positions: Int[Array, " pos"]
+) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
     """cos and sin tables ``[pos, rotary_dim]`` at the given absolute ``positions`` (a
     left-padded row, or new tokens after a KV cache)."""
     inv_freq = jnp.asarray(inverse_frequencies(cfg))
