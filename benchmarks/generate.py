@@ -52,10 +52,12 @@ PROMPTS = [
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call seconds, median of ``repeats`` further calls)."""
+    """(first call seconds, median of ``repeats`` further calls; the first if none)."""
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
+    if repeats == 0:
+        return first, first
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -70,10 +72,12 @@ def main():
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--parity-new", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--hf-repeats", type=int, default=1, help="transformers runs eagerly: 0 times its first call")
     ap.add_argument("--contexts", type=int, nargs="*", default=[64, 256, 1024])
+    ap.add_argument("--steps", type=int, default=32, help="decode steps timed per context in (3)")
     args = ap.parse_args()
     if args.quick:
-        args.new, args.parity_new, args.repeats, args.contexts = 16, 16, 1, [64, 256]
+        args.new, args.parity_new, args.repeats, args.contexts, args.steps = 16, 16, 1, [64, 256], 8
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -120,7 +124,7 @@ def main():
         if batch == 1:
             first_r, steady_r = timed(lambda: greedy_generate(model, pids[0], args.new), max(1, args.repeats - 1))
             rows.append(("jaxinterp greedy_generate (full recompute)", first_r, steady_r))
-        first_h, steady_h = timed(lambda: hf_generate(pids, pmask, args.new), args.repeats)
+        first_h, steady_h = timed(lambda: hf_generate(pids, pmask, args.new), args.hf_repeats)
         rows.append(("transformers generate (KV cache, torch)", first_h, steady_h))
         for name, first, steady in rows:
             results[(name, batch)] = n_tok / steady
@@ -128,7 +132,7 @@ def main():
                   f"{steady_h / steady:>5.2f}x")
 
     # (3) per-step cost against the context.
-    steps = 8 if args.quick else 32
+    steps = args.steps
     print(f"\n(3) decode steps/s at batch 1 after a context of n tokens (from t(1+{steps} new) - t(1 new))")
     print(f"    {'context':>7} {'jaxinterp steps/s':>18} {'transformers steps/s':>21} {'ratio':>6}")
     rng = np.random.default_rng(0)
@@ -139,10 +143,10 @@ def main():
         def ours_n(k):
             return lambda: generate(model, ctx, k).tokens.block_until_ready()
 
-        _, t1 = timed(ours_n(1), args.repeats)
-        _, tk = timed(ours_n(1 + steps), args.repeats)
-        _, h1 = timed(lambda: hf_generate(ctx, mask, 1), 1)
-        _, hk = timed(lambda: hf_generate(ctx, mask, 1 + steps), 1)
+        _, t1 = timed(ours_n(1), max(1, args.repeats))
+        _, tk = timed(ours_n(1 + steps), max(1, args.repeats))
+        _, h1 = timed(lambda: hf_generate(ctx, mask, 1), args.hf_repeats)
+        _, hk = timed(lambda: hf_generate(ctx, mask, 1 + steps), args.hf_repeats)
         ours_rate, hf_rate = steps / max(tk - t1, 1e-9), steps / max(hk - h1, 1e-9)
         print(f"    {n:>7} {ours_rate:>18.1f} {hf_rate:>21.1f} {ours_rate / hf_rate:>5.2f}x")
 
