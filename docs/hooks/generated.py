@@ -91,7 +91,7 @@ def api_page(module: str) -> str:
 
 
 # Modules with a page of their own inside a package documented as a whole.
-EXTRA_PAGES = ["jaxinterp.model.interventions", "jaxinterp.model.cache", "jaxinterp.model.vision",
+EXTRA_PAGES = ["jaxinterp.model.interventions", "jaxinterp.model.cache", "jaxinterp.model.vision", "jaxinterp.model.kv_cache",
                "jaxinterp.loading.tokenizer", "jaxinterp.viz.report"]
 
 

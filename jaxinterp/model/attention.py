@@ -58,6 +58,18 @@ class Attention(AbstractAttention):
         rotary: Optional[tuple[Array, Array]],
         key_mask: Optional[Bool[Array, " pos"]] = None,
     ) -> Float[Array, "pos d_model"]:
+        q, k, v = self.queries_keys_values(x, hooks, cfg, window, rotary)
+        allowed = attention_mask(x.shape[0], cfg.causal, window)
+        if key_mask is not None:
+            allowed = allowed & key_mask[None, :]
+        return self.attend_output(q, k, v, allowed, cfg, hooks)
+
+    def queries_keys_values(
+        self, x: Float[Array, "pos d_model"], hooks: SiteHooks, cfg: ModelConfig, window: Int[Array, ""],
+        rotary: Optional[tuple[Array, Array]],
+    ) -> tuple[Float[Array, "pos head d_head"], Float[Array, "pos kv_head d_head"], Float[Array, "pos kv_head d_head"]]:
+        """Queries, keys (QK-normed if configured, then rotated with this layer's rotary
+        table, if rotary) and values, through their sites."""
         rotary = layer_rotary(rotary, window, cfg)
         q = qk_normalize(hooks("attn.q", _project(x, self.W_Q, self.b_Q)), self.q_norm)
         k = qk_normalize(hooks("attn.k", _project(x, self.W_K, self.b_K)), self.k_norm)
@@ -65,16 +77,26 @@ class Attention(AbstractAttention):
         if rotary is not None:
             q = hooks("attn.rot_q", apply_rotary(q, *rotary))
             k = hooks("attn.rot_k", apply_rotary(k, *rotary))
-        n_pos, n_kv = x.shape[0], cfg.n_kv_heads
-        allowed = attention_mask(n_pos, cfg.causal, window)
-        if key_mask is not None:
-            allowed = allowed & key_mask[None, :]
+        return q, k, v
+
+    def attend_output(
+        self,
+        q: Float[Array, "query head d_head"],
+        k: Float[Array, "key_pos kv_head d_head"],
+        v: Float[Array, "key_pos kv_head d_head"],
+        allowed: Bool[Array, "query key_pos"],
+        cfg: ModelConfig,
+        hooks: SiteHooks,
+    ) -> Float[Array, "query d_model"]:
+        """`attend` in the grouped layout, then `attention_output`. The keys may be more
+        than the queries (a KV cache's slots); ``allowed`` says which each query reads."""
+        n_query, n_kv = q.shape[0], cfg.n_kv_heads
         # Grouped, head-major layout [kv_head, query, group, d_head]: a query head's group
         # shares its key head without repeating keys.
-        queries = jnp.moveaxis(q.reshape(n_pos, n_kv, -1, cfg.d_head), 0, 1)
+        queries = jnp.moveaxis(q.reshape(n_query, n_kv, -1, cfg.d_head), 0, 1)
         z = attend(queries, jnp.moveaxis(k, 0, 1), jnp.moveaxis(v, 0, 1), allowed[None, :, None, :], cfg, hooks,
                    _head_query_key)
-        z = jnp.moveaxis(z, 1, 0).reshape(n_pos, cfg.n_heads, cfg.d_head)
+        z = jnp.moveaxis(z, 1, 0).reshape(n_query, cfg.n_heads, cfg.d_head)
         return attention_output(z, self.W_O, self.b_O, hooks)
 
 

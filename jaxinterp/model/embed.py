@@ -30,7 +30,11 @@ class PosEmbed(eqx.Module):
 
     def __call__(self, n_pos: int, positions: Optional[Int[Array, " pos"]] = None) -> Float[Array, "pos d_model"]:
         """Rows ``0..n_pos-1``, or the rows at ``positions`` (left-padded prompts)."""
-        return self.W_pos[:n_pos] if positions is None else self.W_pos[positions]
+        return self.W_pos[:n_pos] if positions is None else self.at(positions)
+
+    def at(self, positions: Int[Array, " pos"]) -> Float[Array, "pos d_model"]:
+        """The embeddings of absolute ``positions`` (negative ones, padding, read row 0)."""
+        return self.W_pos[jnp.maximum(positions, 0)]
 
 
 class TokenTypeEmbed(eqx.Module):

@@ -75,10 +75,14 @@ NO_HOOKS = NoHooks()
 
 class Hooks(SiteHooks):
     """Applies a `Plan` and records ``cache_names``, for one layer (``layer`` traced) or
-    the top level (``layer=None``)."""
+    the top level (``layer=None``). ``positions`` / ``key_positions``: see `SiteContext`."""
 
-    def __init__(self, cfg: ModelConfig, plan: Plan, cache_names: frozenset, layer: Optional[Array]):
+    def __init__(self, cfg: ModelConfig, plan: Plan, cache_names: frozenset, layer: Optional[Array],
+                 positions: Optional[Array] = None, key_positions: Optional[Array] = None):
         self.cfg, self.plan, self.cache_names, self.layer = cfg, plan, cache_names, layer
+        # Absolute positions of the queries / keys when they are not 0..n-1 (explicit
+        # positions, a KV cache): interventions' locations then name positions.
+        self.positions, self.key_positions = positions, key_positions
         self.dims = top_level_site_dims(cfg) if layer is None else layer_site_dims(cfg)
         self.recorded: dict[str, Array] = {}
 
@@ -87,7 +91,7 @@ class Hooks(SiteHooks):
 
     def __call__(self, name: str, x: Array) -> Array:
         for iv, fixed_layer in self.plan.by_site.get(name, ()):
-            ctx = SiteContext(name, self.dims[name], x.shape, self.cfg.n_layers)
+            ctx = SiteContext(name, self.dims[name], x.shape, self.cfg.n_layers, self.positions, self.key_positions)
             if fixed_layer is None:
                 x = iv.apply(x, self.layer, ctx)
             else:

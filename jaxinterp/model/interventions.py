@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array, Bool, Int, PRNGKeyArray
 
 from ..core.errors import InterventionError
 from ..core.sites import AXES
@@ -51,10 +51,18 @@ def _location(x) -> Optional[Array]:
 _FIELD_AXES = {field: dims for field, dims in AXES.items() if field != "layer"}
 
 
-def axis_mask(selector: Optional[Array], size: int) -> Array:
-    """A bool mask ``[size]`` from None / indices / a bool mask (traceable)."""
+def axis_mask(selector: Optional[Array], size: int, index: Optional[Array] = None) -> Array:
+    """A bool mask ``[size]`` from None / indices / a bool mask (traceable).
+
+    ``index [size]``: the absolute position of each entry along a position axis (a run
+    with explicit positions, or new tokens after a KV cache; -1 marks padding and empty
+    cache slots, never selected). Indices then name positions, negative ones counting
+    back from the last position + 1, and a bool mask is read at each position (False
+    beyond its length)."""
     if selector is None:
         return jnp.ones((size,), bool)
+    if index is not None:
+        return _position_mask(selector, index)
     if selector.dtype == jnp.bool_:
         if selector.shape != (size,):
             raise InterventionError(f"a bool location mask must have shape ({size},), got {selector.shape}")
@@ -64,6 +72,20 @@ def axis_mask(selector: Optional[Array], size: int) -> Array:
     idx = selector.reshape(-1)
     idx = jnp.where(idx < 0, idx + size, idx)
     return (jnp.arange(size)[:, None] == idx[None, :]).any(-1)
+
+
+def _position_mask(selector: Array, index: Int[Array, " size"]) -> Bool[Array, " size"]:
+    real = index >= 0
+    if selector.dtype == jnp.bool_:
+        if selector.ndim != 1:
+            raise InterventionError(f"a bool location mask must be one-dimensional, got shape {selector.shape}")
+        inside = real & (index < selector.shape[0])
+        return inside & selector[jnp.clip(index, 0, selector.shape[0] - 1)]
+    if not jnp.issubdtype(selector.dtype, jnp.integer):
+        raise InterventionError(f"location indices must be ints or a bool mask, got dtype {selector.dtype}")
+    idx = selector.reshape(-1)
+    idx = jnp.where(idx < 0, idx + jnp.max(index) + 1, idx)
+    return real & (index[:, None] == idx[None, :]).any(-1)
 
 
 class Where(eqx.Module):
@@ -89,7 +111,7 @@ class Where(eqx.Module):
         for i, dim in enumerate(dims):
             sel = next((getattr(self, f) for f, axes in _FIELD_AXES.items() if dim in axes), None)
             if sel is not None:
-                am = axis_mask(sel, shape[i])
+                am = axis_mask(sel, shape[i], ctx.positions_along(dim))
                 m = m & am.reshape((-1,) + (1,) * (len(shape) - i - 1))
         if self.layer is not None:
             if layer is None:
@@ -133,6 +155,18 @@ class SiteContext(eqx.Module):
     dims: tuple = eqx.field(static=True)
     shape: tuple = eqx.field(static=True)
     n_layers: int = eqx.field(static=True)
+    # Absolute positions of the entries along the query (``pos``/``query_pos``) and key
+    # (``key_pos``) axes, where they are not 0..n-1 (see `axis_mask`); None otherwise.
+    positions: Optional[Int[Array, " pos"]] = None
+    key_positions: Optional[Int[Array, " key_pos"]] = None
+
+    def positions_along(self, dim: str) -> Optional[Array]:
+        """The absolute positions along axis ``dim`` (None: the indices 0..n-1)."""
+        if dim in AXES["pos"]:
+            return self.positions
+        if dim in AXES["key_pos"]:
+            return self.key_positions
+        return None
 
     def value_for_layer(self, value: Array, layer: Optional[Array], what: str) -> Array:
         """Select a stacked value's layer slice and check it broadcasts to the site."""

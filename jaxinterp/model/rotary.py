@@ -80,3 +80,10 @@ def apply_rotary(x: Float[Array, "pos head d_head"], cos, sin) -> Float[Array, "
     rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
     cos, sin = cos[:, None, :].astype(x.dtype), sin[:, None, :].astype(x.dtype)
     return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
+
+
+def rotary_at(cfg: ModelConfig, positions: Int[Array, " pos"]) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
+    """`rotary_tables` at the given absolute ``positions`` (a left-padded row, or new
+    tokens after a KV cache)."""
+    positions = jnp.asarray(positions)
+    return rotary_tables(cfg, positions.shape[0], positions)

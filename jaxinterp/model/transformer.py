@@ -23,6 +23,7 @@ from .hooks import NO_HOOKS, Hooks, Plan, SiteHooks
 from .mlp import MLP, MoE
 from .norms import Norm
 from .rotary import rotary_tables
+from .kv_cache import CachedAttention, KVCache, write
 from ..core.errors import PromptPairError, TokenError
 
 Names = Union[None, str, Iterable[str], Callable[[str], bool]]
@@ -122,6 +123,7 @@ class Transformer(eqx.Module):
         readout: Optional[Readout] = ALL,
         token_type_ids: Optional[Int[Array, " pos"]] = None,
         attention_mask: Optional[Int[Array, " pos"]] = None,
+        positions: Optional[Int[Array, " pos"]] = None,
     ) -> tuple[Array, dict[str, Array]]:
         """The one forward pass, for one example, un-jitted: every technique runs the
         model through here (inside its own jit / vmap / grad).
@@ -136,9 +138,62 @@ class Transformer(eqx.Module):
         logits). ``None``, or a ``stop`` before the last layer: return the residual stream
         ``[pos, d_model]`` instead (the final norm still runs if a cached or intervened
         ``ln_final`` site needs it).
+        ``attention_mask [pos]``: 0 marks padding, which no position attends to.
+        ``positions [pos]``: absolute positions (rotary angles, learned position
+        embeddings, and what interventions' ``pos=`` / ``key_pos=`` name), e.g. for a
+        left-padded row ``cumsum(attention_mask) - 1``; None: ``0 .. pos-1``.
 
         Returns ``(logits or residual, {short name: activation})``.
         """
+        out, recorded, _ = self._forward(x, interventions, layers, frozenset(cache), readout, token_type_ids,
+                                         attention_mask, positions, None)
+        return out, recorded
+
+    def extend(
+        self,
+        tokens: Int[Array, " pos"],
+        kv_cache: KVCache,
+        interventions=None,
+        *,
+        cache: frozenset = frozenset(),
+        readout: Optional[Readout] = ALL,
+        attention_mask: Optional[Int[Array, " pos"]] = None,
+        positions: Optional[Int[Array, " pos"]] = None,
+    ) -> tuple[Array, dict[str, Array], KVCache]:
+        """`run` over every layer for ``tokens`` that continue the sequence ``kv_cache``
+        holds: prefill (an empty cache, the prompt) and decoding (one token at a time).
+        For one example, un-jitted (vmap a batch of caches).
+
+        The tokens' keys and values go into slots ``kv_cache.length ..`` (the cache must
+        have room: under jit nothing checks, and `dynamic_update_slice` would clamp) and
+        every token attends over the cache's filled slots, causally and within each
+        layer's window. ``attention_mask [pos]``: 0 marks padding (given position -1,
+        never attended to). ``positions``: absolute positions of the tokens; None:
+        continuing after the cache's last real position, counting real tokens only (so a
+        left-padded prompt's first real token is position 0, as HF's ``position_ids``).
+        Interventions apply to the new tokens; their position locations name absolute
+        positions (negative ones count back from the newest token), ``key_pos=`` on
+        pattern sites the positions held in the cache's slots. Values of
+        interventions must broadcast to the new tokens' activations (``[d_model]``
+        vectors do; a ``[pos, d_model]`` value of the whole sequence does not).
+
+        Returns ``(logits, {short name: activation of the new tokens}, the extended cache)``;
+        pattern sites come back ``[layer, head, pos, max_len]`` over the cache's slots.
+        """
+        if not self.cfg.causal:
+            raise ValueError("extend() needs a causal model: a KV cache cannot serve bidirectional attention")
+        if jnp.issubdtype(tokens.dtype, jnp.floating) or tokens.ndim != 1:
+            raise ValueError(f"extend() takes int tokens [pos] for one example, got {tokens.dtype} {tokens.shape}")
+        real = jnp.ones(tokens.shape, bool) if attention_mask is None else attention_mask.astype(bool)
+        if positions is None:
+            positions = kv_cache.next_position() + jnp.cumsum(real) - 1
+        positions = jnp.where(real, positions, -1).astype(jnp.int32)
+        return self._forward(tokens, interventions, (0, None), frozenset(cache), readout, None, None, positions,
+                             kv_cache)
+
+    def _forward(self, x, interventions, layers, cache: frozenset, readout, token_type_ids, attention_mask,
+                 positions, kv: Optional[KVCache]):
+        """`run` and `extend`: ``(out, recorded, the extended cache or None)``."""
         cfg = self.cfg
         start, stop = layers
         stop = cfg.n_layers if stop is None else stop
@@ -146,10 +201,19 @@ class Transformer(eqx.Module):
             raise ValueError(f"layers={layers} must satisfy 0 <= start <= stop <= n_layers={cfg.n_layers}")
         plan = interventions if isinstance(interventions, Plan) else Plan(cfg, interventions)
         cache = frozenset(cache)
-        top = Hooks(cfg, plan, cache, None)
-        # With a mask, positions count the real tokens (0 at a row's first real token), so a
-        # left-padded row sees the positions it would have alone (HF: position_ids from the mask).
-        positions = None if attention_mask is None else mask_positions(attention_mask)
+        # Hooks see positions only when they are explicit (or a KV cache's): interventions'
+        # pos= then names absolute positions. A mask alone keeps column indices for them.
+        hook_positions = None if positions is None else jnp.asarray(positions, jnp.int32)
+        if hook_positions is not None:
+            positions = hook_positions
+        elif attention_mask is not None:
+            # With a mask, positions count the real tokens (0 at a row's first real token), so a
+            # left-padded row sees the positions it would have alone (HF: position_ids from the mask).
+            positions = mask_positions(attention_mask)
+        key_positions = hook_positions
+        if kv is not None:
+            key_positions = write(kv.positions, positions, kv.length)
+        top = Hooks(cfg, plan, cache, None, hook_positions)
         if jnp.issubdtype(x.dtype, jnp.integer):
             if start != 0:
                 raise ValueError(f"tokens enter at layer 0; to start at layer {start}, pass that layer's residual stream")
@@ -157,15 +221,16 @@ class Transformer(eqx.Module):
         else:
             resid = x
         key_mask = None if attention_mask is None else attention_mask.astype(bool)
-        resid, layer_cache = self._blocks(resid, plan, cache, start, stop, key_mask, positions)
+        resid, layer_cache, kv = self._blocks(resid, plan, cache, start, stop, key_mask, positions, hook_positions,
+                                              key_positions, kv)
         if stop < cfg.n_layers:
-            return resid, {**top.recorded, **layer_cache}
+            return resid, {**top.recorded, **layer_cache}, kv
         out = resid
         if readout is not None:
             out = self._readout(resid, top, readout)
         elif self.ln_final is not None and (top.wants("ln_final.scale") or top.wants("ln_final.normalized")):
             self.ln_final(resid, top, "ln_final")
-        return out, {**top.recorded, **layer_cache}
+        return out, {**top.recorded, **layer_cache}, kv
 
     def forward(
         self,
@@ -226,21 +291,41 @@ class Transformer(eqx.Module):
         return resid
 
     def _blocks(self, resid: Float[Array, "pos d_model"], plan: Plan, cache_names: frozenset, start: int, stop: int,
-                key_mask=None, positions=None) -> tuple[Float[Array, "pos d_model"], dict[str, Array]]:
-        """Layers ``start..stop-1`` under `lax.scan`; the scan's outputs are the cache."""
+                key_mask=None, positions=None, hook_positions=None, key_positions=None, kv: Optional[KVCache] = None,
+                ) -> tuple[Float[Array, "pos d_model"], dict[str, Array], Optional[KVCache]]:
+        """Layers ``start..stop-1`` under `lax.scan`; the scan's outputs are the cache
+        (and, given a KV cache, each layer's keys and values with the new tokens written).
+        ``positions``: for rotary angles; ``hook_positions`` / ``key_positions``: what
+        interventions' locations name (None: column indices)."""
+        cfg = self.cfg
         blocks = self.blocks
-        if (start, stop) != (0, self.cfg.n_layers):
+        if (start, stop) != (0, cfg.n_layers):
             blocks = jax.tree_util.tree_map(lambda a: a[start:stop], blocks)
-        rotary = rotary_tables(self.cfg, resid.shape[0], positions) if self.cfg.positional == "rotary" else None
+        rotary = rotary_tables(cfg, resid.shape[0], positions) if cfg.positional == "rotary" else None
         params, static = eqx.partition(blocks, eqx.is_array)
+        key_site = "attn.rot_k" if cfg.positional == "rotary" else "attn.k"
+        # With a KV cache the layer records the new keys and values (after interventions)
+        # through its hooks, to write them into the cache it returns.
+        kv_names = frozenset() if kv is None else frozenset({key_site, "attn.v"})
 
         def layer(resid, xs):
-            block_params, index = xs
-            hooks = Hooks(self.cfg, plan, cache_names, index)
+            block_params, index, layer_kv = xs
+            hooks = Hooks(cfg, plan, cache_names | kv_names, index, hook_positions, key_positions)
             block = eqx.combine(block_params, static)
-            return block(resid, hooks, self.cfg, rotary, key_mask), hooks.recorded
+            if layer_kv is None:
+                return block(resid, hooks, cfg, rotary, key_mask), (hooks.recorded, None)
+            k, v = layer_kv
+            block = dataclasses.replace(block, attn=CachedAttention(block.attn, k, v, kv.length, key_positions))
+            resid = block(resid, hooks, cfg, rotary, key_mask)
+            new_kv = (write(k, hooks.recorded[key_site], kv.length), write(v, hooks.recorded["attn.v"], kv.length))
+            recorded = {name: x for name, x in hooks.recorded.items() if name in cache_names}
+            return resid, (recorded, new_kv)
 
-        return jax.lax.scan(layer, resid, (params, jnp.arange(start, stop)))
+        layer_kv = None if kv is None else (kv.k, kv.v)
+        resid, (recorded, new_kv) = jax.lax.scan(layer, resid, (params, jnp.arange(start, stop), layer_kv))
+        if kv is not None:
+            kv = KVCache(new_kv[0], new_kv[1], key_positions, kv.length + resid.shape[0])
+        return resid, recorded, kv
 
     # ----------------------------------------------------------------- internals
 
