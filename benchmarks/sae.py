@@ -40,13 +40,37 @@ from jaxinterp.features import sae as S  # noqa: E402
 from jaxinterp.features.sae.train import TrainLoop, train_chunk  # noqa: E402
 
 SMOLLM2 = ji.ModelConfig(
-    d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_vocab=49152, n_ctx=2048, d_mlp=1536,
-    act_fn="silu", normalization="rmsnorm", norm_eps=1e-5, positional="rotary", rotary_base=100000.0,
-    gated_mlp=True, tied_embeddings=True, family="llama",
+    d_model=576,
+    n_layers=30,
+    n_heads=9,
+    n_kv_heads=3,
+    d_head=64,
+    d_vocab=49152,
+    n_ctx=2048,
+    d_mlp=1536,
+    act_fn="silu",
+    normalization="rmsnorm",
+    norm_eps=1e-5,
+    positional="rotary",
+    rotary_base=100000.0,
+    gated_mlp=True,
+    tied_embeddings=True,
+    family="llama",
 )
 TINY = ji.ModelConfig(
-    d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, d_head=16, d_vocab=512, n_ctx=128, d_mlp=128,
-    act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, family="llama",
+    d_model=64,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=2,
+    d_head=16,
+    d_vocab=512,
+    n_ctx=128,
+    d_mlp=128,
+    act_fn="silu",
+    normalization="rmsnorm",
+    positional="rotary",
+    gated_mlp=True,
+    family="llama",
 )
 
 
@@ -131,12 +155,18 @@ def main():
     print()
     print("| workload | shape | compile+1st s | steady s | tokens/s | GFLOP/s | share of matmul |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| (a) activations, {'tiny' if quick else 'SmolLM2-135M'} full forward, resid_pre {layer} | {batch_ctx} x {pos} tokens | "
-          f"{first:.2f} | {steady:.3f} | {n_tok / steady:.0f} | {rate_a:.1f} | {rate_a / mm:.0%} |")
-    print(f"| (b) TopK SAE train step (k={k}) | d_in {cfg.d_model}, d_sae {d_sae}, batch {batch} | {first_b:.2f} | "
-          f"{per_step:.3f} | {batch / per_step:.0f} | {rate_b:.1f} | {rate_b / mm:.0%} |")
-    print(f"| (b') same + AuxK on all latents | k_aux {cfg.d_model // 2} | - | {steady_aux / steps:.3f} | "
-          f"{batch * steps / steady_aux:.0f} | {flops_b * steps / steady_aux / 1e9:.1f} | {flops_b * steps / steady_aux / 1e9 / mm:.0%} |")
+    print(
+        f"| (a) activations, {'tiny' if quick else 'SmolLM2-135M'} full forward, resid_pre {layer} | {batch_ctx} x {pos} tokens | "
+        f"{first:.2f} | {steady:.3f} | {n_tok / steady:.0f} | {rate_a:.1f} | {rate_a / mm:.0%} |"
+    )
+    print(
+        f"| (b) TopK SAE train step (k={k}) | d_in {cfg.d_model}, d_sae {d_sae}, batch {batch} | {first_b:.2f} | "
+        f"{per_step:.3f} | {batch / per_step:.0f} | {rate_b:.1f} | {rate_b / mm:.0%} |"
+    )
+    print(
+        f"| (b') same + AuxK on all latents | k_aux {cfg.d_model // 2} | - | {steady_aux / steps:.3f} | "
+        f"{batch * steps / steady_aux:.0f} | {flops_b * steps / steady_aux / 1e9:.1f} | {flops_b * steps / steady_aux / 1e9 / mm:.0%} |"
+    )
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ import time
 import numpy as np
 
 import jaxinterp
-from jaxinterp.core.metrics import normalized_logit_diff
 from jaxinterp.causal.patching import activation_patch
-from jaxinterp.viz.heatmap import patching_heatmap
+from jaxinterp.core.metrics import normalized_logit_diff
 from jaxinterp.loading.bundled import smollm2_path
+from jaxinterp.viz.heatmap import patching_heatmap
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
 
@@ -41,8 +41,6 @@ SWEEPS = {
     "mlp_out": ("layer", "pos"),
     "attn.z": ("layer", "head"),  # each head at every position
 }
-
-
 
 
 def main(path: str) -> None:
@@ -63,12 +61,17 @@ def main(path: str) -> None:
         t = time.perf_counter()
         # A one-off sweep of a 30-layer model: compile time dominates, so skip XLA's
         # slow optimisations; shortcuts skip patches where the prompts agree (before S2).
-        result = activation_patch(model, clean, corrupt, metric, site, over, tokenizer=tokenizer,
-                                  shortcuts=True, quick_compile=True)
+        result = activation_patch(
+            model, clean, corrupt, metric, site, over, tokenizer=tokenizer, shortcuts=True, quick_compile=True
+        )
         results[site] = result
         name = "heads" if site == "attn.z" else site
-        patching_heatmap(result, title=f"SmolLM2-135M IOI: patching {site} (clean -> corrupted)",
-                         path=f"out/activation_patching_{name}.png", annotate=False)
+        patching_heatmap(
+            result,
+            title=f"SmolLM2-135M IOI: patching {site} (clean -> corrupted)",
+            path=f"out/activation_patching_{name}.png",
+            annotate=False,
+        )
         print(f"{site:>9} over {over}: {np.asarray(result).shape} in {time.perf_counter() - t:.1f} s")
 
     resid = np.asarray(results["resid_pre"])
@@ -79,8 +82,10 @@ def main(path: str) -> None:
     print(f"S2 matters in layers 0-{moved - 1}; the final position from layer {moved} on.")
     heads = np.asarray(results["attn.z"])
     top = np.dstack(np.unravel_index(np.argsort(heads, axis=None)[::-1][:5], heads.shape))[0]
-    print("top heads (layer.head: normalised logit diff restored): "
-          + ", ".join(f"{l}.{h}: {heads[l, h]:.2f}" for l, h in top))
+    print(
+        "top heads (layer.head: normalised logit diff restored): "
+        + ", ".join(f"{l}.{h}: {heads[l, h]:.2f}" for l, h in top)
+    )
     print("figures in out/activation_patching_*.png")
 
 

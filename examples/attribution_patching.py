@@ -25,21 +25,24 @@ import numpy as np
 
 import jaxinterp
 from jaxinterp.causal.attribution import attribution_cost, attribution_patch, edge_attribution_patch
-from jaxinterp.core.metrics import logit_diff
 from jaxinterp.causal.patching import activation_patch
+from jaxinterp.core.metrics import logit_diff
+from jaxinterp.loading.bundled import smollm2_path
 from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.viz.compare import compare_scatter
 from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
-from jaxinterp.loading.bundled import smollm2_path
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
-SITES = {"attn.z": ("layer", "head"), "resid_pre": ("layer", "pos"), "attn_out": ("layer", "pos"), "mlp_out": ("layer", "pos")}
-
-
+SITES = {
+    "attn.z": ("layer", "head"),
+    "resid_pre": ("layer", "pos"),
+    "attn_out": ("layer", "pos"),
+    "mlp_out": ("layer", "pos"),
+}
 
 
 def pearson(a, b) -> float:
@@ -72,7 +75,9 @@ def main(path: str) -> None:
     print("\nPearson r with exact activation patching (clean -> corrupted):")
     print(f"  {'site':10s} {'shape':>9s} {'AP':>7s} {'AP-IG':>7s}")
     for site in SITES:
-        print(f"  {site:10s} {str(exact[site].shape):>9s} {pearson(attr[site], exact[site]):7.3f} {pearson(ig[site], exact[site]):7.3f}")
+        print(
+            f"  {site:10s} {str(exact[site].shape):>9s} {pearson(attr[site], exact[site]):7.3f} {pearson(ig[site], exact[site]):7.3f}"
+        )
     for site in ("resid_pre", "mlp_out"):
         print(f"  {site} without layer 0: AP r = {pearson(np.asarray(attr[site])[1:], exact[site][1:]):.3f}")
     z = exact["attn.z"]
@@ -84,9 +89,11 @@ def main(path: str) -> None:
 
     cost = attribution_cost(model, clean, corrupt, metric, sites=tuple(SITES))
     cost_all = attribution_cost(model, clean, corrupt, metric, sites="all")
-    print(f"\ncost (matmul FLOPs): one forward {cost['forward'] / 1e9:.2f} GFLOP; attribution of {len(SITES)} sites "
-          f"{cost['forward_passes']:.2f} forward passes; of every site "
-          f"{cost_all['forward_passes']:.2f}")
+    print(
+        f"\ncost (matmul FLOPs): one forward {cost['forward'] / 1e9:.2f} GFLOP; attribution of {len(SITES)} sites "
+        f"{cost['forward_passes']:.2f} forward passes; of every site "
+        f"{cost_all['forward_passes']:.2f}"
+    )
 
     t = time.perf_counter()
     eap = edge_attribution_patch(model, clean, corrupt, metric)
@@ -97,7 +104,12 @@ def main(path: str) -> None:
     os.makedirs("out", exist_ok=True)
     fig = new_figure(12, 7)
     axes = fig.subplots(1, 2)
-    patching_heatmap(jaxinterp.core.labelled.LabelledArray(z, ("layer", "head")), title="exact: patch head (clean->corrupted)", ax=axes[0], annotate=False)
+    patching_heatmap(
+        jaxinterp.core.labelled.LabelledArray(z, ("layer", "head")),
+        title="exact: patch head (clean->corrupted)",
+        ax=axes[0],
+        annotate=False,
+    )
     patching_heatmap(attr["attn.z"], title="attribution patching", ax=axes[1], annotate=False)
     save_figure(fig, "out/attribution_patching_heads.png")
     compare_scatter(z, attr["attn.z"], title="SmolLM2 IOI heads", path="out/attribution_patching_scatter.png")

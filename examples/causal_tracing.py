@@ -24,8 +24,8 @@ import numpy as np
 
 import jaxinterp
 from jaxinterp.causal.causal_tracing import causal_trace
-from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
+from jaxinterp.loading.tokenizer import load_tokenizer
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
 
@@ -34,13 +34,17 @@ SUBJECT = "The Eiffel Tower"
 ANSWER = " Paris"
 
 
-
-
 def token_groups(n_pos: int, subject: list[int]) -> dict[str, list[int]]:
     """ROME's rows of the averaged figure: subject tokens, the token after, the rest, the last."""
     first, last = subject[0], subject[-1]
-    groups = {"first subject token": [first], "middle subject tokens": subject[1:-1], "last subject token": [last],
-              "first subsequent token": [last + 1], "further tokens": list(range(last + 2, n_pos - 1)), "last token": [n_pos - 1]}
+    groups = {
+        "first subject token": [first],
+        "middle subject tokens": subject[1:-1],
+        "last subject token": [last],
+        "first subsequent token": [last + 1],
+        "further tokens": list(range(last + 2, n_pos - 1)),
+        "last token": [n_pos - 1],
+    }
     return {k: v for k, v in groups.items() if v}
 
 
@@ -56,19 +60,29 @@ def main(path: str, n_samples: int) -> None:
     answer = tok.to_single_token(ANSWER)
     probs = jax.nn.softmax(model(tokens)[-1])
     print(f"tokens: {str_tokens}; subject = positions {subject}")
-    print("top-5 next tokens:", [(tok.decode([int(i)]), round(float(probs[i]), 3)) for i in np.argsort(-np.asarray(probs))[:5]])
+    print(
+        "top-5 next tokens:",
+        [(tok.decode([int(i)]), round(float(probs[i]), 3)) for i in np.argsort(-np.asarray(probs))[:5]],
+    )
 
     t = time.perf_counter()
-    trace = causal_trace(model, tokens, subject, answer=answer, n_samples=n_samples, pos_labels=str_tokens,
-                         answer_label=ANSWER)
-    print(f"\ncausal trace, {model.cfg.n_layers} layers x {len(str_tokens)} positions x 3 kinds x {n_samples} samples: "
-          f"{time.perf_counter() - t:.0f} s")
-    print(f"p({ANSWER!r}): clean {trace.clean_prob:.4f}, corrupted {trace.corrupted_prob:.4f} (noise std {trace.noise_std:.4f})")
+    trace = causal_trace(
+        model, tokens, subject, answer=answer, n_samples=n_samples, pos_labels=str_tokens, answer_label=ANSWER
+    )
+    print(
+        f"\ncausal trace, {model.cfg.n_layers} layers x {len(str_tokens)} positions x 3 kinds x {n_samples} samples: "
+        f"{time.perf_counter() - t:.0f} s"
+    )
+    print(
+        f"p({ANSWER!r}): clean {trace.clean_prob:.4f}, corrupted {trace.corrupted_prob:.4f} (noise std {trace.noise_std:.4f})"
+    )
     for kind in ("hidden", "mlp", "attn"):
         ie = trace.indirect_effect(kind)
         peak = ie.argmax()
-        print(f"  {kind:6s}: max indirect effect {float(np.max(ie.values)):+.4f} at layer {peak['layer']}, "
-              f"token {str_tokens[peak['pos']]!r}")
+        print(
+            f"  {kind:6s}: max indirect effect {float(np.max(ie.values)):+.4f} at layer {peak['layer']}, "
+            f"token {str_tokens[peak['pos']]!r}"
+        )
     print("\nindirect effect by token group, averaged over layers (early half | late half):")
     half = model.cfg.n_layers // 2
     for name, idx in token_groups(len(str_tokens), subject).items():
@@ -86,8 +100,15 @@ def main(path: str, n_samples: int) -> None:
 
     os.makedirs("out", exist_ok=True)
     trace.plot("out/causal_tracing.png")
-    np.savez("out/causal_tracing.npz", tokens=np.asarray(str_tokens), hidden=trace.hidden.values, mlp=trace.mlp.values,
-             attn=trace.attn.values, clean=trace.clean_prob, corrupted=trace.corrupted_prob)
+    np.savez(
+        "out/causal_tracing.npz",
+        tokens=np.asarray(str_tokens),
+        hidden=trace.hidden.values,
+        mlp=trace.mlp.values,
+        attn=trace.attn.values,
+        clean=trace.clean_prob,
+        corrupted=trace.corrupted_prob,
+    )
     print("wrote out/causal_tracing.png, out/causal_tracing.npz")
 
 

@@ -30,8 +30,8 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp import circuits, detectors
-from jaxinterp.core.labelled import LabelledArray
 from jaxinterp.analysis.processing import fold_layer_norm
+from jaxinterp.core.labelled import LabelledArray
 from jaxinterp.toy import induction_config, repeated_half_loss, train_induction_model
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
@@ -58,8 +58,10 @@ def main(steps: int, seed: int) -> None:
     model, losses = train_induction_model(jax.random.key(seed), cfg, steps=steps)
     tokens = detectors.repeated_random_tokens(jax.random.key(seed + 1), cfg.d_vocab, SEQ, 64)
     base = float(repeated_half_loss(model, tokens))
-    print(f"trained {steps} steps: final train loss {float(losses[-20:].mean()):.2f}; "
-          f"loss on the repeated half {base:.3f} (uniform guess: {np.log(cfg.d_vocab):.2f})")
+    print(
+        f"trained {steps} steps: final train loss {float(losses[-20:].mean()):.2f}; "
+        f"loss on the repeated half {base:.3f} (uniform guess: {np.log(cfg.d_vocab):.2f})"
+    )
 
     prev = detectors.previous_token_scores(model, tokens)
     ind = detectors.induction_scores(model, tokens)
@@ -67,25 +69,37 @@ def main(steps: int, seed: int) -> None:
     induction_heads = [int(h) for h in np.flatnonzero(np.asarray(ind)[1] > 0.4)]
     print("previous-token scores [layer, head]:\n", np.round(np.asarray(prev), 2))
     print("induction scores [layer, head]:\n", np.round(np.asarray(ind), 2))
-    print(f"previous-token head: L{p_layer}H{p_head}; induction heads (score > 0.4): {['L1H%d' % h for h in induction_heads]}")
+    print(
+        f"previous-token head: L{p_layer}H{p_head}; induction heads (score > 0.4): {['L1H%d' % h for h in induction_heads]}"
+    )
 
     H = cfg.n_heads
-    ablated = np.array([[float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=l, head=h)])) for h in range(H)]
-                        for l in range(2)])
+    ablated = np.array(
+        [
+            [float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=l, head=h)])) for h in range(H)]
+            for l in range(2)
+        ]
+    )
     print("in-context loss with each head zero-ablated:\n", np.round(ablated, 2))
     _, cache = model.run_with_cache(tokens, names=["resid_pre", "attn.result"])
     via_k = path_ablation_loss(model, tokens, cache, p_head, "attn.k")
     via_q = path_ablation_loss(model, tokens, cache, p_head, "attn.q")
-    all_ind = float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=1, head=jnp.asarray(induction_heads))]))
-    print(f"remove L0H{p_head} from layer 1's keys: {via_k:.2f}; from its queries: {via_q:.2f}; "
-          f"ablate all induction heads: {all_ind:.2f}")
+    all_ind = float(
+        repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=1, head=jnp.asarray(induction_heads))])
+    )
+    print(
+        f"remove L0H{p_head} from layer 1's keys: {via_k:.2f}; from its queries: {via_q:.2f}; "
+        f"ablate all induction heads: {all_ind:.2f}"
+    )
 
     folded = fold_layer_norm(model)  # composition reads the weights: fold the norm scales in first
     comp = circuits.all_composition_scores(folded)
     c = np.asarray(comp)
     k_best = np.unravel_index(np.argmax(c[1]), c[1].shape)
-    print(f"largest K-composition: L{k_best[0]}H{k_best[1]} -> L{k_best[2]}H{k_best[3]} ({c[1].max():.3f}); "
-          f"largest Q: {c[0].max():.3f}, V: {c[2].max():.3f}")
+    print(
+        f"largest K-composition: L{k_best[0]}H{k_best[1]} -> L{k_best[2]}H{k_best[3]} ({c[1].max():.3f}); "
+        f"largest Q: {c[0].max():.3f}, V: {c[2].max():.3f}"
+    )
     copying = circuits.copying_scores(folded)
     print("copying scores (layer 1):", np.round(np.asarray(copying)[1], 2))
 
@@ -94,7 +108,9 @@ def main(steps: int, seed: int) -> None:
     axes[0, 0].set(title="training loss (all positions)", xlabel="step", ylabel="cross-entropy")
     prev.plot(ax=axes[0, 1], title="previous-token score", cmap="Blues")
     ind.plot(ax=axes[0, 2], title="induction score", cmap="Blues")
-    LabelledArray(ablated - base, ("layer", "head"), name="in-context loss increase when ablated").plot(ax=axes[1, 0], cmap="Reds")
+    LabelledArray(ablated - base, ("layer", "head"), name="in-context loss increase when ablated").plot(
+        ax=axes[1, 0], cmap="Reds"
+    )
     for i, mode in enumerate("QKV"):
         axes[1, 1].bar(np.arange(H) + 0.25 * i, c[i, 0, p_head, 1], width=0.25, label=f"{mode}-composition")
     axes[1, 1].set_xticks(np.arange(H) + 0.25, [f"L1H{h}" for h in range(H)])

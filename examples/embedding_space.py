@@ -30,8 +30,8 @@ import numpy as np
 import jaxinterp as ji
 from jaxinterp import embedding_space as E
 from jaxinterp.analysis.lens import apply_norm_linear
-from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
+from jaxinterp.loading.tokenizer import load_tokenizer
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
 
@@ -40,12 +40,28 @@ HEAD = (23, 0)  # a name mover of SmolLM2 on IOI (see examples/logit_lens_dla.py
 LAYER = 27
 
 
-
-
 def offline_text() -> str:
     """A few thousand tokens of English prose that every Python install has."""
-    names = ["json", "argparse", "collections", "textwrap", "difflib", "logging", "unittest", "pathlib", "functools",
-             "subprocess", "threading", "email", "csv", "pickle", "random", "statistics", "heapq", "calendar"]
+    names = [
+        "json",
+        "argparse",
+        "collections",
+        "textwrap",
+        "difflib",
+        "logging",
+        "unittest",
+        "pathlib",
+        "functools",
+        "subprocess",
+        "threading",
+        "email",
+        "csv",
+        "pickle",
+        "random",
+        "statistics",
+        "heapq",
+        "calendar",
+    ]
     return "\n\n".join(importlib.import_module(n).__doc__ or "" for n in names)
 
 
@@ -53,7 +69,8 @@ def main(path: str) -> None:
     model, tok = ji.load(path), load_tokenizer(path)
     model = model.first_layers(4) if QUICK else model
     names = [" Mary", " John", " Tom", " store", " drink"]
-    ids = [tok.to_single_token(n) for n in names]
+    for n in names:  # each must be one token
+        tok.to_single_token(n)
 
     tokens = np.asarray(tok.encode(PROMPT))
     mary = tok.to_single_token(" Mary")
@@ -89,7 +106,9 @@ def main(path: str) -> None:
         value_rows.append(promoted)
         fires = E.neuron_top_activations(model, stream, LAYER, [n], k=3, seq_len=64, batch_size=8, largest=sign > 0)
         contexts = E.activation_contexts(stream, fires.positions, tok, before=10, after=2)[0]
-        print(f"  neuron {n}: push {push[n]:+.2f} (activation {act[n]:+.2f}); sign x value vector promotes {promoted.strings}")
+        print(
+            f"  neuron {n}: push {push[n]:+.2f} (activation {act[n]:+.2f}); sign x value vector promotes {promoted.strings}"
+        )
         for v, c in zip(fires.values[0], contexts):
             print(f"      activation {v:+.2f} at ...{c!r}")
 

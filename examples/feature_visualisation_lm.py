@@ -35,11 +35,18 @@ def main():
     paris = tok.to_single_token(" Paris")
     allowed = np.arange(V) >= 17  # no special tokens (<|endoftext|>, <|im_start|>, ...)
     n_free = 3 if QUICK else 6
-    budget = dict(n_restarts=2 if QUICK else 6, n_steps=15 if QUICK else 120, learning_rate=0.2, allowed=allowed,
-                  refine_top_k=4 if QUICK else 8)
+    budget = dict(
+        n_restarts=2 if QUICK else 6,
+        n_steps=15 if QUICK else 120,
+        learning_rate=0.2,
+        allowed=allowed,
+        refine_top_k=4 if QUICK else 8,
+    )
     objectives = {"MLP neuron L12 #100 (mlp.post, last position)": neuron(12, 100, "mlp.post")}
     if not QUICK:
-        objectives["' Paris' unembedding . resid_post L29 (last position)"] = direction(np.asarray(model.unembed.W_U[:, paris]), L - 1)
+        objectives["' Paris' unembedding . resid_post L29 (last position)"] = direction(
+            np.asarray(model.unembed.W_U[:, paris]), L - 1
+        )
         objectives["head L6.H0 attention last -> first position"] = attention(6, 0, query_pos=-1, key_pos=0)
     rng = np.random.default_rng(0)
     random_tokens = rng.integers(17, V, (64, n_free))
@@ -49,8 +56,10 @@ def main():
         print(f"== {name}")
         print(f"   random sequences: mean {base.mean():.3f}, max of 64 {base.max():.3f}")
         for i in range(min(3, len(vis.true_values))):
-            print(f"   {tok.decode(vis.tokens[i])!r:>40}  true {vis.true_values[i]:.3f}  (soft {vis.soft_values[i]:.3f},"
-                  f" entropy {vis.entropy[i]:.2f})")
+            print(
+                f"   {tok.decode(vis.tokens[i])!r:>40}  true {vis.true_values[i]:.3f}  (soft {vis.soft_values[i]:.3f},"
+                f" entropy {vis.entropy[i]:.2f})"
+            )
         if "Paris" in name:
             logits = model(np.asarray(vis.tokens[0]))
             top = np.argsort(-np.asarray(logits[-1]))[:5]

@@ -45,15 +45,19 @@ def main():
 
     path = bundled.vit_onnx_path()
     vit = load_onnx_vit(path)
-    print(f"loaded {os.path.basename(path)}: {vit.cfg.n_layers} layers, d_model {vit.cfg.d_model}, "
-          f"d_mlp {vit.cfg.d_mlp}, patch {vit.patch_embed.patch_size}, native position grid "
-          f"{vit.patch_embed.pos_patch.shape[:2]}")
+    print(
+        f"loaded {os.path.basename(path)}: {vit.cfg.n_layers} layers, d_model {vit.cfg.d_model}, "
+        f"d_mlp {vit.cfg.d_mlp}, patch {vit.patch_embed.patch_size}, native position grid "
+        f"{vit.patch_embed.pos_patch.shape[:2]}"
+    )
     if not QUICK:
         images = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
         ref = onnx_backbone_outputs(path, images)[0]
         ours = np.asarray(jax.jit(jax.vmap(vit))(jnp.asarray(images)))
-        print(f"parity vs onnxruntime (2 random 224x224 images, final hidden state): max |diff| = "
-              f"{np.abs(ours - ref).max():.2e} (max |value| {np.abs(ref).max():.2f})")
+        print(
+            f"parity vs onnxruntime (2 random 224x224 images, final hidden state): max |diff| = "
+            f"{np.abs(ours - ref).max():.2e} (max |value| {np.abs(ref).max():.2f})"
+        )
 
     units = list(range(args.n))
     objectives = vi.neurons(vit, args.layer, units)
@@ -62,8 +66,10 @@ def main():
     res.images.block_until_ready()
     print(f"optimised {args.n} images ({args.size}x{args.size}, {args.steps} steps) in {time.time() - t:.0f} s")
     trace = np.asarray(res.trace)
-    print(f"objective on transformed images, mean over neurons: step 0 {trace[0].mean():.3f} -> "
-          f"last {trace[-1].mean():.3f}")
+    print(
+        f"objective on transformed images, mean over neurons: step 0 {trace[0].mean():.3f} -> "
+        f"last {trace[-1].mean():.3f}"
+    )
 
     own = np.asarray(vi.activation_matrix(vit, objectives, res.images))  # [neuron, image]
     noise = np.asarray(vi.activation_matrix(vit, objectives, vi.natural_noise(jax.random.key(1), 8, args.size)))
@@ -72,30 +78,46 @@ def main():
     np.set_printoptions(precision=2, suppress=True, linewidth=200)
     print(f"\nactivation matrix [neuron, image of neuron] (layer {args.layer} mlp.post, mean over patches):")
     print(own)
-    print(f"\n{'neuron':>6} {'own image':>10} {'max other image':>16} {'mean other':>11} {'max noise':>10} "
-          f"{'mean noise':>11}")
+    print(
+        f"\n{'neuron':>6} {'own image':>10} {'max other image':>16} {'mean other':>11} {'max noise':>10} "
+        f"{'mean noise':>11}"
+    )
     for i in units:
-        print(f"{i:>6} {diag[i]:>10.3f} {off[i].max():>16.3f} {off[i].mean():>11.3f} {noise[i].max():>10.3f} "
-              f"{noise[i].mean():>11.3f}")
+        print(
+            f"{i:>6} {diag[i]:>10.3f} {off[i].max():>16.3f} {off[i].mean():>11.3f} {noise[i].max():>10.3f} "
+            f"{noise[i].mean():>11.3f}"
+        )
     wins = int(np.sum(diag > np.maximum(off.max(1), noise.max(1)) + 0.5))
-    print(f"\nown image beats every other neuron's image and all 8 noise images by > 0.5 for {wins}/{args.n} neurons; "
-          f"mean own {diag.mean():.3f} vs mean other {off.mean():.3f} vs mean noise {noise.mean():.3f}")
+    print(
+        f"\nown image beats every other neuron's image and all 8 noise images by > 0.5 for {wins}/{args.n} neurons; "
+        f"mean own {diag.mean():.3f} vs mean other {off.mean():.3f} vs mean noise {noise.mean():.3f}"
+    )
 
     degrees = np.linspace(-180, 180, 25)
     curves = np.asarray(vi.rotation_curve(vit, objectives, res.images, degrees))
     live = diag > 0.5  # neurons the optimisation switched on (relative curves of ~0 activations are noise)
     if live.any():
         rel = curves[live] / curves[live][:, [12]]
-        print(f"\nrotation ({int(live.sum())} neurons with own activation > 0.5): activation relative to 0 degrees, "
-              f"median over neurons: +-45 {np.median(rel[:, [9, 15]]):.2f}, +-90 {np.median(rel[:, [6, 18]]):.2f}, "
-              f"180 {np.median(rel[:, [0, 24]]):.2f}")
+        print(
+            f"\nrotation ({int(live.sum())} neurons with own activation > 0.5): activation relative to 0 degrees, "
+            f"median over neurons: +-45 {np.median(rel[:, [9, 15]]):.2f}, +-90 {np.median(rel[:, [6, 18]]):.2f}, "
+            f"180 {np.median(rel[:, [0, 24]]):.2f}"
+        )
 
     labels = [f"L{args.layer}N{i}" for i in units]
-    fv.image_grid(np.asarray(res.images), [f"{lab}: {d:.2f}" for lab, d in zip(labels, diag)],
-                  title=f"ViT-S/14 layer {args.layer} MLP neurons", path=os.path.join(OUT, "neurons_grid.png"))
+    fv.image_grid(
+        np.asarray(res.images),
+        [f"{lab}: {d:.2f}" for lab, d in zip(labels, diag)],
+        title=f"ViT-S/14 layer {args.layer} MLP neurons",
+        path=os.path.join(OUT, "neurons_grid.png"),
+    )
     fv.activation_matrix_plot(own, labels, path=os.path.join(OUT, "activation_matrix.png"))
-    fv.rotation_curves_plot(degrees, curves[live], [lab for lab, ok in zip(labels, live) if ok],
-                            path=os.path.join(OUT, "rotation_curves.png"))
+    fv.rotation_curves_plot(
+        degrees,
+        curves[live],
+        [lab for lab, ok in zip(labels, live) if ok],
+        path=os.path.join(OUT, "rotation_curves.png"),
+    )
     print(f"figures in {OUT}/")
 
 

@@ -66,7 +66,9 @@ def main():
         shuf_p = encode_prompts(tok, shuffled[:N_CIE_PROMPTS], answers[:N_CIE_PROMPTS])
         t1 = time.time()
         cie = causal_indirect_effect(model, shuf_p, mean_z, layers=cie_layers)
-        print(f"{name}: CIE of {len(cie_layers) * cfg.n_heads} heads x {N_CIE_PROMPTS} prompts in one program, {time.time() - t1:.0f} s")
+        print(
+            f"{name}: CIE of {len(cie_layers) * cfg.n_heads} heads x {N_CIE_PROMPTS} prompts in one program, {time.time() - t1:.0f} s"
+        )
         cies.append(cie)
         zs = encode_prompts(tok, [zero_shot_prompt(x) for x, _ in evals], [" " + y for _, y in evals])
         rng = np.random.default_rng(1)
@@ -88,7 +90,9 @@ def main():
         base = first_token_accuracy(model, zs)
         by_layer = accuracy_by_layer(model, zs, fv)
         best = int(np.argmax(by_layer))
-        print(f"| {name} | {n} | {base:.2f} | {by_layer[fv_layer]:.2f} | {by_layer[best]:.2f} (layer {best}) | {first_token_accuracy(model, icl):.2f} |")
+        print(
+            f"| {name} | {n} | {base:.2f} | {by_layer[fv_layer]:.2f} | {by_layer[best]:.2f} (layer {best}) | {first_token_accuracy(model, icl):.2f} |"
+        )
     print(f"\n({time.time() - t0:.0f} s)")
 
 

@@ -47,30 +47,42 @@ def main():
 
     t0 = time.perf_counter()
     out = generate(model, prompts, n_new, stop_tokens=stop, pad_token_id=stop[0])
-    print(f"1. greedy, {len(prompts)} prompts of {[len(p) for p in prompts]} tokens, {n_new} new tokens "
-          f"({time.perf_counter() - t0:.1f} s with compilation):")
+    print(
+        f"1. greedy, {len(prompts)} prompts of {[len(p) for p in prompts]} tokens, {n_new} new tokens "
+        f"({time.perf_counter() - t0:.1f} s with compilation):"
+    )
     for q, row in zip(questions, np.asarray(out.tokens)):
         print(f"   {q!r} -> {tok.decode(row, skip_special_tokens=True)!r}")
 
     print("2. sampled (temperature 0.8, top-p 0.9):")
     for seed in (0, 1):
-        out = generate(model, prompts[:1], n_new, temperature=0.8, top_p=0.9, key=jax.random.key(seed),
-                       stop_tokens=stop, pad_token_id=stop[0])
+        out = generate(
+            model,
+            prompts[:1],
+            n_new,
+            temperature=0.8,
+            top_p=0.9,
+            key=jax.random.key(seed),
+            stop_tokens=stop,
+            pad_token_id=stop[0],
+        )
         print(f"   seed {seed}: {tok.decode(np.asarray(out.tokens)[0], skip_special_tokens=True)!r}")
 
     layer = 6
     v = steering_vector(model, tok, POSITIVE, NEGATIVE, layer)
     prompt = tok.encode("My review of the movie: it was")
     print(f"3. sentiment vector at layer {layer}, added to the generated tokens only:")
-    for coef in ([0.0, 4.0] if QUICK else [-4.0, 0.0, 4.0]):
+    for coef in [0.0, 4.0] if QUICK else [-4.0, 0.0, 4.0]:
         steer = [ji.Add("resid_pre", coef * v, layer=layer)]
         out = generate(model, prompt, n_new // 2 if QUICK else 16, interventions=steer, apply_to="generated")
         print(f"   {coef:+.0f}: {tok.decode(np.asarray(out.tokens))!r}")
 
     out = generate(model, prompts[:1], n_new, cache=["resid_post"])
     norms = np.linalg.norm(np.asarray(out.cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])[0], axis=-1)
-    print(f"4. |resid_post| at the last layer over the {n_new} generated tokens: "
-          f"min {norms.min():.1f}, median {np.median(norms):.1f}, max {norms.max():.1f}")
+    print(
+        f"4. |resid_post| at the last layer over the {n_new} generated tokens: "
+        f"min {norms.min():.1f}, median {np.median(norms):.1f}, max {norms.max():.1f}"
+    )
 
 
 if __name__ == "__main__":

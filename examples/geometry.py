@@ -71,10 +71,14 @@ def main():
             sizes = (len(G.tokens["animal"]), len(G.tokens["mammal"]))
             base = random_baseline(emb, sizes, sh, rng, n_draws)
             name = {0.0: "paper (pinv Cov)", 1.0: "mean vector"}.get(sh, f"shrinkage {sh}")
-            print(f"{name:>22} {space:>10} {np.abs(pc).mean():13.3f} {np.abs(sib).mean():9.3f} "
-                  f"{base.mean():+8.3f} ± {base.std():.3f}")
+            print(
+                f"{name:>22} {space:>10} {np.abs(pc).mean():13.3f} {np.abs(sib).mean():9.3f} "
+                f"{base.mean():+8.3f} ± {base.std():.3f}"
+            )
             if sh == 0.0:
-                print("      parent-child cosines: " + ", ".join(f"{c}: {v:+.2f}" for (p, c), v in G.parent_child.items()))
+                print(
+                    "      parent-child cosines: " + ", ".join(f"{c}: {v:+.2f}" for (p, c), v in G.parent_child.items())
+                )
     G = results[0.0, "causal"]
     print("single-token words per category: " + ", ".join(f"{k} {len(v)}" for k, v in G.tokens.items()))
 
@@ -85,12 +89,25 @@ def main():
     e2 = d - (d @ e1) * e1
     e2 /= np.linalg.norm(e2)
     plane = {k: g[G.tokens[k]] @ np.stack([e1, e2], 1) for k in ("mammal", "bird", "fish", "plant")}
-    verts = {k: simplex_coordinates([v["mammal"], v["bird"], v["fish"]], v[k][None])[0] for k in ("mammal", "bird", "fish")}
-    simplex = {k: simplex_coordinates([v["mammal"], v["bird"], v["fish"]], g[G.tokens[k]]) for k in ("mammal", "bird", "fish")}
-    concept_projections({
-        "animal vs mammal - animal (causal)": ("along l_animal", "along l_mammal - l_animal (orthogonalised)", plane, {}),
-        "mammal / bird / fish simplex (causal)": ("", "", simplex, verts),
-    }, "SmolLM2-135M unembedding, causal inner product", "out/geometry.png")
+    verts = {
+        k: simplex_coordinates([v["mammal"], v["bird"], v["fish"]], v[k][None])[0] for k in ("mammal", "bird", "fish")
+    }
+    simplex = {
+        k: simplex_coordinates([v["mammal"], v["bird"], v["fish"]], g[G.tokens[k]]) for k in ("mammal", "bird", "fish")
+    }
+    concept_projections(
+        {
+            "animal vs mammal - animal (causal)": (
+                "along l_animal",
+                "along l_mammal - l_animal (orthogonalised)",
+                plane,
+                {},
+            ),
+            "mammal / bird / fish simplex (causal)": ("", "", simplex, verts),
+        },
+        "SmolLM2-135M unembedding, causal inner product",
+        "out/geometry.png",
+    )
     print(f"wrote out/geometry.png ({time.time() - t0:.0f} s)")
 
 

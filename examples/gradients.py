@@ -29,8 +29,14 @@ from jaxinterp.attribution import attribution_patch
 from jaxinterp.features.activations import collect_activations
 from jaxinterp.features.datasets import load_sae_probes
 from jaxinterp.features.gradients import (
-    LogitDiff, cosine_by_layer, from_metric, gradient_x_activation, integrated_gradients, mean_gradient_directions,
-    site_gradients, token_attribution,
+    LogitDiff,
+    cosine_by_layer,
+    from_metric,
+    gradient_x_activation,
+    integrated_gradients,
+    mean_gradient_directions,
+    site_gradients,
+    token_attribution,
 )
 from jaxinterp.features.probes import train_probes
 from jaxinterp.loading.bundled import smollm2_path
@@ -54,7 +60,9 @@ def main():
 
     n_steps = 16 if QUICK else 64
     neutral = tok.to_single_token(" the")
-    print(f"== 1. contrastive token attribution (' Paris' vs ' London'); IG baseline: ' the' at every position, {n_steps} Gauss nodes")
+    print(
+        f"== 1. contrastive token attribution (' Paris' vs ' London'); IG baseline: ' the' at every position, {n_steps} Gauss nodes"
+    )
     ig = token_attribution(model, tokens, paris, london, method="ig", baseline=neutral, n_steps=n_steps)
     gxa = token_attribution(model, tokens, paris, london, method="gxa")
     sal = token_attribution(model, tokens, paris, london, method="saliency")
@@ -62,9 +70,13 @@ def main():
     for s, a, b, c in zip(strs, ig.scores, gxa.scores, sal.scores):
         print(f"   {s!r:>10}  IG {a:+7.3f}   grad x input {b:+7.3f}   saliency {c:6.3f}")
     err = abs(ig.scores.sum() - (ig.value - ig.baseline_value))
-    print(f"   IG completeness: sum {ig.scores.sum():+.4f} vs f(x) - f(x0) = {ig.value:+.4f} - {ig.baseline_value:+.4f}"
-          f" = {ig.value - ig.baseline_value:+.4f}; |error| {err:.2e}")
-    token_attribution_text(strs, ig.scores, f"IG: ' Paris' vs ' London' (sum {ig.scores.sum():+.2f})", "out/gradients_tokens.png")
+    print(
+        f"   IG completeness: sum {ig.scores.sum():+.4f} vs f(x) - f(x0) = {ig.value:+.4f} - {ig.baseline_value:+.4f}"
+        f" = {ig.value - ig.baseline_value:+.4f}; |error| {err:.2e}"
+    )
+    token_attribution_text(
+        strs, ig.scores, f"IG: ' Paris' vs ' London' (sum {ig.scores.sum():+.2f})", "out/gradients_tokens.png"
+    )
 
     print("== 2. integrated gradients at blocks.12.hook_resid_pre, baseline: the corrupted prompt's activations")
     corrupt = jnp.asarray(tok.encode(CORRUPT))
@@ -73,15 +85,25 @@ def main():
     obj = LogitDiff(jnp.asarray(paris), jnp.asarray(london), jnp.asarray(len(tokens) - 1))
     r = integrated_gradients(model, tokens, obj, "blocks.12.hook_resid_pre", cc["resid_pre"][12], n_steps=n_steps)
     per_pos = r.attributions.sum(-1)
-    print(f"   per position: " + ", ".join(f"{s!r}: {v:+.2f}" for s, v in zip(strs, per_pos)))
-    print(f"   completeness: sum {r.attributions.sum():+.4f} vs {r.value - r.baseline_value:+.4f}; |error| {r.completeness_error:.2e}")
+    print("   per position: " + ", ".join(f"{s!r}: {v:+.2f}" for s, v in zip(strs, per_pos)))
+    print(
+        f"   completeness: sum {r.attributions.sum():+.4f} vs {r.value - r.baseline_value:+.4f}; |error| {r.completeness_error:.2e}"
+    )
 
     print("== 3. gradient x (activation - other run's) vs attribution_patch (denoising), resid_pre and mlp.post")
     metric = logit_diff(paris, london)
-    ap = attribution_patch(model, tokens, corrupt, metric, sites=("resid_pre", "mlp.post"),
-                           over={"resid_pre": ("layer", "pos", "d_model"), "mlp.post": ("layer", "pos", "neuron")})
+    ap = attribution_patch(
+        model,
+        tokens,
+        corrupt,
+        metric,
+        sites=("resid_pre", "mlp.post"),
+        over={"resid_pre": ("layer", "pos", "d_model"), "mlp.post": ("layer", "pos", "neuron")},
+    )
     _, clean_acts, _ = site_gradients(model, tokens, from_metric(metric), ("resid_pre", "mlp.post"))
-    gxa_sites = gradient_x_activation(model, corrupt, from_metric(metric), ("resid_pre", "mlp.post"), baseline=clean_acts)
+    gxa_sites = gradient_x_activation(
+        model, corrupt, from_metric(metric), ("resid_pre", "mlp.post"), baseline=clean_acts
+    )
     for s in ("resid_pre", "mlp.post"):
         a, b = -np.asarray(gxa_sites[s]), np.asarray(ap[s].values)
         print(f"   {s}: max |difference| {np.abs(a - b).max():.2e} (max |score| {np.abs(b).max():.2e})")
@@ -102,11 +124,18 @@ def main():
     cos = cosine_by_layer(grad_dirs, probe_dirs)
     rng = np.random.default_rng(0)
     null = np.abs(cosine_by_layer(rng.normal(size=probe_dirs.shape), probe_dirs)).mean()
-    print(f"   probe test accuracy by layer: " + " ".join(f"{v:.2f}" for v in probes.test()))
-    print(f"   cosine(mean grad of logit ' good' - ' bad', probe direction) by layer: " + " ".join(f"{c:+.2f}" for c in cos))
+    print("   probe test accuracy by layer: " + " ".join(f"{v:.2f}" for v in probes.test()))
+    print(
+        "   cosine(mean grad of logit ' good' - ' bad', probe direction) by layer: "
+        + " ".join(f"{c:+.2f}" for c in cos)
+    )
     print(f"   random-direction |cosine| ~ {null:.3f}; max cosine {cos.max():+.2f} at layer {int(np.argmax(cos))}")
-    probe_layer_curves({"sentiment: gradient vs probe": {"cosine(grad, probe)": cos, "probe test accuracy": probes.test()}},
-                       {"sentiment: gradient vs probe": "cosine / accuracy"}, "", "out/gradients_vs_probe.png")
+    probe_layer_curves(
+        {"sentiment: gradient vs probe": {"cosine(grad, probe)": cos, "probe test accuracy": probes.test()}},
+        {"sentiment: gradient vs probe": "cosine / accuracy"},
+        "",
+        "out/gradients_vs_probe.png",
+    )
     print(f"wrote out/gradients_tokens.png, out/gradients_vs_probe.png ({time.time() - t0:.0f} s)")
 
 

@@ -38,8 +38,10 @@ def main(path: str) -> None:
         for row, prompt in enumerate(prompts):
             diff = np.abs(batch[row, mask[row] == 1] - alone[row]).max()
             top_same = (batch[row, mask[row] == 1].argmax(-1) == alone[row].argmax(-1)).all()
-            print(f"{side:5s}-padded  {len(alone[row]):2d} tokens  max|logit diff| {diff:.2e}  "
-                  f"top tokens equal: {bool(top_same)}  {prompt!r}")
+            print(
+                f"{side:5s}-padded  {len(alone[row]):2d} tokens  max|logit diff| {diff:.2e}  "
+                f"top tokens equal: {bool(top_same)}  {prompt!r}"
+            )
 
 
 if __name__ == "__main__":

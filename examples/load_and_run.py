@@ -18,21 +18,21 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxinterp
-from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.loading.bundled import smollm2_path
+from jaxinterp.loading.tokenizer import load_tokenizer
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
-
-
 def main(path: str) -> None:
     model = jaxinterp.load(path)  # fp32; dtype=jnp.bfloat16 halves the memory
     model = model.first_layers(4) if QUICK else model
     tok = load_tokenizer(path)
-    print(f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}, {model.cfg.n_heads} heads / {model.cfg.n_kv_heads} kv heads")
+    print(
+        f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}, {model.cfg.n_heads} heads / {model.cfg.n_kv_heads} kv heads"
+    )
     print(tok)
 
     tokens = tok.to_tokens(PROMPT)  # [pos]; this model's default adds no BOS
@@ -69,7 +69,11 @@ def main(path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar(range(len(diffs)), diffs, color="tab:blue", label="attn_out ablated at last position")
     ax.axhline(clean, color="black", linestyle="--", label=f"clean ({clean:.2f})")
-    ax.set(xlabel="layer", ylabel="logit(' Mary') - logit(' John')", title="IOI logit difference under per-layer attention ablation")
+    ax.set(
+        xlabel="layer",
+        ylabel="logit(' Mary') - logit(' John')",
+        title="IOI logit difference under per-layer attention ablation",
+    )
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     fig.tight_layout()
     os.makedirs("out", exist_ok=True)

@@ -28,9 +28,9 @@ import numpy as np
 
 import jaxinterp as ji
 from jaxinterp import lens
+from jaxinterp.loading.bundled import smollm2_path
 from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.viz import logit_lens_table
-from jaxinterp.loading.bundled import smollm2_path
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
 
@@ -40,8 +40,6 @@ PROMPTS = [  # (prompt, indirect object = answer, subject)
     ("When Tom and James went to the park, James gave a ball to", " Tom", " James"),
     ("When James and Tom went to the park, Tom gave a ball to", " James", " Tom"),
 ]
-
-
 
 
 def main(path: str) -> None:
@@ -91,9 +89,12 @@ def main(path: str) -> None:
     probs /= probs.sum(-1, keepdims=True)
     top = probs.argmax(-1)
     logit_lens_table(
-        [[tok.decode([int(t)]) for t in row] for row in top[::2]], probs.max(-1)[::2],
-        row_labels=lensed.labels["layer"][::2], col_labels=tok.to_str_tokens(tokens[0]),
-        title="logit lens (every other layer): top next token", path="out/logit_lens_table.png",
+        [[tok.decode([int(t)]) for t in row] for row in top[::2]],
+        probs.max(-1)[::2],
+        row_labels=lensed.labels["layer"][::2],
+        col_labels=tok.to_str_tokens(tokens[0]),
+        title="logit lens (every other layer): top next token",
+        path="out/logit_lens_table.png",
     )
     print("wrote out/logit_lens_dla.png and out/logit_lens_table.png")
 

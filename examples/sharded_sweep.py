@@ -36,15 +36,20 @@ results = {}
 for method in ("plain", "fast"):
     for name, kwargs in [("one device", {}), ("sharded over the mesh", {"mesh": mesh})]:
         start = time.perf_counter()
-        result = ji.patching.activation_patch(model, clean, corrupt, metric, "attn.z", ("layer", "pos", "head"),
-                                              method=method, **kwargs)
+        result = ji.patching.activation_patch(
+            model, clean, corrupt, metric, "attn.z", ("layer", "pos", "head"), method=method, **kwargs
+        )
         results[method, name] = np.asarray(result)
-        print(f"{method:>5}, {name:>21}: {results[method, name].shape} patches in "
-              f"{time.perf_counter() - start:.1f} s (incl. compile)")
+        print(
+            f"{method:>5}, {name:>21}: {results[method, name].shape} patches in "
+            f"{time.perf_counter() - start:.1f} s (incl. compile)"
+        )
 spread = max(float(np.abs(r - results["plain", "one device"]).max()) for r in results.values())
 span = float(np.ptp(results["plain", "one device"]))
 print(f"largest difference between the four: {spread:.1e} (the values span {span:.2f})")
 
 os.makedirs("out", exist_ok=True)
-ji.patching.activation_patch(model, clean, corrupt, metric, mesh=mesh).plot(path="out/sharded_sweep.png", title="resid_pre sweep, sharded")
+ji.patching.activation_patch(model, clean, corrupt, metric, mesh=mesh).plot(
+    path="out/sharded_sweep.png", title="resid_pre sweep, sharded"
+)
 print("wrote out/sharded_sweep.png")

@@ -43,10 +43,55 @@ SCORE_PROMPT = "My review of the movie: it was"
 LAYER = 6
 COEFFICIENTS = [0.0, 4.0] if QUICK else [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 6.0]
 N_NEW = 8 if QUICK else 24
-POSITIVE_WORDS = {"love", "loved", "lovely", "great", "happy", "wonderful", "good", "beautiful", "enjoy", "enjoyed", "best",
-                  "amazing", "fun", "friendly", "kind", "nice", "glad", "joy", "delightful", "fantastic", "sweet", "excited", "warm"}
-NEGATIVE_WORDS = {"hate", "hated", "bad", "terrible", "awful", "angry", "sad", "worst", "horrible", "annoying", "rude", "upset",
-                  "boring", "disgusting", "miserable", "dreadful", "unpleasant", "noisy", "mean", "cold", "scared", "afraid"}
+POSITIVE_WORDS = {
+    "love",
+    "loved",
+    "lovely",
+    "great",
+    "happy",
+    "wonderful",
+    "good",
+    "beautiful",
+    "enjoy",
+    "enjoyed",
+    "best",
+    "amazing",
+    "fun",
+    "friendly",
+    "kind",
+    "nice",
+    "glad",
+    "joy",
+    "delightful",
+    "fantastic",
+    "sweet",
+    "excited",
+    "warm",
+}
+NEGATIVE_WORDS = {
+    "hate",
+    "hated",
+    "bad",
+    "terrible",
+    "awful",
+    "angry",
+    "sad",
+    "worst",
+    "horrible",
+    "annoying",
+    "rude",
+    "upset",
+    "boring",
+    "disgusting",
+    "miserable",
+    "dreadful",
+    "unpleasant",
+    "noisy",
+    "mean",
+    "cold",
+    "scared",
+    "afraid",
+}
 
 
 def sentiment_count(text: str) -> int:
@@ -58,6 +103,7 @@ def sentiment_count(text: str) -> int:
 @eqx.filter_jit
 def actadd_scores(model, tokens, vector, coefficients, good, bad):
     """``log P(good) - log P(bad)`` of the next token, per ActAdd coefficient (vmapped)."""
+
     def one(c):
         logits, _ = model.forward(tokens, [actadd(vector, c)])
         return good(logits) - bad(logits)
@@ -69,6 +115,7 @@ def actadd_scores(model, tokens, vector, coefficients, good, bad):
 def add_scores(model, tokens, vector, coefficients, good, bad):
     """``log P(good) - log P(bad)`` of the next token, per coefficient of ``vector`` added
     at `LAYER` at every position (vmapped)."""
+
     def one(c):
         logits, _ = model.forward(tokens, [ji.Add("resid_pre", c * vector, layer=LAYER)])
         return good(logits) - bad(logits)
@@ -97,7 +144,10 @@ def main():
     vectors = mean_resid(model, tok, STEER_POSITIVE) - mean_resid(model, tok, STEER_NEGATIVE)  # [layer, d_model]
     v = jnp.asarray(vectors[LAYER])
     coefs = jnp.asarray(COEFFICIENTS, jnp.float32)
-    next_token = {p: np.asarray(add_scores(model, jnp.asarray(tok.to_tokens(p)), v, coefs, good, bad)) for p in PROMPTS + [SCORE_PROMPT]}
+    next_token = {
+        p: np.asarray(add_scores(model, jnp.asarray(tok.to_tokens(p)), v, coefs, good, bad))
+        for p in PROMPTS + [SCORE_PROMPT]
+    }
     counts = {p: [] for p in PROMPTS}
     examples = {}
     for c in COEFFICIENTS:
@@ -106,31 +156,61 @@ def main():
             counts[p].append(sentiment_count(text))
             examples[(p, c)] = text
     print(f"mean-difference vector at layer {LAYER} (|v| = {float(jnp.linalg.norm(v)):.1f}), added at every position")
-    print("coefficient | next-token sum log P(pos words) - sum log P(neg words): " + " | ".join(repr(p) for p in PROMPTS + [SCORE_PROMPT])
-          + " | sentiment words (pos - neg) in the continuation: " + " | ".join(repr(p) for p in PROMPTS))
+    print(
+        "coefficient | next-token sum log P(pos words) - sum log P(neg words): "
+        + " | ".join(repr(p) for p in PROMPTS + [SCORE_PROMPT])
+        + " | sentiment words (pos - neg) in the continuation: "
+        + " | ".join(repr(p) for p in PROMPTS)
+    )
     for i, c in enumerate(COEFFICIENTS):
-        print(f"{c:+6.1f} | " + "  ".join(f"{next_token[p][i]:+6.2f}" for p in PROMPTS + [SCORE_PROMPT]) + " | "
-              + "  ".join(f"{counts[p][i]:+d}" for p in PROMPTS))
+        print(
+            f"{c:+6.1f} | "
+            + "  ".join(f"{next_token[p][i]:+6.2f}" for p in PROMPTS + [SCORE_PROMPT])
+            + " | "
+            + "  ".join(f"{counts[p][i]:+d}" for p in PROMPTS)
+        )
     print("\nexample continuations:")
     for p in PROMPTS:
         for c in COEFFICIENTS:
             print(f"  {c:+5.1f} {p!r} -> {examples[(p, c)]!r}")
     total = np.sum([counts[p] for p in PROMPTS], 0)
-    dose_response(COEFFICIENTS, {f"next token after {p!r}"[:48]: next_token[p] for p in PROMPTS + [SCORE_PROMPT]},
-                  f"coefficient (mean-difference vector, layer {LAYER})", "log P(positive) - log P(negative)",
-                  "Dose-response of steering on SmolLM2-135M-Instruct", "out/steering_dose.png",
-                  secondary={"sentiment words in continuations (pos - neg)": total}, secondary_label="word count")
+    dose_response(
+        COEFFICIENTS,
+        {f"next token after {p!r}"[:48]: next_token[p] for p in PROMPTS + [SCORE_PROMPT]},
+        f"coefficient (mean-difference vector, layer {LAYER})",
+        "log P(positive) - log P(negative)",
+        "Dose-response of steering on SmolLM2-135M-Instruct",
+        "out/steering_dose.png",
+        secondary={"sentiment words in continuations (pos - neg)": total},
+        secondary_label="word count",
+    )
 
     # -- ActAdd: "Love" - "Hate" over the first positions -----------------------------
     vector = actadd_vector(model, tok, "Love", "Hate", layer=LAYER, prepend_bos=True)
     act_coefs = [0.0, 0.25, 0.5, 1.0, 2.0]
-    act = {p: np.asarray(actadd_scores(model, jnp.asarray(tok.to_tokens(p, prepend_bos=True)), vector, jnp.asarray(act_coefs), good, bad))
-           for p in [SCORE_PROMPT]}
-    print(f"\nActAdd 'Love' - 'Hate' at layer {LAYER} (BOS prepended; per-position |delta| = "
-          + ", ".join(f"{x:.0f}" for x in np.linalg.norm(np.asarray(vector.delta), axis=-1)) + ")")
+    act = {
+        p: np.asarray(
+            actadd_scores(
+                model, jnp.asarray(tok.to_tokens(p, prepend_bos=True)), vector, jnp.asarray(act_coefs), good, bad
+            )
+        )
+        for p in [SCORE_PROMPT]
+    }
+    print(
+        f"\nActAdd 'Love' - 'Hate' at layer {LAYER} (BOS prepended; per-position |delta| = "
+        + ", ".join(f"{x:.0f}" for x in np.linalg.norm(np.asarray(vector.delta), axis=-1))
+        + ")"
+    )
     for i, c in enumerate(act_coefs):
-        text = tok.decode(generate(model, tok.to_tokens(PROMPTS[0], prepend_bos=True), N_NEW, [actadd(vector, c)])) if c in (0.0, 0.5, 2.0) else ""
-        print(f"  {c:+5.2f}: next-token score after {SCORE_PROMPT!r} {act[SCORE_PROMPT][i]:+6.2f}" + (f"   {PROMPTS[0]!r} -> {text!r}" if text else ""))
+        text = (
+            tok.decode(generate(model, tok.to_tokens(PROMPTS[0], prepend_bos=True), N_NEW, [actadd(vector, c)]))
+            if c in (0.0, 0.5, 2.0)
+            else ""
+        )
+        print(
+            f"  {c:+5.2f}: next-token score after {SCORE_PROMPT!r} {act[SCORE_PROMPT][i]:+6.2f}"
+            + (f"   {PROMPTS[0]!r} -> {text!r}" if text else "")
+        )
 
     # -- 2. mean-difference vectors, every layer x coefficient in one call ------------
     sweep_coefs = np.array([-4.0, -2.0, 0.0, 2.0, 4.0], np.float32)
@@ -142,13 +222,23 @@ def main():
         return good(logits) - bad(logits)
 
     scores = steering_sweep(model, tokens, vectors, metric, sweep_coefs, layers=layers)
-    print(f"\nsteering_sweep: {len(layers)} layers x {len(sweep_coefs)} coefficients in one call, {time.time() - t1:.1f} s (compile included)")
+    print(
+        f"\nsteering_sweep: {len(layers)} layers x {len(sweep_coefs)} coefficients in one call, {time.time() - t1:.1f} s (compile included)"
+    )
     change = scores - scores[:, [2]]
     print("layer | change in log P(pos) - log P(neg) at coefficients " + " ".join(f"{c:+g}" for c in sweep_coefs))
     for i, l in enumerate(layers):
         print(f"{l:5d} | " + " ".join(f"{x:+6.2f}" for x in change[i]))
-    viz.patching_heatmap(LabelledArray(change, ("layer", "coefficient"), {"layer": [str(l) for l in layers], "coefficient": [f"{c:+g}" for c in sweep_coefs]},
-                                       "change in log P(pos) - log P(neg)"), title=f"Steering {SCORE_PROMPT!r}", path="out/steering.png")
+    viz.patching_heatmap(
+        LabelledArray(
+            change,
+            ("layer", "coefficient"),
+            {"layer": [str(l) for l in layers], "coefficient": [f"{c:+g}" for c in sweep_coefs]},
+            "change in log P(pos) - log P(neg)",
+        ),
+        title=f"Steering {SCORE_PROMPT!r}",
+        path="out/steering.png",
+    )
     print(f"\nwrote out/steering_dose.png, out/steering.png ({time.time() - t0:.0f} s)")
 
 

@@ -34,7 +34,9 @@ def five_in_two():
     importance and dense features every 2-D subspace is optimal, so norms are arbitrary)."""
     n_seeds = 2 if QUICK else 8
     settings = [(0.0, 0.7), (0.7, 1.0), (0.9, 1.0)]
-    keys, S, I = toy.tms_grid(jax.random.key(0), [s for s, _ in settings], toy.importance_powers(5, [0.7, 1.0]), n_seeds)
+    keys, S, I = toy.tms_grid(
+        jax.random.key(0), [s for s, _ in settings], toy.importance_powers(5, [0.7, 1.0]), n_seeds
+    )
     # keep the (sparsity, ratio) pairs of `settings` from the 3 x 2 grid
     rows = np.concatenate([np.arange(n_seeds) + (2 * i + (r == 1.0)) * n_seeds for i, (_, r) in enumerate(settings)])
     run = toy.train_tms(keys[rows], S[rows], I[rows], d_hidden=2, steps=300 if QUICK else 3000)
@@ -54,7 +56,12 @@ def five_in_two():
             f"angle gaps {fmt(gaps, 1)} deg, D_i {fmt(dims, 2)}"
         )
         vs.superposition_summary(Wb, title=f"S = {s}, importance {r}^i", path=f"{OUT}/gram_S{s}.png")
-        vs.feature_directions(Wb, importance=[r**k for k in range(5)], title=f"5 features in 2 dims, S = {s}", path=f"{OUT}/directions_S{s}.png")
+        vs.feature_directions(
+            Wb,
+            importance=[r**k for k in range(5)],
+            title=f"5 features in 2 dims, S = {s}",
+            path=f"{OUT}/directions_S{s}.png",
+        )
 
 
 def dimensionality():
@@ -66,10 +73,14 @@ def dimensionality():
     W = run.models.W
     D = np.asarray(toy.feature_dimensionality(W))
     Dstar = np.asarray(toy.dimensions_per_feature(W))
-    print(f"\nfeature dimensionality, n={n}, m={m}, {len(sparsities)} sparsities in one call ({time.time() - t:.1f} s):")
+    print(
+        f"\nfeature dimensionality, n={n}, m={m}, {len(sparsities)} sparsities in one call ({time.time() - t:.1f} s):"
+    )
     for s, d in zip(sparsities[:: max(1, len(sparsities) // 6)], Dstar[:: max(1, len(sparsities) // 6)]):
         print(f"  1/(1-S)={1 / (1 - s):7.1f}  D*={d:.3f}")
-    vs.dimensionality_plot(sparsities, D, Dstar, title=f"{n} features in {m} dimensions", path=f"{OUT}/dimensionality.png")
+    vs.dimensionality_plot(
+        sparsities, D, Dstar, title=f"{n} features in {m} dimensions", path=f"{OUT}/dimensionality.png"
+    )
 
 
 def phase_diagram():

@@ -123,8 +123,10 @@ def _model_effect(model, tok, tokens, ctx, src, d1, o1, o2):
     ablated = np.where(ctxs == src, tok.encode(" the")[0], ctxs)
     with_src, without = _last_logprobs(model, ctxs), _last_logprobs(model, ablated)
     d = (with_src - without).mean(0)
-    print(f"    model after {tok.decode([int(d1)])!r} ({len(ends)} corpus contexts), source present vs replaced by ' the':"
-          f" dlogP({tok.decode([o1])!r}) = {d[o1]:+.2f}, dlogP({tok.decode([o2])!r}) = {d[o2]:+.2f}")
+    print(
+        f"    model after {tok.decode([int(d1)])!r} ({len(ends)} corpus contexts), source present vs replaced by ' the':"
+        f" dlogP({tok.decode([o1])!r}) = {d[o1]:+.2f}, dlogP({tok.decode([o2])!r}) = {d[o2]:+.2f}"
+    )
 
 
 def _last_logprobs(model, contexts):

@@ -52,14 +52,27 @@ def main():
     train_tokens = encode_corpus(tok, train_texts)
     held = encode_corpus(tok, held_texts)
     spec = SPECS["mlp-2l"]
-    cfg = mlp_config(tok.vocab_size, n_layers=2, d_model=32, d_mlp=64, n_heads=4) if QUICK else spec.config(tok.vocab_size)
+    cfg = (
+        mlp_config(tok.vocab_size, n_layers=2, d_model=32, d_mlp=64, n_heads=4)
+        if QUICK
+        else spec.config(tok.vocab_size)
+    )
     d_mlp = cfg.d_mlp
     t = time.time()
-    run = train_lms(cfg, train_tokens, seeds=list(range(args.seeds)), steps=args.steps, batch_size=spec.batch_size,
-                    seq_len=spec.seq_len, learning_rate=spec.learning_rate)
+    run = train_lms(
+        cfg,
+        train_tokens,
+        seeds=list(range(args.seeds)),
+        steps=args.steps,
+        batch_size=spec.batch_size,
+        seq_len=spec.seq_len,
+        learning_rate=spec.learning_rate,
+    )
     losses = np.asarray(run.losses)
-    print(f"trained {args.seeds} seeds x {args.steps} steps in one program ({time.time() - t:.0f} s); "
-          f"final train loss per seed {np.round(losses[:, -100:].mean(1), 3).tolist()}")
+    print(
+        f"trained {args.seeds} seeds x {args.steps} steps in one program ({time.time() - t:.0f} s); "
+        f"final train loss per seed {np.round(losses[:, -100:].mean(1), 3).tolist()}"
+    )
 
     n_windows = 16 if QUICK else 256
     windows = held[: n_windows * 64].reshape(n_windows, 64)
@@ -79,8 +92,12 @@ def main():
         )
     per_layer = s.mean_over_seeds.reshape(args.seeds, cfg.n_layers, d_mlp)
     print("fraction universal by layer:", [f"L{l}: {np.mean(per_layer[:, l] > 0.5):.1%}" for l in range(cfg.n_layers)])
-    vu.max_correlation_histogram(s.mean_over_seeds, b.mean_over_seeds, path=f"{OUT}/max_correlation.png",
-                                 title=f"{args.seeds} seeds, {acts.shape[1]} neurons each: max correlation (mean over other seeds)")
+    vu.max_correlation_histogram(
+        s.mean_over_seeds,
+        b.mean_over_seeds,
+        path=f"{OUT}/max_correlation.png",
+        title=f"{args.seeds} seeds, {acts.shape[1]} neurons each: max correlation (mean over other seeds)",
+    )
 
     props = un.neuron_properties(models[0], acts[0])
     uni = s.mean_over_seeds[0] > 0.5
@@ -97,9 +114,15 @@ def main():
     for i in top:
         promotes = [tok.decode([int(t)]) for t in props.top_tokens[i][:4]]
         suppresses = [tok.decode([int(t)]) for t in props.bottom_tokens[i][:4]]
-        print(f"  L{i // d_mlp}.{i % d_mlp:<4d} {s.mean_over_seeds[0, i]:.2f}  {props.activation_frequency[i]:.3f}  {promotes} / {suppresses}")
-    vu.universal_properties_plot(s.mean_over_seeds[0][live], props.activation_frequency[live], props.vocab_kurtosis[live],
-                                 path=f"{OUT}/properties.png")
+        print(
+            f"  L{i // d_mlp}.{i % d_mlp:<4d} {s.mean_over_seeds[0, i]:.2f}  {props.activation_frequency[i]:.3f}  {promotes} / {suppresses}"
+        )
+    vu.universal_properties_plot(
+        s.mean_over_seeds[0][live],
+        props.activation_frequency[live],
+        props.vocab_kurtosis[live],
+        path=f"{OUT}/properties.png",
+    )
     print(f"wrote {OUT}/")
 
 

@@ -54,9 +54,13 @@ def main(model_name: str = "smollm2"):
     clean = tok.to_tokens("When Mary and John went to the store, John gave a drink to")
     corrupt = tok.to_tokens("When Mary and John went to the store, Mary gave a drink to")
     metric = logit_diff(tok.to_single_token(" Mary"), tok.to_single_token(" John"))
-    result = activation_patch(model, clean, corrupt, metric, "resid_pre", ("layer", "pos"), shortcuts=True, tokenizer=tok)
+    result = activation_patch(
+        model, clean, corrupt, metric, "resid_pre", ("layer", "pos"), shortcuts=True, tokenizer=tok
+    )
     viz.patching_heatmap(result, title="resid_pre patching: logit diff", path=f"{OUT}/patching.png")
-    report.section("Activation patching", "`viz.patching_heatmap`: the logit difference after patching each (layer, position).")
+    report.section(
+        "Activation patching", "`viz.patching_heatmap`: the logit difference after patching each (layer, position)."
+    )
     report.figure(f"{OUT}/patching.png")
 
     # Attention patterns of the strongest induction heads, on repeated random tokens.
@@ -68,8 +72,12 @@ def main(model_name: str = "smollm2"):
     labels = [f"L{l}H{h} ({scores[l, h]:.2f})" for l, h in heads]
     str_tokens = tok.to_str_tokens(tokens)
     viz.attention_patterns(pattern, str_tokens, labels, path=f"{OUT}/attention.png", title="Induction heads")
-    viz.attention_html(pattern, str_tokens, labels, title="Induction heads on repeated random tokens", path=f"{OUT}/attention.html")
-    report.section("Attention patterns", "`viz.attention_widget`: induction heads attend to the token after the previous copy.")
+    viz.attention_html(
+        pattern, str_tokens, labels, title="Induction heads on repeated random tokens", path=f"{OUT}/attention.html"
+    )
+    report.section(
+        "Attention patterns", "`viz.attention_widget`: induction heads attend to the token after the previous copy."
+    )
     report.html(viz.attention_widget(pattern, str_tokens, labels))
     report.figure(f"{OUT}/attention.png", "`viz.attention_patterns`")
 
@@ -85,7 +93,9 @@ def main(model_name: str = "smollm2"):
     # Toy model of superposition: 5 features in a 2-dimensional hidden space.
     W, importance = train_tms()
     viz.tms_geometry(W, importance, title="5 features in 2 dimensions (sparsity 0.9)", path=f"{OUT}/tms.png")
-    report.section("Superposition geometry", "`viz.tms_geometry`: each feature's direction W[i], coloured by importance.")
+    report.section(
+        "Superposition geometry", "`viz.tms_geometry`: each feature's direction W[i], coloured by importance."
+    )
     report.figure(f"{OUT}/tms.png")
 
     report.save(f"{OUT}/report.html")

@@ -12,8 +12,16 @@ import importlib as _importlib
 from . import _aliases
 from .core.config import ModelConfig
 from .core.errors import (
-    CheckpointError, ConfigError, InterventionError, JaxinterpError, MetricError, PromptPairError, SiteError,
-    TokenError, TokenizerError, UnsupportedArchitectureError,
+    CheckpointError,
+    ConfigError,
+    InterventionError,
+    JaxinterpError,
+    MetricError,
+    PromptPairError,
+    SiteError,
+    TokenError,
+    TokenizerError,
+    UnsupportedArchitectureError,
 )
 from .core.sites import parse_site, to_full_name
 from .loading import load
@@ -26,14 +34,23 @@ _aliases.install()
 
 # Loaded on first access: attribute name -> module path.
 _LAZY = {
-    "core": "jaxinterp.core", "model": "jaxinterp.model", "loading": "jaxinterp.loading",
-    "engine": "jaxinterp.engine", "causal": "jaxinterp.causal", "analysis": "jaxinterp.analysis",
-    "editing": "jaxinterp.editing", "features": "jaxinterp.features", "toy": "jaxinterp.toy",
-    "viz": "jaxinterp.viz", "apps": "jaxinterp.apps",
+    "core": "jaxinterp.core",
+    "model": "jaxinterp.model",
+    "loading": "jaxinterp.loading",
+    "engine": "jaxinterp.engine",
+    "causal": "jaxinterp.causal",
+    "analysis": "jaxinterp.analysis",
+    "editing": "jaxinterp.editing",
+    "features": "jaxinterp.features",
+    "toy": "jaxinterp.toy",
+    "viz": "jaxinterp.viz",
+    "apps": "jaxinterp.apps",
     **{old.split(".", 1)[1]: new for old, new in _aliases.ALIASES.items()},
 }
-_LAZY_NAMES = {"FactoredMatrix": ("jaxinterp.analysis.factored_matrix", "FactoredMatrix"),
-               "process_weights": ("jaxinterp.analysis.processing", "process_weights")}
+_LAZY_NAMES = {
+    "FactoredMatrix": ("jaxinterp.analysis.factored_matrix", "FactoredMatrix"),
+    "process_weights": ("jaxinterp.analysis.processing", "process_weights"),
+}
 
 
 def __getattr__(name):
@@ -50,9 +67,33 @@ def __dir__():
 
 
 __all__ = [
-    "load", "load_tokenizer", "Tokenizer", "ActivationCache", "ModelConfig", "Transformer", "parse_site",
-    "to_full_name", "FactoredMatrix", "process_weights",
-    "Intervention", "Where", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn",
-    "JaxinterpError", "ConfigError", "SiteError", "TokenError", "InterventionError", "MetricError", "PromptPairError",
-    "CheckpointError", "UnsupportedArchitectureError", "TokenizerError",
+    "load",
+    "load_tokenizer",
+    "Tokenizer",
+    "ActivationCache",
+    "ModelConfig",
+    "Transformer",
+    "parse_site",
+    "to_full_name",
+    "FactoredMatrix",
+    "process_weights",
+    "Intervention",
+    "Where",
+    "Patch",
+    "Add",
+    "Ablate",
+    "Scale",
+    "ProjectOut",
+    "Noise",
+    "Fn",
+    "JaxinterpError",
+    "ConfigError",
+    "SiteError",
+    "TokenError",
+    "InterventionError",
+    "MetricError",
+    "PromptPairError",
+    "CheckpointError",
+    "UnsupportedArchitectureError",
+    "TokenizerError",
 ]

@@ -45,7 +45,7 @@ def new_name(old: str):
     """The current module path for an old one, or None if ``old`` is not an alias."""
     for prefix, target in ALIASES.items():
         if old == prefix or old.startswith(prefix + "."):
-            return target + old[len(prefix):]
+            return target + old[len(prefix) :]
     return None
 
 

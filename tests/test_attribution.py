@@ -23,13 +23,35 @@ from jaxinterp.core.metrics import logit_diff
 from jaxinterp.core.sites import SiteError
 
 LLAMA = ModelConfig(
-    d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50, n_ctx=16,
-    act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, family="llama",
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    d_head=8,
+    d_mlp=48,
+    d_vocab=50,
+    n_ctx=16,
+    act_fn="silu",
+    normalization="rmsnorm",
+    positional="rotary",
+    gated_mlp=True,
+    family="llama",
 )
 # Parallel attention+MLP, LayerNorm with biases, learned positions, MHA.
 NEOX = ModelConfig(
-    d_model=24, n_layers=2, n_heads=3, d_head=8, d_mlp=32, d_vocab=50, n_ctx=16, act_fn="gelu",
-    parallel_attn_mlp=True, qkv_bias=True, o_bias=True, mlp_bias=True, family="neox",
+    d_model=24,
+    n_layers=2,
+    n_heads=3,
+    d_head=8,
+    d_mlp=32,
+    d_vocab=50,
+    n_ctx=16,
+    act_fn="gelu",
+    parallel_attn_mlp=True,
+    qkv_bias=True,
+    o_bias=True,
+    mlp_bias=True,
+    family="neox",
 )
 CLEAN = jnp.array([1, 5, 7, 9, 3, 11])
 CORRUPT = jnp.array([1, 5, 8, 9, 2, 11])
@@ -129,7 +151,9 @@ def test_attribution_equals_first_order_patch_loop(llama, llama_all_sites, llama
 
 def test_noising_direction_and_per_position(llama, llama_caches):
     # The same sites as the shared fixture, so the compiled program is reused.
-    res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=SITES, per_position=True, direction="noising")["attn.z"]
+    res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=SITES, per_position=True, direction="noising")[
+        "attn.z"
+    ]
     assert res.dims == ("layer", "pos", "head")
     got = np.asarray(res)
     derivative = _first_order(llama, "attn.z", CLEAN, CORRUPT, METRIC, llama_caches[::-1])
@@ -142,9 +166,13 @@ def test_noising_direction_and_per_position(llama, llama_caches):
 def test_full_name_and_over(llama, llama_all_sites):
     sites = ["blocks.1.attn.hook_z" if s == "attn.z" else s for s in SITES]  # same program as the fixture's
     res = attribution_patch(llama, CLEAN, CORRUPT, METRIC, sites=sites, over={"resid_pre": ("layer",)})
-    np.testing.assert_allclose(np.asarray(res["blocks.1.attn.hook_z"]), np.asarray(llama_all_sites["attn.z"])[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(res["blocks.1.attn.hook_z"]), np.asarray(llama_all_sites["attn.z"])[1], rtol=1e-5, atol=1e-6
+    )
     assert res["resid_pre"].dims == ("layer",)
-    np.testing.assert_allclose(np.asarray(res["resid_pre"]), np.asarray(llama_all_sites["resid_pre"]).sum(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(res["resid_pre"]), np.asarray(llama_all_sites["resid_pre"]).sum(1), rtol=1e-5, atol=1e-6
+    )
 
 
 # ------------------------------------------------------------- exact where linear
@@ -155,11 +183,23 @@ def test_exact_where_metric_is_linear_in_the_site():
     # logits: first order is exact, so attribution == activation patching.
     # In a 1-layer attention-only model whose final norm is made linear (a huge eps
     # makes the RMS divisor a constant), attn.z feeds the metric linearly too.
-    cfg = ModelConfig(d_model=32, n_layers=1, n_heads=4, d_head=8, d_vocab=50, n_ctx=16, attn_only=True,
-                      normalization="rmsnorm", positional="rotary", norm_eps=1e8)
+    cfg = ModelConfig(
+        d_model=32,
+        n_layers=1,
+        n_heads=4,
+        d_head=8,
+        d_vocab=50,
+        n_ctx=16,
+        attn_only=True,
+        normalization="rmsnorm",
+        positional="rotary",
+        norm_eps=1e8,
+    )
     model = tiny_model(cfg, 7)
     # O(1) values and logits despite the 1e4 RMS divisors.
-    model = eqx.tree_at(lambda m: (m.unembed.W_U, m.blocks.attn.W_V), model, (model.unembed.W_U * 1e4, model.blocks.attn.W_V * 1e4))
+    model = eqx.tree_at(
+        lambda m: (m.unembed.W_U, m.blocks.attn.W_V), model, (model.unembed.W_U * 1e4, model.blocks.attn.W_V * 1e4)
+    )
     res = attribution_patch(model, CLEAN, CORRUPT, METRIC, sites=["attn.z", "ln_final.normalized"])
     _, clean_cache = model.run_with_cache(CLEAN)
     base = METRIC(model(CORRUPT))
@@ -210,7 +250,9 @@ def test_ig_equals_loop_over_steps(llama, llama_ig):
     @jax.jit
     def directional(alpha, layer, pos):
         emb = c0["embed"] + alpha * (c1["embed"] - c0["embed"])
-        f = lambda t: METRIC(llama.forward(CORRUPT, [Patch("embed", emb), Add("resid_pre", t * diff, layer=layer, pos=pos)])[0])
+        f = lambda t: METRIC(
+            llama.forward(CORRUPT, [Patch("embed", emb), Add("resid_pre", t * diff, layer=layer, pos=pos)])[0]
+        )
         return jax.jvp(f, (0.0,), (1.0,))[1]
 
     for l, p in [(0, 2), (1, 4)]:
@@ -222,7 +264,9 @@ def test_batch_is_mean_of_examples(llama):
     clean = jnp.stack([CLEAN, CLEAN[::-1]])
     corrupt = jnp.stack([CORRUPT, CORRUPT[::-1]])
     batched = attribution_patch(llama, clean, corrupt, METRIC, sites=SITES)["attn.z"]
-    singles = [np.asarray(attribution_patch(llama, a, b, METRIC, sites=SITES)["attn.z"]) for a, b in zip(clean, corrupt)]
+    singles = [
+        np.asarray(attribution_patch(llama, a, b, METRIC, sites=SITES)["attn.z"]) for a, b in zip(clean, corrupt)
+    ]
     np.testing.assert_allclose(np.asarray(batched), np.mean(singles, 0), rtol=1e-5, atol=1e-6)
 
 
@@ -277,7 +321,11 @@ class BruteForceEdges:
             t, delta, resid, w, b = args
             return x + _norm(cfg, w, b, resid + t * delta) - _norm(cfg, w, b, resid)
 
-        proj = {"q": ("attn.q", attn.W_Q, attn.b_Q), "k": ("attn.k", attn.W_K, attn.b_K), "v": ("attn.v", attn.W_V, attn.b_V)}
+        proj = {
+            "q": ("attn.q", attn.W_Q, attn.b_Q),
+            "k": ("attn.k", attn.W_K, attn.b_K),
+            "v": ("attn.v", attn.W_V, attn.b_V),
+        }
 
         kinds = ("q", "k", "v", "mlp", "logits")
 
@@ -286,7 +334,9 @@ class BruteForceEdges:
             # `t`: a single compiled program serves every edge.
             ivs = [Add("resid_post", t[4] * delta, layer=cfg.n_layers - 1)]
             if cfg.has_mlp:
-                ivs.append(Fn("ln2.normalized", mlp_fn, (t[3], delta, resid, B.ln2.w[layer], sel(B.ln2.b, layer)), layer=layer))
+                ivs.append(
+                    Fn("ln2.normalized", mlp_fn, (t[3], delta, resid, B.ln2.w[layer], sel(B.ln2.b, layer)), layer=layer)
+                )
             for i, kind in enumerate("qkv"):
                 site, W, bias = proj[kind]
                 args = (t[i], delta, resid, B.ln1.w[layer], sel(B.ln1.b, layer), W[layer], sel(bias, layer))
@@ -295,7 +345,9 @@ class BruteForceEdges:
 
         @jax.jit
         def derivative(onehot, layer, index, delta, resid, emb):
-            f = lambda t: metric(model.forward(base, [Patch("embed", emb)] + reader_ivs(t * onehot, layer, index, delta, resid))[0])
+            f = lambda t: metric(
+                model.forward(base, [Patch("embed", emb)] + reader_ivs(t * onehot, layer, index, delta, resid))[0]
+            )
             return jax.jvp(f, (0.0,), (1.0,))[1]
 
         self.onehot = {k: jnp.eye(len(kinds))[i] for i, k in enumerate(kinds)}
@@ -344,7 +396,9 @@ def llama_brute(llama):
 def test_eap_equals_brute_force_edge_loop(which, request):
     model = request.getfixturevalue(which)
     eap = edge_attribution_patch(model, CLEAN, CORRUPT, METRIC)
-    brute = request.getfixturevalue("llama_brute") if which == "llama" else BruteForceEdges(model, CORRUPT, CLEAN, METRIC)
+    brute = (
+        request.getfixturevalue("llama_brute") if which == "llama" else BruteForceEdges(model, CORRUPT, CLEAN, METRIC)
+    )
     want = brute.scores()
     got = np.asarray(eap)
     assert got.shape == want.shape == eap.valid.shape
@@ -384,7 +438,9 @@ def test_top_edges_and_circuit(llama):
 
 
 def test_eap_rejects_post_norm_models():
-    cfg = ModelConfig(d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=16, d_vocab=20, n_ctx=8, post_norm=True, causal=False)
+    cfg = ModelConfig(
+        d_model=16, n_layers=1, n_heads=2, d_head=8, d_mlp=16, d_vocab=20, n_ctx=8, post_norm=True, causal=False
+    )
     model = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.PRNGKey(0))  # shapes only: the check comes first
     with pytest.raises(NotImplementedError, match="pre-norm"):
         edge_attribution_patch(model, CLEAN[:4] % 20, CORRUPT[:4] % 20, METRIC)
@@ -395,7 +451,11 @@ def test_eap_rejects_post_norm_models():
 
 def test_matmul_flop_count_matches_hand_count(llama):
     c, n = LLAMA, CLEAN.shape[0]
-    per_token = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * c.d_head + c.n_heads * c.d_head * c.d_model + 3 * c.d_model * c.d_mlp
+    per_token = (
+        c.d_model * (c.n_heads + 2 * c.n_kv_heads) * c.d_head
+        + c.n_heads * c.d_head * c.d_model
+        + 3 * c.d_model * c.d_mlp
+    )
     attention = 2 * n * n * c.n_heads * c.d_head  # scores and pattern @ v
     hand = c.n_layers * (2 * n * per_token + 2 * attention) + 2 * n * c.d_model * c.d_vocab
     assert matmul_flops(lambda m, t: m.forward(t)[0], llama, CLEAN) == hand

@@ -69,7 +69,10 @@ def test_every_layer_matches_bert_model(minilm, minilm_tokenizer, hf_minilm, tex
     np.testing.assert_allclose(np.asarray(cache["resid_pre"][0]), out.hidden_states[0][0].numpy(), atol=TOL, rtol=0)
     for layer in range(minilm.cfg.n_layers):
         np.testing.assert_allclose(
-            np.asarray(cache["resid_post"][layer]), out.hidden_states[layer + 1][0].numpy(), atol=TOL, rtol=0,
+            np.asarray(cache["resid_post"][layer]),
+            out.hidden_states[layer + 1][0].numpy(),
+            atol=TOL,
+            rtol=0,
             err_msg=f"layer {layer}",
         )
     np.testing.assert_allclose(np.asarray(final), out.last_hidden_state[0].numpy(), atol=TOL, rtol=0)

@@ -10,14 +10,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from jaxinterp import ModelConfig, Noise, Patch, Transformer
-from jaxinterp.causal.causal_tracing import causal_trace, embedding_noise_std, trace_prob, window_mask
 from test_attribution import tiny_model
 
+from jaxinterp import ModelConfig, Noise, Patch
+from jaxinterp.causal.causal_tracing import causal_trace, embedding_noise_std, trace_prob, window_mask
+
 CFG = ModelConfig(
-    d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50, n_ctx=16,
-    act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, family="llama",
+    d_model=32,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=2,
+    d_head=8,
+    d_mlp=48,
+    d_vocab=50,
+    n_ctx=16,
+    act_fn="silu",
+    normalization="rmsnorm",
+    positional="rotary",
+    gated_mlp=True,
+    family="llama",
 )
 TOKENS = jnp.array([1, 5, 7, 9, 3, 11])
 SUBJECT = [1, 2]
@@ -37,7 +48,7 @@ def trace(model):
 
 def _rome_window(layer, n_layers, window):
     # ROME (rome/experiments/causal_trace.py) slices: layers[max(0, l - w // 2) : min(L, l - (-w // 2))]
-    return list(range(n_layers))[max(0, layer - window // 2): min(n_layers, layer - (-window // 2))]
+    return list(range(n_layers))[max(0, layer - window // 2) : min(n_layers, layer - (-window // 2))]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +96,9 @@ def test_restoring_first_layer_everywhere_recovers_clean(model, trace, site):
     keys = jax.random.split(KEY, N_SAMPLES)
     subject = jnp.zeros(TOKENS.shape[0], bool).at[jnp.asarray(SUBJECT)].set(True)
     _, clean = model.run_with_cache(TOKENS, names=[site])
-    p = eqx.filter_jit(trace_prob)(model, TOKENS, trace.answer, subject, keys, trace.noise_std, [Patch(site, clean[site], layer=0)])
+    p = eqx.filter_jit(trace_prob)(
+        model, TOKENS, trace.answer, subject, keys, trace.noise_std, [Patch(site, clean[site], layer=0)]
+    )
     assert float(p) == pytest.approx(trace.clean_prob, rel=1e-5, abs=1e-7)
 
 
@@ -108,7 +121,9 @@ def test_maps_equal_naive_loop(trace, naive):
             for pos in range(n_pos):
                 layers = [layer] if kind == "hidden" else _rome_window(layer, CFG.n_layers, WINDOW)
                 want = naive([(site, l, pos) for l in layers])
-                np.testing.assert_allclose(got[layer, pos], want, rtol=1e-4, atol=1e-6, err_msg=f"{kind} l={layer} p={pos}")
+                np.testing.assert_allclose(
+                    got[layer, pos], want, rtol=1e-4, atol=1e-6, err_msg=f"{kind} l={layer} p={pos}"
+                )
     # Restoring the last hidden state at the last position restores the prediction exactly.
     assert trace.hidden.values[-1, -1] == pytest.approx(trace.clean_prob, rel=1e-5)
     ie = trace.indirect_effect("mlp")
@@ -116,8 +131,15 @@ def test_maps_equal_naive_loop(trace, naive):
 
 
 def test_same_key_same_trace_and_plot(model, trace, tmp_path):
-    again = causal_trace(model, TOKENS, np.array([False, True, True, False, False, False]), n_samples=N_SAMPLES,
-                         window=WINDOW, key=KEY, kinds=("mlp",))
+    again = causal_trace(
+        model,
+        TOKENS,
+        np.array([False, True, True, False, False, False]),
+        n_samples=N_SAMPLES,
+        window=WINDOW,
+        key=KEY,
+        kinds=("mlp",),
+    )
     np.testing.assert_array_equal(np.asarray(again.mlp), np.asarray(trace.mlp))
     assert again.hidden is None
     with pytest.raises(ValueError, match="no 'hidden' map"):

@@ -98,7 +98,11 @@ def test_composition_scores_match_dense(model):
         for lb in range(3):
             for ha in range(4):
                 for hb in range(4):
-                    expect = [score(OV[la][ha], QK[lb][hb]), score(OV[la][ha], QK[lb][hb].T), score(OV[la][ha], OV[lb][hb])]
+                    expect = [
+                        score(OV[la][ha], QK[lb][hb]),
+                        score(OV[la][ha], QK[lb][hb].T),
+                        score(OV[la][ha], OV[lb][hb]),
+                    ]
                     if lb <= la:
                         expect = [0.0, 0.0, 0.0]
                     np.testing.assert_allclose(got[:, la, ha, lb, hb], expect, rtol=1e-4, atol=1e-7)
@@ -122,7 +126,9 @@ def test_copying_scores_match_dense_eigenvalues_and_detect_copying(model):
     W_V = np.broadcast_to(eye, model.blocks.attn.W_V.shape).copy()
     W_O = np.broadcast_to(eye.T, model.blocks.attn.W_O.shape).copy()
     W_O[:, 1] *= -1  # head 1 of every layer: anti-copying
-    copier = eqx.tree_at(lambda m: (m.blocks.attn.W_V, m.blocks.attn.W_O, m.unembed.W_U), model, (W_V, W_O, model.embed.W_E.T))
+    copier = eqx.tree_at(
+        lambda m: (m.blocks.attn.W_V, m.blocks.attn.W_O, m.unembed.W_U), model, (W_V, W_O, model.embed.W_E.T)
+    )
     s = np.asarray(C.copying_scores(copier))
     np.testing.assert_allclose(s[:, [0, 2, 3]], 1.0, atol=1e-4)
     np.testing.assert_allclose(s[:, 1], -1.0, atol=1e-4)

@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from hf_models import hf_model
+
 from jaxinterp.apps.cli import main, site_meanings
 from jaxinterp.core.sites import layer_site_dims, top_level_site_dims
 
@@ -70,16 +70,28 @@ def test_info_lists_every_site_with_its_shape(capsys, tiny):
     import jaxinterp
 
     cfg = jaxinterp.load(path).cfg
-    sizes = {"pos": "pos", "query_pos": "pos", "key_pos": "pos", "d_model": hf.n_embd, "head": hf.n_head,
-             "kv_head": hf.n_head, "d_head": hf.n_embd // hf.n_head, "neuron": 4 * hf.n_embd, "one": 1}
+    sizes = {
+        "pos": "pos",
+        "query_pos": "pos",
+        "key_pos": "pos",
+        "d_model": hf.n_embd,
+        "head": hf.n_head,
+        "kv_head": hf.n_head,
+        "d_head": hf.n_embd // hf.n_head,
+        "neuron": 4 * hf.n_embd,
+        "one": 1,
+    }
     rows = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(r"^  (\S+)\s+(\S+)\s+(\[[^\]]*\])", out, re.M)}
     expected = {**top_level_site_dims(cfg), **layer_site_dims(cfg)}
     assert set(rows) == set(expected)
     for name, dims in expected.items():
         full, shape = rows[name]
         assert shape == "[" + ", ".join(str(sizes[d]) for d in dims) + "]", name
-        assert full == (f"blocks.{{l}}.{name.rsplit('.', 1)[0] + '.hook_' + name.rsplit('.', 1)[1] if '.' in name else 'hook_' + name}"
-                        if name in layer_site_dims(cfg) else full)
+        assert full == (
+            f"blocks.{{l}}.{name.rsplit('.', 1)[0] + '.hook_' + name.rsplit('.', 1)[1] if '.' in name else 'hook_' + name}"
+            if name in layer_site_dims(cfg)
+            else full
+        )
     assert "blocks.{l}.attn.hook_z" in out and "hook_embed" in out
     assert rows["resid_pre"][0] == "blocks.{l}.hook_resid_pre"
 
@@ -90,8 +102,19 @@ def test_site_meanings_cover_every_site():
     meanings = site_meanings()
     cfgs = [
         ModelConfig(d_model=8, n_layers=1, n_heads=2, d_head=4, d_mlp=8, d_vocab=10, n_ctx=8),
-        ModelConfig(d_model=8, n_layers=1, n_heads=2, d_head=4, d_mlp=8, d_vocab=10, n_ctx=8, positional="rotary",
-                    gated_mlp=True, n_experts=2, experts_per_token=1),
+        ModelConfig(
+            d_model=8,
+            n_layers=1,
+            n_heads=2,
+            d_head=4,
+            d_mlp=8,
+            d_vocab=10,
+            n_ctx=8,
+            positional="rotary",
+            gated_mlp=True,
+            n_experts=2,
+            experts_per_token=1,
+        ),
     ]
     names = {n for c in cfgs for n in [*layer_site_dims(c), *top_level_site_dims(c)]}
     assert names - set(meanings) == set()
@@ -128,9 +151,27 @@ def test_patch_sweep_matches_torch_hooks(capsys, tiny, tmp_path):
     import torch
 
     torch_model, path, tok = tiny
-    clean, corrupt = "When Mary and John went to the store , John gave a drink to", "When Mary and John went to the store , Mary gave a drink to"
-    code, out, err = run_cli(capsys, "patch", path, "--clean", clean, "--corrupt", corrupt, "--site", "resid_pre",
-                             "--answer", " Mary", "--wrong", " John", "--out", str(tmp_path))
+    clean, corrupt = (
+        "When Mary and John went to the store , John gave a drink to",
+        "When Mary and John went to the store , Mary gave a drink to",
+    )
+    code, out, err = run_cli(
+        capsys,
+        "patch",
+        path,
+        "--clean",
+        clean,
+        "--corrupt",
+        corrupt,
+        "--site",
+        "resid_pre",
+        "--answer",
+        " Mary",
+        "--wrong",
+        " John",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0, err
     saved = np.load(tmp_path / "patch_resid_pre.npz")
     assert (tmp_path / "patch_resid_pre.png").read_bytes().startswith(b"\x89PNG")
@@ -151,6 +192,7 @@ def test_patch_sweep_matches_torch_hooks(capsys, tiny, tmp_path):
     want = np.zeros((torch_model.config.n_layer, len(c_ids)))
     for layer, block in enumerate(torch_model.transformer.h):
         for p in range(len(c_ids)):
+
             def pre_hook(module, args, kwargs, layer=layer, p=p):
                 hidden = args[0].clone()
                 hidden[:, p] = clean_hidden[layer][:, p]
@@ -171,12 +213,33 @@ def test_patch_sweep_matches_torch_hooks(capsys, tiny, tmp_path):
     [
         (["info", "/no/such/model"], "no such"),
         (["run", "{path}", ""], "empty prompt"),
-        (["patch", "{path}", "--clean", "When Mary", "--corrupt", "When Mary and", "--answer", " Mary", "--wrong", " John"],
-         "same length"),
-        (["patch", "{path}", "--clean", "When Mary", "--corrupt", "When John", "--site", "resid_prex"], "unknown site 'resid_prex'"),
-        (["patch", "{path}", "--clean", "When Mary", "--corrupt", "When John", "--site", "blocks.1.hook_resid_pre"],
-         "short name"),
-        (["patch", "{path}", "--clean", "When Mary", "--corrupt", "When John", "--answer", "Mary John"], "not a single token"),
+        (
+            [
+                "patch",
+                "{path}",
+                "--clean",
+                "When Mary",
+                "--corrupt",
+                "When Mary and",
+                "--answer",
+                " Mary",
+                "--wrong",
+                " John",
+            ],
+            "same length",
+        ),
+        (
+            ["patch", "{path}", "--clean", "When Mary", "--corrupt", "When John", "--site", "resid_prex"],
+            "unknown site 'resid_prex'",
+        ),
+        (
+            ["patch", "{path}", "--clean", "When Mary", "--corrupt", "When John", "--site", "blocks.1.hook_resid_pre"],
+            "short name",
+        ),
+        (
+            ["patch", "{path}", "--clean", "When Mary", "--corrupt", "When John", "--answer", "Mary John"],
+            "not a single token",
+        ),
     ],
 )
 def test_errors_are_one_clean_line(capsys, tiny, argv, message):
@@ -208,9 +271,17 @@ def test_demo_writes_a_complete_report(tiny, tmp_path):
     result = run_demo(str(tmp_path / "demo"), model=path, quick=True, echo=lines.append)
     html = open(result.report, encoding="utf-8").read()
     headings = re.findall(r"<h2>(.*?)</h2>", html)
-    assert headings == ["Prompts and logit difference", "Residual stream patching", "Attention head patching",
-                        "Attribution patching", "Head detectors", "Attention patterns", "Logit lens", "Steering",
-                        "Numbers and timings"]
+    assert headings == [
+        "Prompts and logit difference",
+        "Residual stream patching",
+        "Attention head patching",
+        "Attribution patching",
+        "Head detectors",
+        "Attention patterns",
+        "Logit lens",
+        "Steering",
+        "Numbers and timings",
+    ]
     assert html.count('<img src="data:image/png;base64,') == len(result.figures) - 1  # all but the lens PNG
     assert 'class="ji-attn"' in html and 'class="ji-table ji-lens"' in html
     for f in result.figures.values():
@@ -225,8 +296,12 @@ def test_demo_writes_a_complete_report(tiny, tmp_path):
     want = []
     for p in pairs:
         a, w = tok.to_single_token(p.answer), tok.to_single_token(p.wrong)
-        want.append((torch_logits(torch_model, tok.encode(p.clean))[-1, [a, w]] @ [1, -1],
-                     torch_logits(torch_model, tok.encode(p.corrupted))[-1, [a, w]] @ [1, -1]))
+        want.append(
+            (
+                torch_logits(torch_model, tok.encode(p.clean))[-1, [a, w]] @ [1, -1],
+                torch_logits(torch_model, tok.encode(p.corrupted))[-1, [a, w]] @ [1, -1],
+            )
+        )
     want = np.array(want)
     assert result.numbers["logit diff, clean (mean)"] == pytest.approx(want[:, 0].mean(), abs=1e-4)
     assert result.numbers["logit diff, corrupted (mean)"] == pytest.approx(want[:, 1].mean(), abs=1e-4)

@@ -108,9 +108,12 @@ def test_detectors_find_heads_that_ablation_confirms(toy):
 
     # Single-head zero ablation: the head the previous-token detector ranks first is the
     # one whose loss hurts in-context prediction most, by a wide margin.
-    ablated = np.array([
-        [float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=l, head=h)])) for h in range(H)] for l in range(2)
-    ])
+    ablated = np.array(
+        [
+            [float(repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=l, head=h)])) for h in range(H)]
+            for l in range(2)
+        ]
+    )
     increase = ablated - base
     assert np.unravel_index(np.argmax(increase), increase.shape) == (prev_layer, prev_head)
     runner_up = np.sort(increase.ravel())[-2]

@@ -13,7 +13,6 @@ import html
 import importlib
 import inspect
 import os
-import pkgutil
 import re
 import subprocess
 import sys
@@ -41,7 +40,8 @@ def public_names(module) -> list[str]:
     if hasattr(module, "__all__"):
         return list(module.__all__)
     return [
-        n for n, o in vars(module).items()
+        n
+        for n, o in vars(module).items()
         if not n.startswith("_") and (inspect.isfunction(o) or inspect.isclass(o)) and o.__module__ == module.__name__
     ]
 
@@ -55,7 +55,9 @@ def public_objects() -> dict[str, tuple[object, set[str]]]:
             obj = getattr(mod, name)
             # A re-exported object is documented once: under any public module exporting it,
             # or under the module that defines it.
-            ids = {f"{m}.{name}" for m, other in modules.items() if getattr(other, name, None) is obj} | {f"{mod_name}.{name}"}
+            ids = {f"{m}.{name}" for m, other in modules.items() if getattr(other, name, None) is obj} | {
+                f"{mod_name}.{name}"
+            }
             if getattr(obj, "__module__", None) and getattr(obj, "__name__", None) == name:
                 ids.add(f"{obj.__module__}.{name}")
             out[f"{mod_name}.{name}"] = (obj, ids)
@@ -67,10 +69,14 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", os.path.join(ROOT, "mkdocs.yml"), "-d", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(
-        line for line in done.stderr.splitlines() if not line.startswith("INFO"))
+        line for line in done.stderr.splitlines() if not line.startswith("INFO")
+    )
     return out
 
 
@@ -90,7 +96,7 @@ def api_sections(site):
         doc = page_text(site, os.path.relpath(os.path.join(folder, "index.html"), site))
         anchors = list(re.finditer(r'id="(jaxinterp[\w.]*)"', doc))
         for a, b in zip(anchors, anchors[1:] + [None]):
-            chunk = doc[a.end(): b.start() if b else len(doc)]
+            chunk = doc[a.end() : b.start() if b else len(doc)]
             text = html.unescape(re.sub(r"<[^>]+>", " ", chunk))
             sections.setdefault(a.group(1), " ".join(words(text)))
     return sections
@@ -146,7 +152,9 @@ def test_every_public_name_is_documented_with_its_docstring(site, api_sections):
 def test_api_index_links_every_top_level_name(site):
     index = page_text(site, os.path.join("api", "index.html"))
     for name in jaxinterp.__all__:
-        assert re.search(rf'href="[^"]*#jaxinterp\.[\w.]*\b{name}"', index), f"api/index.md has no link for jaxinterp.{name}"
+        assert re.search(rf'href="[^"]*#jaxinterp\.[\w.]*\b{name}"', index), (
+            f"api/index.md has no link for jaxinterp.{name}"
+        )
 
 
 def test_sites_page_is_generated_from_the_code(site):
@@ -154,10 +162,31 @@ def test_sites_page_is_generated_from_the_code(site):
     from jaxinterp.core.sites import layer_site_dims, top_level_site_dims
 
     text = html.unescape(re.sub(r"<[^>]+>", " ", page_text(site, os.path.join("sites", "index.html"))))
-    cfg = ModelConfig(d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_mlp=1536, d_vocab=49152, n_ctx=2048,
-                      normalization="rmsnorm", positional="rotary", gated_mlp=True, act_fn="silu")
-    sizes = {"pos": "pos", "query_pos": "pos", "key_pos": "pos", "d_model": 576, "head": 9, "kv_head": 3, "d_head": 64,
-             "neuron": 1536, "one": 1}
+    cfg = ModelConfig(
+        d_model=576,
+        n_layers=30,
+        n_heads=9,
+        n_kv_heads=3,
+        d_head=64,
+        d_mlp=1536,
+        d_vocab=49152,
+        n_ctx=2048,
+        normalization="rmsnorm",
+        positional="rotary",
+        gated_mlp=True,
+        act_fn="silu",
+    )
+    sizes = {
+        "pos": "pos",
+        "query_pos": "pos",
+        "key_pos": "pos",
+        "d_model": 576,
+        "head": 9,
+        "kv_head": 3,
+        "d_head": 64,
+        "neuron": 1536,
+        "one": 1,
+    }
     for name, dims in {**layer_site_dims(cfg), **top_level_site_dims(cfg)}.items():
         shape = "[" + ", ".join(str(sizes[d]) for d in dims) + "]"
         # Rows of the shapes table: name, GPT-2 small's shape (or a dash), SmolLM2's shape.

@@ -12,7 +12,15 @@ from jaxinterp import embedding_space as E
 from jaxinterp.toy import random_model
 
 CFG = ji.ModelConfig(
-    d_model=16, n_layers=2, n_heads=4, n_kv_heads=2, d_head=4, d_vocab=37, n_ctx=16, d_mlp=24, act_fn="gelu_new",
+    d_model=16,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    d_head=4,
+    d_vocab=37,
+    n_ctx=16,
+    d_mlp=24,
+    act_fn="gelu_new",
     family="test",
 )
 
@@ -61,7 +69,9 @@ def test_value_vectors_and_head_ov_outputs_match_numpy(model):
 
     A = model.blocks.attn
     layer, head, sources = 1, 3, [0, 5, 36]
-    written = np.asarray(model.embed.W_E)[sources] @ np.asarray(A.W_V[layer, head // 2]) @ np.asarray(A.W_O[layer, head])
+    written = (
+        np.asarray(model.embed.W_E)[sources] @ np.asarray(A.W_V[layer, head // 2]) @ np.asarray(A.W_O[layer, head])
+    )
     ov = E.head_ov_top_tokens(model, layer, head, sources, k=6)
     np.testing.assert_array_equal(ov.ids, np.argsort(-_np_scores(model, written), -1)[:, :6])
     # Residual vectors as sources (what a deep head actually reads).
@@ -79,7 +89,9 @@ def test_neuron_top_activations_match_a_loop():
     stream = np.random.default_rng(3).integers(0, CFG.d_vocab, size=45)  # 8 windows, the last ragged
     neurons = np.array([0, 7, 23])
     for bos, largest in ((None, True), (1, True), (None, False)):
-        got = E.neuron_top_activations(model, stream, layer, neurons, k=k, seq_len=seq_len, batch_size=3, bos=bos, largest=largest)
+        got = E.neuron_top_activations(
+            model, stream, layer, neurons, k=k, seq_len=seq_len, batch_size=3, bos=bos, largest=largest
+        )
         acts = []  # naive: run every window alone, collect the activation at each stream position
         for start in range(0, len(stream), seq_len):
             window = stream[start : start + seq_len]
@@ -95,6 +107,8 @@ def test_neuron_top_activations_match_a_loop():
         assert (got.values.min() > 0) == largest  # gated activations take both signs
     contexts = E.activation_contexts(stream, got.positions[:1, :2], FakeTokenizer(), before=2, after=1)
     p = int(got.positions[0, 0])
-    assert contexts[0][0] == "".join(f"<{t}>" for t in stream[max(0, p - 2) : p]) + f"[[<{stream[p]}>]]" + f"<{stream[p + 1]}>" * (p + 1 < len(stream))
+    assert contexts[0][0] == "".join(
+        f"<{t}>" for t in stream[max(0, p - 2) : p]
+    ) + f"[[<{stream[p]}>]]" + f"<{stream[p + 1]}>" * (p + 1 < len(stream))
     with pytest.raises(ValueError, match="exceeds the model's context"):
         E.neuron_top_activations(model, stream, layer, seq_len=16, bos=1)

@@ -15,8 +15,19 @@ from jaxinterp.core.errors import PatchingError
 from jaxinterp.core.metrics import logit_diff
 from jaxinterp.toy import random_model
 
-CFG = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=20, n_ctx=8, d_mlp=32, positional="rotary",
-                  normalization="rmsnorm", gated_mlp=True, act_fn="silu")
+CFG = ModelConfig(
+    d_model=16,
+    n_layers=2,
+    n_heads=2,
+    d_head=8,
+    d_vocab=20,
+    n_ctx=8,
+    d_mlp=32,
+    positional="rotary",
+    normalization="rmsnorm",
+    gated_mlp=True,
+    act_fn="silu",
+)
 CLEAN = jnp.array([1, 4, 7, 2, 9])
 CORRUPT = jnp.array([1, 4, 3, 2, 9])
 METRIC = logit_diff(5, 6)
@@ -34,8 +45,12 @@ def test_activation_patch_applies_them_in_every_run(setup):
     model, extra = setup
     got = np.asarray(activation_patch(model, CLEAN, CORRUPT, METRIC, "attn_out", interventions=extra))
     source = model.run_with_cache(CLEAN, names=["attn_out"], interventions=extra)[1]["attn_out"]
-    want = np.array([[float(METRIC(model(CORRUPT, [*extra, Patch("attn_out", source, layer=l, pos=p)])))
-                      for p in range(5)] for l in range(CFG.n_layers)])
+    want = np.array(
+        [
+            [float(METRIC(model(CORRUPT, [*extra, Patch("attn_out", source, layer=l, pos=p)]))) for p in range(5)]
+            for l in range(CFG.n_layers)
+        ]
+    )
     np.testing.assert_allclose(got, want, atol=1e-5)
     without = np.asarray(activation_patch(model, CLEAN, CORRUPT, METRIC, "attn_out"))
     assert np.abs(without - got).max() > 1e-3  # the interventions matter here
@@ -51,7 +66,9 @@ def test_fast_engine_refuses_them(setup):
 
 def test_attribution_patch_applies_them_in_every_run(setup):
     model, extra = setup
-    got = np.asarray(attribution_patch(model, CLEAN, CORRUPT, METRIC, sites=("resid_pre",), interventions=extra)["resid_pre"])
+    got = np.asarray(
+        attribution_patch(model, CLEAN, CORRUPT, METRIC, sites=("resid_pre",), interventions=extra)["resid_pre"]
+    )
     cache = lambda tokens: model.run_with_cache(tokens, names=["resid_pre"], interventions=extra)[1]["resid_pre"]
     clean, corrupt = cache(CLEAN), cache(CORRUPT)
 

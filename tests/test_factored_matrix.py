@@ -23,7 +23,9 @@ def _dense(fm):
 
 shapes = st.tuples(
     st.sampled_from([(), (3,), (2, 3)]),  # batch axes
-    st.integers(1, 9), st.integers(1, 9), st.integers(1, 9),  # m, r, n
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.integers(1, 9),  # m, r, n
 )
 settings_ = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -51,8 +51,12 @@ FLAGS = {
     "post_mlp_norm": dict(post_mlp_norm=True),
     "qk_norm_head": dict(qk_norm="head", positional="rotary", n_kv_heads=2),
     "qk_norm_projection": dict(qk_norm="projection", positional="rotary", n_kv_heads=2),
-    "rotary_local_base": dict(positional="rotary", layer_windows=(3, None), rotary_local_base=50.0,
-                              rope_scaling=(("rope_type", "linear"), ("factor", 2.0))),
+    "rotary_local_base": dict(
+        positional="rotary",
+        layer_windows=(3, None),
+        rotary_local_base=50.0,
+        rope_scaling=(("rope_type", "linear"), ("factor", 2.0)),
+    ),
     "no_pre_norm": dict(pre_norm=False, post_attn_norm=True, post_mlp_norm=True, normalization="rmsnorm"),
 }
 

@@ -17,8 +17,19 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = ji.ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, d_vocab=40, n_ctx=16, act_fn="gelu",
-                         normalization="layernorm", positional="learned", family="gpt2")
+    cfg = ji.ModelConfig(
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        d_head=8,
+        d_mlp=32,
+        d_vocab=40,
+        n_ctx=16,
+        act_fn="gelu",
+        normalization="layernorm",
+        positional="learned",
+        family="gpt2",
+    )
     return random_model(cfg, seed=1, std=0.5)
 
 

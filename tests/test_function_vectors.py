@@ -31,7 +31,18 @@ from jaxinterp.editing.icl_tasks import (
     sample_prompts,
 )
 
-TASK = ICLTask("antonym", (("hot", "cold"), ("big", "small"), ("up", "down"), ("happy", "sad"), ("good", "bad"), ("love", "hate"), ("day", "night")))
+TASK = ICLTask(
+    "antonym",
+    (
+        ("hot", "cold"),
+        ("big", "small"),
+        ("up", "down"),
+        ("happy", "sad"),
+        ("good", "bad"),
+        ("love", "hate"),
+        ("day", "night"),
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +60,9 @@ def test_cie_sweep_compiles_once_and_equals_loop(setup, caplog):
         caplog.clear()
         with jax.log_compiles(True), caplog.at_level(logging.WARNING):
             out = causal_indirect_effect(model, prompts, mean_z, per_prompt=True, batch_size=5)
-        return out, [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage() and "_cie" in r.getMessage()]
+        return out, [
+            r.getMessage() for r in caplog.records if "Compiling" in r.getMessage() and "_cie" in r.getMessage()
+        ]
 
     cie, compiled = run(shuffled)
     assert len(compiled) == 1, compiled  # one program for all 12 heads
@@ -98,7 +111,10 @@ def test_accuracy_with_function_vector_equals_loop(setup):
             hits.append(int(np.argmax(logits[-1])) == int(zs.answers[i]))
         assert by_layer[layer] == pytest.approx(np.mean(hits))
         assert first_token_accuracy(model, zs, fv, layer) == pytest.approx(np.mean(hits))
-    plain = [int(np.argmax(model(np.asarray(zs.tokens[i, : int(zs.lengths[i])]))[-1])) == int(zs.answers[i]) for i in range(3)]
+    plain = [
+        int(np.argmax(model(np.asarray(zs.tokens[i, : int(zs.lengths[i])]))[-1])) == int(zs.answers[i])
+        for i in range(3)
+    ]
     assert first_token_accuracy(model, zs) == pytest.approx(np.mean(plain))
 
 

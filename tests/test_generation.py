@@ -26,11 +26,23 @@ BASE = dict(d_model=16, n_layers=2, n_heads=4, d_head=4, d_vocab=32, n_ctx=32, d
 FAMILIES = {
     "gpt2": dict(act_fn="gelu_new"),
     "llama": dict(positional="rotary", n_kv_heads=2, normalization="rmsnorm", gated_mlp=True, act_fn="silu"),
-    "gemma2": dict(positional="rotary", n_kv_heads=2, normalization="rmsnorm", norm_weight_offset=1.0, gated_mlp=True,
-                   act_fn="gelu_pytorch_tanh", attn_logit_softcap=2.0, final_logit_softcap=3.0, layer_windows=(3, None),
-                   post_attn_norm=True, post_mlp_norm=True, embed_scale=4.0),
-    "moe": dict(positional="rotary", n_experts=3, experts_per_token=2, gated_mlp=True, act_fn="silu",
-                normalization="rmsnorm"),
+    "gemma2": dict(
+        positional="rotary",
+        n_kv_heads=2,
+        normalization="rmsnorm",
+        norm_weight_offset=1.0,
+        gated_mlp=True,
+        act_fn="gelu_pytorch_tanh",
+        attn_logit_softcap=2.0,
+        final_logit_softcap=3.0,
+        layer_windows=(3, None),
+        post_attn_norm=True,
+        post_mlp_norm=True,
+        embed_scale=4.0,
+    ),
+    "moe": dict(
+        positional="rotary", n_experts=3, experts_per_token=2, gated_mlp=True, act_fn="silu", normalization="rmsnorm"
+    ),
 }
 PROMPT = np.array([3, 17, 5, 9, 22, 1])
 N_NEW = 8
@@ -52,7 +64,7 @@ def test_kv_cached_equals_full_recompute(name):
     out = generate(model, PROMPT, N_NEW, return_logits=True)
     seq = np.concatenate([PROMPT, np.asarray(out.tokens)])
     full, _ = model.run(jnp.asarray(seq))
-    ref = np.asarray(full)[len(PROMPT) - 1: -1]
+    ref = np.asarray(full)[len(PROMPT) - 1 : -1]
     np.testing.assert_allclose(np.asarray(out.logits), ref, atol=1e-4, rtol=0)
     np.testing.assert_array_equal(np.asarray(out.tokens), ref.argmax(-1))
     top2 = np.sort(ref, -1)[:, -2:]
@@ -78,8 +90,9 @@ def test_left_padded_run_with_positions_equals_unpadded(gemma2):
     # The model's plain forward with positions = cumsum(mask) - 1 reads a left-padded row
     # as the unpadded prompt (the reference for padded full re-computation).
     tokens, mask = left_pad([PROMPT[:3], PROMPT], pad_token_id=0)
-    padded, _ = gemma2.run(jnp.asarray(tokens[0]), attention_mask=jnp.asarray(mask[0]),
-                           positions=jnp.asarray(np.cumsum(mask[0]) - 1))
+    padded, _ = gemma2.run(
+        jnp.asarray(tokens[0]), attention_mask=jnp.asarray(mask[0]), positions=jnp.asarray(np.cumsum(mask[0]) - 1)
+    )
     alone, _ = gemma2.run(jnp.asarray(PROMPT[:3]))
     np.testing.assert_allclose(np.asarray(padded)[-3:], np.asarray(alone), atol=1e-5)
 
@@ -95,7 +108,7 @@ def test_steering_during_generation_equals_full_recompute(gemma2, apply_to):
     n = len(PROMPT)
     where = {"both": None, "prompt": np.arange(n), "generated": np.arange(n, len(seq))}[apply_to]
     full, _ = gemma2.run(jnp.asarray(seq), [ji.Add("resid_pre", 3.0 * direction, layer=1, pos=where)])
-    ref = np.asarray(full)[n - 1: -1]
+    ref = np.asarray(full)[n - 1 : -1]
     np.testing.assert_allclose(np.asarray(out.logits), ref, atol=1e-4, rtol=0)
     np.testing.assert_array_equal(np.asarray(out.tokens), ref.argmax(-1))
 
@@ -108,8 +121,9 @@ def test_cache_holds_the_generated_tokens_activations(gemma2):
     np.testing.assert_allclose(np.asarray(out.cache["resid_post"]), np.asarray(ref["resid_post"])[:, n:], atol=1e-4)
     np.testing.assert_allclose(np.asarray(out.cache["embed"]), np.asarray(ref["embed"])[n:], atol=1e-5)
     # Pattern rows over the cache's slots, which for an unpadded prompt are the positions.
-    np.testing.assert_allclose(np.asarray(out.cache["blocks.0.attn.hook_pattern"]),
-                               np.asarray(ref["attn.pattern"])[0][:, n:], atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(out.cache["blocks.0.attn.hook_pattern"]), np.asarray(ref["attn.pattern"])[0][:, n:], atol=1e-5
+    )
 
 
 def test_stop_tokens_stop_each_row(gemma2):
@@ -150,8 +164,9 @@ def test_sampling_frequencies_match_the_closed_form(top_k, top_p):
         keep &= (np.cumsum(q) - q) < top_p
     expected = np.where(keep, p, 0) / np.where(keep, p, 0).sum()
     n = 20000
-    draws = jax.jit(sample_logits, static_argnames="sampled")(jnp.tile(jnp.asarray(logits), (n, 1)), jax.random.key(0),
-                                                              temperature, top_k, top_p, sampled=True)
+    draws = jax.jit(sample_logits, static_argnames="sampled")(
+        jnp.tile(jnp.asarray(logits), (n, 1)), jax.random.key(0), temperature, top_k, top_p, sampled=True
+    )
     freq = np.bincount(np.asarray(draws), minlength=6) / n
     np.testing.assert_allclose(freq, expected, atol=0.015)
 
@@ -163,8 +178,9 @@ def test_greedy_matches_transformers_generate():
     ours = generate(model, prompts, 20)
     tokens, mask = left_pad(prompts, pad_token_id=0)
     with torch.no_grad():
-        ref = hf.generate(torch.tensor(tokens), attention_mask=torch.tensor(mask), max_new_tokens=20, do_sample=False,
-                          pad_token_id=0)[:, tokens.shape[1]:].numpy()
+        ref = hf.generate(
+            torch.tensor(tokens), attention_mask=torch.tensor(mask), max_new_tokens=20, do_sample=False, pad_token_id=0
+        )[:, tokens.shape[1] :].numpy()
     np.testing.assert_array_equal(np.asarray(ours.tokens), ref)
 
 

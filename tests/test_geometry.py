@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 
 from jaxinterp.features.geometry import (
-    GeometryError, causal_inner_product, concept_geometry, concept_tokens, feature_vector, hierarchy_pairs,
-    load_hierarchy, simplex_coordinates,
+    GeometryError,
+    causal_inner_product,
+    concept_geometry,
+    feature_vector,
+    hierarchy_pairs,
+    load_hierarchy,
+    simplex_coordinates,
 )
 from jaxinterp.features.hierarchies import ANIMAL_PLANT
 
@@ -33,7 +38,9 @@ def test_whitened_unembedding_has_identity_covariance(W_U):
     cov = np.cov(W_U.T.astype(np.float64), rowvar=False, bias=True)
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=12), rng.normal(size=12)
-    assert float(ip.inner(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))) == pytest.approx(x @ np.linalg.inv(cov) @ y, rel=1e-3)
+    assert float(ip.inner(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))) == pytest.approx(
+        x @ np.linalg.inv(cov) @ y, rel=1e-3
+    )
     np.testing.assert_allclose(np.asarray(ip.A_inv @ ip.A), np.eye(12), atol=1e-4)
 
 
@@ -87,7 +94,9 @@ def test_concept_geometry_on_a_planted_hierarchy(tmp_path):
     centre = gam.mean(0)
     np.testing.assert_allclose(G.vectors["animal"], gam[1:601].mean(0) - centre, atol=1e-9)
     ref = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-    np.testing.assert_allclose(G.siblings[("animal", "mammal", "bird")], ref(G.vectors["animal"], G.vectors["mammal"] - G.vectors["bird"]))
+    np.testing.assert_allclose(
+        G.siblings[("animal", "mammal", "bird")], ref(G.vectors["animal"], G.vectors["mammal"] - G.vectors["bird"])
+    )
     assert hierarchy_pairs(h) == ([("animal", "mammal"), ("animal", "bird")], [("animal", "mammal", "bird")])
     p = tmp_path / "h.json"
     p.write_text(json.dumps(h))

@@ -12,8 +12,15 @@ import pytest
 import jaxinterp as ji
 from jaxinterp.attribution import attribution_patch
 from jaxinterp.features.gradients import (
-    GradientError, Logit, LogitDiff, ProbeReadout, from_metric, gradient_x_activation, integrated_gradients,
-    site_gradients, token_attribution,
+    GradientError,
+    Logit,
+    LogitDiff,
+    ProbeReadout,
+    from_metric,
+    gradient_x_activation,
+    integrated_gradients,
+    site_gradients,
+    token_attribution,
 )
 from jaxinterp.features.probes import LinearProbe
 from jaxinterp.metrics import logit_diff
@@ -27,8 +34,21 @@ CORRUPT = jnp.array([1, 5, 8, 9, 2, 11])
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = ji.ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=48, d_vocab=50, n_ctx=16,
-                         act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, family="llama")
+    cfg = ji.ModelConfig(
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_head=8,
+        d_mlp=48,
+        d_vocab=50,
+        n_ctx=16,
+        act_fn="silu",
+        normalization="rmsnorm",
+        positional="rotary",
+        gated_mlp=True,
+        family="llama",
+    )
     return random_model(cfg, seed=0, std=0.3, norm_std=0.2)
 
 
@@ -46,8 +66,14 @@ def test_ig_completeness(model):
 
 def test_gxa_equals_attribution_patching(model):
     metric = logit_diff(4, 6)
-    ap = attribution_patch(model, CLEAN, CORRUPT, metric, sites=("resid_pre", "mlp.post"),
-                           over={"resid_pre": ("layer", "pos", "d_model"), "mlp.post": ("layer", "pos", "neuron")})
+    ap = attribution_patch(
+        model,
+        CLEAN,
+        CORRUPT,
+        metric,
+        sites=("resid_pre", "mlp.post"),
+        over={"resid_pre": ("layer", "pos", "d_model"), "mlp.post": ("layer", "pos", "neuron")},
+    )
     _, clean_acts, _ = site_gradients(model, CLEAN, from_metric(metric), ("resid_pre", "mlp.post"))
     # grad at the corrupted run x (corrupted - clean) = -(attribution patching, denoising).
     gxa = gradient_x_activation(model, CORRUPT, from_metric(metric), ("resid_pre", "mlp.post"), baseline=clean_acts)
@@ -57,7 +83,9 @@ def test_gxa_equals_attribution_patching(model):
 
 def test_gradients_match_finite_differences(model):
     rng = np.random.default_rng(0)
-    probe = LinearProbe(jnp.asarray(rng.normal(size=(32, 1)), jnp.float32), jnp.zeros(1), jnp.zeros(32), jnp.ones(32), "regression")
+    probe = LinearProbe(
+        jnp.asarray(rng.normal(size=(32, 1)), jnp.float32), jnp.zeros(1), jnp.zeros(32), jnp.ones(32), "regression"
+    )
     obj = ProbeReadout(probe, jnp.asarray(4), "resid_post", 1)
     value, acts, grads = site_gradients(model, CLEAN, obj, ("resid_post", "resid_pre"))
     # The probe reads resid_post[1, 4] linearly: that gradient is the probe's weights.
@@ -68,7 +96,9 @@ def test_gradients_match_finite_differences(model):
     eps = 2e-3
 
     def f(t):
-        _, c = model.run_with_cache(CLEAN, names=["resid_post"], interventions=[ji.Add("resid_pre", t * d, layer=0, pos=2)])
+        _, c = model.run_with_cache(
+            CLEAN, names=["resid_post"], interventions=[ji.Add("resid_pre", t * d, layer=0, pos=2)]
+        )
         return float(c["resid_post"][1, 4] @ probe.W[:, 0])
 
     fd = (f(eps) - f(-eps)) / (2 * eps)

@@ -13,8 +13,19 @@ import pytest
 import jaxinterp as ji
 
 CFG = ji.ModelConfig(
-    d_model=32, n_layers=3, n_heads=4, d_head=8, n_kv_heads=2, d_vocab=61, n_ctx=32, d_mlp=48,
-    normalization="rmsnorm", positional="rotary", gated_mlp=True, act_fn="silu", family="llama-like",
+    d_model=32,
+    n_layers=3,
+    n_heads=4,
+    d_head=8,
+    n_kv_heads=2,
+    d_vocab=61,
+    n_ctx=32,
+    d_mlp=48,
+    normalization="rmsnorm",
+    positional="rotary",
+    gated_mlp=True,
+    act_fn="silu",
+    family="llama-like",
 )
 
 
@@ -87,7 +98,9 @@ def test_patching_every_position_with_clean_values_reproduces_clean_run(model, r
 def test_patch_changes_only_the_selected_location(model, runs):
     clean, corrupt, _, cache = runs
     value = jnp.full((CFG.d_model,), 3.0)
-    _, patched = model.run_with_cache(corrupt, names=["resid_pre"], interventions=[ji.Patch("resid_pre", value, layer=1, pos=4)])
+    _, patched = model.run_with_cache(
+        corrupt, names=["resid_pre"], interventions=[ji.Patch("resid_pre", value, layer=1, pos=4)]
+    )
     _, base = model.run_with_cache(corrupt, names=["resid_pre"])
     got, ref = np.asarray(patched["resid_pre"]), np.asarray(base["resid_pre"])
     np.testing.assert_array_equal(got[1, 4], np.full(CFG.d_model, 3.0))
@@ -109,8 +122,15 @@ def test_head_and_mask_locations(model, runs):
 def test_interventions_compose_in_order(model, runs):
     _, corrupt, _, _ = runs
     d = jnp.ones(CFG.d_model)
-    _, c = model.run_with_cache(corrupt, names=["resid_post"], interventions=[
-        ji.Patch("resid_post", jnp.zeros(CFG.d_model), layer=0), ji.Add("resid_post", d, layer=0), ji.Scale("resid_post", 2.0, layer=0)])
+    _, c = model.run_with_cache(
+        corrupt,
+        names=["resid_post"],
+        interventions=[
+            ji.Patch("resid_post", jnp.zeros(CFG.d_model), layer=0),
+            ji.Add("resid_post", d, layer=0),
+            ji.Scale("resid_post", 2.0, layer=0),
+        ],
+    )
     np.testing.assert_array_equal(np.asarray(c["resid_post"][0]), np.full((len(corrupt), CFG.d_model), 2.0))
 
 
@@ -177,8 +197,9 @@ def test_patching_a_component_with_its_own_values_is_identity(model, runs, site)
     """Writing a run's own activations back changes nothing, at every site."""
     _, corrupt, _, _ = runs
     logits, cache = model.run_with_cache(corrupt, names=[site])
-    np.testing.assert_allclose(np.asarray(model(corrupt, [ji.Patch(site, cache[site])])), np.asarray(logits), atol=1e-5, rtol=0)
-
+    np.testing.assert_allclose(
+        np.asarray(model(corrupt, [ji.Patch(site, cache[site])])), np.asarray(logits), atol=1e-5, rtol=0
+    )
 
 
 def test_full_name_site_accepts_a_layer_stacked_value(model, runs):

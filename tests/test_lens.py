@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hf_models import hf_model
 
 import jaxinterp as ji
-from hf_models import hf_model
 from jaxinterp import lens
 
 pytest.importorskip("torch")
@@ -78,7 +78,9 @@ def test_decomposition_sums_and_accumulates(family):
     stack = np.asarray(stack)
     for layer in range(model.cfg.n_layers + 1):
         upto = [i for i, lab in enumerate(labels) if not lab.startswith("L") or int(lab[1:].split("_")[0]) < layer]
-        np.testing.assert_allclose(stack[upto].sum(0), np.asarray(acc[layer]), atol=TOL, err_msg=f"{name} layer {layer}")
+        np.testing.assert_allclose(
+            stack[upto].sum(0), np.asarray(acc[layer]), atol=TOL, err_msg=f"{name} layer {layer}"
+        )
     # The last accumulated residual is what the model's final norm reads.
     normed = model.ln_final(acc[-1], lambda n, x: x, "ln_final")
     np.testing.assert_allclose(np.asarray(normed), np.asarray(cache["ln_final.normalized"]), atol=TOL)
@@ -115,7 +117,9 @@ def test_last_layer_attribution_equals_frozen_scale_ablation(family):
         clean = logit_diff(b)
         for head in range(H):
             got = np.asarray(dla)[index[f"L{last}H{head}"], b]
-            np.testing.assert_allclose(clean - logit_diff(b, ablate_head=head), got, atol=TOL, err_msg=f"{name} head {head}")
+            np.testing.assert_allclose(
+                clean - logit_diff(b, ablate_head=head), got, atol=TOL, err_msg=f"{name} head {head}"
+            )
         if cfg.has_mlp:
             got = np.asarray(dla)[index[f"L{last}_mlp"], b]
             np.testing.assert_allclose(clean - logit_diff(b, ablate_mlp=True), got, atol=TOL)

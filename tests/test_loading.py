@@ -12,10 +12,10 @@ import shutil
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hf_models import TINY, hf_model
 from safetensors.numpy import load_file, save_file
 
 import jaxinterp
-from hf_models import TINY, hf_model
 from jaxinterp.loading import CheckpointError, UnsupportedArchitectureError
 from jaxinterp.loading.tokenizer import TokenizerError, load_tokenizer
 
@@ -113,11 +113,21 @@ def test_pickled_weights_refused_by_default_and_loaded_on_opt_in(llama, llama_co
 # -- GGUF -----------------------------------------------------------------------------------
 
 _GGUF_LAYER = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
 }
-_GGUF_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+_GGUF_GLOBAL = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 
 
 def write_gguf(model, path, arch: str) -> None:
@@ -201,7 +211,9 @@ def test_unexpected_tensor(llama_copy):
 
 
 def test_mis_shaped_tensor(llama_copy):
-    edit_tensors(llama_copy, lambda t: t.update({"model.layers.1.self_attn.q_proj.weight": np.zeros((30, 32), np.float32)}))
+    edit_tensors(
+        llama_copy, lambda t: t.update({"model.layers.1.self_attn.q_proj.weight": np.zeros((30, 32), np.float32)})
+    )
     with pytest.raises(CheckpointError, match=r"'model.layers.1.self_attn.q_proj.weight' has shape \(30, 32\)"):
         jaxinterp.load(str(llama_copy))
 

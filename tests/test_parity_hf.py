@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hf_models import FAMILIES, hf_model
 
 import jaxinterp as ji
-from hf_models import FAMILIES, hf_model
 
 torch = pytest.importorskip("torch")
 
@@ -42,11 +42,17 @@ def test_logits_hidden_states_and_patterns_match(pair):
     # for decoder models (HF applies it), the raw last block output for BERT.
     for layer in range(model.cfg.n_layers):
         np.testing.assert_allclose(
-            np.asarray(cache[f"blocks.{layer}.hook_resid_pre"]), out.hidden_states[layer].numpy(), atol=TOL, rtol=0,
+            np.asarray(cache[f"blocks.{layer}.hook_resid_pre"]),
+            out.hidden_states[layer].numpy(),
+            atol=TOL,
+            rtol=0,
             err_msg=f"{name} resid_pre layer {layer}",
         )
         np.testing.assert_allclose(
-            np.asarray(cache["attn.pattern"][layer]), out.attentions[layer].numpy(), atol=TOL, rtol=0,
+            np.asarray(cache["attn.pattern"][layer]),
+            out.attentions[layer].numpy(),
+            atol=TOL,
+            rtol=0,
             err_msg=f"{name} attention pattern layer {layer}",
         )
     last = np.asarray(cache["resid_post"][-1])

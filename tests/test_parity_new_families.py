@@ -40,11 +40,17 @@ def test_logits_hidden_states_and_patterns_match(pair):
     np.testing.assert_allclose(np.asarray(logits), out.logits.numpy(), atol=TOL, rtol=0)
     for layer in range(model.cfg.n_layers):
         np.testing.assert_allclose(
-            np.asarray(cache["resid_pre"][layer]), out.hidden_states[layer].numpy(), atol=TOL, rtol=0,
+            np.asarray(cache["resid_pre"][layer]),
+            out.hidden_states[layer].numpy(),
+            atol=TOL,
+            rtol=0,
             err_msg=f"{name} resid_pre layer {layer}",
         )
         np.testing.assert_allclose(
-            np.asarray(cache["attn.pattern"][layer]), out.attentions[layer].numpy(), atol=TOL, rtol=0,
+            np.asarray(cache["attn.pattern"][layer]),
+            out.attentions[layer].numpy(),
+            atol=TOL,
+            rtol=0,
             err_msg=f"{name} attention pattern layer {layer}",
         )
 
@@ -62,7 +68,7 @@ def test_config_flags(pair):
     if name == "gemma3":
         assert cfg.qk_norm == "head" and cfg.norm_weight_offset == 1.0 and cfg.layer_windows == (4, None, 4)
         assert (cfg.rotary_base, cfg.rotary_local_base, cfg.rope_scaling_dict["factor"]) == (10000.0, 100.0, 2.0)
-        assert cfg.attn_scale == 16 ** -0.5
+        assert cfg.attn_scale == 16**-0.5
     if name == "olmo2":
         assert cfg.qk_norm == "projection" and not cfg.pre_norm and cfg.post_attn_norm and cfg.post_mlp_norm
         assert model.blocks.ln1 is None and model.blocks.ln2 is None
@@ -90,11 +96,21 @@ def test_left_padded_batch_equals_rows_alone(name):
     batch, cache = model.run_with_cache(tokens, names=names, attention_mask=mask)
     real = slice(N_POS - SHORT, None)
     alone, cache_alone = model.run_with_cache(tokens[1, real], names=names)
-    np.testing.assert_allclose(np.asarray(batch)[1, real], np.asarray(alone), atol=1e-5, rtol=0,
-                               err_msg=f"{name}: left-padded row vs the row alone")
+    np.testing.assert_allclose(
+        np.asarray(batch)[1, real],
+        np.asarray(alone),
+        atol=1e-5,
+        rtol=0,
+        err_msg=f"{name}: left-padded row vs the row alone",
+    )
     for site in names:  # cached [layer, batch, pos, ...] vs [layer, pos, ...]
-        np.testing.assert_allclose(np.asarray(cache[site])[:, 1, real], np.asarray(cache_alone[site]), atol=1e-5,
-                                   rtol=0, err_msg=f"{name}: {site} of the left-padded row")
+        np.testing.assert_allclose(
+            np.asarray(cache[site])[:, 1, real],
+            np.asarray(cache_alone[site]),
+            atol=1e-5,
+            rtol=0,
+            err_msg=f"{name}: {site} of the left-padded row",
+        )
 
 
 def test_hf_left_padding_with_position_ids_matches():
@@ -109,7 +125,10 @@ def test_hf_left_padding_with_position_ids_matches():
         tokens = np.random.default_rng(3).integers(1, model.cfg.d_vocab, (2, N_POS)).astype(np.int32) * mask
         position_ids = np.maximum(np.cumsum(mask, -1) - 1, 0)
         with torch.no_grad():
-            ref = hf(torch.tensor(tokens).long(), attention_mask=torch.tensor(mask).long(),
-                     position_ids=torch.tensor(position_ids).long()).logits.numpy()
+            ref = hf(
+                torch.tensor(tokens).long(),
+                attention_mask=torch.tensor(mask).long(),
+                position_ids=torch.tensor(position_ids).long(),
+            ).logits.numpy()
         ours = np.asarray(model(tokens, attention_mask=mask))
         np.testing.assert_allclose(ours[mask == 1], ref[mask == 1], atol=TOL, rtol=0, err_msg=name)

@@ -22,36 +22,92 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxinterp import ModelConfig, Patch, Transformer
-from jaxinterp.core.labelled import LabelledArray
-from jaxinterp.core.metrics import custom, logit_diff
 from jaxinterp.causal.patching import PatchingError, activation_patch, patch_grid, readout_for, sweep
 from jaxinterp.causal.patching.fast import cached_runs, fast_layout, fast_sweep, group_sizes
 from jaxinterp.causal.patching.layout import build_blocks
+from jaxinterp.core.labelled import LabelledArray
+from jaxinterp.core.metrics import custom, logit_diff
 
 N_POS = 7
 CONFIGS = {
     "gpt2": ModelConfig(d_model=32, n_layers=3, n_heads=4, d_head=8, d_vocab=40, n_ctx=16, d_mlp=64, act_fn="gelu_new"),
     "llama": ModelConfig(
-        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=40, n_ctx=16, d_mlp=48,
-        act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_head=8,
+        d_vocab=40,
+        n_ctx=16,
+        d_mlp=48,
+        act_fn="silu",
+        normalization="rmsnorm",
+        positional="rotary",
+        gated_mlp=True,
     ),
     "neox": ModelConfig(
-        d_model=32, n_layers=2, n_heads=4, d_head=8, d_vocab=40, n_ctx=16, d_mlp=64,
-        positional="rotary", rotary_dim=4, parallel_attn_mlp=True, qkv_bias=True, o_bias=True, mlp_bias=True,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        d_head=8,
+        d_vocab=40,
+        n_ctx=16,
+        d_mlp=64,
+        positional="rotary",
+        rotary_dim=4,
+        parallel_attn_mlp=True,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
     ),
     "gemma2": ModelConfig(
-        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=40, n_ctx=16, d_mlp=48,
-        act_fn="gelu_pytorch_tanh", normalization="rmsnorm", norm_weight_offset=1.0, positional="rotary",
-        gated_mlp=True, attn_logit_softcap=5.0, final_logit_softcap=3.0, layer_windows=(3, None),
-        post_attn_norm=True, post_mlp_norm=True, embed_scale=32**0.5,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_head=8,
+        d_vocab=40,
+        n_ctx=16,
+        d_mlp=48,
+        act_fn="gelu_pytorch_tanh",
+        normalization="rmsnorm",
+        norm_weight_offset=1.0,
+        positional="rotary",
+        gated_mlp=True,
+        attn_logit_softcap=5.0,
+        final_logit_softcap=3.0,
+        layer_windows=(3, None),
+        post_attn_norm=True,
+        post_mlp_norm=True,
+        embed_scale=32**0.5,
     ),
     "mixtral": ModelConfig(
-        d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8, d_vocab=40, n_ctx=16, d_mlp=24,
-        act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, n_experts=4, experts_per_token=2,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_head=8,
+        d_vocab=40,
+        n_ctx=16,
+        d_mlp=24,
+        act_fn="silu",
+        normalization="rmsnorm",
+        positional="rotary",
+        gated_mlp=True,
+        n_experts=4,
+        experts_per_token=2,
     ),
     "bert": ModelConfig(
-        d_model=32, n_layers=2, n_heads=4, d_head=8, d_vocab=40, n_ctx=16, d_mlp=64, causal=False,
-        post_norm=True, embed_norm=True,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        d_head=8,
+        d_vocab=40,
+        n_ctx=16,
+        d_mlp=64,
+        causal=False,
+        post_norm=True,
+        embed_norm=True,
     ),
 }
 ANSWER, WRONG = 5, 9
@@ -105,8 +161,15 @@ def undeclared_metric(logits):
 METRICS = {"last": last_logit_diff, "mid": mid_logit_diff, "undeclared": lambda: undeclared_metric}
 
 # Independent of jaxinterp.causal.patching: which Patch keyword each swept axis sets, and its size.
-AXIS_KEYWORD = {"layer": "layer", "pos": "pos", "dest": "pos", "src": "key_pos", "head": "head", "neuron": "neuron",
-                "expert": "expert"}
+AXIS_KEYWORD = {
+    "layer": "layer",
+    "pos": "pos",
+    "dest": "pos",
+    "src": "key_pos",
+    "head": "head",
+    "neuron": "neuron",
+    "expert": "expert",
+}
 
 
 def axis_size(cfg, site, axis):
@@ -126,8 +189,11 @@ def axis_size(cfg, site, axis):
 @pytest.fixture(scope="module")
 def caches(models, prompts):
     """Every site of every model on both prompts (one compiled run per model)."""
-    return {(name, i): model.run_with_cache(tokens, names=lambda site: True)[1]
-            for name, model in models.items() for i, tokens in enumerate(prompts)}
+    return {
+        (name, i): model.run_with_cache(tokens, names=lambda site: True)[1]
+        for name, model in models.items()
+        for i, tokens in enumerate(prompts)
+    }
 
 
 def loop_reference(model, source_cache, base, metric, site, over, fixed):
@@ -184,8 +250,11 @@ ENGINE_KWARGS = {
 }
 
 
-@pytest.mark.parametrize("model_name,site,over,fixed,direction,metric_name,engines", CASES,
-                         ids=[f"{c[0]}-{c[1]}-{'x'.join(c[2])}-{c[4]}-{c[5]}" for c in CASES])
+@pytest.mark.parametrize(
+    "model_name,site,over,fixed,direction,metric_name,engines",
+    CASES,
+    ids=[f"{c[0]}-{c[1]}-{'x'.join(c[2])}-{c[4]}-{c[5]}" for c in CASES],
+)
 def test_sweep_equals_loop(models, prompts, caches, model_name, site, over, fixed, direction, metric_name, engines):
     model = models[model_name]
     clean, corrupt = prompts
@@ -195,8 +264,9 @@ def test_sweep_equals_loop(models, prompts, caches, model_name, site, over, fixe
     # The sweep must actually vary (a test that compares constants could not fail).
     assert np.ptp(expected) > 0.05
     for engine in engines:
-        result = activation_patch(model, clean, corrupt, metric, site, over, direction=direction,
-                                  **fixed, **ENGINE_KWARGS[engine])
+        result = activation_patch(
+            model, clean, corrupt, metric, site, over, direction=direction, **fixed, **ENGINE_KWARGS[engine]
+        )
         assert isinstance(result, LabelledArray)
         assert result.dims == over
         got = np.asarray(result)
@@ -204,11 +274,14 @@ def test_sweep_equals_loop(models, prompts, caches, model_name, site, over, fixe
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4, err_msg=f"engine {engine}")
 
 
-@pytest.mark.parametrize("model_name,site,over,shortcuts", [
-    ("gpt2", "resid_pre", ("layer", "pos"), False),
-    ("llama", "attn.z", ("layer", "pos", "head"), False),
-    ("llama", "resid_pre", ("layer", "pos"), True),
-])
+@pytest.mark.parametrize(
+    "model_name,site,over,shortcuts",
+    [
+        ("gpt2", "resid_pre", ("layer", "pos"), False),
+        ("llama", "attn.z", ("layer", "pos", "head"), False),
+        ("llama", "resid_pre", ("layer", "pos"), True),
+    ],
+)
 def test_fast_engine_in_groups_of_small_blocks_equals_loop(models, prompts, caches, model_name, site, over, shortcuts):
     """Blocks of one row's length, so each layer runs several blocks, in groups of four
     and singly (and several chunks): still equal to the loop."""
@@ -221,8 +294,9 @@ def test_fast_engine_in_groups_of_small_blocks_equals_loop(models, prompts, cach
     runs = cached_runs(model, corrupt, clean, site, metric, readout)
     layout = fast_layout(model.cfg, N_POS, grid, None, 2, max_block_tokens=N_POS)
     assert group_sizes(layout.shape)[0] >= 4 and layout.shape.blocks >= 4 and layout.n_chunks == 2
-    got = fast_sweep(model, runs, grid, metric, readout, n_chunks=2, last_layer_subset=shortcuts,
-                     max_block_tokens=N_POS)
+    got = fast_sweep(
+        model, runs, grid, metric, readout, n_chunks=2, last_layer_subset=shortcuts, max_block_tokens=N_POS
+    )
     np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -271,8 +345,18 @@ def test_shortcut_sweep_does_not_build_the_nan_padded_vocabulary_view():
     runs = cached_runs(model, corrupt, clean, "resid_pre", metric, readout)
     layout = fast_layout(cfg, 16, grid, _changing_patches(cfg, grid, runs))
     arrays, static = split_metric(metric, readout)
-    compiled = fast_program.lower(model, runs, layout.data, arrays, shape=layout.shape, site="resid_pre", metric=static,
-                                  readout=readout, last_layer_subset=True, progress=False).compile()
+    compiled = fast_program.lower(
+        model,
+        runs,
+        layout.data,
+        arrays,
+        shape=layout.shape,
+        site="resid_pre",
+        metric=static,
+        readout=readout,
+        last_layer_subset=True,
+        progress=False,
+    ).compile()
     view_bytes = layout.shape.reads * 16 * cfg.d_vocab * 4  # one [pos, d_vocab] view per read-out row
     memory = compiled.memory_analysis()
     assert memory.temp_size_in_bytes < view_bytes / 4, (memory.temp_size_in_bytes, view_bytes)
@@ -312,8 +396,16 @@ def test_metric_reading_undeclared_logits_is_an_error(models, prompts):
 def test_labels_and_names(models, prompts):
     clean, corrupt = prompts
     words = [f"w{i}" for i in range(N_POS)]
-    result = activation_patch(models["gpt2"], clean, corrupt, last_logit_diff(), "attn.pattern",
-                              ("layer", "dest", "src"), head=0, str_tokens=words)
+    result = activation_patch(
+        models["gpt2"],
+        clean,
+        corrupt,
+        last_logit_diff(),
+        "attn.pattern",
+        ("layer", "dest", "src"),
+        head=0,
+        str_tokens=words,
+    )
     assert result.dims == ("layer", "dest", "src")
     assert result.shape == (3, N_POS, N_POS)
     assert result.labels["dest"] == [f"{i}: w{i}" for i in range(N_POS)]
@@ -405,9 +497,9 @@ def test_block_layout_invariants(n_pos, n_layers, n_chunks, max_tokens, data):
                     continue
                 # A real row's tokens are its positions p.., all in this block.
                 assert d["row_layer"][b, r] == d["block_layer"][b]
-                np.testing.assert_array_equal(d["token_pos"][b, t: t + n_pos - p], np.arange(p, n_pos))
-                assert (d["token_row"][b, t: t + n_pos - p] == r).all()
-                used[t: t + n_pos - p] += 1
+                np.testing.assert_array_equal(d["token_pos"][b, t : t + n_pos - p], np.arange(p, n_pos))
+                assert (d["token_row"][b, t : t + n_pos - p] == r).all()
+                used[t : t + n_pos - p] += 1
             assert used.max(initial=0) <= 1  # rows do not overlap
             # The last row slot pads; its tokens are the unused ones.
             assert d["row_layer"][b, shape.rows - 1] == -1
@@ -433,5 +525,8 @@ def test_full_row_metrics_declare_reads_and_match_a_loop():
     for metric in (prob(3), kl_to(m(clean))):
         assert metric.reads[1] is None
         swept = np.asarray(ji.patching.activation_patch(m, clean, corrupt, metric))
-        loop = [[float(metric(m(corrupt, [ji.Patch("resid_pre", cache["resid_pre"], layer=l, pos=p)]))) for p in range(6)] for l in range(2)]
+        loop = [
+            [float(metric(m(corrupt, [ji.Patch("resid_pre", cache["resid_pre"], layer=l, pos=p)]))) for p in range(6)]
+            for l in range(2)
+        ]
         np.testing.assert_allclose(swept, loop, atol=1e-5)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from jaxinterp import Patch
-from jaxinterp.core.metrics import logit_diff
 from jaxinterp.causal.patching import activation_patch
+from jaxinterp.core.metrics import logit_diff
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -25,8 +25,17 @@ def ioi(smollm2, smollm2_tokenizer):
     tok = smollm2_tokenizer
     clean, corrupt = np.asarray(tok.encode(CLEAN)), np.asarray(tok.encode(CORRUPT))
     metric = logit_diff(tok.to_single_token(" Mary"), tok.to_single_token(" John"))
-    result = activation_patch(smollm2, clean, corrupt, metric, "resid_pre", ("layer", "pos"), tokenizer=tok,
-                              shortcuts=True, quick_compile=True)
+    result = activation_patch(
+        smollm2,
+        clean,
+        corrupt,
+        metric,
+        "resid_pre",
+        ("layer", "pos"),
+        tokenizer=tok,
+        shortcuts=True,
+        quick_compile=True,
+    )
     return clean, corrupt, metric, result
 
 

@@ -7,15 +7,20 @@ reduces to when the receiver is the residual stream right after the sender."""
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_attribution import CLEAN, CORRUPT, LLAMA, METRIC, tiny_model
 
 from jaxinterp import Patch
 from jaxinterp.causal.patching import activation_patch
-from jaxinterp.causal.path_patching import PathPatchingError, evaluate_hypothesis, kl_dissimilarity, path_patch, path_patch_sweep
-from test_attribution import CLEAN, CORRUPT, LLAMA, METRIC, tiny_model
+from jaxinterp.causal.path_patching import (
+    PathPatchingError,
+    evaluate_hypothesis,
+    kl_dissimilarity,
+    path_patch,
+    path_patch_sweep,
+)
 
 L, H = LLAMA.n_layers, LLAMA.n_heads
 BASE, SOURCE = CORRUPT, CLEAN
@@ -56,7 +61,10 @@ def _naive_runs(model, step2, receivers, receiver_pos):
 
 # receivers as node names, and the same receivers by full site name and head
 RECEIVERS = {
-    "heads+mlp": (["a1.h2.q", "a1.kv1.v", "m1"], [("blocks.1.attn.hook_q", 2), ("blocks.1.attn.hook_v", 1), ("blocks.1.ln2.hook_normalized", None)]),
+    "heads+mlp": (
+        ["a1.h2.q", "a1.kv1.v", "m1"],
+        [("blocks.1.attn.hook_q", 2), ("blocks.1.attn.hook_v", 1), ("blocks.1.ln2.hook_normalized", None)],
+    ),
     "logits": (["logits"], [(f"blocks.{L - 1}.hook_resid_post", None)]),
 }
 
@@ -76,7 +84,9 @@ def test_sweep_equals_naive_loop(model, caches, which, freeze_mlps):
         mlps = np.asarray(path_patch_sweep(model, BASE, SOURCE, METRIC, names, senders="mlps", freeze_mlps=freeze_mlps))
         assert mlps.shape == (L,)
         for l in range(L):
-            np.testing.assert_allclose(mlps[l], _naive(model, caches, ("mlp", l), full, freeze_mlps), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                mlps[l], _naive(model, caches, ("mlp", l), full, freeze_mlps), rtol=1e-4, atol=1e-5
+            )
     base = float(METRIC(model(BASE)))
     assert np.abs(heads - base).max() > 1e-2  # some path matters
     if which == "heads+mlp":
@@ -113,7 +123,10 @@ def test_reduces_to_activation_patching(model):
     # Several senders at once, heads and an MLP: all their source outputs patched.
     _, src = model.run_with_cache(SOURCE, names=["attn.z", "mlp_out"])
     got = path_patch(model, BASE, SOURCE, METRIC, ["a0.h0", "a0.h3", "m0"], receiver, freeze_mlps=False)
-    patched = model(BASE, [Patch("attn.z", src["attn.z"], layer=0, head=jnp.array([0, 3])), Patch("mlp_out", src["mlp_out"], layer=0)])
+    patched = model(
+        BASE,
+        [Patch("attn.z", src["attn.z"], layer=0, head=jnp.array([0, 3])), Patch("mlp_out", src["mlp_out"], layer=0)],
+    )
     np.testing.assert_allclose(got, METRIC(patched), rtol=1e-4, atol=1e-5)
     assert abs(got - float(METRIC(model(BASE)))) > 1e-2
 
@@ -129,7 +142,11 @@ def _naive_hypothesis(model, important, ref, cf):
     _, c = model.run_with_cache(cf, names=["attn.z", "mlp_out"])
     ivs = []
     for l in range(L):
-        ivs += [Patch(f"blocks.{l}.attn.hook_z", c["attn.z"][l][:, h][:, None], head=h) for h in range(H) if f"a{l}.h{h}" not in important]
+        ivs += [
+            Patch(f"blocks.{l}.attn.hook_z", c["attn.z"][l][:, h][:, None], head=h)
+            for h in range(H)
+            if f"a{l}.h{h}" not in important
+        ]
         if f"m{l}" not in important:
             ivs.append(Patch(f"blocks.{l}.hook_mlp_out", c["mlp_out"][l]))
     return float(kl_dissimilarity()(model(ref), model(ref, ivs)))

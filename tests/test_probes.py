@@ -18,7 +18,8 @@ import jaxinterp as ji
 from jaxinterp.features.activations import ActivationsError, collect_activations, last_entity_positions
 from jaxinterp.features.control_tasks import control_targets
 from jaxinterp.features.datasets import DatasetError, load_csv, load_jsonl, load_sae_probes
-from jaxinterp.features.probes import ProbeError, fit_probe_jit as fit_probe, roc_auc, spearman, r2_score, train_probes
+from jaxinterp.features.probes import ProbeError, r2_score, roc_auc, spearman, train_probes
+from jaxinterp.features.probes import fit_probe_jit as fit_probe
 from jaxinterp.features.sparse_probing import rank_l1, rank_mean_difference, sparse_probe_curve
 from jaxinterp.toy import random_model
 
@@ -76,16 +77,18 @@ def test_multiclass_logistic_equals_scipy(data):
     Z = _z(X)
 
     def f(theta):
-        W, b = theta[: D * 3].reshape(D, 3), theta[D * 3:]
+        W, b = theta[: D * 3].reshape(D, 3), theta[D * 3 :]
         out = Z @ W + b
         lse = scipy.special.logsumexp(out, axis=1)
         P = np.exp(out - lse[:, None])
         onehot = np.eye(3)[y]
-        loss = np.mean(lse - out[np.arange(N), y]) + 0.5 * L2 * np.sum(W ** 2)
+        loss = np.mean(lse - out[np.arange(N), y]) + 0.5 * L2 * np.sum(W**2)
         gW = Z.T @ (P - onehot) / N + L2 * W
         return loss, np.r_[gW.ravel(), (P - onehot).mean(0)]
 
-    ref = scipy.optimize.minimize(f, np.zeros(D * 3 + 3), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 5000})
+    ref = scipy.optimize.minimize(
+        f, np.zeros(D * 3 + 3), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 5000}
+    )
     W_ref = ref.x[: D * 3].reshape(D, 3)
     # Softmax logits are defined up to a constant per row: compare centred weights.
     W = np.asarray(probe.W)
@@ -97,7 +100,9 @@ def test_vmapped_layers_equal_loop(data):
     rng = np.random.default_rng(1)
     acts = np.stack([X, X @ rng.normal(size=(D, D)), rng.normal(size=(N, D))])  # [layer, n, d]
     everything = np.arange(N)
-    res = train_probes(acts, yb, "binary", l2=L2, splits={"train": everything, "val": everything[:0], "test": everything}, n_steps=100)
+    res = train_probes(
+        acts, yb, "binary", l2=L2, splits={"train": everything, "val": everything[:0], "test": everything}, n_steps=100
+    )
     for layer in range(3):
         one, _ = fit_probe(acts[layer], yb, "binary", L2, n_steps=100)  # a plain loop over layers
         np.testing.assert_allclose(np.asarray(res.layer(layer).W), np.asarray(one.W), rtol=1e-4, atol=1e-5)
@@ -110,7 +115,9 @@ def test_early_stopping_keeps_best_validation(data):
     X, _, y, _ = data
     # Adam from zero with a tiny patience: the kept parameters have the validation loss
     # reported, and training with the same budget but no validation differs.
-    p_es, v = fit_probe(X[:60], y[:60], "regression", 0.0, X[60:], y[60:], n_steps=50, patience=3, optimizer="adam", learning_rate=0.3)
+    p_es, v = fit_probe(
+        X[:60], y[:60], "regression", 0.0, X[60:], y[60:], n_steps=50, patience=3, optimizer="adam", learning_rate=0.3
+    )
     pred = np.asarray(p_es.predict(jnp.asarray(X[60:])))
     ys = y[:60].std()
     np.testing.assert_allclose(float(v), 0.5 * np.mean(((pred - y[60:]) / ys) ** 2), rtol=1e-4)
@@ -162,8 +169,20 @@ class CharTokenizer:
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = ji.ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_mlp=32, d_vocab=48, n_ctx=32, act_fn="silu",
-                         normalization="rmsnorm", positional="rotary", gated_mlp=True, family="llama")
+    cfg = ji.ModelConfig(
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        d_head=8,
+        d_mlp=32,
+        d_vocab=48,
+        n_ctx=32,
+        act_fn="silu",
+        normalization="rmsnorm",
+        positional="rotary",
+        gated_mlp=True,
+        family="llama",
+    )
     return random_model(cfg, seed=0, std=0.3)
 
 
@@ -171,16 +190,23 @@ def test_padded_batches_equal_single_runs(tiny, tmp_path):
     tok = CharTokenizer()
     prompts = ["hello", "a longer one", "xy", "abcde", "q"]  # 5, 12, 2, 5, 1 tokens
     # Single unpadded runs, one per prompt: the reference ([layer, pos, d] each).
-    singles = [np.asarray(tiny.run_with_cache(jnp.asarray(tok.encode(p)), names=["resid_post"])[1]["resid_post"]) for p in prompts]
+    singles = [
+        np.asarray(tiny.run_with_cache(jnp.asarray(tok.encode(p)), names=["resid_post"])[1]["resid_post"])
+        for p in prompts
+    ]
     for position in ("last", "mean", [1, 10, 0, 2, 0]):
-        got = collect_activations(tiny, tok, prompts, "resid_post", position, batch_size=2, pad_multiple=8, cache_dir=str(tmp_path))
+        got = collect_activations(
+            tiny, tok, prompts, "resid_post", position, batch_size=2, pad_multiple=8, cache_dir=str(tmp_path)
+        )
         assert got.acts.shape == (2, 5, 16)
         for i, a in enumerate(singles):
             want = a.mean(1) if position == "mean" else a[:, -1 if position == "last" else position[i]]
             np.testing.assert_allclose(got.acts[:, i], want, atol=1e-4, rtol=1e-4)
     files = os.listdir(tmp_path)
     assert len(files) == 3
-    again = collect_activations(tiny, tok, prompts, "resid_post", [1, 10, 0, 2, 0], batch_size=2, pad_multiple=8, cache_dir=str(tmp_path))
+    again = collect_activations(
+        tiny, tok, prompts, "resid_post", [1, 10, 0, 2, 0], batch_size=2, pad_multiple=8, cache_dir=str(tmp_path)
+    )
     np.testing.assert_array_equal(again.acts, got.acts)
     one = collect_activations(tiny, tok, prompts, "blocks.1.hook_resid_post", "last", batch_size=2, pad_multiple=8)
     np.testing.assert_allclose(one.acts, np.stack([a[1, -1] for a in singles]), atol=1e-4, rtol=1e-4)

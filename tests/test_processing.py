@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hf_models import FAMILIES, hf_model
 
 import jaxinterp as ji
-from hf_models import FAMILIES, hf_model
 from jaxinterp import processing as P
 
 pytest.importorskip("torch")
@@ -144,10 +144,12 @@ def test_folding_creates_missing_biases_and_updates_config():
 def test_smollm2_processing_keeps_logits(smollm2, smollm2_tokenizer):
     # A real pretrained model (Llama family, GQA, RMSNorm, tied embeddings).
     model = smollm2
-    tokens = np.array([
-        smollm2_tokenizer.encode("The quick brown fox jumps over the lazy dog")[:8],
-        smollm2_tokenizer.encode("When Mary and John went to the store, John")[:8],
-    ])
+    tokens = np.array(
+        [
+            smollm2_tokenizer.encode("The quick brown fox jumps over the lazy dog")[:8],
+            smollm2_tokenizer.encode("When Mary and John went to the store, John")[:8],
+        ]
+    )
     ref = np.asarray(model(tokens))
     folded = P.fold_layer_norm(model)
     assert _is_identity_norm(folded.blocks.ln1) and _is_identity_norm(folded.ln_final)

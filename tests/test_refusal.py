@@ -66,8 +66,19 @@ def test_ablation_removes_direction_from_every_write_and_orthogonalisation_match
 
 
 def test_post_norm_models_are_rejected():
-    cfg = ji.ModelConfig(d_model=16, n_layers=1, n_heads=2, d_head=8, d_vocab=10, n_ctx=8, d_mlp=16,
-                         normalization="rmsnorm", positional="rotary", post_attn_norm=True, post_mlp_norm=True)
+    cfg = ji.ModelConfig(
+        d_model=16,
+        n_layers=1,
+        n_heads=2,
+        d_head=8,
+        d_vocab=10,
+        n_ctx=8,
+        d_mlp=16,
+        normalization="rmsnorm",
+        positional="rotary",
+        post_attn_norm=True,
+        post_mlp_norm=True,
+    )
     with pytest.raises(EditingError, match="pre-norm"):
         ablate_direction(cfg, np.ones(16))
 
@@ -80,7 +91,10 @@ def test_head_directions_equal_attn_result_mean_differences(models, tok):
     got = head_directions(model, th, lh, ts, ls, heads, offset=-1, batch_size=2)
 
     def mean_result(texts):
-        res = [np.asarray(model.run_with_cache(tok.to_tokens(t), names=["attn.result"])[1]["attn.result"])[:, -1] for t in texts]
+        res = [
+            np.asarray(model.run_with_cache(tok.to_tokens(t), names=["attn.result"])[1]["attn.result"])[:, -1]
+            for t in texts
+        ]
         return np.mean(res, 0)  # [layer, head, d_model]
 
     diff = mean_result(HARMFUL) - mean_result(HARMLESS)
@@ -95,7 +109,9 @@ def test_add_direction_adds_over_layer_range_at_position(models, tok):
     r = np.random.default_rng(3).standard_normal(LLAMA.d_model).astype(np.float32)
     tokens = tok.to_tokens(HARMLESS[2])
     expected = model(tokens, [ji.Add(f"blocks.{l}.hook_resid_pre", 2.0 * r, pos=3) for l in (1, 2)])
-    np.testing.assert_allclose(np.asarray(model(tokens, [add_direction(r, [1, 2], 2.0, pos=3)])), np.asarray(expected), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(model(tokens, [add_direction(r, [1, 2], 2.0, pos=3)])), np.asarray(expected), atol=1e-5
+    )
 
 
 def test_refusal_score_is_log_odds(models, tok):
@@ -104,7 +120,9 @@ def test_refusal_score_is_log_odds(models, tok):
     p = np.exp(logits[-1]) / np.exp(logits[-1]).sum()
     pr = p[refuse].sum()
     np.testing.assert_allclose(float(RefusalScore(np.asarray(refuse), None)(logits)), np.log(pr / (1 - pr)), rtol=1e-5)
-    np.testing.assert_allclose(float(RefusalScore(np.asarray(refuse), np.asarray(comply))(logits)), np.log(pr / p[comply].sum()), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(RefusalScore(np.asarray(refuse), np.asarray(comply))(logits)), np.log(pr / p[comply].sum()), rtol=1e-5
+    )
 
 
 def test_selection_scores_equal_a_loop(models, tok):
@@ -113,12 +131,22 @@ def test_selection_scores_equal_a_loop(models, tok):
     ts, ls = encode_batch(tok, HARMLESS)
     offsets = (-2, -1)
     cands = diff_in_means(model, th, lh, ts, ls, offsets)
+
     # diff_in_means against unbatched runs
     def states(texts, off):
-        return np.mean([np.asarray(model.run_with_cache(tok.to_tokens(t), names=["resid_pre"])[1]["resid_pre"])[:, off] for t in texts], 0)
+        return np.mean(
+            [
+                np.asarray(model.run_with_cache(tok.to_tokens(t), names=["resid_pre"])[1]["resid_pre"])[:, off]
+                for t in texts
+            ],
+            0,
+        )
+
     np.testing.assert_allclose(cands[1], states(HARMFUL, -1) - states(HARMLESS, -1), atol=1e-5)
     metric = RefusalScore(np.asarray([tok.to_single_token("cannot")]), np.asarray([tok.to_single_token("sure")]))
-    sel = select_direction(model, cands, offsets, th, lh, ts, ls, metric, layers=[1, 2], kl_threshold=10.0, batch_size=3)
+    sel = select_direction(
+        model, cands, offsets, th, lh, ts, ls, metric, layers=[1, 2], kl_threshold=10.0, batch_size=3
+    )
     assert sel.bypass.shape == (2, 2)
     o, j = 0, 1  # candidate offset -2, layer 2
     r = cands[o, 2]
@@ -129,11 +157,18 @@ def test_selection_scores_equal_a_loop(models, tok):
         x = np.asarray(x[-1], np.float64)
         return x - np.log(np.exp(x - x.max()).sum()) - x.max()
 
-    kl = np.mean([
-        (np.exp(logp(model(tok.to_tokens(t)))) * (logp(model(tok.to_tokens(t))) - logp(model(tok.to_tokens(t), ablate_direction(model.cfg, r))))).sum()
-        for t in HARMLESS
-    ])
-    np.testing.assert_allclose([sel.bypass[o, j], sel.induce[o, j], sel.kl[o, j]], [bypass, induce, kl], atol=1e-4, rtol=1e-4)
+    kl = np.mean(
+        [
+            (
+                np.exp(logp(model(tok.to_tokens(t))))
+                * (logp(model(tok.to_tokens(t))) - logp(model(tok.to_tokens(t), ablate_direction(model.cfg, r))))
+            ).sum()
+            for t in HARMLESS
+        ]
+    )
+    np.testing.assert_allclose(
+        [sel.bypass[o, j], sel.induce[o, j], sel.kl[o, j]], [bypass, induce, kl], atol=1e-4, rtol=1e-4
+    )
     eligible = (sel.induce > 0) & (sel.kl < 10.0)
     pool = np.where(eligible, sel.bypass, np.inf) if eligible.any() else sel.bypass
     oo, jj = np.unravel_index(np.argmin(pool), pool.shape)
@@ -173,7 +208,9 @@ def test_chat_template_from_gguf_and_tokenizer_config(tmp_path):
     from jaxinterp.loading.bundled import smollm2_path
 
     assert chat_template(smollm2_path()).source == SMOL
-    (tmp_path / "tokenizer_config.json").write_text('{"chat_template": "{{ bos_token }}{{ messages[0][\'content\'] }}", "bos_token": "<s>"}')
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"chat_template": "{{ bos_token }}{{ messages[0][\'content\'] }}", "bos_token": "<s>"}'
+    )
     assert chat_template(str(tmp_path)).render([{"role": "user", "content": "hey"}]) == "<s>hey"
     with pytest.raises(EditingError, match="no 'chat_template'"):
         (tmp_path / "tokenizer_config.json").write_text("{}")

@@ -27,9 +27,17 @@ from jaxinterp.viz.report import Report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--hide-scrollbars", "--force-device-scale-factor=1",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
 )
 
 
@@ -61,8 +69,14 @@ def screenshot(chromium, tmp_path, path, name, size=(1100, 1400), fragment=""):
     from PIL import Image
 
     out = tmp_path / name
-    run_browser(chromium, tmp_path, f"file://{path}{fragment}", f"--screenshot={out}", f"--window-size={size[0]},{size[1]}",
-                "--virtual-time-budget=5000")
+    run_browser(
+        chromium,
+        tmp_path,
+        f"file://{path}{fragment}",
+        f"--screenshot={out}",
+        f"--window-size={size[0]},{size[1]}",
+        "--virtual-time-budget=5000",
+    )
     keep = os.environ.get("JAXINTERP_SCREENSHOTS")
     if keep:
         os.makedirs(keep, exist_ok=True)
@@ -165,7 +179,9 @@ def test_attention_page_renders_the_chosen_head(chromium, tmp_path, tiny_run):
 def test_report_renders_all_sections_figures_and_widgets(chromium, tmp_path, tiny_run):
     patterns, str_tokens = tiny_run
     rng = np.random.default_rng(0)
-    sweep = LabelledArray(rng.normal(size=(2, len(str_tokens))), ("layer", "pos"), {"pos": viz.token_labels(str_tokens)}, "sweep")
+    sweep = LabelledArray(
+        rng.normal(size=(2, len(str_tokens))), ("layer", "pos"), {"pos": viz.token_labels(str_tokens)}, "sweep"
+    )
     sweep.values[1, 6] = 3.0
     sweep.values[0, 2] = -3.0
     report = Report("Browser test report", "made by test_report_browser")
@@ -174,7 +190,11 @@ def test_report_renders_all_sections_figures_and_widgets(chromium, tmp_path, tin
     report.section("Attention")
     report.html(viz.attention_widget(patterns[0], str_tokens, [f"L0H{h}" for h in range(4)]))
     report.section("Logit lens")
-    report.html(viz.logit_lens_html([str_tokens, str_tokens], rng.uniform(size=(2, len(str_tokens))), ["layer 0", "layer 1"], str_tokens))
+    report.html(
+        viz.logit_lens_html(
+            [str_tokens, str_tokens], rng.uniform(size=(2, len(str_tokens))), ["layer 0", "layer 1"], str_tokens
+        )
+    )
     report.table([("a", "1")], ["k", "v"])
     path = report.save(str(tmp_path / "report.html"))
 
@@ -191,6 +211,6 @@ def test_report_renders_all_sections_figures_and_widgets(chromium, tmp_path, tin
 
     shot = screenshot(chromium, tmp_path, path, "report.png", size=(1100, 1600))
     assert shot.std() > 10, "blank screenshot"
-    red = (shot[..., 0] - shot[..., 2] > 80)  # the heatmap's strongly negative cell (RdBu)
-    blue = (shot[..., 2] - shot[..., 0] > 80)  # its strongly positive cell and the attention cells
+    red = shot[..., 0] - shot[..., 2] > 80  # the heatmap's strongly negative cell (RdBu)
+    blue = shot[..., 2] - shot[..., 0] > 80  # its strongly positive cell and the attention cells
     assert red.sum() > 300 and blue.sum() > 300, "the inlined heatmap did not render"

@@ -64,7 +64,9 @@ def test_apply_rome_through_the_forward_pass(cfg):
     edited = apply_rome(model, layer, k, v, C)
     tokens = np.arange(1, 6)
     # Writing k* into mlp.post makes the edited layer output exactly v* (b_out included).
-    _, cache = edited.run_with_cache(tokens, names=["mlp_out"], interventions=[ji.Patch("mlp.post", k, layer=layer, pos=pos)])
+    _, cache = edited.run_with_cache(
+        tokens, names=["mlp_out"], interventions=[ji.Patch("mlp.post", k, layer=layer, pos=pos)]
+    )
     np.testing.assert_allclose(np.asarray(cache["mlp_out"][layer, pos]), v, atol=1e-3, rtol=1e-4)
     # Other layers' weights untouched; the original model is unchanged.
     for l in range(cfg.n_layers):
@@ -85,8 +87,12 @@ def test_key_and_covariance_equal_direct_runs(setup):
         ref.append(np.asarray(model.run_with_cache(tokens, names=["mlp.post"])[1]["mlp.post"])[layer, n_subject - 1])
     np.testing.assert_allclose(key, np.mean(ref, 0), atol=1e-5)
     windows = np.random.default_rng(2).integers(0, LLAMA.d_vocab, (4, 9)).astype(np.int32)
-    posts = np.concatenate([np.asarray(model.run_with_cache(w, names=["mlp.post"])[1]["mlp.post"])[layer] for w in windows])
-    np.testing.assert_allclose(key_covariance(model, windows, layer, batch_size=2), posts.T @ posts / posts.shape[0], atol=1e-5, rtol=1e-4)
+    posts = np.concatenate(
+        [np.asarray(model.run_with_cache(w, names=["mlp.post"])[1]["mlp.post"])[layer] for w in windows]
+    )
+    np.testing.assert_allclose(
+        key_covariance(model, windows, layer, batch_size=2), posts.T @ posts / posts.shape[0], atol=1e-5, rtol=1e-4
+    )
 
 
 def test_rome_edit_makes_target_likely(setup):
@@ -105,7 +111,13 @@ def test_rome_edit_makes_target_likely(setup):
     assert after > max(0.2, 5 * before), (before, after)
     tokens = tok.to_tokens(prompt)
     patched = model(tokens, [ji.Patch("mlp_out", edit.value.value, layer=1, pos=len(tokens) - 1)])
-    np.testing.assert_allclose(after, np.exp(np.asarray(patched[-1]) - np.logaddexp.reduce(np.asarray(patched[-1], np.float64)))[tok.to_single_token("Rome")], rtol=1e-2)
+    np.testing.assert_allclose(
+        after,
+        np.exp(np.asarray(patched[-1]) - np.logaddexp.reduce(np.asarray(patched[-1], np.float64)))[
+            tok.to_single_token("Rome")
+        ],
+        rtol=1e-2,
+    )
     with pytest.raises(EditingError, match="exactly one"):
         rome(model, tok, EditRequest("no subject slot", "x", " y"), C, layer=1)
 

@@ -24,8 +24,19 @@ from jaxinterp.features.sae.ops import batch_topk_relu, jumprelu, step, topk_rel
 from jaxinterp.features.sae.train import _project_out_parallel
 
 CFG = ji.ModelConfig(
-    d_model=32, n_layers=3, n_heads=4, d_head=8, n_kv_heads=2, d_vocab=61, n_ctx=32, d_mlp=48,
-    normalization="rmsnorm", positional="rotary", gated_mlp=True, act_fn="silu", family="llama-like",
+    d_model=32,
+    n_layers=3,
+    n_heads=4,
+    d_head=8,
+    n_kv_heads=2,
+    d_vocab=61,
+    n_ctx=32,
+    d_mlp=48,
+    normalization="rmsnorm",
+    positional="rotary",
+    gated_mlp=True,
+    act_fn="silu",
+    family="llama-like",
 )
 LAYER = 1
 
@@ -97,7 +108,7 @@ def test_jumprelu_ste_gradients_are_the_papers():
     theta = rng.uniform(0.1, 0.5, size=16).astype(np.float32)
     w = rng.normal(size=z.shape).astype(np.float32)
     eps = 0.05
-    K = ((np.abs((z - theta) / eps) < 0.5)).astype(np.float32)  # rectangle kernel
+    K = (np.abs((z - theta) / eps) < 0.5).astype(np.float32)  # rectangle kernel
     gz, gt = jax.grad(lambda a, b: jnp.sum(w * jumprelu(a, b, eps)), argnums=(0, 1))(jnp.asarray(z), jnp.asarray(theta))
     # Rajamanoharan et al. 2024, eq. 11: d/dtheta JumpReLU = -(theta/eps) K((z - theta)/eps); d/dz = H(z - theta)
     np.testing.assert_allclose(gt, (w * -(theta / eps) * K).sum(0), rtol=1e-5, atol=1e-5)
@@ -136,8 +147,10 @@ def test_relu_penalty_is_l1_weighted_by_decoder_norms():
 
 def test_fold_scale_is_exact_for_every_variant_and_a_transcoder():
     x = jnp.asarray(np.random.default_rng(6).normal(size=(5, 12)).astype(np.float32))
-    for cfg, (si, so) in [(S.SAEConfig(12, 40), (3.0, 3.0)),
-                          (S.SAEConfig(12, 40, site="ln2.normalized", target_site="mlp_out", apply_b_dec_to_input=False), (3.0, 0.5))]:
+    for cfg, (si, so) in [
+        (S.SAEConfig(12, 40), (3.0, 3.0)),
+        (S.SAEConfig(12, 40, site="ln2.normalized", target_site="mlp_out", apply_b_dec_to_input=False), (3.0, 0.5)),
+    ]:
         for sae in all_variants(cfg):
             folded = sae.fold_scale(si, so)
             np.testing.assert_allclose(folded(x), sae(x * si) / so, rtol=1e-4, atol=1e-5)
@@ -164,7 +177,9 @@ def test_metrics_against_numpy():
     y = rng.normal(size=(50, 8)).astype(np.float32)
     r = y + 0.3 * rng.normal(size=y.shape).astype(np.float32)
     assert float(S.l0(jnp.asarray(acts))) == pytest.approx((acts > 0).sum(1).mean(), rel=1e-6)
-    assert float(S.fvu(jnp.asarray(y), jnp.asarray(r))) == pytest.approx(((y - r) ** 2).sum() / ((y - y.mean(0)) ** 2).sum(), rel=1e-5)
+    assert float(S.fvu(jnp.asarray(y), jnp.asarray(r))) == pytest.approx(
+        ((y - r) ** 2).sum() / ((y - y.mean(0)) ** 2).sum(), rel=1e-5
+    )
     rates = (acts > 0).mean(0)
     np.testing.assert_allclose(S.firing_rates(jnp.asarray(acts)), rates)
     assert float(S.dead_fraction(jnp.asarray(rates))) == pytest.approx((rates == 0).mean())
@@ -185,11 +200,18 @@ def test_topk_training_recovers_planted_features():
     X = (codes @ D).astype(np.float32)
     store = S.ArrayStore(X, fill_size=4096, seed=0)
     sae = S.init_sae("topk", S.SAEConfig(d, 96), jax.random.key(0), k=3)
-    res = S.train_sae(sae, store, S.TrainConfig(n_steps=600, batch_size=256, lr=4e-3, lr_warmup=20, dead_tokens=10_000), progress=False)
+    res = S.train_sae(
+        sae,
+        store,
+        S.TrainConfig(n_steps=600, batch_size=256, lr=4e-3, lr_warmup=20, dead_tokens=10_000),
+        progress=False,
+    )
     assert res.history["fvu"][-1] < 0.15
     cos = np.abs(np.asarray(res.sae.W_dec) @ D.T / np.linalg.norm(np.asarray(res.sae.W_dec), axis=1, keepdims=True))
     assert np.mean(cos.max(0) > 0.9) > 0.8  # most planted directions found by some latent
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(res.sae.W_dec), axis=1), 1.0, rtol=1e-5)  # kept unit norm, scale folded into latents
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(res.sae.W_dec), axis=1), 1.0, rtol=1e-5
+    )  # kept unit norm, scale folded into latents
 
 
 def test_resume_in_process_is_bit_identical(tmp_path):
@@ -205,12 +227,16 @@ def test_resume_in_process_is_bit_identical(tmp_path):
     chex.assert_trees_all_equal(resumed.sae, full.sae)
     np.testing.assert_array_equal(resumed.history["loss"], full.history["loss"])
     with pytest.raises(JaxinterpError, match="resume with the same settings"):
-        S.train_sae(sae, store, S.TrainConfig(n_steps=32, batch_size=64, lr=2e-3), checkpoint_dir=str(tmp_path), progress=False)
+        S.train_sae(
+            sae, store, S.TrainConfig(n_steps=32, batch_size=64, lr=2e-3), checkpoint_dir=str(tmp_path), progress=False
+        )
 
 
 def test_model_store_reads_the_cache(model):
     ctx = np.random.default_rng(12).integers(0, CFG.d_vocab, (16, 10)).astype(np.int32)
-    store = S.ModelStore(model, ctx, "ln2.normalized", LAYER, target_site="mlp_out", contexts_per_fill=8, model_batch=4, seed=5)
+    store = S.ModelStore(
+        model, ctx, "ln2.normalized", LAYER, target_site="mlp_out", contexts_per_fill=8, model_batch=4, seed=5
+    )
     x, y = store.fill(1)
     order = np.random.default_rng(5).permutation(16)[8:16]
     _, cache = model.run_with_cache(jnp.asarray(ctx[order]), names=["ln2.normalized", "mlp_out"])
@@ -263,10 +289,14 @@ def test_feature_ablation_and_steering_equal_adding_decoder_rows(model, tokens, 
     i = int(jnp.argmax(f.sum(0)))
     scale = jnp.ones(64).at[i].set(0.0)
     want = model(tokens, [ji.Add("resid_pre", -f[:, i : i + 1] * sae.W_dec[i], layer=LAYER)])
-    chex.assert_trees_all_close(model(tokens, [S.splice(sae, error=True, feature_scale=scale)]), want, atol=1e-4, rtol=0)
+    chex.assert_trees_all_close(
+        model(tokens, [S.splice(sae, error=True, feature_scale=scale)]), want, atol=1e-4, rtol=0
+    )
     delta = jnp.zeros(64).at[i].set(3.0)
     want = model(tokens, [ji.Add("resid_pre", 3.0 * sae.W_dec[i], layer=LAYER)])
-    chex.assert_trees_all_close(model(tokens, [S.splice(sae, error=True, feature_delta=delta)]), want, atol=1e-4, rtol=0)
+    chex.assert_trees_all_close(
+        model(tokens, [S.splice(sae, error=True, feature_delta=delta)]), want, atol=1e-4, rtol=0
+    )
 
 
 def metric(logits):
@@ -300,16 +330,28 @@ def test_evaluate_matches_direct_computation(model, sae):
     ctx = np.random.default_rng(14).integers(0, CFG.d_vocab, (4, 10)).astype(np.int32)
     m = S.evaluate(model, sae, ctx, batch=2)
     logits = np.asarray(model(jnp.asarray(ctx)), np.float64)
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )
     ce = -np.take_along_axis(logp[:, :-1], ctx[:, 1:, None], -1).mean()
     assert m["ce_original"] == pytest.approx(ce, rel=1e-5)
     # evaluate leaves position 0 (BOS, excluded from training) unspliced
-    spliced = np.asarray(jax.vmap(lambda t: model.forward(t, [S.splice(sae, pos=jnp.arange(10) >= 1)])[0])(jnp.asarray(ctx)), np.float64)
-    lps = spliced - np.log(np.exp(spliced - spliced.max(-1, keepdims=True)).sum(-1, keepdims=True)) - spliced.max(-1, keepdims=True)
+    spliced = np.asarray(
+        jax.vmap(lambda t: model.forward(t, [S.splice(sae, pos=jnp.arange(10) >= 1)])[0])(jnp.asarray(ctx)), np.float64
+    )
+    lps = (
+        spliced
+        - np.log(np.exp(spliced - spliced.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - spliced.max(-1, keepdims=True)
+    )
     assert m["ce_spliced"] == pytest.approx(-np.take_along_axis(lps[:, :-1], ctx[:, 1:, None], -1).mean(), rel=1e-5)
     kl = (np.exp(logp[:, :-1]) * (logp[:, :-1] - lps[:, :-1])).sum(-1).mean()
     assert m["kl"] == pytest.approx(kl, rel=1e-4)
-    assert m["ce_recovered_zero"] == pytest.approx((m["ce_zero_ablation"] - m["ce_spliced"]) / (m["ce_zero_ablation"] - m["ce_original"]))
+    assert m["ce_recovered_zero"] == pytest.approx(
+        (m["ce_zero_ablation"] - m["ce_spliced"]) / (m["ce_zero_ablation"] - m["ce_original"])
+    )
     assert m["error_term_max_abs_logit_diff"] < 1e-5
     assert m["l0"] == pytest.approx(8.0)
 
@@ -320,18 +362,33 @@ def test_evaluate_matches_direct_computation(model, sae):
 def test_saelens_file_written_by_hand(tmp_path):
     rng = np.random.default_rng(15)
     d_in, d_sae = 10, 24
-    w = {"W_enc": rng.normal(size=(d_in, d_sae)), "b_enc": rng.normal(size=d_sae) * 0.1,
-         "W_dec": rng.normal(size=(d_sae, d_in)), "b_dec": rng.normal(size=d_in), "threshold": rng.uniform(0.1, 0.5, d_sae)}
+    w = {
+        "W_enc": rng.normal(size=(d_in, d_sae)),
+        "b_enc": rng.normal(size=d_sae) * 0.1,
+        "W_dec": rng.normal(size=(d_sae, d_in)),
+        "b_dec": rng.normal(size=d_in),
+        "threshold": rng.uniform(0.1, 0.5, d_sae),
+    }
     w = {k: v.astype(np.float32) for k, v in w.items()}
     x = rng.normal(size=(4, d_in)).astype(np.float32)
     # SAELens 6 layout: hook under metadata; jumprelu, no b_dec subtraction
     (tmp_path / "jr").mkdir()
     save_file(w, str(tmp_path / "jr" / "sae_weights.safetensors"))
-    (tmp_path / "jr" / "cfg.json").write_text(json.dumps({
-        "architecture": "jumprelu", "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
-        "metadata": {"model_name": "gpt2", "hook_name": "blocks.7.hook_resid_post", "context_size": 128},
-    }))
+    (tmp_path / "jr" / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "jumprelu",
+                "d_in": d_in,
+                "d_sae": d_sae,
+                "dtype": "float32",
+                "device": "cpu",
+                "apply_b_dec_to_input": False,
+                "normalize_activations": "none",
+                "reshape_activations": "none",
+                "metadata": {"model_name": "gpt2", "hook_name": "blocks.7.hook_resid_post", "context_size": 128},
+            }
+        )
+    )
     sae = S.load_saelens(str(tmp_path / "jr"))
     assert (sae.kind, sae.cfg.site, sae.cfg.layer) == ("jumprelu", "resid_post", 7)
     pre = x @ w["W_enc"] + w["b_enc"]
@@ -340,16 +397,28 @@ def test_saelens_file_written_by_hand(tmp_path):
     # SAELens < 6 layout: top-level hook, standard (ReLU) with b_dec subtracted
     (tmp_path / "std").mkdir()
     save_file({k: v for k, v in w.items() if k != "threshold"}, str(tmp_path / "std" / "sae_weights.safetensors"))
-    (tmp_path / "std" / "cfg.json").write_text(json.dumps({
-        "architecture": "standard", "d_in": d_in, "d_sae": d_sae, "hook_name": "blocks.3.hook_resid_pre", "hook_layer": 3,
-        "apply_b_dec_to_input": True, "activation_fn_str": "relu", "normalize_activations": "none",
-    }))
+    (tmp_path / "std" / "cfg.json").write_text(
+        json.dumps(
+            {
+                "architecture": "standard",
+                "d_in": d_in,
+                "d_sae": d_sae,
+                "hook_name": "blocks.3.hook_resid_pre",
+                "hook_layer": 3,
+                "apply_b_dec_to_input": True,
+                "activation_fn_str": "relu",
+                "normalize_activations": "none",
+            }
+        )
+    )
     sae = S.load_saelens(str(tmp_path / "std"))
     f = np.maximum((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"], 0)
     np.testing.assert_allclose(sae(jnp.asarray(x)), f @ w["W_dec"] + w["b_dec"], rtol=1e-4, atol=1e-4)
     # topk with k in activation_fn_kwargs
     cfg = json.loads((tmp_path / "std" / "cfg.json").read_text())
-    (tmp_path / "std" / "cfg.json").write_text(json.dumps({**cfg, "architecture": "topk", "activation_fn_kwargs": {"k": 3}}))
+    (tmp_path / "std" / "cfg.json").write_text(
+        json.dumps({**cfg, "architecture": "topk", "activation_fn_kwargs": {"k": 3}})
+    )
     sae = S.load_saelens(str(tmp_path / "std"))
     assert sae.k == 3 and int((sae.encode(jnp.asarray(x)) > 0).sum(-1).max()) <= 3
     # our own save is readable as SAELens (a round trip through the same reader)
@@ -364,8 +433,13 @@ def test_saelens_file_written_by_hand(tmp_path):
 
 def test_gemma_scope_npz(tmp_path):
     rng = np.random.default_rng(16)
-    w = {"W_enc": rng.normal(size=(10, 20)), "W_dec": rng.normal(size=(20, 10)), "b_enc": rng.normal(size=20),
-         "b_dec": rng.normal(size=10), "threshold": rng.uniform(0.05, 0.3, 20)}
+    w = {
+        "W_enc": rng.normal(size=(10, 20)),
+        "W_dec": rng.normal(size=(20, 10)),
+        "b_enc": rng.normal(size=20),
+        "b_dec": rng.normal(size=10),
+        "threshold": rng.uniform(0.05, 0.3, 20),
+    }
     np.savez(tmp_path / "params.npz", **{k: v.astype(np.float32) for k, v in w.items()})
     sae = S.load_gemma_scope(str(tmp_path / "params.npz"), site="resid_post", layer=12)
     x = rng.normal(size=(5, 10)).astype(np.float32)
@@ -376,7 +450,12 @@ def test_gemma_scope_npz(tmp_path):
 
 def test_bad_files_raise_clear_errors(tmp_path):
     rng = np.random.default_rng(17)
-    good = {"W_enc": rng.normal(size=(4, 6)), "b_enc": np.zeros(6), "W_dec": rng.normal(size=(6, 4)), "b_dec": np.zeros(4)}
+    good = {
+        "W_enc": rng.normal(size=(4, 6)),
+        "b_enc": np.zeros(6),
+        "W_dec": rng.normal(size=(6, 4)),
+        "b_dec": np.zeros(4),
+    }
     good = {k: v.astype(np.float32) for k, v in good.items()}
     cfg = {"architecture": "standard", "d_in": 4, "d_sae": 6, "hook_name": "blocks.0.hook_resid_pre"}
 
@@ -393,7 +472,10 @@ def test_bad_files_raise_clear_errors(tmp_path):
         (write("no_cfg", good, None), "cfg.json not found"),
         (write("no_weights", None, cfg), "sae_weights.safetensors not found"),
         (write("missing", {k: v for k, v in good.items() if k != "b_enc"}, cfg), "no tensor 'b_enc'"),
-        (write("shape", {**good, "W_dec": good["W_dec"].T.copy()}, cfg), r"'W_dec' has shape \(4, 6\), expected \(6, 4\)"),
+        (
+            write("shape", {**good, "W_dec": good["W_dec"].T.copy()}, cfg),
+            r"'W_dec' has shape \(4, 6\), expected \(6, 4\)",
+        ),
         (write("arch", good, {**cfg, "architecture": "gated"}), "architecture 'gated' is not supported"),
         (write("jr_no_threshold", good, {**cfg, "architecture": "jumprelu"}), "no tensor 'threshold'"),
         (write("topk_no_k", good, {**cfg, "architecture": "topk"}), "needs 'k'"),
@@ -424,7 +506,11 @@ def test_bad_arguments_name_what_is_wrong():
         S.init_sae("topk", S.SAEConfig(8, 16), jax.random.key(0), k=20)
     with pytest.raises(JaxinterpError, match="kind must be one of"):
         S.init_sae("gated", S.SAEConfig(8, 16), jax.random.key(0))
-    tc = S.init_sae("relu", S.SAEConfig(8, 16, site="ln2.normalized", target_site="mlp_out", apply_b_dec_to_input=False), jax.random.key(0))
+    tc = S.init_sae(
+        "relu",
+        S.SAEConfig(8, 16, site="ln2.normalized", target_site="mlp_out", apply_b_dec_to_input=False),
+        jax.random.key(0),
+    )
     with pytest.raises(JaxinterpError, match="pass inputs="):
         S.splice(tc)
 
@@ -461,8 +547,14 @@ def test_dashboard_html_shows_the_computed_numbers(model, sae, tmp_path):
         def handle_starttag(self, tag, attrs):
             a = dict(attrs)
             if tag == "section":
-                self.card = {"feature": int(a["data-feature"]), "rate": float(a["data-firing-rate"]), "max": float(a["data-max-act"]),
-                             "ctx_max": [], "hist": [], "logits": []}
+                self.card = {
+                    "feature": int(a["data-feature"]),
+                    "rate": float(a["data-firing-rate"]),
+                    "max": float(a["data-max-act"]),
+                    "ctx_max": [],
+                    "hist": [],
+                    "logits": [],
+                }
                 self.cards.append(self.card)
             elif tag == "div" and "data-max" in a:
                 self.card["ctx_max"].append(float(a["data-max"]))

@@ -37,7 +37,9 @@ def hf_smollm2(smollm2_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = os.path.split(smollm2_path)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager"
+    )
     return model.eval(), AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
 
@@ -45,8 +47,12 @@ def test_config_read_from_gguf_metadata(smollm2, hf_smollm2):
     hf_cfg = hf_smollm2[0].config
     cfg = smollm2.cfg
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_mlp, cfg.d_vocab) == (
-        hf_cfg.num_hidden_layers, hf_cfg.hidden_size, hf_cfg.num_attention_heads, hf_cfg.num_key_value_heads,
-        hf_cfg.intermediate_size, hf_cfg.vocab_size,
+        hf_cfg.num_hidden_layers,
+        hf_cfg.hidden_size,
+        hf_cfg.num_attention_heads,
+        hf_cfg.num_key_value_heads,
+        hf_cfg.intermediate_size,
+        hf_cfg.vocab_size,
     )
     assert cfg.tied_embeddings and cfg.rotary_base == pytest.approx(hf_cfg.rope_parameters["rope_theta"])
     assert cfg.norm_eps == pytest.approx(hf_cfg.rms_norm_eps)
@@ -94,7 +100,11 @@ def test_tokenizer_ids_match_transformers(smollm2_tokenizer, hf_smollm2):
 def test_tokenizer_special_tokens_and_bos(smollm2_tokenizer, hf_smollm2):
     _, hf_tok = hf_smollm2
     tok = smollm2_tokenizer
-    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id)
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (
+        hf_tok.bos_token_id,
+        hf_tok.eos_token_id,
+        hf_tok.pad_token_id,
+    )
     # The GGUF says add_bos_token=False, and transformers' tokenizer agrees.
     assert tok.default_prepend_bos is False
     plain = hf_tok("Hello world")["input_ids"]
@@ -110,7 +120,7 @@ def test_padded_batch_matches_unpadded_runs(smollm2, smollm2_tokenizer):
     tokens, mask = smollm2_tokenizer.to_tokens_and_mask(texts)
     lengths = [len(smollm2_tokenizer.encode(t)) for t in texts]
     assert tokens.shape == (2, max(lengths)) and mask.sum(1).tolist() == lengths
-    assert (tokens[1, lengths[1]:] == smollm2_tokenizer.pad_token_id).all()
+    assert (tokens[1, lengths[1] :] == smollm2_tokenizer.pad_token_id).all()
     # Right padding cannot change earlier positions of a causal model.
     batched = np.asarray(smollm2(tokens))
     for row, text in enumerate(texts):

@@ -8,6 +8,7 @@ import pytest
 from editing_fixtures import LLAMA, tiny_model, word_tokenizer
 
 import jaxinterp as ji
+from jaxinterp.core.metrics import logit_diff
 from jaxinterp.editing.common import EditingError
 from jaxinterp.editing.steering import (
     ab_prompt,
@@ -20,7 +21,6 @@ from jaxinterp.editing.steering import (
     repe_directions,
     steering_sweep,
 )
-from jaxinterp.core.metrics import logit_diff
 
 # Two lengths (5 and 4 tokens): batching pads, and few shapes keep compiles few.
 POS = ["I love this cake .", "happy day , good day", "it was good .", "I love it !"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hf_models import hf_model
 
 import jaxinterp as ji
-from hf_models import hf_model
 from jaxinterp.editing.greedy import greedy_generate
 from jaxinterp.editing.steering import steering_vector
 
@@ -29,7 +29,9 @@ def test_greedy_generate_matches_hf_generate(llama):
     hf, model = llama
     prompt = np.array([5, 17, 3, 42, 8])
     with torch.no_grad():
-        ref = hf.generate(torch.tensor(prompt)[None], max_new_tokens=6, do_sample=False, pad_token_id=0)[0, len(prompt):].numpy()
+        ref = hf.generate(torch.tensor(prompt)[None], max_new_tokens=6, do_sample=False, pad_token_id=0)[
+            0, len(prompt) :
+        ].numpy()
     np.testing.assert_array_equal(greedy_generate(model, prompt, 6), ref)
 
 

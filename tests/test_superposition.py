@@ -17,9 +17,22 @@ import optax
 import pytest
 
 from jaxinterp.toy import (
-    ReLUOutputTMS, TMSError, analytic_losses, analytic_phase, classify_phase, dimensions_per_feature,
-    feature_dimensionality, feature_norms, gram, importance_powers, sparse_features, superposition, tms_grid,
-    tms_loss, train_phase_diagram, train_tms,
+    ReLUOutputTMS,
+    TMSError,
+    analytic_losses,
+    analytic_phase,
+    classify_phase,
+    dimensions_per_feature,
+    feature_dimensionality,
+    feature_norms,
+    gram,
+    importance_powers,
+    sparse_features,
+    superposition,
+    tms_grid,
+    tms_loss,
+    train_phase_diagram,
+    train_tms,
 )
 
 N_SEEDS = 8

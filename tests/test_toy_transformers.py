@@ -28,7 +28,9 @@ P_TRUE = np.array([[0, 0.5, 0.5, 0], [0.5, 0, 0, 0.5], [0, 1, 0, 0], [1, 0, 0, 0
 @pytest.fixture(scope="module")
 def bigram_run():
     tokens = np.asarray(PATTERN * REPEATS, np.int32)
-    run = train_lms(bigram_config(4, d_model=8), tokens, seeds=[0, 1], steps=400, batch_size=8, seq_len=32, learning_rate=3e-2)
+    run = train_lms(
+        bigram_config(4, d_model=8), tokens, seeds=[0, 1], steps=400, batch_size=8, seq_len=32, learning_rate=3e-2
+    )
     return tokens, run
 
 
@@ -60,7 +62,9 @@ def test_zero_layer_model_learns_the_bigram_distribution(bigram_run):
         # the training loss is H(next | current) + KL (on windows of the same stream)
         assert abs(float(np.asarray(run.losses)[seed, -50:].mean()) - (bigram_entropy(counts) + kl)) < 0.03
     # seeds trained together equal a seed trained alone (the vmapped program is per-seed)
-    alone = train_lms(bigram_config(4, d_model=8), tokens, seeds=[1], steps=400, batch_size=8, seq_len=32, learning_rate=3e-2)
+    alone = train_lms(
+        bigram_config(4, d_model=8), tokens, seeds=[1], steps=400, batch_size=8, seq_len=32, learning_rate=3e-2
+    )
     np.testing.assert_allclose(unstack(alone.models, 0).embed.W_E, unstack(run.models, 1).embed.W_E, atol=1e-5)
     assert not np.allclose(unstack(run.models, 0).embed.W_E, unstack(run.models, 1).embed.W_E)
 

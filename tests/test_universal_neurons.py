@@ -12,7 +12,12 @@ import scipy.stats
 
 import jaxinterp as ji
 from jaxinterp.features.universal_neurons import (
-    UniversalNeuronsError, correlation_matrix, max_correlations, mlp_activations, neuron_properties, random_rotation,
+    UniversalNeuronsError,
+    correlation_matrix,
+    max_correlations,
+    mlp_activations,
+    neuron_properties,
+    random_rotation,
     summarise,
 )
 from jaxinterp.toy import random_model
@@ -37,7 +42,9 @@ def test_max_correlations_equal_direct_numpy():
                 full = np.corrcoef(acts[a].astype(np.float64), acts[b].astype(np.float64))[:7, 7:]
             full = np.nan_to_num(full, nan=0.0)
             np.testing.assert_allclose(got[a, b], full.max(1), atol=1e-5)
-    np.testing.assert_allclose(correlation_matrix(jnp.asarray(acts[0]), jnp.asarray(acts[0])).diagonal(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        correlation_matrix(jnp.asarray(acts[0]), jnp.asarray(acts[0])).diagonal(), 1.0, atol=1e-5
+    )
 
 
 def test_planted_permutation_is_found_and_rotation_hides_it():
@@ -62,14 +69,18 @@ def test_planted_permutation_is_found_and_rotation_hides_it():
     for m in range(3):
         for layer in range(2):
             rows = slice(8 * layer, 8 * layer + 8)
-            np.testing.assert_allclose(rot[m, rows].T @ rot[m, rows], acts[m, rows].T @ acts[m, rows], rtol=1e-3, atol=1e-3)
+            np.testing.assert_allclose(
+                rot[m, rows].T @ rot[m, rows], acts[m, rows].T @ acts[m, rows], rtol=1e-3, atol=1e-3
+            )
     assert np.median(max_correlations(rot)[0, 1]) < 0.9
     with pytest.raises(UniversalNeuronsError, match="at least 2 models"):
         max_correlations(acts[:1])
 
 
 def test_mlp_activations_and_properties_from_a_model():
-    cfg = ji.ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=20, n_ctx=8, d_mlp=12, act_fn="relu", mlp_bias=True)
+    cfg = ji.ModelConfig(
+        d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=20, n_ctx=8, d_mlp=12, act_fn="relu", mlp_bias=True
+    )
     models = [random_model(cfg, seed=s, std=0.3) for s in (0, 1)]
     tokens = np.random.default_rng(0).integers(0, 20, size=(5, 8)).astype(np.int32)
     acts = mlp_activations(models, tokens, batch_size=2)

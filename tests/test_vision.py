@@ -45,8 +45,16 @@ def test_tiny_dinov2_with_layer_scale_matches_transformers():
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       patch_size=4, image_size=32, layer_norm_eps=1e-6, hidden_act="gelu")
+    cfg = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=4,
+        image_size=32,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+    )
     hf = Dinov2Model(cfg).eval()
     with torch.no_grad():
         for p in hf.parameters():  # random everything, LayerScale far from the identity
@@ -56,8 +64,12 @@ def test_tiny_dinov2_with_layer_scale_matches_transformers():
     for k, v in sd.items():
         if k.endswith(".weight") and v.ndim == 2:
             v = v.T  # torch Linear [out, in] -> ONNX MatMul [in, out]
-        for new, old in (("q_proj", "attention.query"), ("k_proj", "attention.key"), ("v_proj", "attention.value"),
-                         ("o_proj", "output.dense")):  # transformers 5 names -> the exporter's (4.x) names
+        for new, old in (
+            ("q_proj", "attention.query"),
+            ("k_proj", "attention.key"),
+            ("v_proj", "attention.value"),
+            ("o_proj", "output.dense"),
+        ):  # transformers 5 names -> the exporter's (4.x) names
             k = k.replace(f"attention.{new}", f"attention.{old}")
         tensors["backbone." + k] = v
     pos = sd["embeddings.position_embeddings"]  # [1, 1 + 8*8, d]: the native grid is 8 x 8
@@ -108,11 +120,30 @@ def test_optimisation_increases_the_target_and_beats_noise():
     import jaxinterp as ji
     from jaxinterp.model.vision import PatchEmbed, VisionTransformer
 
-    cfg = ji.ModelConfig(d_model=32, n_layers=2, n_heads=2, d_head=16, d_vocab=1, n_ctx=17, d_mlp=64, causal=False,
-                         positional="none", qkv_bias=True, o_bias=True, mlp_bias=True, has_unembed=False)
+    cfg = ji.ModelConfig(
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        d_head=16,
+        d_vocab=1,
+        n_ctx=17,
+        d_mlp=64,
+        causal=False,
+        positional="none",
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        has_unembed=False,
+    )
     ks = jax.random.split(jax.random.key(1), 5)
-    pe = PatchEmbed(0.1 * jax.random.normal(ks[0], (32, 3, 4, 4)), jnp.zeros(32), 0.1 * jax.random.normal(ks[1], (32,)),
-                    0.1 * jax.random.normal(ks[2], (32,)), 0.1 * jax.random.normal(ks[3], (4, 4, 32)), 4)
+    pe = PatchEmbed(
+        0.1 * jax.random.normal(ks[0], (32, 3, 4, 4)),
+        jnp.zeros(32),
+        0.1 * jax.random.normal(ks[1], (32,)),
+        0.1 * jax.random.normal(ks[2], (32,)),
+        0.1 * jax.random.normal(ks[3], (4, 4, 32)),
+        4,
+    )
     model = VisionTransformer(pe, ji.Transformer.init(cfg, ks[4], std=0.2))
     objectives = vi.neurons(model, 1, [0, 1])
     res = vi.visualise(model, objectives, jax.random.key(2), size=16, steps=60, lr=0.2)

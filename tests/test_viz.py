@@ -209,7 +209,9 @@ def test_report_is_one_self_contained_file(tmp_path):
 
 def test_report_refuses_network_resources():
     assert external_resources('<img src="https://x.org/a.png"><script src="//cdn.x/y.js"></script>') == [
-        "https://x.org/a.png", "//cdn.x/y.js"]
+        "https://x.org/a.png",
+        "//cdn.x/y.js",
+    ]
     assert external_resources('<style>@import url("https://f.x/c.css");</style>') == ["https://f.x/c.css"]
     report = Report("r")
     report.html('<script src="https://cdn.example.com/d3.js"></script>')

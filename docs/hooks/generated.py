@@ -25,19 +25,83 @@ def reference_configs() -> dict[str, ModelConfig]:
     """Representative architectures: which sites exist depends on these features."""
     common = dict(n_ctx=2048)
     return {
-        "GPT-2 small": ModelConfig(d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024, family="gpt2"),
-        "SmolLM2-135M": ModelConfig(d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64, d_mlp=1536, d_vocab=49152,
-                                    act_fn="silu", normalization="rmsnorm", positional="rotary", gated_mlp=True, family="llama", **common),
-        "Pythia (NeoX)": ModelConfig(d_model=512, n_layers=6, n_heads=8, d_head=64, d_mlp=2048, d_vocab=50304, positional="rotary",
-                                     rotary_dim=16, parallel_attn_mlp=True, family="gpt_neox", **common),
-        "Gemma 2": ModelConfig(d_model=2304, n_layers=26, n_heads=8, n_kv_heads=4, d_head=256, d_mlp=9216, d_vocab=256000,
-                               normalization="rmsnorm", positional="rotary", gated_mlp=True, post_attn_norm=True,
-                               post_mlp_norm=True, family="gemma2", **common),
-        "Mixtral": ModelConfig(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, d_head=128, d_mlp=14336, d_vocab=32000,
-                               normalization="rmsnorm", positional="rotary", gated_mlp=True, n_experts=8, experts_per_token=2,
-                               family="mixtral", **common),
-        "BERT": ModelConfig(d_model=384, n_layers=6, n_heads=12, d_head=32, d_mlp=1536, d_vocab=30522, n_ctx=512, post_norm=True,
-                            causal=False, embed_norm=True, n_token_types=2, family="bert"),
+        "GPT-2 small": ModelConfig(
+            d_model=768, n_layers=12, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024, family="gpt2"
+        ),
+        "SmolLM2-135M": ModelConfig(
+            d_model=576,
+            n_layers=30,
+            n_heads=9,
+            n_kv_heads=3,
+            d_head=64,
+            d_mlp=1536,
+            d_vocab=49152,
+            act_fn="silu",
+            normalization="rmsnorm",
+            positional="rotary",
+            gated_mlp=True,
+            family="llama",
+            **common,
+        ),
+        "Pythia (NeoX)": ModelConfig(
+            d_model=512,
+            n_layers=6,
+            n_heads=8,
+            d_head=64,
+            d_mlp=2048,
+            d_vocab=50304,
+            positional="rotary",
+            rotary_dim=16,
+            parallel_attn_mlp=True,
+            family="gpt_neox",
+            **common,
+        ),
+        "Gemma 2": ModelConfig(
+            d_model=2304,
+            n_layers=26,
+            n_heads=8,
+            n_kv_heads=4,
+            d_head=256,
+            d_mlp=9216,
+            d_vocab=256000,
+            normalization="rmsnorm",
+            positional="rotary",
+            gated_mlp=True,
+            post_attn_norm=True,
+            post_mlp_norm=True,
+            family="gemma2",
+            **common,
+        ),
+        "Mixtral": ModelConfig(
+            d_model=4096,
+            n_layers=32,
+            n_heads=32,
+            n_kv_heads=8,
+            d_head=128,
+            d_mlp=14336,
+            d_vocab=32000,
+            normalization="rmsnorm",
+            positional="rotary",
+            gated_mlp=True,
+            n_experts=8,
+            experts_per_token=2,
+            family="mixtral",
+            **common,
+        ),
+        "BERT": ModelConfig(
+            d_model=384,
+            n_layers=6,
+            n_heads=12,
+            d_head=32,
+            d_mlp=1536,
+            d_vocab=30522,
+            n_ctx=512,
+            post_norm=True,
+            causal=False,
+            embed_norm=True,
+            n_token_types=2,
+            family="bert",
+        ),
     }
 
 
@@ -55,13 +119,20 @@ def sites_markdown() -> str:
     for name in names:
         row = next(rows[name] for rows in rows_by_model.values() if name in rows)
         marks = ["✓" if name in rows else "" for rows in rows_by_model.values()]
-        out.append(f"| `{name}` | `{row.full_name}` | `[{', '.join(row.dims)}]` | {meanings.get(name, '')} | " + " | ".join(marks) + " |")
+        out.append(
+            f"| `{name}` | `{row.full_name}` | `[{', '.join(row.dims)}]` | {meanings.get(name, '')} | "
+            + " | ".join(marks)
+            + " |"
+        )
     shown = ("GPT-2 small", "SmolLM2-135M")
     out += ["", "Shapes of one layer's activation in two real models (`pos` is the number of tokens):", ""]
     out.append("| short name | " + " | ".join(shown) + " |")
     out.append("|---|" + "---|" * len(shown))
     for name in names:
-        cells = [f"`[{', '.join(map(str, rows_by_model[m][name].shape))}]`" if name in rows_by_model[m] else "—" for m in shown]
+        cells = [
+            f"`[{', '.join(map(str, rows_by_model[m][name].shape))}]`" if name in rows_by_model[m] else "—"
+            for m in shown
+        ]
         out.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -91,8 +162,14 @@ def api_page(module: str) -> str:
 
 
 # Modules with a page of their own inside a package documented as a whole.
-EXTRA_PAGES = ["jaxinterp.model.interventions", "jaxinterp.model.cache", "jaxinterp.model.vision", "jaxinterp.model.kv_cache",
-               "jaxinterp.loading.tokenizer", "jaxinterp.viz.report"]
+EXTRA_PAGES = [
+    "jaxinterp.model.interventions",
+    "jaxinterp.model.cache",
+    "jaxinterp.model.vision",
+    "jaxinterp.model.kv_cache",
+    "jaxinterp.loading.tokenizer",
+    "jaxinterp.viz.report",
+]
 
 
 def home_module(name: str) -> str:

@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .factored_matrix import FactoredMatrix
 from ..core.labelled import LabelledArray
 from ..model import Transformer
+from .factored_matrix import FactoredMatrix
 
 __all__ = [
     "qk_circuit",
@@ -87,7 +87,9 @@ def token_embeddings(model: Transformer) -> Float[Array, "d_vocab d_model"]:
 
 def _unembedding(model: Transformer):
     if model.unembed is None:
-        raise ValueError("this model has no unembedding (an encoder loaded without an LM head): no output-token circuit")
+        raise ValueError(
+            "this model has no unembedding (an encoder loaded without an LM head): no output-token circuit"
+        )
     return model.unembed.W_U
 
 
@@ -216,7 +218,9 @@ def all_composition_scores(model: Transformer) -> LabelledArray:
     """Q, K and V composition together: a `LabelledArray` ``[mode, layer_A, head_A,
     layer_B, head_B]`` with ``mode`` labelled ``Q, K, V``."""
     scores = np.stack([np.asarray(composition_scores(model, m)) for m in "QKV"])
-    return LabelledArray(scores, ("mode", "layer_a", "head_a", "layer_b", "head_b"), {"mode": ["Q", "K", "V"]}, "composition score")
+    return LabelledArray(
+        scores, ("mode", "layer_a", "head_a", "layer_b", "head_b"), {"mode": ["Q", "K", "V"]}, "composition score"
+    )
 
 
 def copying_scores(model: Transformer, layers: Optional[Sequence[int]] = None) -> LabelledArray:

@@ -77,7 +77,9 @@ def attention_mass_scores(
     rows = mask.any(-1)  # [batch, query_pos]
     n_rows = rows.sum()
     if not isinstance(n_rows, jax.core.Tracer) and int(n_rows) == 0:
-        raise ValueError("the detector's mask selects no keys for any query: nothing to score (e.g. no repeated tokens)")
+        raise ValueError(
+            "the detector's mask selects no keys for any query: nothing to score (e.g. no repeated tokens)"
+        )
     mass = jnp.einsum("lbhqk,bqk->lbhq", pattern.astype(jnp.float32), mask.astype(jnp.float32))
     return jnp.einsum("lbhq,bq->lh", mass, rows.astype(jnp.float32)) / n_rows
 

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ..model import Transformer
 from .circuits import token_embeddings
 from .lens import apply_norm_linear
-from ..model import Transformer
 
 __all__ = [
     "TopTokens",
@@ -63,7 +63,9 @@ def _decode_all(ids: np.ndarray, tokenizer) -> Optional[list]:
 
 def _vocab_scores(model: Transformer, vectors, apply_final_norm: bool):
     if model.unembed is None:
-        raise ValueError("this model has no unembedding (an encoder loaded without an LM head): no vocabulary to project on")
+        raise ValueError(
+            "this model has no unembedding (an encoder loaded without an LM head): no vocabulary to project on"
+        )
     if vectors.shape[-1] != model.cfg.d_model:
         raise ValueError(f"vectors must end in d_model={model.cfg.d_model}, got shape {vectors.shape}")
     x = vectors.astype(jnp.float32)
@@ -157,14 +159,18 @@ def head_ov_top_tokens(
     """
     cfg = model.cfg
     if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
-        raise ValueError(f"head ({layer}, {head}) out of range: the model has {cfg.n_layers} layers x {cfg.n_heads} heads")
+        raise ValueError(
+            f"head ({layer}, {head}) out of range: the model has {cfg.n_layers} layers x {cfg.n_heads} heads"
+        )
     attn = model.blocks.attn
     kv = head // (cfg.n_heads // cfg.n_kv_heads)
     sources = jnp.asarray(sources)
     if jnp.issubdtype(sources.dtype, jnp.integer):
         sources = token_embeddings(model)[sources]
     elif sources.shape[-1] != cfg.d_model:
-        raise ValueError(f"sources must be token ids or vectors [..., d_model={cfg.d_model}], got shape {sources.shape}")
+        raise ValueError(
+            f"sources must be token ids or vectors [..., d_model={cfg.d_model}], got shape {sources.shape}"
+        )
     written = (sources @ attn.W_V[layer, kv]) @ attn.W_O[layer, head]
     return project_to_vocab(model, written, k, tokenizer, largest)
 
@@ -227,7 +233,15 @@ def neuron_top_activations(
         windows = np.concatenate([np.full(windows.shape[:-1] + (1,), bos, windows.dtype), windows], axis=-1)
     starts = (np.arange(n_batches * batch_size) * seq_len).reshape(n_batches, batch_size)
     values, positions = _scan_top_activations(
-        model, jnp.asarray(windows), jnp.asarray(starts), jnp.asarray(neuron_ids), layer, k, n, site, bos is not None,
+        model,
+        jnp.asarray(windows),
+        jnp.asarray(starts),
+        jnp.asarray(neuron_ids),
+        layer,
+        k,
+        n,
+        site,
+        bos is not None,
         1.0 if largest else -1.0,
     )
     return NeuronActivations(np.asarray(values), np.asarray(positions), neuron_ids)

@@ -62,7 +62,9 @@ class FactoredMatrix(eqx.Module):
         try:
             jnp.broadcast_shapes(A.shape[:-2], B.shape[:-2])
         except ValueError:
-            raise ValueError(f"FactoredMatrix batch axes do not broadcast: A {A.shape[:-2]}, B {B.shape[:-2]}") from None
+            raise ValueError(
+                f"FactoredMatrix batch axes do not broadcast: A {A.shape[:-2]}, B {B.shape[:-2]}"
+            ) from None
         self.A, self.B = A, B
 
     # ---------------------------------------------------------------- shape
@@ -127,7 +129,9 @@ class FactoredMatrix(eqx.Module):
         if other.ndim == 1:
             return (self.A @ (self.B @ other)[..., None])[..., 0]
         if other.shape[-2] != self.rdim:
-            raise ValueError(f"cannot multiply a FactoredMatrix of shape {self.shape} by an array of shape {other.shape}")
+            raise ValueError(
+                f"cannot multiply a FactoredMatrix of shape {self.shape} by an array of shape {other.shape}"
+            )
         return FactoredMatrix(self.A, self.B @ other)
 
     def __rmatmul__(self, other: Array) -> Union["FactoredMatrix", Array]:

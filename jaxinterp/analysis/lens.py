@@ -26,7 +26,7 @@ stream itself. They are refused.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,8 @@ __all__ = [
     "apply_ln_to_stack",
     "decompose_resid",
     "accumulated_resid",
-    "logit_lens", "top_token_table",
+    "logit_lens",
+    "top_token_table",
     "token_ranks",
     "logit_direction",
     "direct_logit_attribution",
@@ -59,7 +60,9 @@ def _check_decomposable(model: Transformer, what: str):
         )
 
 
-def apply_norm_linear(norm: Norm, x: Float[Array, "... d_model"], scale: Float[Array, "... 1"]) -> Float[Array, "... d_model"]:
+def apply_norm_linear(
+    norm: Norm, x: Float[Array, "... d_model"], scale: Float[Array, "... 1"]
+) -> Float[Array, "... d_model"]:
     """A norm's action on one summand ``x`` of its input, given the divisor ``scale``
     cached for the whole input: centre (LayerNorm only), divide by ``scale``, multiply
     by ``offset + w``. Linear in ``x``, so the results of all summands add up to the
@@ -117,7 +120,11 @@ def decompose_resid(
     if by not in ("layer", "head"):
         raise ValueError(f"by must be 'layer' or 'head', got {by!r}")
     cfg = model.cfg
-    tops = ["embed"] + (["pos_embed"] if cfg.positional == "learned" else []) + (["token_type_embed"] if cfg.n_token_types else [])
+    tops = (
+        ["embed"]
+        + (["pos_embed"] if cfg.positional == "learned" else [])
+        + (["token_type_embed"] if cfg.n_token_types else [])
+    )
     names = tops + ["attn_out"] + (["mlp_out"] if cfg.has_mlp else [])
     if by == "head":
         names += ["attn.result"] + (["ln1_post.scale"] if cfg.post_attn_norm else [])
@@ -235,9 +242,7 @@ def token_ranks(logits: Float[Array, "... d_vocab"], token: Union[int, Int[Array
     return (logits > target).sum(-1)
 
 
-def logit_direction(
-    model: Transformer, answer, wrong=None
-) -> tuple[Float[Array, "... d_model"], Float[Array, "..."]]:
+def logit_direction(model: Transformer, answer, wrong=None) -> tuple[Float[Array, "... d_model"], Float[Array, "..."]]:
     """``W_U[:, answer] - W_U[:, wrong]`` (just ``W_U[:, answer]`` without ``wrong``) and
     the matching unembedding-bias difference. ``answer``/``wrong`` are token ids: ints,
     or arrays ``[batch]`` with one answer per prompt."""
@@ -293,7 +298,9 @@ def direct_logit_attribution(
     dla = jnp.sum(normalized * direction.astype(jnp.float32), axis=-1)  # [component, (batch)]
     extra, extra_labels = [], []
     if model.ln_final.b is not None:
-        extra.append(jnp.broadcast_to(direction.astype(jnp.float32) @ model.ln_final.b.astype(jnp.float32), dla.shape[1:]))
+        extra.append(
+            jnp.broadcast_to(direction.astype(jnp.float32) @ model.ln_final.b.astype(jnp.float32), dla.shape[1:])
+        )
         extra_labels.append("ln_final_bias")
     if model.unembed.b_U is not None:
         extra.append(jnp.broadcast_to(bias.astype(jnp.float32), dla.shape[1:]))
@@ -330,7 +337,9 @@ def top_token_table(lens_logits: LabelledArray) -> tuple[Int[np.ndarray, "layer 
     ``[layer, pos, d_vocab]`` (`jaxinterp.analysis.lens.logit_lens` with ``pos=None``)."""
     logits = np.asarray(lens_logits, dtype=np.float64)
     if logits.ndim != 3:
-        raise JaxinterpError(f"expected logit-lens logits [layer, pos, d_vocab], got axes {getattr(lens_logits, 'dims', logits.shape)}")
+        raise JaxinterpError(
+            f"expected logit-lens logits [layer, pos, d_vocab], got axes {getattr(lens_logits, 'dims', logits.shape)}"
+        )
     top = logits.argmax(-1)
     top_logit = np.take_along_axis(logits, top[..., None], -1)[..., 0]
     # p(top) = 1 / sum(exp(logits - top_logit)), stable without materialising softmax.

@@ -33,10 +33,10 @@ import dataclasses
 import equinox as eqx
 import jax.numpy as jnp
 
-from .factored_matrix import FactoredMatrix
+from ..core.errors import ProcessingError
 from ..model import MLP, Transformer
 from ..model.norms import Norm
-from ..core.errors import ProcessingError
+from .factored_matrix import FactoredMatrix
 
 __all__ = [
     "ProcessingError",
@@ -47,8 +47,6 @@ __all__ = [
     "refactor_factored_attn_matrices",
     "process_weights",
 ]
-
-
 
 
 def _is_none(x) -> bool:
@@ -215,7 +213,9 @@ def center_writing_weights(model: Transformer) -> Transformer:
             "which divides by the root mean square including the mean component, so removing it changes the output"
         )
     if cfg.post_attn_norm or cfg.post_mlp_norm:
-        raise ProcessingError("center_writing_weights: output norms (Gemma 2 style) read the attention/MLP output directly")
+        raise ProcessingError(
+            "center_writing_weights: output norms (Gemma 2 style) read the attention/MLP output directly"
+        )
 
     def centered(x):
         return None if x is None else x - x.mean(axis=-1, keepdims=True)

@@ -19,19 +19,27 @@ import argparse
 import os
 import sys
 import time
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ..core.config import ModelConfig
 from ..core.errors import CheckpointError
-from ..loading import bundled, resolve
 from ..core.sites import SITES, SiteRow, site_rows
-
+from ..loading import bundled, resolve
 
 __all__ = [
-    "main", "build_parser", "CLIError", "describe_model", "site_rows", "SiteRow", "site_meanings",
-    "smollm2_path", "resolve_model_path", "load_model_and_tokenizer", "top_tokens", "count_params",
+    "main",
+    "build_parser",
+    "CLIError",
+    "describe_model",
+    "site_rows",
+    "SiteRow",
+    "site_meanings",
+    "smollm2_path",
+    "resolve_model_path",
+    "load_model_and_tokenizer",
+    "top_tokens",
+    "count_params",
 ]
 
 
@@ -40,6 +48,7 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------------------- models
+
 
 def smollm2_path() -> str:
     """`jaxinterp.loading.bundled.smollm2_path`, failing as a `CLIError` (one line, exit 1)."""
@@ -90,11 +99,15 @@ def describe_model(model, path: str = "") -> str:
     cfg = model.cfg
     feats = [
         f"{cfg.normalization}" + (" (1+w)" if cfg.norm_weight_offset else ""),
-        f"{cfg.positional} positions" + (f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g})" if cfg.positional == "rotary" else ""),
-        "parallel attn+MLP" if cfg.parallel_attn_mlp
+        f"{cfg.positional} positions"
+        + (f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g})" if cfg.positional == "rotary" else ""),
+        "parallel attn+MLP"
+        if cfg.parallel_attn_mlp
         else ("post-norm" if cfg.post_norm else ("pre-norm" if cfg.pre_norm else "output norms only")),
         "attention only" if cfg.attn_only else ("gated MLP" if cfg.gated_mlp else "MLP") + f" ({cfg.act_fn})",
-        "MHA" if cfg.n_kv_heads == cfg.n_heads else ("MQA" if cfg.n_kv_heads == 1 else f"GQA ({cfg.n_heads} q / {cfg.n_kv_heads} kv heads)"),
+        "MHA"
+        if cfg.n_kv_heads == cfg.n_heads
+        else ("MQA" if cfg.n_kv_heads == 1 else f"GQA ({cfg.n_heads} q / {cfg.n_kv_heads} kv heads)"),
         "causal" if cfg.causal else "bidirectional",
         "tied embeddings" if cfg.tied_embeddings else "untied embeddings",
     ]
@@ -105,7 +118,11 @@ def describe_model(model, path: str = "") -> str:
     lines = [
         f"model: {path}" if path else "model:",
         f"family: {cfg.family}  architecture: {cfg.architecture or '-'}  parameters: {count_params(model):,}",
-        "dims: " + "  ".join(f"{k}={getattr(cfg, k)}" for k in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")),
+        "dims: "
+        + "  ".join(
+            f"{k}={getattr(cfg, k)}"
+            for k in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")
+        ),
         "features: " + ", ".join(feats),
         "",
         "sites (short name, TransformerLens name with {l} = layer, shape of one layer):",
@@ -118,7 +135,9 @@ def describe_model(model, path: str = "") -> str:
         shape = "[" + ", ".join(map(str, r.shape)) + "]"
         lines.append(f"  {r.short:<{w1}}{r.full_name:<{w2}}{shape:<22}{meanings.get(r.short, '')}")
     lines.append("")
-    lines.append(f"cache['<short name>'] stacks layers: [{cfg.n_layers}, ...]; cache['blocks.3.hook_resid_pre'] is one layer.")
+    lines.append(
+        f"cache['<short name>'] stacks layers: [{cfg.n_layers}, ...]; cache['blocks.3.hook_resid_pre'] is one layer."
+    )
     return "\n".join(lines)
 
 
@@ -188,7 +207,9 @@ def _cmd_patch(args) -> int:
     model, tok = load_model_and_tokenizer(args.model)
     site = parse_site(args.site, model.cfg)
     if site.layer is not None:
-        raise CLIError(f"--site takes a short name such as 'resid_pre' (the sweep covers every layer), got {args.site!r}")
+        raise CLIError(
+            f"--site takes a short name such as 'resid_pre' (the sweep covers every layer), got {args.site!r}"
+        )
     clean, corrupt = _encode(tok, args.clean), _encode(tok, args.corrupt)
     if clean.shape != corrupt.shape:
         raise CLIError(
@@ -208,21 +229,32 @@ def _cmd_patch(args) -> int:
     seconds = time.perf_counter() - t0
     ld_clean = float(clean_logits[answer] - clean_logits[wrong])
     ld_corrupt = float(corrupt_logits[answer] - corrupt_logits[wrong])
-    print(f"logit diff {tok.decode([answer])!r} - {tok.decode([wrong])!r}: clean {ld_clean:.3f}, corrupted {ld_corrupt:.3f}")
+    print(
+        f"logit diff {tok.decode([answer])!r} - {tok.decode([wrong])!r}: clean {ld_clean:.3f}, corrupted {ld_corrupt:.3f}"
+    )
     print(f"patched {result.values.size} locations of {site.name} ({' x '.join(result.dims)}) in {seconds:.1f} s")
     flat = np.argsort(-np.abs(result.values).reshape(-1))[:5]
     print("largest effects (normalised logit diff: 0 = corrupted, 1 = clean):")
     for f in flat:
         idx = np.unravel_index(f, result.shape)
-        where = ", ".join(f"{d}={result.axis_labels(d)[i]!r}" if d == "pos" else f"{d}={i}" for d, i in zip(result.dims, idx))
+        where = ", ".join(
+            f"{d}={result.axis_labels(d)[i]!r}" if d == "pos" else f"{d}={i}" for d, i in zip(result.dims, idx)
+        )
         print(f"  {where}: {result.values[idx]:.3f}")
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"patch_{site.name.replace('.', '_')}")
     patching_heatmap(result, title=f"patching {site.name}: normalised logit diff", path=stem + ".png")
     np.savez(
-        stem + ".npz", values=result.values, dims=np.array(result.dims),
+        stem + ".npz",
+        values=result.values,
+        dims=np.array(result.dims),
         **{f"labels_{d}": np.array(result.axis_labels(d)) for d in result.dims},
-        clean=clean, corrupt=corrupt, answer=answer, wrong=wrong, logit_diff_clean=ld_clean, logit_diff_corrupt=ld_corrupt,
+        clean=clean,
+        corrupt=corrupt,
+        answer=answer,
+        wrong=wrong,
+        logit_diff_clean=ld_clean,
+        logit_diff_corrupt=ld_corrupt,
     )
     print(f"wrote {stem}.png and {stem}.npz")
     return 0

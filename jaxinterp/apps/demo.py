@@ -32,20 +32,24 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
 
-from ..generate import greedy_generate
-from ..model.interventions import Add
 from ..core.labelled import LabelledArray
 from ..core.metrics import logit_diff
-from ..model import Transformer
-from ..core.sites import layer_site_dims, top_level_site_dims
 from ..editing.sentiment import STEER_BAD, STEER_GOOD, STEER_NEGATIVE, STEER_POSITIVE
+from ..generate import greedy_generate
+from ..model import Transformer
+from ..model.interventions import Add
 from ..steering import steering_vector
 
 __all__ = [
-    "run_demo", "DemoResult",
-    "steering_experiment", "SteeringResult", "ioi_pair", "IOIPair", "shared_labels", "Progress",
+    "run_demo",
+    "DemoResult",
+    "steering_experiment",
+    "SteeringResult",
+    "ioi_pair",
+    "IOIPair",
+    "shared_labels",
+    "Progress",
 ]
 
 # -------------------------------------------------------------------------- patching
@@ -65,7 +69,14 @@ IOI_TEMPLATES = [
     "When{IO} and{S} went to the office,{S} gave a book to",
     "When{IO} and{S} went to the beach,{S} gave a towel to",
 ]
-IOI_NAMES = [(" Mary", " John"), (" Tom", " James"), (" Sarah", " David"), (" Alice", " Bob"), (" Anna", " Paul"), (" Lisa", " Mike")]
+IOI_NAMES = [
+    (" Mary", " John"),
+    (" Tom", " James"),
+    (" Sarah", " David"),
+    (" Alice", " Bob"),
+    (" Anna", " Paul"),
+    (" Lisa", " Mike"),
+]
 STEER_PROMPT = "My review of the movie: it was"
 
 
@@ -131,7 +142,9 @@ def _top_heads(values, k, absolute=True):
     return [tuple(int(x) for x in np.unravel_index(i, values.shape)) for i in np.argsort(-flat)[:k]]
 
 
-def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = False, echo: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    out_dir: str = "out/demo", model: str = "smollm2", quick: bool = False, echo: Callable[[str], None] = print
+) -> DemoResult:
     """Run the IOI investigation on ``model`` (see the module docstring) and write the
     PNG figures, ``attention.html`` and ``report.html`` to ``out_dir``.
 
@@ -141,11 +154,16 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     progress and a summary through ``echo``; returns a `DemoResult`.
     """
     from .. import viz
+    from ..analysis.detectors import (
+        duplicate_token_scores,
+        induction_scores,
+        previous_token_scores,
+        repeated_random_tokens,
+    )
+    from ..analysis.lens import logit_lens, top_token_table
     from ..causal.attribution import attribution_patch
     from ..causal.patching import patching_sweep
     from ..loading.resolve import load_model_and_tokenizer, resolve_model_path
-    from ..analysis.lens import logit_lens, top_token_table
-    from ..analysis.detectors import duplicate_token_scores, induction_scores, previous_token_scores, repeated_random_tokens
     from ..viz.report import Report
 
     os.makedirs(out_dir, exist_ok=True)
@@ -162,7 +180,9 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     with progress.step(f"loading {model}"):
         m, tok = load_model_and_tokenizer(model)
         cfg = m.cfg
-        echo(f"      {cfg.family}: {cfg.n_layers} layers, d_model={cfg.d_model}, {cfg.n_heads} heads ({cfg.n_kv_heads} kv)")
+        echo(
+            f"      {cfg.family}: {cfg.n_layers} layers, d_model={cfg.d_model}, {cfg.n_heads} heads ({cfg.n_kv_heads} kv)"
+        )
     report = Report(
         f"IOI in {os.path.basename(resolve_model_path(model))}",
         "Indirect object identification, investigated end to end with jaxinterp: activation and attribution "
@@ -195,21 +215,30 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
             "difference `logit(IO) - logit(S)` at the last position: positive on clean prompts, negative on "
             f"corrupted ones. The patching sweeps below average over the first {len(sweep_pairs)} pair(s).",
         )
-        report.table(rows, ["clean prompt", "corrupted prompt", "answer", "logit diff (clean)", "logit diff (corrupted)"])
+        report.table(
+            rows, ["clean prompt", "corrupted prompt", "answer", "logit diff (clean)", "logit diff (corrupted)"]
+        )
 
     def averaged_sweep(site: str) -> LabelledArray:
         runs = [patching_sweep(m, c, k, site, metric, labels=pos_labels) for c, k in zip(clean, corrupt)]
-        return LabelledArray(np.mean([np.asarray(r) for r in runs], 0), runs[0].dims, runs[0].labels, f"patching {site}")
+        return LabelledArray(
+            np.mean([np.asarray(r) for r in runs], 0), runs[0].dims, runs[0].labels, f"patching {site}"
+        )
 
     n_pairs = len(sweep_pairs)
-    with progress.step(f"residual stream patching: {cfg.n_layers} layers x {len(str_tokens)} positions x {n_pairs} pair(s)"):
+    with progress.step(
+        f"residual stream patching: {cfg.n_layers} layers x {len(str_tokens)} positions x {n_pairs} pair(s)"
+    ):
         resid = averaged_sweep("resid_pre")
-        save(viz.patching_heatmap(resid, title="Patching resid_pre: normalised logit diff (0 = corrupted, 1 = clean)"), "patch_resid_pre")
+        save(
+            viz.patching_heatmap(resid, title="Patching resid_pre: normalised logit diff (0 = corrupted, 1 = clean)"),
+            "patch_resid_pre",
+        )
         report.section(
             "Residual stream patching",
             "Run the corrupted prompt, overwrite the residual stream at one (layer, position) with its value from the "
             "clean run, and measure how much of the clean logit difference comes back (0: none, 1: all). Every "
-            f"location is one row of a single compiled sweep (`jaxinterp.causal.patching.activation_patch`). The information "
+            "location is one row of a single compiled sweep (`jaxinterp.causal.patching.activation_patch`). The information "
             "moves from the repeated name (S2) to the final position in the middle layers.",
         )
         report.figure(figures["patch_resid_pre"], "resid_pre patching, normalised logit difference")
@@ -229,13 +258,33 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     with progress.step("attribution patching (gradients: one forward and backward pass per pair)"):
         attr = [attribution_patch(m, c, k, metric, ("resid_pre", "attn.z")) for c, k in zip(clean, corrupt)]
         spans = [float(metric(m(jnp.asarray(c)))) - float(metric(m(jnp.asarray(k)))) for c, k in zip(clean, corrupt)]
-        attr_resid = LabelledArray(np.mean([np.asarray(a["resid_pre"]) / s for a, s in zip(attr, spans)], 0), resid.dims, resid.labels, "attribution resid_pre")
-        attr_heads = LabelledArray(np.mean([np.asarray(a["attn.z"]) / s for a, s in zip(attr, spans)], 0), heads.dims, heads.labels, "attribution attn.z")
-        numbers["r(attribution, activation patching), heads"] = float(np.corrcoef(attr_heads.values.ravel(), heads.values.ravel())[0, 1])
-        numbers["r(attribution, activation patching), resid_pre"] = float(np.corrcoef(attr_resid.values.ravel(), resid.values.ravel())[0, 1])
-        save(viz.patching_heatmap(attr_heads, title="Attribution patching per head (gradient estimate)"), "attribution_heads")
+        attr_resid = LabelledArray(
+            np.mean([np.asarray(a["resid_pre"]) / s for a, s in zip(attr, spans)], 0),
+            resid.dims,
+            resid.labels,
+            "attribution resid_pre",
+        )
+        attr_heads = LabelledArray(
+            np.mean([np.asarray(a["attn.z"]) / s for a, s in zip(attr, spans)], 0),
+            heads.dims,
+            heads.labels,
+            "attribution attn.z",
+        )
+        numbers["r(attribution, activation patching), heads"] = float(
+            np.corrcoef(attr_heads.values.ravel(), heads.values.ravel())[0, 1]
+        )
+        numbers["r(attribution, activation patching), resid_pre"] = float(
+            np.corrcoef(attr_resid.values.ravel(), resid.values.ravel())[0, 1]
+        )
+        save(
+            viz.patching_heatmap(attr_heads, title="Attribution patching per head (gradient estimate)"),
+            "attribution_heads",
+        )
         save(viz.compare_scatter(heads, attr_heads, title="per head"), "attribution_vs_patching_heads")
-        save(viz.compare_scatter(resid, attr_resid, title="resid_pre per (layer, position)"), "attribution_vs_patching_resid")
+        save(
+            viz.compare_scatter(resid, attr_resid, title="resid_pre per (layer, position)"),
+            "attribution_vs_patching_resid",
+        )
         report.section(
             "Attribution patching",
             "A linear approximation of activation patching: `(clean - corrupted) . grad(metric)` on the corrupted run, "
@@ -244,18 +293,25 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         )
         report.figure(figures["attribution_heads"], "attribution estimate per head")
         report.figure(figures["attribution_vs_patching_heads"], "per head: attribution vs activation patching")
-        report.figure(figures["attribution_vs_patching_resid"], "per (layer, position): attribution vs activation patching")
+        report.figure(
+            figures["attribution_vs_patching_resid"], "per (layer, position): attribution vs activation patching"
+        )
 
     with progress.step("head detectors on repeated random tokens"):
         # Skip the first ids (special and byte tokens) of a large vocabulary.
-        rand = repeated_random_tokens(jax.random.key(0), cfg.d_vocab, seq_len=20, batch=4, low=1000 if cfg.d_vocab > 10_000 else 0)
+        rand = repeated_random_tokens(
+            jax.random.key(0), cfg.d_vocab, seq_len=20, batch=4, low=1000 if cfg.d_vocab > 10_000 else 0
+        )
         _, rand_cache = m.run_with_cache(rand, names=["attn.pattern"])
         detectors = {
             "previous token": previous_token_scores(m, rand, rand_cache),
             "duplicate token": duplicate_token_scores(m, rand, rand_cache),
             "induction": induction_scores(m, rand, rand_cache),
         }
-        save(viz.score_heatmaps(detectors, title="Head detector scores (attention mass, 0..1)", vmax=1.0), "head_detectors")
+        save(
+            viz.score_heatmaps(detectors, title="Head detector scores (attention mass, 0..1)", vmax=1.0),
+            "head_detectors",
+        )
         induction = np.asarray(detectors["induction"])
         best_induction = _top_heads(induction, 3, absolute=False)
         numbers["best induction score"] = float(induction.max())
@@ -274,8 +330,17 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         pattern = np.asarray(cache["attn.pattern"])
         picked = np.stack([pattern[l, h] for l, h in chosen])
         head_labels = [f"L{l}H{h}" for l, h in chosen]
-        save(viz.attention_patterns(picked, str_tokens, head_labels, title="Attention patterns on a clean prompt"), "attention_patterns")
-        viz.attention_html(picked, str_tokens, head_labels, "Attention patterns (IOI, clean prompt)", os.path.join(out_dir, "attention.html"))
+        save(
+            viz.attention_patterns(picked, str_tokens, head_labels, title="Attention patterns on a clean prompt"),
+            "attention_patterns",
+        )
+        viz.attention_html(
+            picked,
+            str_tokens,
+            head_labels,
+            "Attention patterns (IOI, clean prompt)",
+            os.path.join(out_dir, "attention.html"),
+        )
         report.section(
             "Attention patterns",
             "The heads with the largest patching effects and the strongest induction heads, on the first clean prompt. "
@@ -292,7 +357,9 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         save(viz.logit_lens_table(top_str, prob, layer_labels, str_tokens), "logit_lens")
         first = next((l for l in range(len(top_str)) if top_str[l][-1] == IOI_NAMES[0][0]), None)
         # A lens row label ("after L29", ...) says where it reads, unlike a bare row index.
-        numbers["logit lens: first row where the IO is the top token at the end"] = "never" if first is None else layer_labels[first]
+        numbers["logit lens: first row where the IO is the top token at the end"] = (
+            "never" if first is None else layer_labels[first]
+        )
         report.section(
             "Logit lens",
             "The residual stream before each layer (and after the last) read through the final norm and unembedding "
@@ -315,7 +382,10 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
         report.table(steer.rows, ["coefficient", "score", "greedy continuation"])
 
     with progress.step("writing the report"):
-        report.section("Numbers and timings", "Wall time of each step on this machine (JAX backend: " + jax.default_backend() + ").")
+        report.section(
+            "Numbers and timings",
+            "Wall time of each step on this machine (JAX backend: " + jax.default_backend() + ").",
+        )
         report.table([(k, _fmt(v)) for k, v in numbers.items()], ["quantity", "value"])
         report.table([(k, f"{v:.1f} s") for k, v in progress.times.items()], ["step", "time"])
         report_path = report.save(os.path.join(out_dir, "report.html"))
@@ -325,7 +395,10 @@ def run_demo(out_dir: str = "out/demo", model: str = "smollm2", quick: bool = Fa
     echo("summary")
     for k, v in numbers.items():
         echo(f"  {k}: {_fmt(v)}")
-    echo("  heads that matter most (patching): " + ", ".join(f"L{l}H{h} ({heads.values[l, h]:+.2f})" for l, h in top_heads[:3]))
+    echo(
+        "  heads that matter most (patching): "
+        + ", ".join(f"L{l}H{h} ({heads.values[l, h]:+.2f})" for l, h in top_heads[:3])
+    )
     echo("  strongest induction heads: " + ", ".join(f"L{l}H{h} ({induction[l, h]:.2f})" for l, h in best_induction))
     echo("timings")
     for k, v in progress.times.items():
@@ -359,7 +432,9 @@ class SteeringResult(NamedTuple):
     numbers: dict
 
 
-def steering_experiment(model: Transformer, tokenizer, layer: Optional[int] = None, quick: bool = False, n_new: int = 12) -> SteeringResult:
+def steering_experiment(
+    model: Transformer, tokenizer, layer: Optional[int] = None, quick: bool = False, n_new: int = 12
+) -> SteeringResult:
     """Steer towards positive sentiment (positive coefficients) or negative (negative ones)
     with `steering_vector` added at ``layer`` (default: a fifth of the way up, layer 6 of
     SmolLM2's 30); score every coefficient in one vmapped run and generate greedily at
@@ -389,7 +464,11 @@ def steering_experiment(model: Transformer, tokenizer, layer: Optional[int] = No
     ax.set_xlabel(f"steering coefficient (added to layer {layer} resid_pre)")
     ax.set_ylabel("log P(positive) - log P(negative)")
     ax.set_title(f"Steering the next token after {STEER_PROMPT!r}", fontsize=9)
-    numbers = {f"steering score, coefficient {c:+.0f}": float(s) for c, s in zip(coefficients, scores) if c in (coefficients[0], 0.0, coefficients[-1])}
+    numbers = {
+        f"steering score, coefficient {c:+.0f}": float(s)
+        for c, s in zip(coefficients, scores)
+        if c in (coefficients[0], 0.0, coefficients[-1])
+    }
     return SteeringResult(layer, coefficients, scores, rows, fig, numbers)
 
 

@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ..model.interventions import Noise, Patch
 from ..core.labelled import LabelledArray
 from ..core.readout import Readout
+from ..model.interventions import Noise, Patch
 from ..model.transformer import check_tokens
 
 __all__ = ["causal_trace", "CausalTrace", "trace_prob", "embedding_noise_std", "window_mask"]
@@ -200,15 +200,35 @@ def causal_trace(
     maps = {}
     for kind, site in sites.items():
         restored = _Restore(site, None if kind == "hidden" else window)
-        probs = sweep(restored, locations, model, cache[site], tokens, answer_arr, subject_mask, keys, jnp.asarray(std),
-                      batch_size=batch_size)
+        probs = sweep(
+            restored,
+            locations,
+            model,
+            cache[site],
+            tokens,
+            answer_arr,
+            subject_mask,
+            keys,
+            jnp.asarray(std),
+            batch_size=batch_size,
+        )
         labels = {"pos": list(pos_labels)} if pos_labels is not None else {}
-        maps[kind] = LabelledArray(np.asarray(probs).reshape(cfg.n_layers, n_pos), ("layer", "pos"), labels,
-                                   name=f"p(answer), restoring {kind}" + ("" if kind == "hidden" else f" (window {window})"))
+        maps[kind] = LabelledArray(
+            np.asarray(probs).reshape(cfg.n_layers, n_pos),
+            ("layer", "pos"),
+            labels,
+            name=f"p(answer), restoring {kind}" + ("" if kind == "hidden" else f" (window {window})"),
+        )
     return CausalTrace(
-        hidden=maps.get("hidden"), mlp=maps.get("mlp"), attn=maps.get("attn"),
-        clean_prob=float(clean_probs[answer]), corrupted_prob=corrupted, answer=int(answer),
-        subject=tuple(int(i) for i in np.flatnonzero(np.asarray(subject_mask))), noise_std=std, window=window,
+        hidden=maps.get("hidden"),
+        mlp=maps.get("mlp"),
+        attn=maps.get("attn"),
+        clean_prob=float(clean_probs[answer]),
+        corrupted_prob=corrupted,
+        answer=int(answer),
+        subject=tuple(int(i) for i in np.flatnonzero(np.asarray(subject_mask))),
+        noise_std=std,
+        window=window,
         answer_label=answer_label,
     )
 
@@ -222,7 +242,9 @@ class _Restore(eqx.Module):
 
     def __call__(self, loc, model, clean, tokens, answer, subject, keys, std):
         layer = loc["layer"] if self.window is None else window_mask(loc["layer"], model.cfg.n_layers, self.window)
-        return trace_prob(model, tokens, answer, subject, keys, std, [Patch(self.site, clean, layer=layer, pos=loc["pos"])])
+        return trace_prob(
+            model, tokens, answer, subject, keys, std, [Patch(self.site, clean, layer=layer, pos=loc["pos"])]
+        )
 
 
 @eqx.filter_jit

@@ -42,20 +42,25 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..engine.grads import cache_run, metric_of_run
-from .attribution.graph import Component, parse_component
-from ..model.interventions import Patch
+from ..core.errors import PathPatchingError
 from ..core.labelled import LabelledArray
 from ..core.sites import parse_site
-from ..core.errors import PathPatchingError
+from ..engine.grads import cache_run, metric_of_run
+from ..model.interventions import Patch
 from ..model.transformer import check_pair
+from .attribution.graph import Component, parse_component
 
-__all__ = ["path_patch", "path_patch_sweep", "evaluate_hypothesis", "HypothesisResult", "kl_dissimilarity", "metric_dissimilarity"]
+__all__ = [
+    "path_patch",
+    "path_patch_sweep",
+    "evaluate_hypothesis",
+    "HypothesisResult",
+    "kl_dissimilarity",
+    "metric_dissimilarity",
+]
 
 Metric = Callable[[Float[Array, "pos d_vocab"]], Float[Array, ""]]
 Names = Union[str, Sequence[str]]
-
-
 
 
 # ---------------------------------------------------------------- node -> intervention
@@ -73,7 +78,9 @@ def _receiver(name: str, cfg) -> _Receiver:
     if name.startswith("blocks."):
         site = parse_site(name, cfg)
         if site.layer is None:
-            raise PathPatchingError(f"receiver {name!r}: give a per-layer site with its layer, e.g. 'blocks.3.hook_resid_pre'")
+            raise PathPatchingError(
+                f"receiver {name!r}: give a per-layer site with its layer, e.g. 'blocks.3.hook_resid_pre'"
+            )
         return _Receiver(site.name, site.layer, None)
     try:
         comp = parse_component(name, cfg)
@@ -125,15 +132,20 @@ def _three_runs(model, base, caches, senders_iv, receivers, receiver_pos, freeze
     residual stream at the first receiver's layer (nothing below it changes) and
     unembeds only where the metric reads."""
     base_z, source_z, base_mlp, source_mlp, base_resid = caches
-    cfg = model.cfg
     first, last = min(r.layer for r in receivers), max(r.layer for r in receivers)
     freeze = [Patch("attn.z", base_z)]
     if freeze_mlps and base_mlp is not None:
         freeze.append(Patch("mlp_out", base_mlp))
-    _, recorded = model.run(base, freeze + senders_iv(source_z, source_mlp), layers=(0, last + 1),
-                            cache=frozenset(r.site for r in receivers))
+    _, recorded = model.run(
+        base,
+        freeze + senders_iv(source_z, source_mlp),
+        layers=(0, last + 1),
+        cache=frozenset(r.site for r in receivers),
+    )
 
-    patches = [Patch(r.site, recorded[r.site][r.layer], layer=r.layer, head=r.head, pos=receiver_pos) for r in receivers]
+    patches = [
+        Patch(r.site, recorded[r.site][r.layer], layer=r.layer, head=r.head, pos=receiver_pos) for r in receivers
+    ]
     return metric_of_run(model, base_resid[first], patches, frozenset(), metric, start=first)[0]
 
 
@@ -222,7 +234,9 @@ def path_patch(
         else:
             mlp_mask[c.layer] = True
     senders_iv = _Senders(jnp.asarray(head_mask), jnp.asarray(mlp_mask) if cfg.has_mlp else None, _pos(sender_pos))
-    return float(_path_patch_jit(model, base_tokens, source_tokens, senders_iv, recv, _pos(receiver_pos), freeze_mlps, metric))
+    return float(
+        _path_patch_jit(model, base_tokens, source_tokens, senders_iv, recv, _pos(receiver_pos), freeze_mlps, metric)
+    )
 
 
 class _SweepCell(eqx.Module):
@@ -244,7 +258,9 @@ class _SweepCell(eqx.Module):
         senders = _Senders(heads, mlps, sender_pos)
 
         def one(b, s):
-            return _three_runs(model, b, _caches(model, b, s), senders, self.receivers, receiver_pos, self.freeze_mlps, self.metric)
+            return _three_runs(
+                model, b, _caches(model, b, s), senders, self.receivers, receiver_pos, self.freeze_mlps, self.metric
+            )
 
         return _mean_over_pairs(one, base, source)
 
@@ -285,7 +301,9 @@ def path_patch_sweep(
     else:
         raise PathPatchingError(f"senders must be 'heads' or 'mlps', got {senders!r}")
     cell = _SweepCell(recv, senders, freeze_mlps, metric)
-    vals = sweep(cell, locs, model, base_tokens, source_tokens, _pos(sender_pos), _pos(receiver_pos), batch_size=batch_size)
+    vals = sweep(
+        cell, locs, model, base_tokens, source_tokens, _pos(sender_pos), _pos(receiver_pos), batch_size=batch_size
+    )
     receivers_label = ", ".join(_names(receivers))
     return LabelledArray(np.asarray(vals).reshape(shape), dims, name=f"path patching -> {receivers_label}")
 
@@ -330,13 +348,15 @@ def _important_masks(cfg, important: Iterable[str]):
         elif comp.kind == "kv_head" and comp.input is None:
             # A key/value head acts only through the query heads that read it.
             group = cfg.n_heads // cfg.n_kv_heads
-            heads[comp.layer, comp.index * group: (comp.index + 1) * group] = True
+            heads[comp.layer, comp.index * group : (comp.index + 1) * group] = True
         elif comp.kind == "mlp":
             mlps[comp.layer] = True
         elif comp.kind in ("embed", "logits"):
             continue  # inputs and outputs are always part of the graph
         else:
-            raise PathPatchingError(f"important node {name!r}: nodes are heads ('a3.h2'), key/value heads ('a3.kv1') and MLPs ('m3')")
+            raise PathPatchingError(
+                f"important node {name!r}: nodes are heads ('a3.h2'), key/value heads ('a3.kv1') and MLPs ('m3')"
+            )
     return heads, mlps
 
 

@@ -6,9 +6,19 @@ the problem; docs/errors.md lists what raises each."""
 from __future__ import annotations
 
 __all__ = [
-    "JaxinterpError", "ConfigError", "SiteError", "TokenError", "InterventionError", "MetricError",
-    "PromptPairError", "CheckpointError", "UnsupportedArchitectureError", "TokenizerError", "PatchingError",
-    "PathPatchingError", "ProcessingError",
+    "JaxinterpError",
+    "ConfigError",
+    "SiteError",
+    "TokenError",
+    "InterventionError",
+    "MetricError",
+    "PromptPairError",
+    "CheckpointError",
+    "UnsupportedArchitectureError",
+    "TokenizerError",
+    "PatchingError",
+    "PathPatchingError",
+    "ProcessingError",
 ]
 
 

@@ -59,7 +59,9 @@ class LabelledArray:
             return [str(x) for x in self.labels[dim]]
         return [str(i) for i in range(self.values.shape[self.dims.index(dim)])]
 
-    def with_token_labels(self, tokens: Sequence[str], axes: Sequence[str] = ("pos", "query_pos", "key_pos")) -> "LabelledArray":
+    def with_token_labels(
+        self, tokens: Sequence[str], axes: Sequence[str] = ("pos", "query_pos", "key_pos")
+    ) -> "LabelledArray":
         """A copy whose position axes (those of ``axes`` it has) are labelled with the
         prompt's tokens (``"3: Mary"``: the index keeps repeats apart)."""
         labels = dict(self.labels)

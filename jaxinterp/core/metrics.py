@@ -66,8 +66,10 @@ def custom(fn: Callable, reads: Reads = None) -> Custom:
         raise MetricError(f"a metric must be callable on logits [pos, d_vocab], got {type(fn).__name__}")
     if reads is not None:
         pos, ids = reads
-        reads = (pos if isinstance(pos, int) else tuple(int(p) for p in pos),
-                 None if ids is None else tuple(int(i) for i in jnp.atleast_1d(jnp.asarray(ids)).tolist()))
+        reads = (
+            pos if isinstance(pos, int) else tuple(int(p) for p in pos),
+            None if ids is None else tuple(int(i) for i in jnp.atleast_1d(jnp.asarray(ids)).tolist()),
+        )
     return Custom(fn, reads)
 
 
@@ -153,7 +155,9 @@ def normalized(metric: Metric, clean_value, corrupted_value) -> Normalized:
     clean_value, corrupted_value = float(clean_value), float(corrupted_value)
     if clean_value == corrupted_value:
         raise MetricError("clean and corrupted runs score the same: cannot normalise")
-    return Normalized(as_metric(metric), jnp.asarray(clean_value, jnp.float32), jnp.asarray(corrupted_value, jnp.float32))
+    return Normalized(
+        as_metric(metric), jnp.asarray(clean_value, jnp.float32), jnp.asarray(corrupted_value, jnp.float32)
+    )
 
 
 def normalized_logit_diff(answer, wrong, clean_logits, corrupted_logits, pos: int = -1) -> Normalized:

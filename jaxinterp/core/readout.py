@@ -73,7 +73,9 @@ def readout_for(metric: Callable, n_pos: int, d_vocab: int, columns: bool = Fals
         if columns and has_unembed and ids is not None:
             ids = np.atleast_1d(np.asarray(ids)).astype(int)
             if np.any((ids < 0) | (ids >= d_vocab)):
-                raise MetricError(f"metric.reads names token id(s) {ids.tolist()} outside the vocabulary (0..{d_vocab - 1})")
+                raise MetricError(
+                    f"metric.reads names token id(s) {ids.tolist()} outside the vocabulary (0..{d_vocab - 1})"
+                )
             cols = tuple(int(i) for i in dict.fromkeys(ids.tolist()))
     return Readout(positions, cols, n_pos, d_vocab)
 

@@ -25,8 +25,6 @@ from .config import ModelConfig
 from .errors import SiteError
 
 
-
-
 class Site(NamedTuple):
     """A parsed site: its short name and, for a full per-layer name, the layer."""
 
@@ -63,13 +61,24 @@ def _mlp(cfg: ModelConfig) -> bool:
 
 SITES: tuple[SiteSpec, ...] = (
     SiteSpec("embed", ("pos", "d_model"), "token embedding", top_level=True),
-    SiteSpec("pos_embed", ("pos", "d_model"), "learned positional embedding", lambda c: c.positional == "learned", True),
-    SiteSpec("token_type_embed", ("pos", "d_model"), "segment (token type) embedding (BERT)",
-             lambda c: bool(c.n_token_types), True),
+    SiteSpec(
+        "pos_embed", ("pos", "d_model"), "learned positional embedding", lambda c: c.positional == "learned", True
+    ),
+    SiteSpec(
+        "token_type_embed",
+        ("pos", "d_model"),
+        "segment (token type) embedding (BERT)",
+        lambda c: bool(c.n_token_types),
+        True,
+    ),
     SiteSpec("resid_pre", ("pos", "d_model"), "residual stream into the block"),
     SiteSpec("ln1.scale", ("pos", "one"), "the attention norm's divisor sqrt(mean(x^2)+eps)", lambda c: c.pre_norm),
-    SiteSpec("ln1.normalized", ("pos", "d_model"), "attention input: the normalised residual (after w, b)",
-             lambda c: c.pre_norm),
+    SiteSpec(
+        "ln1.normalized",
+        ("pos", "d_model"),
+        "attention input: the normalised residual (after w, b)",
+        lambda c: c.pre_norm,
+    ),
     SiteSpec("attn.q", ("pos", "head", "d_head"), "queries (the projection, before any QK-norm)"),
     SiteSpec("attn.k", ("pos", "kv_head", "d_head"), "keys / values (n_kv_heads heads; keys before any QK-norm)"),
     SiteSpec("attn.v", ("pos", "kv_head", "d_head"), "keys / values (n_kv_heads heads)"),
@@ -79,30 +88,52 @@ SITES: tuple[SiteSpec, ...] = (
     SiteSpec("attn.pattern", ("head", "query_pos", "key_pos"), "attention pattern: softmax of the scores"),
     SiteSpec("attn.z", ("pos", "head", "d_head"), "pattern-weighted values"),
     SiteSpec("attn.result", ("pos", "head", "d_model"), "per-head output z @ W_O (computed only on request)"),
-    SiteSpec("ln1_post.scale", ("pos", "one"), "the post-attention norm's divisor (Gemma 2)", lambda c: c.post_attn_norm),
-    SiteSpec("ln1_post.normalized", ("pos", "d_model"), "normalised attention output (Gemma 2)",
-             lambda c: c.post_attn_norm),
+    SiteSpec(
+        "ln1_post.scale", ("pos", "one"), "the post-attention norm's divisor (Gemma 2)", lambda c: c.post_attn_norm
+    ),
+    SiteSpec(
+        "ln1_post.normalized", ("pos", "d_model"), "normalised attention output (Gemma 2)", lambda c: c.post_attn_norm
+    ),
     SiteSpec("attn_out", ("pos", "d_model"), "attention output added to the residual stream"),
-    SiteSpec("resid_mid", ("pos", "d_model"), "residual stream between attention and MLP",
-             lambda c: not c.parallel_attn_mlp),
+    SiteSpec(
+        "resid_mid", ("pos", "d_model"), "residual stream between attention and MLP", lambda c: not c.parallel_attn_mlp
+    ),
     SiteSpec("ln2.scale", ("pos", "one"), "the MLP norm's divisor", lambda c: c.has_mlp and c.pre_norm),
-    SiteSpec("ln2.normalized", ("pos", "d_model"), "MLP input: the normalised residual",
-             lambda c: c.has_mlp and c.pre_norm),
+    SiteSpec(
+        "ln2.normalized", ("pos", "d_model"), "MLP input: the normalised residual", lambda c: c.has_mlp and c.pre_norm
+    ),
     SiteSpec("mlp.router_logits", ("pos", "expert"), "MoE router logits", lambda c: c.has_mlp and c.is_moe),
-    SiteSpec("mlp.expert_weights", ("pos", "expert"), "MoE mixing weights (0 off the top k)",
-             lambda c: c.has_mlp and c.is_moe),
+    SiteSpec(
+        "mlp.expert_weights",
+        ("pos", "expert"),
+        "MoE mixing weights (0 off the top k)",
+        lambda c: c.has_mlp and c.is_moe,
+    ),
     SiteSpec("mlp.pre", _hidden, "MLP pre-activation (the gate of a gated MLP)", _mlp),
     SiteSpec("mlp.pre_linear", _hidden, "linear (up) branch of a gated MLP", lambda c: c.has_mlp and c.gated_mlp),
     SiteSpec("mlp.post", _hidden, "MLP hidden activation (the neurons)", _mlp),
-    SiteSpec("ln2_post.scale", ("pos", "one"), "the post-MLP norm's divisor (Gemma 2)",
-             lambda c: c.has_mlp and c.post_mlp_norm),
-    SiteSpec("ln2_post.normalized", ("pos", "d_model"), "normalised MLP output (Gemma 2)",
-             lambda c: c.has_mlp and c.post_mlp_norm),
+    SiteSpec(
+        "ln2_post.scale",
+        ("pos", "one"),
+        "the post-MLP norm's divisor (Gemma 2)",
+        lambda c: c.has_mlp and c.post_mlp_norm,
+    ),
+    SiteSpec(
+        "ln2_post.normalized",
+        ("pos", "d_model"),
+        "normalised MLP output (Gemma 2)",
+        lambda c: c.has_mlp and c.post_mlp_norm,
+    ),
     SiteSpec("mlp_out", ("pos", "d_model"), "MLP output added to the residual stream", _mlp),
     SiteSpec("resid_post", ("pos", "d_model"), "residual stream out of the block"),
     SiteSpec("ln_final.scale", ("pos", "one"), "the final norm's divisor", lambda c: not c.post_norm, True),
-    SiteSpec("ln_final.normalized", ("pos", "d_model"), "the final normalised residual (what the unembedding reads)",
-             lambda c: not c.post_norm, True),
+    SiteSpec(
+        "ln_final.normalized",
+        ("pos", "d_model"),
+        "the final normalised residual (what the unembedding reads)",
+        lambda c: not c.post_norm,
+        True,
+    ),
 )
 """Every site, in execution order."""
 
@@ -212,7 +243,9 @@ def parse_site(name: str, cfg: ModelConfig) -> Site:
     if layer is not None:
         if short in per_layer:
             if not 0 <= layer < cfg.n_layers:
-                raise SiteError(f"site {name!r}: layer {layer} out of range, the model has {cfg.n_layers} layers (0..{cfg.n_layers - 1})")
+                raise SiteError(
+                    f"site {name!r}: layer {layer} out of range, the model has {cfg.n_layers} layers (0..{cfg.n_layers - 1})"
+                )
             return Site(short, layer)
     elif short in per_layer or short in top:
         return Site(short, None)

@@ -67,7 +67,10 @@ class ChatTemplate:
         if self._compiled is None:
             return render_chatml(messages, add_generation_prompt)
         return self._compiled.render(
-            messages=list(messages), add_generation_prompt=add_generation_prompt, bos_token=self.bos_token, eos_token=self.eos_token
+            messages=list(messages),
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
         )
 
     def __repr__(self):
@@ -99,7 +102,9 @@ def chat_template(path: str, use_jinja: bool | None = None) -> ChatTemplate:
     if os.path.isdir(path):
         path = os.path.join(path, "tokenizer_config.json")
     if not os.path.isfile(path):
-        raise EditingError(f"chat_template: {path} is not a file (expected a .gguf, a tokenizer_config.json or a directory)")
+        raise EditingError(
+            f"chat_template: {path} is not a file (expected a .gguf, a tokenizer_config.json or a directory)"
+        )
     if path.endswith(".gguf"):
         from gguf import GGUFReader
 
@@ -138,5 +143,7 @@ def format_instruction(template: ChatTemplate, instruction: str, system: str | N
     """One user ``instruction`` as a prompt ending where the assistant's reply begins."""
     if not isinstance(instruction, str):
         raise EditingError(f"instruction must be a str, got {type(instruction).__name__}")
-    messages = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": instruction}]
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": instruction}
+    ]
     return template.render(messages, add_generation_prompt=True)

@@ -17,7 +17,16 @@ from jaxtyping import Array, Float, Int
 from jaxinterp.core.errors import JaxinterpError
 from jaxinterp.editing.greedy import greedy_generate
 
-__all__ = ["EditingError", "Prompts", "answer_probs", "encode_batch", "encode_prompts", "generate", "last_token_states", "row_answer_prob"]
+__all__ = [
+    "EditingError",
+    "Prompts",
+    "answer_probs",
+    "encode_batch",
+    "encode_prompts",
+    "generate",
+    "last_token_states",
+    "row_answer_prob",
+]
 
 
 class EditingError(JaxinterpError):
@@ -32,7 +41,9 @@ def generate(model, tokens: Int[np.ndarray, " pos"], n_new: int, interventions=N
     return greedy_generate(model, np.asarray(tokens), int(n_new), interventions)
 
 
-def encode_batch(tokenizer, texts: Sequence[str], what: str = "texts") -> tuple[Int[np.ndarray, "batch pos"], Int[np.ndarray, " batch"]]:
+def encode_batch(
+    tokenizer, texts: Sequence[str], what: str = "texts"
+) -> tuple[Int[np.ndarray, "batch pos"], Int[np.ndarray, " batch"]]:
     """Right-padded ids ``[batch, pos]`` and each row's length ``[batch]``.
 
     Right padding keeps every real token at its own position (rotary and learned
@@ -53,8 +64,12 @@ def encode_batch(tokenizer, texts: Sequence[str], what: str = "texts") -> tuple[
 
 
 def last_token_states(
-    model, tokens: Int[np.ndarray, "batch pos"], lengths: Int[np.ndarray, " batch"], site: str = "resid_pre",
-    offsets: Sequence[int] = (-1,), batch_size: int = 16,
+    model,
+    tokens: Int[np.ndarray, "batch pos"],
+    lengths: Int[np.ndarray, " batch"],
+    site: str = "resid_pre",
+    offsets: Sequence[int] = (-1,),
+    batch_size: int = 16,
 ) -> Float[np.ndarray, "batch offset layer ..."]:
     """The per-layer activation ``site`` of every row at positions ``length + offset``
     (``offset=-1``: the last real token), for all layers from ONE cached pass per batch of
@@ -108,7 +123,9 @@ def encode_prompts(tokenizer, prompts: Sequence[str], answers: Sequence[str]) ->
     return Prompts(jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(first, jnp.int32))
 
 
-def row_answer_prob(model, tokens: Int[Array, " pos"], length: Int[Array, ""], answer: Int[Array, ""], interventions) -> Float[Array, ""]:
+def row_answer_prob(
+    model, tokens: Int[Array, " pos"], length: Int[Array, ""], answer: Int[Array, ""], interventions
+) -> Float[Array, ""]:
     """P(``answer``) at the last real position (``length - 1``) of one right-padded row
     under ``interventions``. Un-jitted: for use inside jit/vmap."""
     logits, _ = model.forward(tokens, interventions)
@@ -119,4 +136,6 @@ def row_answer_prob(model, tokens: Int[Array, " pos"], length: Int[Array, ""], a
 @eqx.filter_jit
 def answer_probs(model, prompts: Prompts, interventions=()) -> Float[Array, " batch"]:
     """P(answer) at each prompt's last position under ``interventions``."""
-    return jax.vmap(row_answer_prob, in_axes=(None, 0, 0, 0, None))(model, prompts.tokens, prompts.lengths, prompts.answers, tuple(interventions))
+    return jax.vmap(row_answer_prob, in_axes=(None, 0, 0, 0, None))(
+        model, prompts.tokens, prompts.lengths, prompts.answers, tuple(interventions)
+    )

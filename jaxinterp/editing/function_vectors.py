@@ -58,7 +58,9 @@ def mean_head_outputs(model, prompts: Prompts, batch_size: int = 16) -> Float[np
 
 @eqx.filter_jit
 def _cie(model, prompts: Prompts, mean_z, layers, heads, batch_size: int):
-    base = jax.vmap(row_answer_prob, in_axes=(None, 0, 0, 0, None))(model, prompts.tokens, prompts.lengths, prompts.answers, ())
+    base = jax.vmap(row_answer_prob, in_axes=(None, 0, 0, 0, None))(
+        model, prompts.tokens, prompts.lengths, prompts.answers, ()
+    )
 
     def one_head(lh):
         layer, head = lh
@@ -73,8 +75,12 @@ def _cie(model, prompts: Prompts, mean_z, layers, heads, batch_size: int):
 
 
 def causal_indirect_effect(
-    model, shuffled: Prompts, mean_z: Float[Array, "layer head d_head"], layers: Sequence[int] | None = None,
-    batch_size: int = 8, per_prompt: bool = False,
+    model,
+    shuffled: Prompts,
+    mean_z: Float[Array, "layer head d_head"],
+    layers: Sequence[int] | None = None,
+    batch_size: int = 8,
+    per_prompt: bool = False,
 ) -> Float[np.ndarray, "layer head"]:
     """CIE of every head (of ``layers``, default all) on the ``shuffled``-label prompts:
     ``P(answer | head's last-position z := mean_z) - P(answer)``, averaged over prompts
@@ -83,10 +89,14 @@ def causal_indirect_effect(
     cfg = model.cfg
     mean_z = jnp.asarray(mean_z)
     if mean_z.shape != (cfg.n_layers, cfg.n_heads, cfg.d_head):
-        raise EditingError(f"mean_z must be [layer, head, d_head] = {(cfg.n_layers, cfg.n_heads, cfg.d_head)}, got {mean_z.shape}")
+        raise EditingError(
+            f"mean_z must be [layer, head, d_head] = {(cfg.n_layers, cfg.n_heads, cfg.d_head)}, got {mean_z.shape}"
+        )
     layers = list(range(cfg.n_layers)) if layers is None else [int(l) for l in layers]
     ll, hh = np.meshgrid(np.asarray(layers, np.int32), np.arange(cfg.n_heads, dtype=np.int32), indexing="ij")
-    eff = np.asarray(_cie(model, shuffled, mean_z, jnp.asarray(ll.reshape(-1)), jnp.asarray(hh.reshape(-1)), int(batch_size)))
+    eff = np.asarray(
+        _cie(model, shuffled, mean_z, jnp.asarray(ll.reshape(-1)), jnp.asarray(hh.reshape(-1)), int(batch_size))
+    )
     out = np.full((cfg.n_layers, cfg.n_heads, eff.shape[-1]), np.nan, np.float32)
     out[ll.reshape(-1), hh.reshape(-1)] = eff
     return out if per_prompt else out.mean(-1)
@@ -99,7 +109,9 @@ def top_heads(cie: Float[np.ndarray, "layer head"], k: int) -> list[tuple[int, i
     return [(int(i // cie.shape[1]), int(i % cie.shape[1])) for i in order]
 
 
-def function_vector(model, mean_z: Float[Array, "layer head d_head"], heads: Sequence[tuple[int, int]]) -> Float[np.ndarray, " d_model"]:
+def function_vector(
+    model, mean_z: Float[Array, "layer head d_head"], heads: Sequence[tuple[int, int]]
+) -> Float[np.ndarray, " d_model"]:
     """``sum over heads (l, h) of mean_z[l, h] @ W_O[l, h]``: the heads' mean outputs in
     the residual stream, summed (Todd et al.'s function vector)."""
     if not heads:
@@ -127,14 +139,18 @@ def _accuracy(model, prompts: Prompts, fv, layers, scale):
     return jax.vmap(lambda l: per_layer(prompts.tokens, prompts.lengths, prompts.answers, l))(layers)  # [layer, batch]
 
 
-def first_token_accuracy(model, prompts: Prompts, fv: Float[Array, " d_model"] | None = None, layer: int = 0, scale: float = 1.0) -> float:
+def first_token_accuracy(
+    model, prompts: Prompts, fv: Float[Array, " d_model"] | None = None, layer: int = 0, scale: float = 1.0
+) -> float:
     """Fraction of ``prompts`` whose greedy next token is the answer's first token, with
     the function vector added at ``layer`` (or without, if ``fv`` is None)."""
     fv = None if fv is None else jnp.asarray(fv, jnp.float32)
     return float(np.mean(np.asarray(_accuracy(model, prompts, fv, jnp.asarray([layer]), jnp.float32(scale)))))
 
 
-def accuracy_by_layer(model, prompts: Prompts, fv: Float[Array, " d_model"], layers: Sequence[int] | None = None, scale: float = 1.0) -> Float[np.ndarray, " layer"]:
+def accuracy_by_layer(
+    model, prompts: Prompts, fv: Float[Array, " d_model"], layers: Sequence[int] | None = None, scale: float = 1.0
+) -> Float[np.ndarray, " layer"]:
     """`first_token_accuracy` with the function vector added at each of ``layers`` (default
     all), every layer in one vmapped program."""
     layers = np.arange(model.cfg.n_layers) if layers is None else np.asarray(layers)

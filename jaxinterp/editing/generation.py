@@ -73,13 +73,20 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int = 0) -> tuple[n
     tokens = np.full((len(prompts), n), pad_token_id, np.int32)
     mask = np.zeros((len(prompts), n), np.int32)
     for i, p in enumerate(prompts):
-        tokens[i, n - len(p):] = np.asarray(p, np.int32)
-        mask[i, n - len(p):] = 1
+        tokens[i, n - len(p) :] = np.asarray(p, np.int32)
+        mask[i, n - len(p) :] = 1
     return tokens, mask
 
 
-def sample_logits(logits: Float[Array, "batch d_vocab"], key: Optional[PRNGKeyArray], temperature=0.0,
-                  top_k=None, top_p=None, *, sampled: Optional[bool] = None) -> Int[Array, " batch"]:
+def sample_logits(
+    logits: Float[Array, "batch d_vocab"],
+    key: Optional[PRNGKeyArray],
+    temperature=0.0,
+    top_k=None,
+    top_p=None,
+    *,
+    sampled: Optional[bool] = None,
+) -> Int[Array, " batch"]:
     """The next token of each row: argmax when not ``sampled`` (default: ``temperature
     == 0``), else a draw from ``softmax(logits / temperature)`` restricted to the
     ``top_k`` most likely tokens and then to the smallest set of them whose probability
@@ -184,10 +191,15 @@ def generate(
     stops[np.asarray(list(stop_tokens), int)] = True
     # Only what changes the program is static; the rest is traced, so other values
     # (temperature, stop tokens, where interventions apply) reuse the compiled program.
-    sampling = dict(temperature=jnp.float32(max(temperature, 1e-30)), top_k=jnp.int32(top_k or cfg.d_vocab),
-                    top_p=jnp.float32(np.inf if top_p is None else top_p), stops=jnp.asarray(stops),
-                    pad=jnp.int32(pad_token_id), to_prompt=jnp.asarray(apply_to != "generated"),
-                    to_generated=jnp.asarray(apply_to != "prompt"))
+    sampling = dict(
+        temperature=jnp.float32(max(temperature, 1e-30)),
+        top_k=jnp.int32(top_k or cfg.d_vocab),
+        top_p=jnp.float32(np.inf if top_p is None else top_p),
+        stops=jnp.asarray(stops),
+        pad=jnp.int32(pad_token_id),
+        to_prompt=jnp.asarray(apply_to != "generated"),
+        to_generated=jnp.asarray(apply_to != "prompt"),
+    )
     options = _Options(int(n_new), temperature > 0, names, bool(return_logits))
     out_tokens, logits, recorded = _generate(model, tokens, attention_mask, interventions, key, sampling, options)
     data = _arrange_cache(recorded, cfg) if names else None
@@ -208,8 +220,13 @@ class _Options(eqx.Module):
     return_logits: bool = eqx.field(static=True)
 
 
-def restrict(interventions: tuple, to_prompt: Bool[Array, ""], to_generated: Bool[Array, ""],
-             n_prompt: Int[Array, ""], max_len: int) -> tuple:
+def restrict(
+    interventions: tuple,
+    to_prompt: Bool[Array, ""],
+    to_generated: Bool[Array, ""],
+    n_prompt: Int[Array, ""],
+    max_len: int,
+) -> tuple:
     """``interventions`` limited to the prompt's positions (``< n_prompt``) if
     ``to_prompt``, and the generated ones if ``to_generated``: a bool mask over absolute
     positions as their ``pos``. Those that select ``pos`` already are left as they are."""
@@ -241,8 +258,14 @@ def _generate(model: Transformer, tokens, attention_mask, interventions, key, sa
     decode = jax.vmap(lambda t, kv, n: extend(t, None, kv, n, ALL, opt.names))
 
     def choose(logits, step, done):
-        new = sample_logits(logits, jax.random.fold_in(key, step), sampling["temperature"], sampling["top_k"],
-                            sampling["top_p"], sampled=opt.sampled)
+        new = sample_logits(
+            logits,
+            jax.random.fold_in(key, step),
+            sampling["temperature"],
+            sampling["top_k"],
+            sampling["top_p"],
+            sampled=opt.sampled,
+        )
         new = jnp.where(done, sampling["pad"], new)
         return new, done | sampling["stops"][new]
 

@@ -28,37 +28,147 @@ class ICLTask(NamedTuple):
 
 
 _ANTONYM = [
-    ("hot", "cold"), ("big", "small"), ("fast", "slow"), ("up", "down"), ("happy", "sad"), ("light", "dark"),
-    ("old", "young"), ("rich", "poor"), ("early", "late"), ("hard", "soft"), ("wet", "dry"), ("open", "closed"),
-    ("strong", "weak"), ("high", "low"), ("full", "empty"), ("clean", "dirty"), ("long", "short"), ("good", "bad"),
-    ("true", "false"), ("win", "lose"), ("inside", "outside"), ("begin", "end"), ("love", "hate"), ("thick", "thin"),
-    ("heavy", "light"), ("loud", "quiet"), ("first", "last"), ("left", "right"), ("before", "after"), ("push", "pull"),
-    ("near", "far"), ("black", "white"), ("day", "night"), ("buy", "sell"), ("cheap", "expensive"), ("safe", "dangerous"),
+    ("hot", "cold"),
+    ("big", "small"),
+    ("fast", "slow"),
+    ("up", "down"),
+    ("happy", "sad"),
+    ("light", "dark"),
+    ("old", "young"),
+    ("rich", "poor"),
+    ("early", "late"),
+    ("hard", "soft"),
+    ("wet", "dry"),
+    ("open", "closed"),
+    ("strong", "weak"),
+    ("high", "low"),
+    ("full", "empty"),
+    ("clean", "dirty"),
+    ("long", "short"),
+    ("good", "bad"),
+    ("true", "false"),
+    ("win", "lose"),
+    ("inside", "outside"),
+    ("begin", "end"),
+    ("love", "hate"),
+    ("thick", "thin"),
+    ("heavy", "light"),
+    ("loud", "quiet"),
+    ("first", "last"),
+    ("left", "right"),
+    ("before", "after"),
+    ("push", "pull"),
+    ("near", "far"),
+    ("black", "white"),
+    ("day", "night"),
+    ("buy", "sell"),
+    ("cheap", "expensive"),
+    ("safe", "dangerous"),
 ]
 _COUNTRY_CAPITAL = [
-    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
-    ("China", "Beijing"), ("Russia", "Moscow"), ("Egypt", "Cairo"), ("Greece", "Athens"), ("Portugal", "Lisbon"),
-    ("Austria", "Vienna"), ("Poland", "Warsaw"), ("Sweden", "Stockholm"), ("Norway", "Oslo"), ("Finland", "Helsinki"),
-    ("Denmark", "Copenhagen"), ("Ireland", "Dublin"), ("Belgium", "Brussels"), ("Hungary", "Budapest"), ("Kenya", "Nairobi"),
-    ("Peru", "Lima"), ("Cuba", "Havana"), ("Thailand", "Bangkok"), ("Canada", "Ottawa"), ("Mexico", "Mexico City"),
-    ("Argentina", "Buenos Aires"), ("Turkey", "Ankara"), ("Iran", "Tehran"), ("Iraq", "Baghdad"), ("India", "New Delhi"),
-    ("South Korea", "Seoul"), ("Australia", "Canberra"), ("Chile", "Santiago"), ("Colombia", "Bogota"),
+    ("France", "Paris"),
+    ("Germany", "Berlin"),
+    ("Italy", "Rome"),
+    ("Spain", "Madrid"),
+    ("Japan", "Tokyo"),
+    ("China", "Beijing"),
+    ("Russia", "Moscow"),
+    ("Egypt", "Cairo"),
+    ("Greece", "Athens"),
+    ("Portugal", "Lisbon"),
+    ("Austria", "Vienna"),
+    ("Poland", "Warsaw"),
+    ("Sweden", "Stockholm"),
+    ("Norway", "Oslo"),
+    ("Finland", "Helsinki"),
+    ("Denmark", "Copenhagen"),
+    ("Ireland", "Dublin"),
+    ("Belgium", "Brussels"),
+    ("Hungary", "Budapest"),
+    ("Kenya", "Nairobi"),
+    ("Peru", "Lima"),
+    ("Cuba", "Havana"),
+    ("Thailand", "Bangkok"),
+    ("Canada", "Ottawa"),
+    ("Mexico", "Mexico City"),
+    ("Argentina", "Buenos Aires"),
+    ("Turkey", "Ankara"),
+    ("Iran", "Tehran"),
+    ("Iraq", "Baghdad"),
+    ("India", "New Delhi"),
+    ("South Korea", "Seoul"),
+    ("Australia", "Canberra"),
+    ("Chile", "Santiago"),
+    ("Colombia", "Bogota"),
 ]
 _LOWER_UPPER = [
-    (w, w.upper()) for w in (
-        "apple", "house", "river", "green", "table", "music", "paper", "water", "light", "stone", "bread", "dream",
-        "night", "plant", "smile", "train", "cloud", "chair", "glass", "horse", "money", "ocean", "piano", "queen",
-        "sugar", "tiger", "voice", "world", "zebra", "dance", "earth", "fruit",
+    (w, w.upper())
+    for w in (
+        "apple",
+        "house",
+        "river",
+        "green",
+        "table",
+        "music",
+        "paper",
+        "water",
+        "light",
+        "stone",
+        "bread",
+        "dream",
+        "night",
+        "plant",
+        "smile",
+        "train",
+        "cloud",
+        "chair",
+        "glass",
+        "horse",
+        "money",
+        "ocean",
+        "piano",
+        "queen",
+        "sugar",
+        "tiger",
+        "voice",
+        "world",
+        "zebra",
+        "dance",
+        "earth",
+        "fruit",
     )
 ]
 _EN_FR_NUMBER = [
-    ("one", "un"), ("two", "deux"), ("three", "trois"), ("four", "quatre"), ("five", "cinq"), ("six", "six"),
-    ("seven", "sept"), ("eight", "huit"), ("nine", "neuf"), ("ten", "dix"), ("eleven", "onze"), ("twelve", "douze"),
-    ("thirteen", "treize"), ("fourteen", "quatorze"), ("fifteen", "quinze"), ("sixteen", "seize"),
-    ("seventeen", "dix-sept"), ("eighteen", "dix-huit"), ("nineteen", "dix-neuf"), ("twenty", "vingt"),
-    ("thirty", "trente"), ("forty", "quarante"), ("fifty", "cinquante"), ("sixty", "soixante"),
-    ("seventy", "soixante-dix"), ("eighty", "quatre-vingts"), ("ninety", "quatre-vingt-dix"), ("hundred", "cent"),
-    ("thousand", "mille"), ("million", "million"),
+    ("one", "un"),
+    ("two", "deux"),
+    ("three", "trois"),
+    ("four", "quatre"),
+    ("five", "cinq"),
+    ("six", "six"),
+    ("seven", "sept"),
+    ("eight", "huit"),
+    ("nine", "neuf"),
+    ("ten", "dix"),
+    ("eleven", "onze"),
+    ("twelve", "douze"),
+    ("thirteen", "treize"),
+    ("fourteen", "quatorze"),
+    ("fifteen", "quinze"),
+    ("sixteen", "seize"),
+    ("seventeen", "dix-sept"),
+    ("eighteen", "dix-huit"),
+    ("nineteen", "dix-neuf"),
+    ("twenty", "vingt"),
+    ("thirty", "trente"),
+    ("forty", "quarante"),
+    ("fifty", "cinquante"),
+    ("sixty", "soixante"),
+    ("seventy", "soixante-dix"),
+    ("eighty", "quatre-vingts"),
+    ("ninety", "quatre-vingt-dix"),
+    ("hundred", "cent"),
+    ("thousand", "mille"),
+    ("million", "million"),
 ]
 
 TASKS = {
@@ -81,7 +191,9 @@ def load_pairs(path: str, name: str = "") -> ICLTask:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not {"input", "output"} <= set(reader.fieldnames):
-                raise EditingError(f"{path}: the CSV header must name 'input' and 'output' columns, got {reader.fieldnames}")
+                raise EditingError(
+                    f"{path}: the CSV header must name 'input' and 'output' columns, got {reader.fieldnames}"
+                )
             for i, row in enumerate(reader, start=2):
                 pairs.append(_pair(row.get("input"), row.get("output"), f"{path}:{i}"))
     elif ext == ".jsonl":
@@ -94,7 +206,9 @@ def load_pairs(path: str, name: str = "") -> ICLTask:
                 except json.JSONDecodeError as e:
                     raise EditingError(f"{path}:{i}: not valid JSON ({e.msg})") from None
                 if not isinstance(obj, dict):
-                    raise EditingError(f"{path}:{i}: expected an object with 'input' and 'output', got {type(obj).__name__}")
+                    raise EditingError(
+                        f"{path}:{i}: expected an object with 'input' and 'output', got {type(obj).__name__}"
+                    )
                 pairs.append(_pair(obj.get("input"), obj.get("output"), f"{path}:{i}"))
     else:
         raise EditingError(f"load_pairs: {path} must end in .csv or .jsonl")
@@ -119,13 +233,17 @@ def zero_shot_prompt(query: str) -> str:
     return f"Q: {query}\nA:"
 
 
-def sample_prompts(task: ICLTask, n_prompts: int, n_shots: int, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+def sample_prompts(
+    task: ICLTask, n_prompts: int, n_shots: int, seed: int = 0
+) -> tuple[list[str], list[str], list[str]]:
     """``(clean, shuffled, answers)``: ``n_prompts`` ICL prompts with ``n_shots``
     demonstrations each and a held-out query; the shuffled twin has the same inputs and
     query but the demonstrations' outputs permuted (no output stays with its input when
     ``n_shots > 1``). ``answers``: the query's correct output, with its leading space."""
     if n_shots + 1 > len(task.pairs):
-        raise EditingError(f"task {task.name!r} has {len(task.pairs)} pairs; n_shots={n_shots} needs at least {n_shots + 1}")
+        raise EditingError(
+            f"task {task.name!r} has {len(task.pairs)} pairs; n_shots={n_shots} needs at least {n_shots + 1}"
+        )
     rng = np.random.default_rng(seed)
     clean, shuffled, answers = [], [], []
     for _ in range(n_prompts):

@@ -75,25 +75,35 @@ class RefusalScore(eqx.Module):
         return log_refuse - jax.nn.logsumexp(lp[self.compliance])
 
 
-def refusal_score(tokenizer, refusal: Sequence[str] = ("I", "Sorry", "As"), compliance: Sequence[str] | None = None, pos: int = -1) -> RefusalScore:
+def refusal_score(
+    tokenizer, refusal: Sequence[str] = ("I", "Sorry", "As"), compliance: Sequence[str] | None = None, pos: int = -1
+) -> RefusalScore:
     """A `RefusalScore` from token strings (each must be one token). The defaults are the
     first tokens of typical refusals ("I cannot", "I'm sorry", "Sorry, ...", "As an AI")."""
+
     def ids(words, what):
         try:
             return jnp.asarray([tokenizer.to_single_token(w) for w in words], jnp.int32)
         except ValueError as e:
             raise EditingError(f"refusal_score: {what} tokens must each be one token: {e}") from None
 
-    return RefusalScore(ids(refusal, "refusal"), None if compliance is None else ids(compliance, "compliance"), int(pos))
+    return RefusalScore(
+        ids(refusal, "refusal"), None if compliance is None else ids(compliance, "compliance"), int(pos)
+    )
 
 
 # ----------------------------------------------------------------------------- seed recipe
 
 
 def head_directions(
-    model, tokens_harmful: Int[np.ndarray, "batch pos"], lengths_harmful: Int[np.ndarray, " batch"],
-    tokens_harmless: Int[np.ndarray, "batch pos"], lengths_harmless: Int[np.ndarray, " batch"],
-    heads: Sequence[tuple[int, int]], offset: int = -1, batch_size: int = 16,
+    model,
+    tokens_harmful: Int[np.ndarray, "batch pos"],
+    lengths_harmful: Int[np.ndarray, " batch"],
+    tokens_harmless: Int[np.ndarray, "batch pos"],
+    lengths_harmless: Int[np.ndarray, " batch"],
+    heads: Sequence[tuple[int, int]],
+    offset: int = -1,
+    batch_size: int = 16,
 ) -> Float[np.ndarray, "n_heads d_model"]:
     """Per selected head ``(layer, head)``: the mean of its output ``attn.result`` (``z @
     W_O[layer, head]``) at position ``length + offset`` over harmful instructions minus
@@ -104,11 +114,15 @@ def head_directions(
     heads = [(int(l), int(h)) for l, h in heads]
     for l, h in heads:
         if not (0 <= l < model.cfg.n_layers and 0 <= h < model.cfg.n_heads):
-            raise EditingError(f"head ({l}, {h}) is outside the model's {model.cfg.n_layers} layers x {model.cfg.n_heads} heads")
+            raise EditingError(
+                f"head ({l}, {h}) is outside the model's {model.cfg.n_layers} layers x {model.cfg.n_heads} heads"
+            )
     W_O = np.asarray(model.blocks.attn.W_O)  # [layer, head, d_head, d_model]
 
     def mean_result(tokens, lengths):
-        z = last_token_states(model, tokens, lengths, "attn.z", (offset,), batch_size)[:, 0]  # [batch, layer, head, d_head]
+        z = last_token_states(model, tokens, lengths, "attn.z", (offset,), batch_size)[
+            :, 0
+        ]  # [batch, layer, head, d_head]
         return np.stack([z[:, l, h].mean(0) @ W_O[l, h] for l, h in heads])
 
     return mean_result(tokens_harmful, lengths_harmful) - mean_result(tokens_harmless, lengths_harmless)
@@ -126,7 +140,9 @@ def mean_direction(directions: Float[np.ndarray, "n d_model"]) -> Float[np.ndarr
     return np.asarray(directions).mean(0)
 
 
-def add_direction(direction: Float[Array, " d_model"], layers, coefficient: float | Array = 1.0, pos=None, site: str = "resid_pre") -> ji.Add:
+def add_direction(
+    direction: Float[Array, " d_model"], layers, coefficient: float | Array = 1.0, pos=None, site: str = "resid_pre"
+) -> ji.Add:
     """Add ``coefficient * direction`` to ``site`` at every layer in ``layers`` (indices or a
     bool mask) and at ``pos`` (None: every position)."""
     direction = jnp.asarray(direction)
@@ -137,9 +153,14 @@ def add_direction(direction: Float[Array, " d_model"], layers, coefficient: floa
 
 
 def diff_in_means(
-    model, tokens_harmful: Int[np.ndarray, "batch pos"], lengths_harmful: Int[np.ndarray, " batch"],
-    tokens_harmless: Int[np.ndarray, "batch pos"], lengths_harmless: Int[np.ndarray, " batch"],
-    offsets: Sequence[int] = (-5, -4, -3, -2, -1), site: str = "resid_pre", batch_size: int = 16,
+    model,
+    tokens_harmful: Int[np.ndarray, "batch pos"],
+    lengths_harmful: Int[np.ndarray, " batch"],
+    tokens_harmless: Int[np.ndarray, "batch pos"],
+    lengths_harmless: Int[np.ndarray, " batch"],
+    offsets: Sequence[int] = (-5, -4, -3, -2, -1),
+    site: str = "resid_pre",
+    batch_size: int = 16,
 ) -> Float[np.ndarray, "offset layer d_model"]:
     """Candidate refusal directions (Arditi et al.): mean ``site`` activation over harmful
     instructions minus that over harmless ones, at every layer and at each
@@ -157,7 +178,11 @@ def ablate_direction(cfg: ji.ModelConfig, direction: Float[Array, " d_model"]) -
     ``mlp_out``. The residual stream then never holds a component along it."""
     _check_linear_writes(cfg)
     d = jnp.asarray(direction)
-    sites = ["embed"] + (["pos_embed"] if cfg.positional == "learned" else []) + (["token_type_embed"] if cfg.n_token_types else [])
+    sites = (
+        ["embed"]
+        + (["pos_embed"] if cfg.positional == "learned" else [])
+        + (["token_type_embed"] if cfg.n_token_types else [])
+    )
     sites += ["attn_out"] + (["mlp_out"] if cfg.has_mlp else [])
     return [ji.ProjectOut(s, d) for s in sites]
 
@@ -207,7 +232,9 @@ def orthogonalize(model, direction: Float[Array, " d_model"]):
     return model
 
 
-def last_position_logits(model, tokens: Int[Array, " pos"], length: Int[Array, ""], interventions) -> Float[Array, "1 d_vocab"]:
+def last_position_logits(
+    model, tokens: Int[Array, " pos"], length: Int[Array, ""], interventions
+) -> Float[Array, "1 d_vocab"]:
     """One right-padded row's logits at its last real position, as ``[1, d_vocab]`` (so a
     metric with ``pos=-1`` reads it). Un-jitted: for use inside jit/vmap."""
     logits, _ = model.forward(tokens, interventions)
@@ -254,9 +281,17 @@ def _candidate_scores(model, dirs, layers, h_tokens, h_len, s_tokens, s_len, s_b
 
 
 def select_direction(
-    model, candidates: Float[np.ndarray, "offset layer d_model"], offsets: Sequence[int],
-    tokens_harmful, lengths_harmful, tokens_harmless, lengths_harmless, metric: RefusalScore,
-    layers: Sequence[int] | None = None, max_layer_fraction: float = 0.8, kl_threshold: float = 0.1,
+    model,
+    candidates: Float[np.ndarray, "offset layer d_model"],
+    offsets: Sequence[int],
+    tokens_harmful,
+    lengths_harmful,
+    tokens_harmless,
+    lengths_harmless,
+    metric: RefusalScore,
+    layers: Sequence[int] | None = None,
+    max_layer_fraction: float = 0.8,
+    kl_threshold: float = 0.1,
     batch_size: int = 4,
 ) -> Selection:
     """Arditi et al.'s selection: for each candidate ``candidates[o, l]`` (only ``layers``,
@@ -269,21 +304,48 @@ def select_direction(
     n_off, n_layers = candidates.shape[:2]
     if n_off != len(offsets):
         raise EditingError(f"candidates has {n_off} offsets but offsets lists {len(offsets)}")
-    layers = [l for l in range(n_layers) if l < max_layer_fraction * n_layers] if layers is None else [int(l) for l in layers]
+    layers = (
+        [l for l in range(n_layers) if l < max_layer_fraction * n_layers]
+        if layers is None
+        else [int(l) for l in layers]
+    )
     oo, ll = np.meshgrid(np.arange(n_off), np.asarray(layers), indexing="ij")
     oo, ll = oo.reshape(-1), ll.reshape(-1)
     base_h = jax.vmap(metric)(_rows(model, tokens_harmful, lengths_harmful))
     base_s_logits = _rows(model, tokens_harmless, lengths_harmless)
     base_lp = jax.nn.log_softmax(base_s_logits[:, 0].astype(jnp.float32), -1)
     base_s = jax.vmap(metric)(base_s_logits)
-    bypass, induce, kl = (np.asarray(x).reshape(n_off, len(layers)) for x in _candidate_scores(
-        model, jnp.asarray(candidates[oo, ll]), jnp.asarray(ll), jnp.asarray(tokens_harmful), jnp.asarray(lengths_harmful),
-        jnp.asarray(tokens_harmless), jnp.asarray(lengths_harmless), base_lp, metric, int(batch_size)))
+    bypass, induce, kl = (
+        np.asarray(x).reshape(n_off, len(layers))
+        for x in _candidate_scores(
+            model,
+            jnp.asarray(candidates[oo, ll]),
+            jnp.asarray(ll),
+            jnp.asarray(tokens_harmful),
+            jnp.asarray(lengths_harmful),
+            jnp.asarray(tokens_harmless),
+            jnp.asarray(lengths_harmless),
+            base_lp,
+            metric,
+            int(batch_size),
+        )
+    )
     eligible = (induce > 0) & (kl < kl_threshold)
     pool = np.where(eligible, bypass, np.inf) if eligible.any() else bypass
     o, j = np.unravel_index(int(np.argmin(pool)), pool.shape)
-    return Selection(bypass, induce, kl, eligible, np.asarray(offsets), np.asarray(layers), int(offsets[o]), int(layers[j]),
-                     candidates[o, layers[j]], float(np.mean(base_h)), float(np.mean(base_s)))
+    return Selection(
+        bypass,
+        induce,
+        kl,
+        eligible,
+        np.asarray(offsets),
+        np.asarray(layers),
+        int(offsets[o]),
+        int(layers[j]),
+        candidates[o, layers[j]],
+        float(np.mean(base_h)),
+        float(np.mean(base_s)),
+    )
 
 
 @eqx.filter_jit
@@ -298,4 +360,3 @@ def _rows(model, tokens, lengths, interventions=()):
 def scores(model, tokens, lengths, metric, interventions=()) -> Float[np.ndarray, " batch"]:
     """``metric`` of each right-padded row's last-position logits under ``interventions``."""
     return np.asarray(jax.vmap(metric)(_rows(model, tokens, lengths, interventions)))
-

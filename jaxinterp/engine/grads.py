@@ -9,18 +9,17 @@ holds the value after the zero `Add`, i.e. the activation itself).
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from ..model.interventions import Add, Patch
 from ..core.metrics import Metric
 from ..core.readout import evaluate_metric, readout_for
-from ..model.transformer import check_pair as check_model_pair
 from ..core.sites import is_top_level, layer_site_dims, parse_site, site_shape, top_level_site_dims
-
+from ..model.interventions import Add, Patch
+from ..model.transformer import check_pair as check_model_pair
 
 
 def short_sites(model, sites: Sequence[str]) -> tuple[str, ...]:

@@ -59,7 +59,9 @@ def sweep(
 
         chunks = jax.device_put(chunks, NamedSharding(mesh, PartitionSpec(None, axis)))
         replicated = NamedSharding(mesh, PartitionSpec())
-        operands = jax.tree_util.tree_map(lambda a: jax.device_put(a, replicated) if isinstance(a, jax.Array) else a, operands)
+        operands = jax.tree_util.tree_map(
+            lambda a: jax.device_put(a, replicated) if isinstance(a, jax.Array) else a, operands
+        )
     out = run_chunks(fn, chunks, operands, progress)
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
@@ -74,7 +76,9 @@ def chunk_locations(locations: Any, batch_size: Optional[int], multiple_of: int 
         raise ValueError("sweep needs at least one location array (a pytree of arrays with a leading axis)")
     sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"every location array needs the same leading (location) axis; got leading sizes {sorted(map(str, sizes))}")
+        raise ValueError(
+            f"every location array needs the same leading (location) axis; got leading sizes {sorted(map(str, sizes))}"
+        )
     (n,) = sizes
     if n == 0:
         raise ValueError("sweep over zero locations")
@@ -98,6 +102,7 @@ def chunk_locations(locations: Any, batch_size: Optional[int], multiple_of: int 
 @eqx.filter_jit
 def run_chunks(fn, chunks, operands, progress):
     """The compiled sweep over ``[n_chunks, batch_size, ...]`` locations."""
+
     def chunk(locs):
         return jax.vmap(lambda loc: fn(loc, *operands))(locs)
 

@@ -20,7 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Int
 
 import jaxinterp as ji
 from jaxinterp.errors import JaxinterpError
@@ -80,8 +80,15 @@ def _fingerprint(model) -> str:
 
 
 @eqx.filter_jit
-def _batch_acts(model, tokens: Int[Array, "batch pos"], mask: Int[Array, "batch pos"], index: Int[Array, " batch"],
-                site: str, mean: bool, interventions):
+def _batch_acts(
+    model,
+    tokens: Int[Array, "batch pos"],
+    mask: Int[Array, "batch pos"],
+    index: Int[Array, " batch"],
+    site: str,
+    mean: bool,
+    interventions,
+):
     """``[batch, (layer,) ...]``: the site's activation at ``index`` (or the masked mean)."""
 
     def one(toks, m, i):
@@ -134,17 +141,26 @@ def collect_activations(
         raise ActivationsError(f"batch_size and pad_multiple must be positive, got {batch_size}, {pad_multiple}")
     per_prompt = not isinstance(position, (str, int))
     if isinstance(position, str) and position not in ("last", "first", "mean"):
-        raise ActivationsError(f"position must be 'last', 'first', 'mean', an int or one int per prompt, got {position!r}")
+        raise ActivationsError(
+            f"position must be 'last', 'first', 'mean', an int or one int per prompt, got {position!r}"
+        )
     if per_prompt and len(position) != len(prompts):
         raise ActivationsError(f"position gives {len(position)} indices for {len(prompts)} prompts")
 
     path = None
     interventions = list(interventions)
     if cache_dir is not None and not interventions:
-        key = hashlib.sha256(json.dumps({
-            "model": _fingerprint(model), "prompts": list(prompts), "site": site,
-            "position": position if not per_prompt else [int(p) for p in position], "bos": prepend_bos,
-        }).encode()).hexdigest()[:24]
+        key = hashlib.sha256(
+            json.dumps(
+                {
+                    "model": _fingerprint(model),
+                    "prompts": list(prompts),
+                    "site": site,
+                    "position": position if not per_prompt else [int(p) for p in position],
+                    "bos": prepend_bos,
+                }
+            ).encode()
+        ).hexdigest()[:24]
         path = os.path.join(cache_dir, f"acts-{key}.npz")
         if os.path.isfile(path):
             with np.load(path) as f:
@@ -155,14 +171,16 @@ def collect_activations(
     if lengths.min() == 0:
         raise ActivationsError(f"prompt {int(np.argmin(lengths))} encodes to no tokens")
     if lengths.max() > model.cfg.n_ctx:
-        raise ActivationsError(f"prompt {int(np.argmax(lengths))} has {lengths.max()} tokens, more than n_ctx={model.cfg.n_ctx}")
+        raise ActivationsError(
+            f"prompt {int(np.argmax(lengths))} has {lengths.max()} tokens, more than n_ctx={model.cfg.n_ctx}"
+        )
     index = _positions(position, lengths, per_prompt)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
     order = np.argsort(lengths, kind="stable")
     chunks, out_order = [], []
     for start in range(0, len(order), batch_size):
-        rows = order[start: start + batch_size]
+        rows = order[start : start + batch_size]
         width = int(np.ceil(lengths[rows].max() / pad_multiple) * pad_multiple)
         width = min(width, model.cfg.n_ctx)
         # A short last batch is padded with copies of its first row: one shape per width.
@@ -172,8 +190,15 @@ def collect_activations(
         for j, r in enumerate(full):
             tokens[j, : lengths[r]] = encoded[r]
             mask[j, : lengths[r]] = 1
-        a = _batch_acts(model, jnp.asarray(tokens), jnp.asarray(mask), jnp.asarray(index[full]), parsed.name, position == "mean",
-                       interventions)
+        a = _batch_acts(
+            model,
+            jnp.asarray(tokens),
+            jnp.asarray(mask),
+            jnp.asarray(index[full]),
+            parsed.name,
+            position == "mean",
+            interventions,
+        )
         chunks.append(np.asarray(a)[: len(rows)])
         out_order.append(rows)
     acts = np.empty((len(prompts),) + chunks[0].shape[1:], np.float32)
@@ -202,5 +227,7 @@ def _positions(position, lengths, per_prompt) -> np.ndarray:
     bad = (idx < 0) | (idx >= lengths)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ActivationsError(f"position {np.asarray(position).reshape(-1)[i if per_prompt else 0]} is outside prompt {i} of {lengths[i]} tokens")
+        raise ActivationsError(
+            f"position {np.asarray(position).reshape(-1)[i if per_prompt else 0]} is outside prompt {i} of {lengths[i]} tokens"
+        )
     return idx

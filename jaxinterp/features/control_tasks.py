@@ -39,6 +39,7 @@ def selectivity(acts, targets, types, kind: Optional[str] = None, seed: int = 0,
     the last the test-split accuracy (or R^2) of the task minus that of the control.
     """
     task: ProbeResult = train_probes(acts, targets, kind, seed=seed, **train_kwargs)
-    control = train_probes(acts, control_targets(types, targets, seed), task.kind, seed=seed,
-                           splits=task.splits, **train_kwargs)
+    control = train_probes(
+        acts, control_targets(types, targets, seed), task.kind, seed=seed, splits=task.splits, **train_kwargs
+    )
     return {"task": task, "control": control, "selectivity": task.test() - control.test()}

@@ -21,7 +21,15 @@ import numpy as np
 
 from jaxinterp.errors import JaxinterpError
 
-__all__ = ["ProbingDataset", "DatasetError", "load_sae_probes", "list_sae_probes", "load_csv", "load_jsonl", "from_lists"]
+__all__ = [
+    "ProbingDataset",
+    "DatasetError",
+    "load_sae_probes",
+    "list_sae_probes",
+    "load_csv",
+    "load_jsonl",
+    "from_lists",
+]
 
 
 class DatasetError(JaxinterpError):
@@ -84,7 +92,9 @@ class ProbingDataset:
         return self.subset(index)
 
 
-def from_lists(prompts: Sequence[str], targets: Sequence, name: str = "user", kind: Optional[str] = None) -> ProbingDataset:
+def from_lists(
+    prompts: Sequence[str], targets: Sequence, name: str = "user", kind: Optional[str] = None
+) -> ProbingDataset:
     """A dataset from parallel lists. ``kind`` None: regression if every target parses as
     a number with more than 10 distinct values, else classification."""
     prompts = tuple(prompts)
@@ -151,7 +161,9 @@ def load_sae_probes(name: str, kind: Optional[str] = None, directory: Optional[s
     return _from_csv_text(text, stem, "prompt", "target", kind)
 
 
-def load_csv(path: str, text_column: str = "prompt", target_column: str = "target", kind: Optional[str] = None) -> ProbingDataset:
+def load_csv(
+    path: str, text_column: str = "prompt", target_column: str = "target", kind: Optional[str] = None
+) -> ProbingDataset:
     """A CSV file (``.csv`` or zstd ``.csv.zst``) with a header naming ``text_column`` and ``target_column``."""
     if not os.path.isfile(path):
         raise DatasetError(f"path {path!r} is not a file")
@@ -187,7 +199,9 @@ def _from_csv_text(text, name, text_column, target_column, kind):
     return from_lists(prompts, targets, name, kind)
 
 
-def load_jsonl(path: str, text_key: str = "prompt", target_key: str = "target", kind: Optional[str] = None) -> ProbingDataset:
+def load_jsonl(
+    path: str, text_key: str = "prompt", target_key: str = "target", kind: Optional[str] = None
+) -> ProbingDataset:
     """A JSON-lines file, one object per line with ``text_key`` and ``target_key``."""
     if not os.path.isfile(path):
         raise DatasetError(f"path {path!r} is not a file")
@@ -201,7 +215,9 @@ def load_jsonl(path: str, text_key: str = "prompt", target_key: str = "target", 
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{path}: line {line_no} is not JSON: {e}") from e
             if not isinstance(obj, dict) or text_key not in obj or target_key not in obj:
-                raise DatasetError(f"{path}: line {line_no} must be an object with keys {text_key!r} and {target_key!r}")
+                raise DatasetError(
+                    f"{path}: line {line_no} must be an object with keys {text_key!r} and {target_key!r}"
+                )
             prompts.append(obj[text_key])
             targets.append(obj[target_key])
     return from_lists(prompts, targets, os.path.basename(path), kind)

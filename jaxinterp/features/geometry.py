@@ -34,8 +34,16 @@ from jaxtyping import Array, Float
 from jaxinterp.errors import JaxinterpError
 
 __all__ = [
-    "GeometryError", "CausalInnerProduct", "causal_inner_product", "feature_vector", "concept_tokens", "load_hierarchy",
-    "ConceptGeometry", "concept_geometry", "hierarchy_pairs", "simplex_coordinates",
+    "GeometryError",
+    "CausalInnerProduct",
+    "causal_inner_product",
+    "feature_vector",
+    "concept_tokens",
+    "load_hierarchy",
+    "ConceptGeometry",
+    "concept_geometry",
+    "hierarchy_pairs",
+    "simplex_coordinates",
 ]
 
 
@@ -74,7 +82,9 @@ def causal_inner_product(W_U: Float[Array, "d_model d_vocab"], eps: float = 1e-6
     evals = np.maximum(evals, eps * evals.max())
     A = (evecs / np.sqrt(evals)) @ evecs.T
     A_inv = (evecs * np.sqrt(evals)) @ evecs.T
-    return CausalInnerProduct(jnp.asarray(mean, jnp.float32), jnp.asarray(A, jnp.float32), jnp.asarray(A_inv, jnp.float32))
+    return CausalInnerProduct(
+        jnp.asarray(mean, jnp.float32), jnp.asarray(A, jnp.float32), jnp.asarray(A_inv, jnp.float32)
+    )
 
 
 def feature_vector(g: Float[np.ndarray, "n d"], shrinkage: float = 0.0, rcond: float = 1e-6) -> np.ndarray:
@@ -155,7 +165,7 @@ def hierarchy_pairs(hierarchy: Mapping) -> tuple[list[tuple[str, str]], list[tup
         kids = list(node)
         if name is not None:
             pairs.extend((name, k) for k in kids)
-            triples.extend((name, a, b) for i, a in enumerate(kids) for b in kids[i + 1:])
+            triples.extend((name, a, b) for i, a in enumerate(kids) for b in kids[i + 1 :])
         for k in kids:
             walk(k, node[k])
 

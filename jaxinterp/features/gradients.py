@@ -36,8 +36,18 @@ from jaxinterp.errors import JaxinterpError
 from jaxinterp.sites import is_top_level
 
 __all__ = [
-    "GradientError", "Logit", "LogitDiff", "ProbeReadout", "from_metric", "site_gradients", "gradient_x_activation",
-    "integrated_gradients", "IGResult", "token_attribution", "TokenAttribution", "mean_gradient_directions",
+    "GradientError",
+    "Logit",
+    "LogitDiff",
+    "ProbeReadout",
+    "from_metric",
+    "site_gradients",
+    "gradient_x_activation",
+    "integrated_gradients",
+    "IGResult",
+    "token_attribution",
+    "TokenAttribution",
+    "mean_gradient_directions",
     "cosine_by_layer",
 ]
 
@@ -144,12 +154,15 @@ def site_gradients(
     if tokens.ndim != 1:
         raise GradientError(f"tokens must be one example [pos], got shape {tokens.shape}; vmap for a batch")
     sites = _short(model, sites)
-    value, cache, grads = _site_grads_jit(model, tokens, objective, sites, frozenset(sites), tuple(interventions), attention_mask)
+    value, cache, grads = _site_grads_jit(
+        model, tokens, objective, sites, frozenset(sites), tuple(interventions), attention_mask
+    )
     return value, {s: cache[s] for s in sites}, grads
 
 
-def gradient_x_activation(model, tokens, objective: Objective, sites=("resid_pre",), baseline: Optional[dict] = None,
-                          **kwargs) -> dict:
+def gradient_x_activation(
+    model, tokens, objective: Objective, sites=("resid_pre",), baseline: Optional[dict] = None, **kwargs
+) -> dict:
     """``{site: grad * (activation - baseline)}`` elementwise (baseline: ``{site: array}``,
     default 0), shaped like `site_gradients`' gradients. With the baseline set to another
     run's activations it is attribution patching's first-order estimate, up to sign."""
@@ -225,17 +238,31 @@ def integrated_gradients(
     tokens = jnp.asarray(tokens)
     parsed = ji.parse_site(site, model.cfg)
     if parsed.layer is None and not is_top_level(parsed.name):
-        raise GradientError(f"integrated_gradients needs one layer: a full name like 'blocks.0.hook_{parsed.name}', got {site!r}")
-    _, cache = model.run_with_cache(tokens, names=[parsed.name], interventions=list(interventions) or None,
-                                    attention_mask=attention_mask)
+        raise GradientError(
+            f"integrated_gradients needs one layer: a full name like 'blocks.0.hook_{parsed.name}', got {site!r}"
+        )
+    _, cache = model.run_with_cache(
+        tokens, names=[parsed.name], interventions=list(interventions) or None, attention_mask=attention_mask
+    )
     x = cache[parsed.name] if parsed.layer is None else cache[parsed.name][parsed.layer]
     x = jnp.asarray(x, jnp.float32)
     x0 = jnp.zeros_like(x) + (0.0 if baseline is None else jnp.asarray(baseline, jnp.float32))
     if x0.shape != x.shape:
         raise GradientError(f"baseline of shape {x0.shape} does not fit the site's activation {x.shape}")
     alphas, weights = quadrature(n_steps, rule)
-    attr, v, v0 = _ig(model, tokens, objective, parsed.name, parsed.layer, x, x0, jnp.asarray(alphas), jnp.asarray(weights),
-                      tuple(interventions), attention_mask)
+    attr, v, v0 = _ig(
+        model,
+        tokens,
+        objective,
+        parsed.name,
+        parsed.layer,
+        x,
+        x0,
+        jnp.asarray(alphas),
+        jnp.asarray(weights),
+        tuple(interventions),
+        attention_mask,
+    )
     return IGResult(np.asarray(attr), float(v), float(v0))
 
 
@@ -299,8 +326,15 @@ def _batch_grads(model, tokens, masks, objectives, site, positions):
     return jax.vmap(one)(tokens, masks, objectives, positions)
 
 
-def mean_gradient_directions(model, tokens: Int[Array, "batch pos"], attention_mask, objectives, positions,
-                             site: str = "resid_post", batch_size: int = 16) -> np.ndarray:
+def mean_gradient_directions(
+    model,
+    tokens: Int[Array, "batch pos"],
+    attention_mask,
+    objectives,
+    positions,
+    site: str = "resid_post",
+    batch_size: int = 16,
+) -> np.ndarray:
     """Mean over prompts of ``d objective / d activation`` at each prompt's ``positions``:
     ``[layer, d_model]`` for a per-layer site. ``objectives`` is a batch of objectives (a
     pytree with a leading batch axis, e.g. ``LogitDiff(targets, foils, positions)``)."""
@@ -310,7 +344,9 @@ def mean_gradient_directions(model, tokens: Int[Array, "batch pos"], attention_m
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
         objs = jax.tree_util.tree_map(lambda a: a[sl], objectives)
-        g = _batch_grads(model, jnp.asarray(tokens[sl]), jnp.asarray(attention_mask[sl]), objs, site, jnp.asarray(positions[sl]))
+        g = _batch_grads(
+            model, jnp.asarray(tokens[sl]), jnp.asarray(attention_mask[sl]), objs, site, jnp.asarray(positions[sl])
+        )
         total = total + np.asarray(g).sum(0)
     return total / n
 

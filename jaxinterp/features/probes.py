@@ -31,8 +31,18 @@ from jaxtyping import Array, Float
 from jaxinterp.errors import JaxinterpError
 
 __all__ = [
-    "ProbeError", "LinearProbe", "ProbeResult", "fit_probe", "fit_probe_jit", "train_probes", "split_indices",
-    "accuracy", "roc_auc", "r2_score", "spearman", "pearson",
+    "ProbeError",
+    "LinearProbe",
+    "ProbeResult",
+    "fit_probe",
+    "fit_probe_jit",
+    "train_probes",
+    "split_indices",
+    "accuracy",
+    "roc_auc",
+    "r2_score",
+    "spearman",
+    "pearson",
 ]
 
 KINDS = ("binary", "multiclass", "regression")
@@ -229,12 +239,15 @@ def _newton(kind, Z, y, l2, n_iter):
 fit_probe_jit = eqx.filter_jit(fit_probe)
 
 
-def split_indices(n: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0,
-                  stratify: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, stratify: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Train / validation / test index arrays (random; per class if ``stratify``)."""
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6 or fractions[0] == 0:
-        raise ProbeError(f"fractions must be 3 non-negative numbers summing to 1 with a non-empty train split, got {fractions}")
+        raise ProbeError(
+            f"fractions must be 3 non-negative numbers summing to 1 with a non-empty train split, got {fractions}"
+        )
     rng = np.random.default_rng(seed)
     groups = [np.arange(n)] if stratify is None else [np.flatnonzero(stratify == c) for c in np.unique(stratify)]
     parts = ([], [], [])
@@ -265,7 +278,7 @@ def _ranks(x):
         j = i
         while j + 1 < len(x) and sx[j + 1] == sx[i]:
             j += 1
-        ranks[order[i: j + 1]] = 0.5 * (i + j) + 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1
         i = j + 1
     return ranks
 
@@ -335,8 +348,19 @@ class ProbeResult:
 @eqx.filter_jit
 def _fit_grid(X, y, Xv, yv, l2s, kind, n_classes, n_steps, patience, optimizer, learning_rate):
     def one(Xl, Xvl, l2):
-        return fit_probe(Xl, y, kind, l2, Xvl, yv, n_classes=n_classes, n_steps=n_steps, patience=patience,
-                         optimizer=optimizer, learning_rate=learning_rate)
+        return fit_probe(
+            Xl,
+            y,
+            kind,
+            l2,
+            Xvl,
+            yv,
+            n_classes=n_classes,
+            n_steps=n_steps,
+            patience=patience,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+        )
 
     over_l2 = jax.vmap(one, in_axes=(None, None, 0))
     return jax.vmap(over_l2, in_axes=(0, 0, None))(X, Xv, l2s)  # [layer, l2]
@@ -407,9 +431,19 @@ def train_probes(
         va = tr  # no validation split: select on training loss, no early stopping
         patience = None
     l2s = jnp.asarray(np.atleast_1d(np.asarray(l2, np.float32)))
-    probes, val_losses = _fit_grid(jnp.asarray(acts[:, tr]), jnp.asarray(targets[tr]), jnp.asarray(acts[:, va]),
-                                   jnp.asarray(targets[va]), l2s, kind, n_classes, n_steps, patience, optimizer,
-                                   learning_rate)
+    probes, val_losses = _fit_grid(
+        jnp.asarray(acts[:, tr]),
+        jnp.asarray(targets[tr]),
+        jnp.asarray(acts[:, va]),
+        jnp.asarray(targets[va]),
+        l2s,
+        kind,
+        n_classes,
+        n_steps,
+        patience,
+        optimizer,
+        learning_rate,
+    )
     best = np.asarray(jnp.argmin(jnp.where(jnp.isfinite(val_losses), val_losses, jnp.inf), axis=1))
     layers = np.arange(acts.shape[0])
     probe = jax.tree_util.tree_map(lambda a: a[layers, best], probes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -49,8 +48,15 @@ def steer_and_read(
     v = jnp.asarray(steering_vector(result, layer))
     reads = []
     for s in shifts:
-        acts = collect_activations(model, tokenizer, prompts, site, position, batch_size=batch_size,
-                                   interventions=[ji.Add(site, s * v, layer=layer)]).acts
+        acts = collect_activations(
+            model,
+            tokenizer,
+            prompts,
+            site,
+            position,
+            batch_size=batch_size,
+            interventions=[ji.Add(site, s * v, layer=layer)],
+        ).acts
         preds = [np.asarray(result.layer(r).predict(jnp.asarray(acts[r]))).mean() for r in read_layers]
         reads.append(preds)
     return np.asarray(reads)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
 from jaxinterp.features.probes import ProbeError, accuracy, fit_probe, roc_auc
 
@@ -34,7 +34,9 @@ def rank_mean_difference(X: Float[np.ndarray, "n d"], y: np.ndarray) -> np.ndarr
     classes = np.unique(y)
     if len(classes) < 2:
         raise ProbeError("rank_mean_difference needs at least 2 classes in y")
-    scores = np.max([np.abs(z[y == c].mean(0) - z[y != c].mean(0)) for c in classes[(1 if len(classes) == 2 else 0):]], 0)
+    scores = np.max(
+        [np.abs(z[y == c].mean(0) - z[y != c].mean(0)) for c in classes[(1 if len(classes) == 2 else 0) :]], 0
+    )
     return np.argsort(-scores, kind="stable")
 
 
@@ -54,7 +56,9 @@ def _l1_logistic(Z, y, l1, n_steps, lr):
     return w
 
 
-def rank_l1(X: Float[np.ndarray, "n d"], y: np.ndarray, l1: float = 0.01, n_steps: int = 500, lr: float = 0.5) -> np.ndarray:
+def rank_l1(
+    X: Float[np.ndarray, "n d"], y: np.ndarray, l1: float = 0.01, n_steps: int = 500, lr: float = 0.5
+) -> np.ndarray:
     """Feature indices, best first, by ``|w|`` of an L1-regularised binary logistic probe on
     standardised features; features with ``w = 0`` follow, ordered by mean difference."""
     X = np.asarray(X, np.float32)
@@ -70,7 +74,9 @@ def rank_l1(X: Float[np.ndarray, "n d"], y: np.ndarray, l1: float = 0.01, n_step
 
 @eqx.filter_jit
 def _fit_masked(X, y, masks, l2, n_classes, kind, n_steps, optimizer):
-    return jax.vmap(lambda m: fit_probe(X * m, y, kind, l2, n_classes=n_classes, n_steps=n_steps, optimizer=optimizer)[0])(masks)
+    return jax.vmap(
+        lambda m: fit_probe(X * m, y, kind, l2, n_classes=n_classes, n_steps=n_steps, optimizer=optimizer)[0]
+    )(masks)
 
 
 def sparse_probe_curve(
@@ -111,8 +117,16 @@ def sparse_probe_curve(
     masks = (position[None, :] < ks[:, None]).astype(np.float32)  # [n_k, d]
     n_classes = max(int(np.max(y_train)) + 1, 2)
     kind = "binary" if n_classes == 2 else "multiclass"
-    probes = _fit_masked(jnp.asarray(X_train), jnp.asarray(y_train), jnp.asarray(masks), l2, n_classes, kind, n_steps,
-                         optimizer if kind == "binary" else "lbfgs")
+    probes = _fit_masked(
+        jnp.asarray(X_train),
+        jnp.asarray(y_train),
+        jnp.asarray(masks),
+        l2,
+        n_classes,
+        kind,
+        n_steps,
+        optimizer if kind == "binary" else "lbfgs",
+    )
     out = {"k": ks, "ranking": ranking, "accuracy": [], "auc": []}
     for i in range(len(ks)):
         p = jax.tree_util.tree_map(lambda a: a[i], probes)

@@ -33,8 +33,15 @@ from jaxinterp import Transformer
 from jaxinterp.core.errors import JaxinterpError
 
 __all__ = [
-    "UniversalNeuronsError", "mlp_activations", "correlation_matrix", "max_correlations", "random_rotation",
-    "NeuronSummary", "summarise", "NeuronProperties", "neuron_properties",
+    "UniversalNeuronsError",
+    "mlp_activations",
+    "correlation_matrix",
+    "max_correlations",
+    "random_rotation",
+    "NeuronSummary",
+    "summarise",
+    "NeuronProperties",
+    "neuron_properties",
 ]
 
 
@@ -63,7 +70,9 @@ def mlp_activations(
         raise UniversalNeuronsError("mlp_activations needs at least one model, every one with MLP layers")
     out = []
     for model in models:
-        chunks = [np.asarray(_post(model, jnp.asarray(tokens[i : i + batch_size]))) for i in range(0, len(tokens), batch_size)]
+        chunks = [
+            np.asarray(_post(model, jnp.asarray(tokens[i : i + batch_size]))) for i in range(0, len(tokens), batch_size)
+        ]
         acts = np.concatenate(chunks)  # [batch, pos, layer, d_mlp]
         out.append(acts.reshape(-1, acts.shape[2] * acts.shape[3]).T)
     return np.stack(out).astype(np.float32)
@@ -77,7 +86,9 @@ def _standardise(x: Float[Array, "neuron sample"]) -> Float[Array, "neuron sampl
 
 
 @jax.jit
-def correlation_matrix(a: Float[Array, "neuron_a sample"], b: Float[Array, "neuron_b sample"]) -> Float[Array, "neuron_a neuron_b"]:
+def correlation_matrix(
+    a: Float[Array, "neuron_a sample"], b: Float[Array, "neuron_b sample"]
+) -> Float[Array, "neuron_a neuron_b"]:
     """Pearson correlation of every row of ``a`` with every row of ``b`` over samples (0
     for rows that are constant)."""
     return _standardise(a) @ _standardise(b).T

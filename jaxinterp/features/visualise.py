@@ -30,8 +30,18 @@ from jaxtyping import Array, Float, Int
 import jaxinterp as ji
 from jaxinterp.errors import JaxinterpError
 
-__all__ = ["VisualisationError", "Neuron", "Direction", "Attention", "neuron", "direction", "attention",
-           "visualise", "Visualisation", "evaluate_tokens"]
+__all__ = [
+    "VisualisationError",
+    "Neuron",
+    "Direction",
+    "Attention",
+    "neuron",
+    "direction",
+    "attention",
+    "visualise",
+    "Visualisation",
+    "evaluate_tokens",
+]
 
 
 class VisualisationError(JaxinterpError):
@@ -154,7 +164,9 @@ def _true_values(model, tokens, objective, names):
     return jax.vmap(lambda t: objective(model.forward(t, None, names)[1]))(tokens)
 
 
-def evaluate_tokens(model, tokens: Int[Array, "batch pos"], objective, sites: Optional[Sequence[str]] = None) -> np.ndarray:
+def evaluate_tokens(
+    model, tokens: Int[Array, "batch pos"], objective, sites: Optional[Sequence[str]] = None
+) -> np.ndarray:
     """The objective on real token sequences ``[batch, pos]`` -> ``[batch]``."""
     names = frozenset(ji.parse_site(s, model.cfg).name for s in (sites or objective.sites))
     return np.asarray(_true_values(model, jnp.asarray(tokens), objective, names))
@@ -231,11 +243,14 @@ def visualise(
         if allowed.shape != (V,):
             raise VisualisationError(f"allowed must be a bool mask [d_vocab] = [{V}], got {allowed.shape}")
         theta0 = jnp.where(allowed, theta0, -1e9)
-    theta, (trace, entropies) = _optimise(model, prefix, table, theta0, objective, names, n_steps, learning_rate,
-                                          entropy_weight, temperature)
+    theta, (trace, entropies) = _optimise(
+        model, prefix, table, theta0, objective, names, n_steps, learning_rate, entropy_weight, temperature
+    )
     if allowed is not None:
         theta = jnp.where(allowed, theta, -jnp.inf)
-    tokens = np.array(jnp.concatenate([jnp.broadcast_to(prefix, (n_restarts, prefix.shape[0])), jnp.argmax(theta, -1)], 1))
+    tokens = np.array(
+        jnp.concatenate([jnp.broadcast_to(prefix, (n_restarts, prefix.shape[0])), jnp.argmax(theta, -1)], 1)
+    )
     true = evaluate_tokens(model, tokens, objective, sites)
     if refine_top_k > 1:
         soft_top = np.asarray(jax.lax.top_k(theta, min(refine_top_k, V))[1])  # [restart, free, k]
@@ -249,13 +264,19 @@ def visualise(
             for j in range(n_free):
                 trial = np.repeat(tokens[:, None], k, 1)  # [restart, k, pos]
                 trial[:, :, P + j] = cands[:, j]
-                values = evaluate_tokens(model, trial.reshape(n_restarts * k, -1), objective, sites).reshape(n_restarts, k)
+                values = evaluate_tokens(model, trial.reshape(n_restarts * k, -1), objective, sites).reshape(
+                    n_restarts, k
+                )
                 best = values.argmax(1)
                 better = values[np.arange(n_restarts), best] > true
                 tokens[better] = trial[np.arange(n_restarts), best][better]
                 true = np.where(better, values[np.arange(n_restarts), best], true)
-    soft = np.asarray(jax.vmap(lambda th: _soft_value(model, prefix, table, th, temperature, objective, names)[0])(
-        jnp.where(jnp.isfinite(theta), theta, -1e9)))
+    soft = np.asarray(
+        jax.vmap(lambda th: _soft_value(model, prefix, table, th, temperature, objective, names)[0])(
+            jnp.where(jnp.isfinite(theta), theta, -1e9)
+        )
+    )
     order = np.argsort(-true)
-    return Visualisation(tokens[order], true[order], soft[order], np.asarray(entropies)[order, -1],
-                         np.asarray(trace)[order])
+    return Visualisation(
+        tokens[order], true[order], soft[order], np.asarray(entropies)[order, -1], np.asarray(trace)[order]
+    )

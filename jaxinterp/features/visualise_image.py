@@ -87,8 +87,13 @@ def neurons(model: VisionTransformer, layer: int, units, positions: Optional[tup
     return Objective(jax.nn.one_hot(jnp.asarray(units), model.cfg.d_mlp), "mlp.post", layer, positions)
 
 
-def direction(model: VisionTransformer, layer: int, vector: Float[Array, " d_model"], site: str = "resid_post",
-              positions: Optional[tuple] = None) -> Objective:
+def direction(
+    model: VisionTransformer,
+    layer: int,
+    vector: Float[Array, " d_model"],
+    site: str = "resid_post",
+    positions: Optional[tuple] = None,
+) -> Objective:
     """A direction ``vector`` in the residual stream (``site`` resid_pre/mid/post)."""
     _check(model, site, layer)
     vector = jnp.asarray(vector)
@@ -130,8 +135,9 @@ def normalise(image: Float[Array, "3 h w"]) -> Float[Array, "3 h w"]:
     return (image - jnp.asarray(IMAGENET_MEAN)[:, None, None]) / jnp.asarray(IMAGENET_STD)[:, None, None]
 
 
-def affine(image: Float[Array, "3 h w"], angle: Float[Array, ""], scale: Float[Array, ""],
-           shift: Float[Array, " 2"]) -> Float[Array, "3 h w"]:
+def affine(
+    image: Float[Array, "3 h w"], angle: Float[Array, ""], scale: Float[Array, ""], shift: Float[Array, " 2"]
+) -> Float[Array, "3 h w"]:
     """``image`` rotated by ``angle`` (radians) and zoomed by ``scale`` about its centre,
     shifted by ``shift`` pixels; bilinear, borders reflected. Differentiable."""
     _, h, w = image.shape
@@ -146,8 +152,13 @@ def affine(image: Float[Array, "3 h w"], angle: Float[Array, ""], scale: Float[A
     return jax.vmap(sample)(image)
 
 
-def random_transform(key: PRNGKeyArray, image: Float[Array, "3 h w"], jitter: float = 8.0,
-                     scales=(0.9, 0.95, 1.0, 1.05, 1.1), max_degrees: float = 10.0) -> Float[Array, "3 h w"]:
+def random_transform(
+    key: PRNGKeyArray,
+    image: Float[Array, "3 h w"],
+    jitter: float = 8.0,
+    scales=(0.9, 0.95, 1.0, 1.05, 1.1),
+    max_degrees: float = 10.0,
+) -> Float[Array, "3 h w"]:
     """Lucid-style robustness: random jitter (pixels), scale (one of ``scales``) and
     rotation (uniform in +-``max_degrees``) as one affine warp."""
     k1, k2, k3 = jax.random.split(key, 3)
@@ -167,8 +178,9 @@ def activation(model: VisionTransformer, objective: Objective, image: Float[Arra
     return objective(cache[objective.site][objective.layer])
 
 
-def activation_matrix(model: VisionTransformer, objectives: Objective, images: Float[Array, "n 3 h w"]
-                      ) -> Float[Array, "objective image"]:
+def activation_matrix(
+    model: VisionTransformer, objectives: Objective, images: Float[Array, "n 3 h w"]
+) -> Float[Array, "objective image"]:
     """``[i, j]``: objective ``i`` (of a batched `Objective`) on image ``j``."""
     return _activation_matrix(model, objectives, images)
 
@@ -194,14 +206,26 @@ class Visualisation(eqx.Module):
     final: Float[Array, " n"]
 
 
-def visualise(model: VisionTransformer, objectives: Objective, key: PRNGKeyArray, *, size: int = 224,
-              steps: int = 256, lr: float = 0.05, decay: float = 1.0, jitter: float = 8.0,
-              scales=(0.9, 0.95, 1.0, 1.05, 1.1), max_degrees: float = 10.0) -> Visualisation:
+def visualise(
+    model: VisionTransformer,
+    objectives: Objective,
+    key: PRNGKeyArray,
+    *,
+    size: int = 224,
+    steps: int = 256,
+    lr: float = 0.05,
+    decay: float = 1.0,
+    jitter: float = 8.0,
+    scales=(0.9, 0.95, 1.0, 1.05, 1.1),
+    max_degrees: float = 10.0,
+) -> Visualisation:
     """Optimise one image per objective of ``objectives`` (an `Objective` with a batch of
     directions ``[n, d]``, e.g. from `neurons`) with Adam for ``steps`` steps."""
     if objectives.direction.ndim != 2:
-        raise VisualisationError(f"objectives.direction must be batched [n, d], got shape {objectives.direction.shape}"
-                                 " (use `neurons`, or stack single objectives)")
+        raise VisualisationError(
+            f"objectives.direction must be batched [n, d], got shape {objectives.direction.shape}"
+            " (use `neurons`, or stack single objectives)"
+        )
     p = model.patch_embed.patch_size
     if size % p:
         raise VisualisationError(f"size must be a multiple of the patch size {p}, got {size}")
@@ -242,16 +266,19 @@ def _visualise(model, objectives, key, settings):
     return Visualisation(images, trace.T, final)
 
 
-def natural_noise(key: PRNGKeyArray, n: int, size: int = 224, std: float = 0.5, decay: float = 1.0
-                  ) -> Float[Array, "n 3 size size"]:
+def natural_noise(
+    key: PRNGKeyArray, n: int, size: int = 224, std: float = 0.5, decay: float = 1.0
+) -> Float[Array, "n 3 size size"]:
     """``n`` images of coloured 1/f noise through the same parameterisation (a random
     spectrum): the "natural-looking noise" baseline a visualisation should beat."""
     return jax.vmap(lambda k: to_image(std * jax.random.normal(k, (2, 3, size, size // 2 + 1)), decay))(
-        jax.random.split(key, n))
+        jax.random.split(key, n)
+    )
 
 
-def rotation_curve(model: VisionTransformer, objectives: Objective, images: Float[Array, "n 3 h w"],
-                   degrees: Float[Array, " angle"]) -> Float[Array, "n angle"]:
+def rotation_curve(
+    model: VisionTransformer, objectives: Objective, images: Float[Array, "n 3 h w"], degrees: Float[Array, " angle"]
+) -> Float[Array, "n angle"]:
     """Equivariance probe: objective ``i`` on its image ``i`` rotated by each angle
     (``[n, angle]``; a rotation-invariant feature gives a flat curve)."""
     return _rotation_curve(model, objectives, images, jnp.asarray(degrees, jnp.float32))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from ..model import Transformer
 from .build import build_model, expected_params
-from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from .hf import load_hf
 
 __all__ = ["load", "build_model", "expected_params", "CheckpointError", "UnsupportedArchitectureError"]

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.config import ModelConfig
-from ..model import Transformer
 from ..core.errors import CheckpointError
+from ..model import Transformer
 
 
 def _path_name(path) -> str:
@@ -26,12 +26,12 @@ def expected_params(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every float parameter the architecture has, with its (layer-stacked) shape."""
     skeleton = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.key(0))
     leaves = jax.tree_util.tree_flatten_with_path(skeleton)[0]
-    return {
-        _path_name(p): tuple(leaf.shape) for p, leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)
-    }
+    return {_path_name(p): tuple(leaf.shape) for p, leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)}
 
 
-def build_model(cfg: ModelConfig, params: dict[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint") -> Transformer:
+def build_model(
+    cfg: ModelConfig, params: dict[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint"
+) -> Transformer:
     """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``)."""
     expected = expected_params(cfg)
     missing = sorted(set(expected) - set(params))

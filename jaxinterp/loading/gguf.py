@@ -23,9 +23,9 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from ..model import Transformer
 from .build import build_model
-from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from .families import family_for
 from .tensors import TensorSource
 
@@ -175,7 +175,15 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     path = str(path)
     reader = read_gguf(path)
     try:
-        meta = gguf_metadata(reader, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"))
+        meta = gguf_metadata(
+            reader,
+            skip=(
+                "tokenizer.ggml.tokens",
+                "tokenizer.ggml.merges",
+                "tokenizer.ggml.token_type",
+                "tokenizer.ggml.scores",
+            ),
+        )
     except Exception as e:
         raise CheckpointError(f"{path}: unreadable GGUF metadata: {e}") from e
     shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}

@@ -7,9 +7,9 @@ import os
 
 import jax.numpy as jnp
 
+from ..core.errors import CheckpointError
 from ..model import Transformer
 from .build import build_model
-from ..core.errors import CheckpointError
 from .families import family_for
 from .tensors import read_pickled_dir, read_safetensors_dir
 

@@ -73,8 +73,9 @@ def load_onnx_vit(path: str, dtype=jnp.float32) -> VisionTransformer:
     return vit_from_tensors(_read(path), dtype, origin=path)
 
 
-def vit_from_tensors(tensors: Mapping[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint",
-                     d_head: int = 64) -> VisionTransformer:
+def vit_from_tensors(
+    tensors: Mapping[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint", d_head: int = 64
+) -> VisionTransformer:
     """A `VisionTransformer` from DINOv2 tensors named as in HF's ``Dinov2Model`` under
     ``backbone.`` (linear weights ``[in, out]``, as ONNX MatMuls store them), plus
     ``pos_cls [1, 1, d_model]`` and ``pos_patch [1, grid * grid, d_model]``."""
@@ -104,9 +105,24 @@ def vit_from_tensors(tensors: Mapping[str, np.ndarray], dtype=jnp.float32, origi
     if grid * grid != pos_patch.shape[0]:
         raise CheckpointError(f"{path}: {pos_patch.shape[0]} patch position embeddings are not a square grid")
     cfg = ModelConfig(
-        d_model=d, n_layers=n_layers, n_heads=n_heads, d_head=d_head, d_vocab=1, n_ctx=1 + grid * grid, d_mlp=d_mlp,
-        act_fn="gelu", normalization="layernorm", norm_eps=1e-6, positional="none", causal=False,
-        qkv_bias=True, o_bias=True, mlp_bias=True, has_unembed=False, family="dinov2", architecture="onnx-vit",
+        d_model=d,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_head=d_head,
+        d_vocab=1,
+        n_ctx=1 + grid * grid,
+        d_mlp=d_mlp,
+        act_fn="gelu",
+        normalization="layernorm",
+        norm_eps=1e-6,
+        positional="none",
+        causal=False,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        has_unembed=False,
+        family="dinov2",
+        architecture="onnx-vit",
     )
 
     def stack(fn):
@@ -116,13 +132,19 @@ def vit_from_tensors(tensors: Mapping[str, np.ndarray], dtype=jnp.float32, origi
         return get(f"{pre}attention.attention.{which}.weight", (d, d)).reshape(d, n_heads, d_head).transpose(1, 0, 2)
 
     def attn_out(pre):
-        W, b = fold_layer_scale(get(f"{pre}attention.output.dense.weight", (d, d)),
-                                get(f"{pre}attention.output.dense.bias", (d,)), get(f"{pre}layer_scale1.lambda1", (d,)))
+        W, b = fold_layer_scale(
+            get(f"{pre}attention.output.dense.weight", (d, d)),
+            get(f"{pre}attention.output.dense.bias", (d,)),
+            get(f"{pre}layer_scale1.lambda1", (d,)),
+        )
         return W.reshape(n_heads, d_head, d), b
 
     def mlp_out(pre):
-        return fold_layer_scale(get(f"{pre}mlp.fc2.weight", (d_mlp, d)), get(f"{pre}mlp.fc2.bias", (d,)),
-                                get(f"{pre}layer_scale2.lambda1", (d,)))
+        return fold_layer_scale(
+            get(f"{pre}mlp.fc2.weight", (d_mlp, d)),
+            get(f"{pre}mlp.fc2.bias", (d,)),
+            get(f"{pre}layer_scale2.lambda1", (d,)),
+        )
 
     params = {
         "embed.W_E": np.zeros((1, d), np.float32),  # unused: a ViT enters through its residual stream
@@ -142,7 +164,8 @@ def vit_from_tensors(tensors: Mapping[str, np.ndarray], dtype=jnp.float32, origi
     for q, which in (("Q", "query"), ("K", "key"), ("V", "value")):
         params[f"blocks.attn.W_{q}"] = stack(lambda s: heads_in(s, which))
         params[f"blocks.attn.b_{q}"] = stack(
-            lambda s: get(f"{s}attention.attention.{which}.bias", (d,)).reshape(n_heads, d_head))
+            lambda s: get(f"{s}attention.attention.{which}.bias", (d,)).reshape(n_heads, d_head)
+        )
     transformer = build_model(cfg, params, dtype, origin=path)
     patch = PatchEmbed(
         W_patch=jnp.asarray(W_patch, dtype),

@@ -27,11 +27,10 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from jaxtyping import Int
+
 from ..core.errors import TokenizerError
 
 __all__ = ["Tokenizer", "TokenizerError", "load_tokenizer"]
-
-
 
 
 class Tokenizer:
@@ -70,7 +69,10 @@ class Tokenizer:
         self.unk_token_id = self._special_id(unk_token, "unk_token")
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = (
             t if i is not None else None
-            for t, i in zip((bos_token, eos_token, pad_token, unk_token), (self.bos_token_id, self.eos_token_id, self.pad_token_id, self.unk_token_id))
+            for t, i in zip(
+                (bos_token, eos_token, pad_token, unk_token),
+                (self.bos_token_id, self.eos_token_id, self.pad_token_id, self.unk_token_id),
+            )
         )
         if add_bos_token is not None or add_eos_token is not None or self.backend.post_processor is None:
             self.backend.post_processor = _template(
@@ -86,7 +88,10 @@ class Tokenizer:
             return None
         i = self.backend.token_to_id(token)
         if i is None:  # transformers would append it to the vocabulary, past the model's embedding
-            warnings.warn(f"{self.name or 'tokenizer'}: {what} {token!r} is not in the vocabulary; treating it as absent", stacklevel=3)
+            warnings.warn(
+                f"{self.name or 'tokenizer'}: {what} {token!r} is not in the vocabulary; treating it as absent",
+                stacklevel=3,
+            )
         return i
 
     def __repr__(self) -> str:
@@ -117,7 +122,10 @@ class Tokenizer:
         return ids[1:]  # the template's own BOS
 
     def to_tokens(
-        self, text: Union[str, Sequence[str]], prepend_bos: Optional[bool] = None, pad: bool = False,
+        self,
+        text: Union[str, Sequence[str]],
+        prepend_bos: Optional[bool] = None,
+        pad: bool = False,
         padding_side: Optional[str] = None,
     ) -> Int[np.ndarray, "... pos"]:
         """Token ids as an int32 array: ``[pos]`` for a string, ``[batch, pos]`` for a list
@@ -181,7 +189,9 @@ class Tokenizer:
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """The text of a 1-D sequence of ids (list or array)."""
-        return self.backend.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=skip_special_tokens)
+        return self.backend.decode(
+            [int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=skip_special_tokens
+        )
 
     def to_str_tokens(self, text_or_ids, prepend_bos: Optional[bool] = None) -> list:
         """Each token as its own string (``[" Mary", " and", ...]``): of a text (encoded as
@@ -195,7 +205,9 @@ class Tokenizer:
             if arr.ndim == 2:
                 return [self.to_str_tokens(row) for row in arr]
             if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-                raise TokenizerError(f"expected a str or integer ids [pos] / [batch, pos], got shape {arr.shape} {arr.dtype}")
+                raise TokenizerError(
+                    f"expected a str or integer ids [pos] / [batch, pos], got shape {arr.shape} {arr.dtype}"
+                )
             ids = arr.tolist()
         return [self.backend.decode([i], skip_special_tokens=False) for i in ids]
 
@@ -257,7 +269,11 @@ def tokenizer_from_dir(path: str) -> Tokenizer:
 
     file = os.path.join(path, "tokenizer.json")
     if not os.path.exists(file):
-        present = sorted(f for f in os.listdir(path) if f in ("tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model"))
+        present = sorted(
+            f
+            for f in os.listdir(path)
+            if f in ("tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
+        )
         hint = (
             f"; it has {', '.join(present)}, which jaxinterp does not read: save a tokenizer.json with "
             "transformers (AutoTokenizer.from_pretrained(dir).save_pretrained(dir))"
@@ -360,8 +376,12 @@ def tokenizer_from_gguf(path: str) -> Tokenizer:
     backend.pre_tokenizer = _byte_level_pre_tokenizer(get("pre"), path)
     backend.decoder = decoders.ByteLevel()
     types = get("token_type") or []
-    backend.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == _CONTROL])
-    backend.add_tokens([AddedToken(tokens[i], special=False, normalized=False) for i, t in enumerate(types) if t == _USER_DEFINED])
+    backend.add_special_tokens(
+        [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == _CONTROL]
+    )
+    backend.add_tokens(
+        [AddedToken(tokens[i], special=False, normalized=False) for i, t in enumerate(types) if t == _USER_DEFINED]
+    )
 
     def token(key):
         i = get(f"{key}_token_id")
@@ -377,4 +397,3 @@ def tokenizer_from_gguf(path: str) -> Tokenizer:
         add_eos_token=bool(get("add_eos_token", False)),
         name=path,
     )
-

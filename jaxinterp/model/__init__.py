@@ -9,4 +9,21 @@ from .mlp import MLP, MoE
 from .norms import Norm
 from .transformer import Transformer, check_pair, check_tokens
 
-__all__ = ["Attention", "Block", "Embed", "PosEmbed", "TokenTypeEmbed", "Unembed", "Hooks", "Plan", "KVCache", "CachedAttention", "MLP", "MoE", "Norm", "Transformer", "check_pair", "check_tokens"]
+__all__ = [
+    "Attention",
+    "Block",
+    "Embed",
+    "PosEmbed",
+    "TokenTypeEmbed",
+    "Unembed",
+    "Hooks",
+    "Plan",
+    "KVCache",
+    "CachedAttention",
+    "MLP",
+    "MoE",
+    "Norm",
+    "Transformer",
+    "check_pair",
+    "check_tokens",
+]

@@ -65,7 +65,11 @@ class Attention(AbstractAttention):
         return self.attend_output(q, k, v, allowed, cfg, hooks)
 
     def queries_keys_values(
-        self, x: Float[Array, "pos d_model"], hooks: SiteHooks, cfg: ModelConfig, window: Int[Array, ""],
+        self,
+        x: Float[Array, "pos d_model"],
+        hooks: SiteHooks,
+        cfg: ModelConfig,
+        window: Int[Array, ""],
         rotary: Optional[tuple[Array, Array]],
     ) -> tuple[Float[Array, "pos head d_head"], Float[Array, "pos kv_head d_head"], Float[Array, "pos kv_head d_head"]]:
         """Queries, keys (QK-normed if configured, then rotated with this layer's rotary
@@ -94,8 +98,15 @@ class Attention(AbstractAttention):
         # Grouped, head-major layout [kv_head, query, group, d_head]: a query head's group
         # shares its key head without repeating keys.
         queries = jnp.moveaxis(q.reshape(n_query, n_kv, -1, cfg.d_head), 0, 1)
-        z = attend(queries, jnp.moveaxis(k, 0, 1), jnp.moveaxis(v, 0, 1), allowed[None, :, None, :], cfg, hooks,
-                   _head_query_key)
+        z = attend(
+            queries,
+            jnp.moveaxis(k, 0, 1),
+            jnp.moveaxis(v, 0, 1),
+            allowed[None, :, None, :],
+            cfg,
+            hooks,
+            _head_query_key,
+        )
         z = jnp.moveaxis(z, 1, 0).reshape(n_query, cfg.n_heads, cfg.d_head)
         return attention_output(z, self.W_O, self.b_O, hooks)
 

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ..core.config import ModelConfig
+from ..core.sites import layer_site_dims, parse_site, top_level_site_dims
 from .interventions import Intervention, InterventionError, SiteContext
-from ..core.sites import dim_sizes, layer_site_dims, parse_site, top_level_site_dims
 
 
 class Plan:
@@ -77,8 +77,15 @@ class Hooks(SiteHooks):
     """Applies a `Plan` and records ``cache_names``, for one layer (``layer`` traced) or
     the top level (``layer=None``). ``positions`` / ``key_positions``: see `SiteContext`."""
 
-    def __init__(self, cfg: ModelConfig, plan: Plan, cache_names: frozenset, layer: Optional[Array],
-                 positions: Optional[Array] = None, key_positions: Optional[Array] = None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        plan: Plan,
+        cache_names: frozenset,
+        layer: Optional[Array],
+        positions: Optional[Array] = None,
+        key_positions: Optional[Array] = None,
+    ):
         self.cfg, self.plan, self.cache_names, self.layer = cfg, plan, cache_names, layer
         # Absolute positions of the queries / keys when they are not 0..n-1 (explicit
         # positions, a KV cache): interventions' locations then name positions.

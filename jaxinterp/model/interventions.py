@@ -39,8 +39,6 @@ from ..core.sites import AXES
 __all__ = ["Intervention", "Where", "Patch", "Add", "Ablate", "Scale", "ProjectOut", "Noise", "Fn", "InterventionError"]
 
 
-
-
 def _location(x) -> Optional[Array]:
     if x is None:
         return None
@@ -106,7 +104,9 @@ class Where(eqx.Module):
         shape, dims = ctx.shape, ctx.dims
         for field, axes in _FIELD_AXES.items():
             if getattr(self, field) is not None and not any(a in dims for a in axes):
-                raise InterventionError(f"intervention on {site!r} selects {field}=..., but that site's axes are {dims}")
+                raise InterventionError(
+                    f"intervention on {site!r} selects {field}=..., but that site's axes are {dims}"
+                )
         m = jnp.ones((), bool)
         for i, dim in enumerate(dims):
             sel = next((getattr(self, f) for f, axes in _FIELD_AXES.items() if dim in axes), None)
@@ -180,7 +180,11 @@ class SiteContext(eqx.Module):
             raise InterventionError(
                 f"{what} of shape {value.shape} does not fit site {self.name!r}: expected a shape broadcastable "
                 f"to {self.shape} [{dims}]"
-                + (f" or stacked over layers ({self.n_layers}, {', '.join(map(str, self.shape))})" if layer is not None else "")
+                + (
+                    f" or stacked over layers ({self.n_layers}, {', '.join(map(str, self.shape))})"
+                    if layer is not None
+                    else ""
+                )
             ) from None
         return value
 
@@ -210,7 +214,9 @@ class Patch(Intervention):
     where: Where
     value: Array
 
-    def __init__(self, site: str, value, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+    def __init__(
+        self, site: str, value, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None
+    ):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.value = jnp.asarray(value)
@@ -226,7 +232,9 @@ class Add(Intervention):
     where: Where
     delta: Array
 
-    def __init__(self, site: str, delta, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+    def __init__(
+        self, site: str, delta, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None
+    ):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.delta = jnp.asarray(delta)
@@ -242,7 +250,9 @@ class Scale(Intervention):
     where: Where
     factor: Array
 
-    def __init__(self, site: str, factor, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+    def __init__(
+        self, site: str, factor, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None
+    ):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.factor = jnp.asarray(factor)
@@ -261,13 +271,28 @@ class Ablate(Intervention):
     value: Optional[Array]
     mode: str = eqx.field(static=True)
 
-    def __init__(self, site: str, mode: str = "zero", value=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+    def __init__(
+        self,
+        site: str,
+        mode: str = "zero",
+        value=None,
+        *,
+        layer=None,
+        pos=None,
+        head=None,
+        neuron=None,
+        key_pos=None,
+        expert=None,
+        where=None,
+    ):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         if mode not in ("zero", "mean", "resample"):
             raise InterventionError(f"Ablate mode must be 'zero', 'mean' or 'resample', got {mode!r}")
         if (mode == "zero") != (value is None):
-            raise InterventionError(f"Ablate(mode={mode!r}) " + ("takes no value" if mode == "zero" else "needs value="))
+            raise InterventionError(
+                f"Ablate(mode={mode!r}) " + ("takes no value" if mode == "zero" else "needs value=")
+            )
         self.mode = mode
         self.value = None if value is None else jnp.asarray(value)
 
@@ -286,7 +311,20 @@ class ProjectOut(Intervention):
     direction: Array
     coefficient: Optional[Array]
 
-    def __init__(self, site: str, direction, coefficient=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+    def __init__(
+        self,
+        site: str,
+        direction,
+        coefficient=None,
+        *,
+        layer=None,
+        pos=None,
+        head=None,
+        neuron=None,
+        key_pos=None,
+        expert=None,
+        where=None,
+    ):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.direction = jnp.asarray(direction)
@@ -309,7 +347,20 @@ class Noise(Intervention):
     key: PRNGKeyArray
     std: Array
 
-    def __init__(self, site: str, key, std, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+    def __init__(
+        self,
+        site: str,
+        key,
+        std,
+        *,
+        layer=None,
+        pos=None,
+        head=None,
+        neuron=None,
+        key_pos=None,
+        expert=None,
+        where=None,
+    ):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.key = key
@@ -328,7 +379,20 @@ class Fn(Intervention):
     fn: Callable = eqx.field(static=True)
     args: Any
 
-    def __init__(self, site: str, fn: Callable, args=None, *, layer=None, pos=None, head=None, neuron=None, key_pos=None, expert=None, where=None):
+    def __init__(
+        self,
+        site: str,
+        fn: Callable,
+        args=None,
+        *,
+        layer=None,
+        pos=None,
+        head=None,
+        neuron=None,
+        key_pos=None,
+        expert=None,
+        where=None,
+    ):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.fn = fn

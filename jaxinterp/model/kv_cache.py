@@ -45,8 +45,12 @@ class KVCache(eqx.Module):
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}")
         shape = (cfg.n_layers, max_len, cfg.n_kv_heads, cfg.d_head)
-        return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.full((max_len,), -1, jnp.int32),
-                       jnp.zeros((), jnp.int32))
+        return KVCache(
+            jnp.zeros(shape, dtype),
+            jnp.zeros(shape, dtype),
+            jnp.full((max_len,), -1, jnp.int32),
+            jnp.zeros((), jnp.int32),
+        )
 
     @property
     def max_len(self) -> int:
@@ -74,8 +78,15 @@ class CachedAttention(AbstractAttention):
     start: Int[Array, ""]
     key_positions: Int[Array, " max_len"]  # after writing the new tokens' positions
 
-    def __call__(self, x: Float[Array, "pos d_model"], hooks: SiteHooks, cfg: ModelConfig, window, rotary,
-                 key_mask: Optional[Bool[Array, " pos"]] = None) -> Float[Array, "pos d_model"]:
+    def __call__(
+        self,
+        x: Float[Array, "pos d_model"],
+        hooks: SiteHooks,
+        cfg: ModelConfig,
+        window,
+        rotary,
+        key_mask: Optional[Bool[Array, " pos"]] = None,
+    ) -> Float[Array, "pos d_model"]:
         q, k, v = self.attn.queries_keys_values(x, hooks, cfg, window, rotary)
         keys = write(self.k, k, self.start)
         values = write(self.v, v, self.start)

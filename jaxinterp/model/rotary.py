@@ -52,7 +52,8 @@ def rotary_tables(
     if cfg.rotary_local_base is None:
         return cos, sin
     local_cos, local_sin = _tables(
-        inverse_frequencies(cfg.replace(rotary_base=cfg.rotary_local_base, rope_scaling=None)), pos)
+        inverse_frequencies(cfg.replace(rotary_base=cfg.rotary_local_base, rope_scaling=None)), pos
+    )
     return jnp.concatenate([cos, local_cos], -1), jnp.concatenate([sin, local_sin], -1)
 
 
@@ -82,7 +83,9 @@ def apply_rotary(x: Float[Array, "pos head d_head"], cos, sin) -> Float[Array, "
     return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
 
 
-def rotary_at(cfg: ModelConfig, positions: Int[Array, " pos"]) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
+def rotary_at(
+    cfg: ModelConfig, positions: Int[Array, " pos"]
+) -> tuple[Float[Array, "pos rot"], Float[Array, "pos rot"]]:
     """`rotary_tables` at the given absolute ``positions`` (a left-padded row, or new
     tokens after a KV cache)."""
     positions = jnp.asarray(positions)

@@ -12,23 +12,21 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .cache import ActivationCache
 from ..core.config import ModelConfig
+from ..core.errors import PromptPairError, TokenError
+from ..core.readout import ALL, Readout
 from ..core.sites import layer_site_dims, parse_site, top_level_site_dims
 from .attention import Attention
 from .block import Block
+from .cache import ActivationCache
 from .embed import Embed, PosEmbed, TokenTypeEmbed, Unembed
-from ..core.readout import ALL, Readout
 from .hooks import NO_HOOKS, Hooks, Plan, SiteHooks
+from .kv_cache import CachedAttention, KVCache, write
 from .mlp import MLP, MoE
 from .norms import Norm
 from .rotary import rotary_tables
-from .kv_cache import CachedAttention, KVCache, write
-from ..core.errors import PromptPairError, TokenError
 
 Names = Union[None, str, Iterable[str], Callable[[str], bool]]
-
-
 
 
 class Transformer(eqx.Module):
@@ -145,8 +143,9 @@ class Transformer(eqx.Module):
 
         Returns ``(logits or residual, {short name: activation})``.
         """
-        out, recorded, _ = self._forward(x, interventions, layers, frozenset(cache), readout, token_type_ids,
-                                         attention_mask, positions, None)
+        out, recorded, _ = self._forward(
+            x, interventions, layers, frozenset(cache), readout, token_type_ids, attention_mask, positions, None
+        )
         return out, recorded
 
     def extend(
@@ -188,11 +187,22 @@ class Transformer(eqx.Module):
         if positions is None:
             positions = kv_cache.next_position() + jnp.cumsum(real) - 1
         positions = jnp.where(real, positions, -1).astype(jnp.int32)
-        return self._forward(tokens, interventions, (0, None), frozenset(cache), readout, None, None, positions,
-                             kv_cache)
+        return self._forward(
+            tokens, interventions, (0, None), frozenset(cache), readout, None, None, positions, kv_cache
+        )
 
-    def _forward(self, x, interventions, layers, cache: frozenset, readout, token_type_ids, attention_mask,
-                 positions, kv: Optional[KVCache]):
+    def _forward(
+        self,
+        x,
+        interventions,
+        layers,
+        cache: frozenset,
+        readout,
+        token_type_ids,
+        attention_mask,
+        positions,
+        kv: Optional[KVCache],
+    ):
         """`run` and `extend`: ``(out, recorded, the extended cache or None)``."""
         cfg = self.cfg
         start, stop = layers
@@ -216,13 +226,16 @@ class Transformer(eqx.Module):
         top = Hooks(cfg, plan, cache, None, hook_positions)
         if jnp.issubdtype(x.dtype, jnp.integer):
             if start != 0:
-                raise ValueError(f"tokens enter at layer 0; to start at layer {start}, pass that layer's residual stream")
+                raise ValueError(
+                    f"tokens enter at layer 0; to start at layer {start}, pass that layer's residual stream"
+                )
             resid = self._embed(x, top, token_type_ids, positions)
         else:
             resid = x
         key_mask = None if attention_mask is None else attention_mask.astype(bool)
-        resid, layer_cache, kv = self._blocks(resid, plan, cache, start, stop, key_mask, positions, hook_positions,
-                                              key_positions, kv)
+        resid, layer_cache, kv = self._blocks(
+            resid, plan, cache, start, stop, key_mask, positions, hook_positions, key_positions, kv
+        )
         if stop < cfg.n_layers:
             return resid, {**top.recorded, **layer_cache}, kv
         out = resid
@@ -242,11 +255,13 @@ class Transformer(eqx.Module):
         attention_mask: Optional[Int[Array, " pos"]] = None,
     ) -> tuple[Array, dict[str, Array]]:
         """``run`` over every layer with full logits: ``(logits [pos, d_vocab], cache)``."""
-        return self.run(tokens, interventions, cache=cache_names, token_type_ids=token_type_ids,
-                        attention_mask=attention_mask)
+        return self.run(
+            tokens, interventions, cache=cache_names, token_type_ids=token_type_ids, attention_mask=attention_mask
+        )
 
-    def to_logits(self, resid: Float[Array, "... d_model"], columns: Optional[tuple] = None,
-                  hooks: SiteHooks = NO_HOOKS) -> Float[Array, "... d_vocab"]:
+    def to_logits(
+        self, resid: Float[Array, "... d_model"], columns: Optional[tuple] = None, hooks: SiteHooks = NO_HOOKS
+    ) -> Float[Array, "... d_vocab"]:
         """Final norm, unembedding (only vocabulary ``columns``, if given) and soft-cap of
         residual-stream rows of any leading shape (positions, packed tokens, a stack of
         layers). An encoder without an LM head returns the normalised residual."""
@@ -277,8 +292,13 @@ class Transformer(eqx.Module):
         logits = self.to_logits(resid, readout.columns, top)
         return logits if rows is None else logits[rows]
 
-    def _embed(self, tokens: Int[Array, " pos"], hooks: Hooks, token_type_ids=None,
-               positions: Optional[Int[Array, " pos"]] = None) -> Float[Array, "pos d_model"]:
+    def _embed(
+        self,
+        tokens: Int[Array, " pos"],
+        hooks: Hooks,
+        token_type_ids=None,
+        positions: Optional[Int[Array, " pos"]] = None,
+    ) -> Float[Array, "pos d_model"]:
         """Embeddings summed into the initial residual stream (sites embed, pos_embed, ...)."""
         resid = hooks("embed", self.embed(tokens))
         if self.pos_embed is not None:
@@ -290,9 +310,19 @@ class Transformer(eqx.Module):
             resid = self.embed_ln(resid, NO_HOOKS, "embed_ln")
         return resid
 
-    def _blocks(self, resid: Float[Array, "pos d_model"], plan: Plan, cache_names: frozenset, start: int, stop: int,
-                key_mask=None, positions=None, hook_positions=None, key_positions=None, kv: Optional[KVCache] = None,
-                ) -> tuple[Float[Array, "pos d_model"], dict[str, Array], Optional[KVCache]]:
+    def _blocks(
+        self,
+        resid: Float[Array, "pos d_model"],
+        plan: Plan,
+        cache_names: frozenset,
+        start: int,
+        stop: int,
+        key_mask=None,
+        positions=None,
+        hook_positions=None,
+        key_positions=None,
+        kv: Optional[KVCache] = None,
+    ) -> tuple[Float[Array, "pos d_model"], dict[str, Array], Optional[KVCache]]:
         """Layers ``start..stop-1`` under `lax.scan`; the scan's outputs are the cache
         (and, given a KV cache, each layer's keys and values with the new tokens written).
         ``positions``: for rotary angles; ``hook_positions`` / ``key_positions``: what
@@ -422,15 +452,25 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
 
     def norm(*lead):
         w = jnp.full(lead + (M,), 1.0 - cfg.norm_weight_offset, dtype)
-        return Norm(w, zeros(*lead, M) if cfg.norm_bias else None, cfg.normalization, cfg.norm_eps, cfg.norm_weight_offset)
+        return Norm(
+            w, zeros(*lead, M) if cfg.norm_bias else None, cfg.normalization, cfg.norm_eps, cfg.norm_weight_offset
+        )
 
     def qk_norm(n_heads):  # RMSNorm over d_head, or over the whole projection (n_heads * d_head)
         width = D if cfg.qk_norm == "head" else n_heads * D
-        return Norm(jnp.full((L, width), 1.0 - cfg.norm_weight_offset, dtype), None, "rmsnorm", cfg.norm_eps,
-                    cfg.norm_weight_offset)
+        return Norm(
+            jnp.full((L, width), 1.0 - cfg.norm_weight_offset, dtype),
+            None,
+            "rmsnorm",
+            cfg.norm_eps,
+            cfg.norm_weight_offset,
+        )
 
     attn = Attention(
-        W_Q=normal(L, H, M, D), W_K=normal(L, K, M, D), W_V=normal(L, K, M, D), W_O=normal(L, H, D, M),
+        W_Q=normal(L, H, M, D),
+        W_K=normal(L, K, M, D),
+        W_V=normal(L, K, M, D),
+        W_O=normal(L, H, D, M),
         b_Q=zeros(L, H, D) if cfg.qkv_bias else None,
         b_K=zeros(L, K, D) if cfg.qkv_bias else None,
         b_V=zeros(L, K, D) if cfg.qkv_bias else None,
@@ -441,16 +481,21 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
     mlp: Optional[Union[MLP, MoE]] = None
     if cfg.is_moe:
         E = cfg.n_experts
-        mlp = MoE(W_router=normal(L, M, E), W_in=normal(L, E, M, F), W_gate=normal(L, E, M, F), W_out=normal(L, E, F, M))
+        mlp = MoE(
+            W_router=normal(L, M, E), W_in=normal(L, E, M, F), W_gate=normal(L, E, M, F), W_out=normal(L, E, F, M)
+        )
     elif cfg.has_mlp:
         mlp = MLP(
-            W_in=normal(L, M, F), b_in=zeros(L, F) if cfg.mlp_bias else None,
+            W_in=normal(L, M, F),
+            b_in=zeros(L, F) if cfg.mlp_bias else None,
             W_gate=normal(L, M, F) if cfg.gated_mlp else None,
             b_gate=zeros(L, F) if cfg.gated_mlp and cfg.mlp_bias else None,
-            W_out=normal(L, F, M), b_out=zeros(L, M) if cfg.mlp_bias else None,
+            W_out=normal(L, F, M),
+            b_out=zeros(L, M) if cfg.mlp_bias else None,
         )
     blocks = Block(
-        ln1=norm(L) if cfg.pre_norm else None, attn=attn,
+        ln1=norm(L) if cfg.pre_norm else None,
+        attn=attn,
         ln1_post=norm(L) if cfg.post_attn_norm else None,
         ln2=norm(L) if cfg.has_mlp and cfg.pre_norm else None,
         mlp=mlp,
@@ -465,12 +510,17 @@ def _init_model(cfg: ModelConfig, key, dtype, std) -> Transformer:
         embed_ln=norm() if cfg.embed_norm else None,
         blocks=blocks,
         ln_final=None if cfg.post_norm else norm(),
-        unembed=Unembed(normal(M, cfg.d_vocab), zeros(cfg.d_vocab) if cfg.unembed_bias else None) if cfg.has_unembed else None,
+        unembed=Unembed(normal(M, cfg.d_vocab), zeros(cfg.d_vocab) if cfg.unembed_bias else None)
+        if cfg.has_unembed
+        else None,
     )
 
     values = _draw_normals(key, tuple(shapes), float(std), jnp.dtype(dtype))
-    return jax.tree_util.tree_map(lambda leaf: values[leaf.index] if isinstance(leaf, _Pending) else leaf, model,
-                                  is_leaf=lambda leaf: isinstance(leaf, _Pending))
+    return jax.tree_util.tree_map(
+        lambda leaf: values[leaf.index] if isinstance(leaf, _Pending) else leaf,
+        model,
+        is_leaf=lambda leaf: isinstance(leaf, _Pending),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -479,7 +529,7 @@ def _draw_normals(key, shapes: tuple, std: float, dtype) -> list:
     sizes = [int(np.prod(shape)) for shape in shapes]
     draws = std * jax.random.normal(key, (sum(sizes),), jnp.float32)
     offsets = np.cumsum([0] + sizes)
-    return [draws[o:o + n].reshape(shape).astype(dtype) for o, n, shape in zip(offsets, sizes, shapes)]
+    return [draws[o : o + n].reshape(shape).astype(dtype) for o, n, shape in zip(offsets, sizes, shapes)]
 
 
 class _Pending:

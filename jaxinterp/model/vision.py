@@ -119,8 +119,14 @@ class VisionTransformer(eqx.Module):
     def cfg(self):
         return self.transformer.cfg
 
-    def run(self, image: Float[Array, "channel height width"], interventions=None, *,
-            layers: tuple[int, Optional[int]] = (0, None), cache: frozenset = frozenset()):
+    def run(
+        self,
+        image: Float[Array, "channel height width"],
+        interventions=None,
+        *,
+        layers: tuple[int, Optional[int]] = (0, None),
+        cache: frozenset = frozenset(),
+    ):
         """`Transformer.run` from the image's embedded residual stream: ``(out, cache dict)``,
         ``out`` the final hidden state (after ``ln_final``) when every layer runs, else the
         residual stream after layer ``layers[1] - 1``. Un-jitted, for use inside jit/grad."""
@@ -129,13 +135,13 @@ class VisionTransformer(eqx.Module):
             raise ConfigError(f"layers must start at 0 for an image (the patch embedding), got {layers}")
         return self.transformer.run(resid, interventions, layers=layers, cache=cache, readout=ALL)
 
-    def __call__(self, image: Float[Array, "channel height width"], interventions=None
-                 ) -> Float[Array, "pos d_model"]:
+    def __call__(self, image: Float[Array, "channel height width"], interventions=None) -> Float[Array, "pos d_model"]:
         """Final hidden states ``[1 + n_patches, d_model]`` (class token first)."""
         return self.run(image, interventions)[0]
 
-    def run_with_cache(self, image: Float[Array, "channel height width"], names=None, interventions=None
-                       ) -> tuple[Float[Array, "pos d_model"], ActivationCache]:
+    def run_with_cache(
+        self, image: Float[Array, "channel height width"], names=None, interventions=None
+    ) -> tuple[Float[Array, "pos d_model"], ActivationCache]:
         """Final hidden states and an `ActivationCache` of the blocks' sites (``names`` as in
         `Transformer.run_with_cache`)."""
         out, cache = eqx.filter_jit(_run)(self, image, interventions, self.transformer.resolve_names(names))

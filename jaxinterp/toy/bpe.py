@@ -35,8 +35,11 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int = 1024, min_frequency:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
     return Tokenizer(backend, bos_token=EOT, eos_token=EOT, add_bos_token=False, add_eos_token=False, name="toy-bpe")

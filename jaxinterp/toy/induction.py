@@ -28,12 +28,16 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..core.config import ModelConfig
-from .sequences import repeated_random_tokens
 from ..model import Transformer
 from .random_init import random_model
+from .sequences import repeated_random_tokens
 
 __all__ = [
-    "induction_config", "repeated_random_tokens", "periodic_random_tokens", "next_token_losses", "repeated_half_loss",
+    "induction_config",
+    "repeated_random_tokens",
+    "periodic_random_tokens",
+    "next_token_losses",
+    "repeated_half_loss",
     "train_induction_model",
 ]
 
@@ -44,8 +48,16 @@ def induction_config(
     """A 2-layer attention-only, pre-LayerNorm model with learned positions, sized for
     sequences of ``2 * seq_len`` tokens."""
     return ModelConfig(
-        d_model=d_model, n_layers=2, n_heads=n_heads, d_head=d_head, d_vocab=d_vocab, n_ctx=2 * seq_len,
-        attn_only=True, normalization="layernorm", positional="learned", act_fn="relu",
+        d_model=d_model,
+        n_layers=2,
+        n_heads=n_heads,
+        d_head=d_head,
+        d_vocab=d_vocab,
+        n_ctx=2 * seq_len,
+        attn_only=True,
+        normalization="layernorm",
+        positional="learned",
+        act_fn="relu",
         family="toy-induction",
     )
 
@@ -65,7 +77,9 @@ def periodic_random_tokens(
     return jnp.take_along_axis(base, jnp.arange(n_ctx)[None, :] % period, axis=1)
 
 
-def next_token_losses(model: Transformer, tokens: Int[Array, "batch pos"], interventions=None) -> Float[Array, "batch pos_minus_1"]:
+def next_token_losses(
+    model: Transformer, tokens: Int[Array, "batch pos"], interventions=None
+) -> Float[Array, "batch pos_minus_1"]:
     """Cross-entropy of predicting ``tokens[:, i + 1]`` from position ``i``."""
     logits = model(tokens, interventions)
     logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
@@ -115,4 +129,3 @@ def train_induction_model(
 
     (params, _), losses = train(params, opt_state, key)
     return eqx.combine(params, static), losses
-

@@ -31,8 +31,15 @@ from jaxinterp.core.errors import JaxinterpError
 from jaxinterp.toy.random_init import random_model
 
 __all__ = [
-    "ToyLMError", "bigram_config", "attn_only_config", "mlp_config", "encode_corpus", "LMRun", "train_lms",
-    "unstack", "sequence_losses",
+    "ToyLMError",
+    "bigram_config",
+    "attn_only_config",
+    "mlp_config",
+    "encode_corpus",
+    "LMRun",
+    "train_lms",
+    "unstack",
+    "sequence_losses",
 ]
 
 
@@ -44,16 +51,34 @@ def bigram_config(d_vocab: int, d_model: int = 64) -> ModelConfig:
     """0 layers: ``logits = LN(W_E[t]) W_U + b_U``. No positional embedding, so each
     position sees its own token only."""
     return ModelConfig(
-        d_model=d_model, n_layers=0, n_heads=1, d_head=d_model, d_vocab=d_vocab, n_ctx=1024, attn_only=True,
-        positional="none", unembed_bias=True, family="toy-bigram",
+        d_model=d_model,
+        n_layers=0,
+        n_heads=1,
+        d_head=d_model,
+        d_vocab=d_vocab,
+        n_ctx=1024,
+        attn_only=True,
+        positional="none",
+        unembed_bias=True,
+        family="toy-bigram",
     )
 
 
-def attn_only_config(d_vocab: int, n_layers: int = 1, d_model: int = 64, n_heads: int = 4, n_ctx: int = 64) -> ModelConfig:
+def attn_only_config(
+    d_vocab: int, n_layers: int = 1, d_model: int = 64, n_heads: int = 4, n_ctx: int = 64
+) -> ModelConfig:
     """Attention-only, pre-LayerNorm, learned positions, unembedding bias."""
     return ModelConfig(
-        d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_head=d_model // n_heads, d_vocab=d_vocab, n_ctx=n_ctx,
-        attn_only=True, positional="learned", unembed_bias=True, family="toy-attn-only",
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        attn_only=True,
+        positional="learned",
+        unembed_bias=True,
+        family="toy-attn-only",
     )
 
 
@@ -62,8 +87,18 @@ def mlp_config(
 ) -> ModelConfig:
     """GPT-2-like blocks (pre-LayerNorm attention + ReLU MLP with biases), learned positions."""
     return ModelConfig(
-        d_model=d_model, n_layers=n_layers, n_heads=n_heads, d_head=d_model // n_heads, d_vocab=d_vocab, n_ctx=n_ctx,
-        d_mlp=d_mlp, act_fn="relu", mlp_bias=True, positional="learned", unembed_bias=True, family="toy-mlp",
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        d_mlp=d_mlp,
+        act_fn="relu",
+        mlp_bias=True,
+        positional="learned",
+        unembed_bias=True,
+        family="toy-mlp",
     )
 
 
@@ -139,8 +174,14 @@ def train_lms(
     params, static = eqx.partition(models, eqx.is_inexact_array)
     hyper = jnp.asarray([learning_rate, weight_decay], jnp.float32)
     params, losses = _train(
-        params, static, jnp.asarray(tokens, jnp.int32), jax.random.key(data_seed), hyper,
-        steps=steps, batch_size=batch_size, seq_len=seq_len,
+        params,
+        static,
+        jnp.asarray(tokens, jnp.int32),
+        jax.random.key(data_seed),
+        hyper,
+        steps=steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
     )
     return LMRun(eqx.combine(params, static), losses.T)
 
@@ -151,9 +192,13 @@ def _train(params, static, tokens, key, hyper, *, steps, batch_size, seq_len):
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, steps // 20), steps, end_value=0.05)
     # The learning rate and weight decay are data (traced), so changing them does not recompile.
     # Decoupled weight decay on the weight matrices (W_E, W_Q, ..., W_U), not on norms or biases.
-    decay_mask = jax.tree_util.tree_map_with_path(lambda path, _: str(getattr(path[-1], "name", "")).startswith("W_"), params)
+    decay_mask = jax.tree_util.tree_map_with_path(
+        lambda path, _: str(getattr(path[-1], "name", "")).startswith("W_"), params
+    )
     optimizer = optax.chain(
-        optax.clip_by_global_norm(1.0), optax.scale_by_adam(), optax.add_decayed_weights(weight_decay, decay_mask),
+        optax.clip_by_global_norm(1.0),
+        optax.scale_by_adam(),
+        optax.add_decayed_weights(weight_decay, decay_mask),
         optax.scale_by_schedule(schedule),
     )
     opt_state = jax.vmap(optimizer.init)(params)

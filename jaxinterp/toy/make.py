@@ -18,7 +18,15 @@ import numpy as np
 
 from jaxinterp.toy.bpe import train_bpe_tokenizer
 from jaxinterp.toy.corpus import shakespeare_texts, split_heldout
-from jaxinterp.toy.lm import attn_only_config, bigram_config, encode_corpus, mlp_config, sequence_losses, train_lms, unstack
+from jaxinterp.toy.lm import (
+    attn_only_config,
+    bigram_config,
+    encode_corpus,
+    mlp_config,
+    sequence_losses,
+    train_lms,
+    unstack,
+)
 from jaxinterp.toy.shipped import WEIGHTS_DIR, save_toy
 
 __all__ = ["ToySpec", "SPECS", "make_toys", "heldout_loss"]
@@ -37,7 +45,9 @@ class ToySpec(NamedTuple):
 # Budgets sized for a shared 2-core CPU (a few CPU-minutes in all).
 SPECS = {
     "bigram-0l": ToySpec(lambda v: bigram_config(v, d_model=64), steps=2000, learning_rate=1e-2),
-    "attn-only-1l": ToySpec(lambda v: attn_only_config(v, n_layers=1, d_model=64, n_heads=4), steps=2000, batch_size=16),
+    "attn-only-1l": ToySpec(
+        lambda v: attn_only_config(v, n_layers=1, d_model=64, n_heads=4), steps=2000, batch_size=16
+    ),
     "mlp-2l": ToySpec(lambda v: mlp_config(v, n_layers=2, d_model=64, d_mlp=256, n_heads=4), steps=2000, batch_size=16),
 }
 
@@ -75,14 +85,25 @@ def make_toys(
     for name, spec in specs.items():
         cfg = spec.config(tokenizer.vocab_size)
         run = train_lms(
-            cfg, train_tokens, [seed], steps=spec.steps, batch_size=spec.batch_size, seq_len=spec.seq_len,
+            cfg,
+            train_tokens,
+            [seed],
+            steps=spec.steps,
+            batch_size=spec.batch_size,
+            seq_len=spec.seq_len,
             learning_rate=spec.learning_rate,
         )
         model = unstack(run.models, 0)
         info = {
-            "corpus_sha256_16": digest, "train_tokens": int(len(train_tokens)), "heldout_tokens": int(len(held_tokens)),
-            "seed": seed, "steps": spec.steps, "batch_size": spec.batch_size, "seq_len": spec.seq_len,
-            "learning_rate": spec.learning_rate, "vocab_size": tokenizer.vocab_size,
+            "corpus_sha256_16": digest,
+            "train_tokens": int(len(train_tokens)),
+            "heldout_tokens": int(len(held_tokens)),
+            "seed": seed,
+            "steps": spec.steps,
+            "batch_size": spec.batch_size,
+            "seq_len": spec.seq_len,
+            "learning_rate": spec.learning_rate,
+            "vocab_size": tokenizer.vocab_size,
             "final_train_loss": round(float(np.asarray(run.losses)[0, -100:].mean()), 4),
             "heldout_loss": round(heldout_loss(model, held_tokens, spec.seq_len), 4),
         }

@@ -37,8 +37,17 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxinterp.core.errors import JaxinterpError
 
 __all__ = [
-    "TMSError", "AbstractTMS", "ReLUOutputTMS", "LinearTMS", "init_tms", "sparse_features", "importance_powers",
-    "tms_loss", "TMSRun", "train_tms", "tms_grid",
+    "TMSError",
+    "AbstractTMS",
+    "ReLUOutputTMS",
+    "LinearTMS",
+    "init_tms",
+    "sparse_features",
+    "importance_powers",
+    "tms_loss",
+    "TMSRun",
+    "train_tms",
+    "tms_grid",
 ]
 
 Kind = Literal["relu", "linear"]
@@ -195,13 +204,24 @@ def train_tms(
     data_key = jax.random.key(0) if data_key is None else data_key
     eval_key = jax.random.key(2**31 - 1) if eval_key is None else eval_key
     return _train_many(
-        keys, sparsity, importance, jnp.asarray(learning_rate, jnp.float32), data_key, eval_key,
-        d_hidden=d_hidden, kind=kind, steps=steps, batch_size=batch_size, eval_batch=eval_batch,
+        keys,
+        sparsity,
+        importance,
+        jnp.asarray(learning_rate, jnp.float32),
+        data_key,
+        eval_key,
+        d_hidden=d_hidden,
+        kind=kind,
+        steps=steps,
+        batch_size=batch_size,
+        eval_batch=eval_batch,
     )
 
 
 @eqx.filter_jit
-def _train_many(keys, sparsity, importance, learning_rate, data_key, eval_key, *, d_hidden, kind, steps, batch_size, eval_batch):
+def _train_many(
+    keys, sparsity, importance, learning_rate, data_key, eval_key, *, d_hidden, kind, steps, batch_size, eval_batch
+):
     n_features = importance.shape[-1]
     # The schedule's scale is data (a traced learning rate), so changing it does not recompile.
     schedule = optax.cosine_decay_schedule(1.0, steps, alpha=0.05)

@@ -45,8 +45,16 @@ from jaxinterp.toy.superposition import TMSError, tms_grid, train_tms
 from jaxinterp.toy.superposition_metrics import feature_norms
 
 __all__ = [
-    "PHASES", "NOT_REPRESENTED", "DEDICATED", "SUPERPOSITION", "classify_phase", "analytic_losses", "analytic_phase",
-    "analytic_boundaries", "PhaseDiagram", "train_phase_diagram",
+    "PHASES",
+    "NOT_REPRESENTED",
+    "DEDICATED",
+    "SUPERPOSITION",
+    "classify_phase",
+    "analytic_losses",
+    "analytic_phase",
+    "analytic_boundaries",
+    "PhaseDiagram",
+    "train_phase_diagram",
 ]
 
 NOT_REPRESENTED, DEDICATED, SUPERPOSITION = 0, 1, 2
@@ -126,7 +134,9 @@ def train_phase_diagram(
         raise TMSError("train_phase_diagram needs densities in (0, 1] and positive relative importances")
     importances = np.stack([np.ones_like(r), r], axis=1)  # [n_importance, 2]
     keys, sparsity, importance = tms_grid(key, 1.0 - p, importances, n_seeds)
-    run = train_tms(keys, sparsity, importance, d_hidden=1, steps=steps, batch_size=batch_size, learning_rate=learning_rate)
+    run = train_tms(
+        keys, sparsity, importance, d_hidden=1, steps=steps, batch_size=batch_size, learning_rate=learning_rate
+    )
     shape = (len(p), len(r), n_seeds)
     eval_loss = np.asarray(run.eval_loss).reshape(shape)
     best = eval_loss.argmin(-1)
@@ -135,4 +145,3 @@ def train_phase_diagram(
     phase = np.asarray(classify_phase(jnp.asarray(W_best), threshold))
     analytic = analytic_phase(r[None, :], p[:, None])
     return PhaseDiagram(r, p, W_best, phase, analytic, np.take_along_axis(eval_loss, best[..., None], -1)[..., 0])
-

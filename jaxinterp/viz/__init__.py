@@ -16,7 +16,21 @@ from .lens_table import logit_lens_html, logit_lens_table
 from .tms import tms_geometry
 
 __all__ = [
-    "patching_heatmap", "score_heatmaps", "attention_patterns", "attention_widget", "attention_html", "logit_lens_table",
-    "logit_lens_html", "tms_geometry", "compare_scatter", "figure_png", "png_data_uri", "new_figure",
-    "save_figure", "token_labels", "visible_token", "plot_causal_trace", "plot_labelled",
+    "patching_heatmap",
+    "score_heatmaps",
+    "attention_patterns",
+    "attention_widget",
+    "attention_html",
+    "logit_lens_table",
+    "logit_lens_html",
+    "tms_geometry",
+    "compare_scatter",
+    "figure_png",
+    "png_data_uri",
+    "new_figure",
+    "save_figure",
+    "token_labels",
+    "visible_token",
+    "plot_causal_trace",
+    "plot_labelled",
 ]

@@ -23,7 +23,9 @@ from .labels import token_labels, visible_token
 def _check(pattern, tokens, head_labels):
     pattern = np.asarray(pattern, dtype=np.float32)
     if pattern.ndim != 3 or pattern.shape[1] != pattern.shape[2]:
-        raise ValueError(f"pattern must be [head, query_pos, key_pos] with query_pos == key_pos, got shape {pattern.shape}")
+        raise ValueError(
+            f"pattern must be [head, query_pos, key_pos] with query_pos == key_pos, got shape {pattern.shape}"
+        )
     if len(tokens) != pattern.shape[1]:
         raise ValueError(f"{len(tokens)} tokens for a pattern over {pattern.shape[1]} positions")
     if head_labels is None:

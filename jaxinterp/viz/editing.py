@@ -14,8 +14,14 @@ __all__ = ["dose_response"]
 
 
 def dose_response(
-    x: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str, title: str = "",
-    path: str | None = None, secondary: Mapping[str, Sequence[float]] | None = None, secondary_label: str = "",
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    path: str | None = None,
+    secondary: Mapping[str, Sequence[float]] | None = None,
+    secondary_label: str = "",
 ) -> Figure:
     """One line per entry of ``series`` against ``x`` (e.g. a score per steering
     coefficient); ``secondary`` series go on a right-hand axis with ``secondary_label``."""

@@ -14,8 +14,13 @@ from .figures import new_figure, save_figure
 __all__ = ["image_grid", "activation_matrix_plot", "rotation_curves_plot"]
 
 
-def image_grid(images: Float[np.ndarray, "n 3 h w"], titles: Optional[Sequence[str]] = None, cols: int = 4,
-               title: Optional[str] = None, path: Optional[str] = None) -> Figure:
+def image_grid(
+    images: Float[np.ndarray, "n 3 h w"],
+    titles: Optional[Sequence[str]] = None,
+    cols: int = 4,
+    title: Optional[str] = None,
+    path: Optional[str] = None,
+) -> Figure:
     """``images`` (channels first, values in [0, 1]) in a grid of ``cols`` columns."""
     images = np.clip(np.asarray(images, np.float32), 0, 1)
     n = len(images)
@@ -34,8 +39,9 @@ def image_grid(images: Float[np.ndarray, "n 3 h w"], titles: Optional[Sequence[s
     return fig
 
 
-def activation_matrix_plot(matrix: Float[np.ndarray, "objective image"], labels: Sequence[str],
-                           path: Optional[str] = None) -> Figure:
+def activation_matrix_plot(
+    matrix: Float[np.ndarray, "objective image"], labels: Sequence[str], path: Optional[str] = None
+) -> Figure:
     """Heatmap of ``matrix[i, j]`` = objective ``i`` on image ``j``: a strong diagonal means
     each visualisation is specific to its own neuron."""
     m = np.asarray(matrix, float)
@@ -51,8 +57,12 @@ def activation_matrix_plot(matrix: Float[np.ndarray, "objective image"], labels:
     return fig
 
 
-def rotation_curves_plot(degrees: Float[np.ndarray, " angle"], curves: Float[np.ndarray, "n angle"],
-                         labels: Sequence[str], path: Optional[str] = None) -> Figure:
+def rotation_curves_plot(
+    degrees: Float[np.ndarray, " angle"],
+    curves: Float[np.ndarray, "n angle"],
+    labels: Sequence[str],
+    path: Optional[str] = None,
+) -> Figure:
     """Each objective's activation on its own image rotated by ``degrees``, relative to 0 degrees."""
     curves = np.asarray(curves, float)
     zero = int(np.argmin(np.abs(np.asarray(degrees))))

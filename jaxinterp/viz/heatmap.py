@@ -36,7 +36,7 @@ def patching_heatmap(
     if vals.ndim not in (1, 2):
         raise ValueError(f"patching_heatmap draws 1-D or 2-D results; this one has axes {result.dims}: index it first")
     if ax is None:
-        rows, cols = (vals.shape if vals.ndim == 2 else (6, vals.shape[0]))
+        rows, cols = vals.shape if vals.ndim == 2 else (6, vals.shape[0])
         fig = new_figure(3.0 + 0.42 * cols, 1.8 + 0.22 * rows)
         ax = fig.subplots()
     else:
@@ -48,8 +48,15 @@ def patching_heatmap(
         lim = float(np.nanmax(np.abs(vals))) or 1.0
         if annotate:
             for (r, c), v in np.ndenumerate(vals):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if abs(v) > 0.6 * lim else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if abs(v) > 0.6 * lim else "black",
+                )
         r, c = np.unravel_index(int(np.nanargmax(np.abs(vals))), vals.shape)
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5))
     save_figure(fig, path)
@@ -72,7 +79,9 @@ def score_heatmaps(
     arrays = {}
     for name, r in results.items():
         if not isinstance(r, LabelledArray) or r.ndim != 2:
-            raise ValueError(f"score_heatmaps draws 2-D LabelledArrays; {name!r} is {type(r).__name__} of shape {np.shape(r)}")
+            raise ValueError(
+                f"score_heatmaps draws 2-D LabelledArrays; {name!r} is {type(r).__name__} of shape {np.shape(r)}"
+            )
         arrays[name] = np.asarray(r.values, dtype=float)
     top = float(max(np.nanmax(a) for a in arrays.values())) if vmax is None else vmax
     first = next(iter(results.values()))

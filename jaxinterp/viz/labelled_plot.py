@@ -11,7 +11,9 @@ from ..core.labelled import LabelledArray
 __all__ = ["plot_labelled"]
 
 
-def plot_labelled(array: LabelledArray, ax=None, title: Optional[str] = None, cmap: str = "RdBu", path: Optional[str] = None):
+def plot_labelled(
+    array: LabelledArray, ax=None, title: Optional[str] = None, cmap: str = "RdBu", path: Optional[str] = None
+):
     """A heatmap (2-D) or bar chart (1-D) with labelled axes; diverging colours
     centred on zero. Saves to ``path`` if given. Returns the matplotlib Axes."""
     import matplotlib

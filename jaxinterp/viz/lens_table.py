@@ -46,8 +46,15 @@ def logit_lens_table(
     vmax = max(1.0, float(values.max())) if value_name == "probability" else float(values.max())
     im = ax.imshow(values, cmap="Greens", vmin=min(0.0, float(values.min())), vmax=vmax, aspect="auto")
     for (r, c), v in np.ndenumerate(values):
-        ax.text(c, r, visible_token(top_tokens[r][c])[:10], ha="center", va="center", fontsize=6,
-                color="white" if v > 0.6 * vmax else "black")
+        ax.text(
+            c,
+            r,
+            visible_token(top_tokens[r][c])[:10],
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="white" if v > 0.6 * vmax else "black",
+        )
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_xticks(range(len(cols)), [visible_token(c) for c in cols], rotation=90, fontsize=7)
     ax.set_title(title)
@@ -67,7 +74,10 @@ def logit_lens_html(
     (row, column) with the token, shaded by its value, the value in the tooltip."""
     top_tokens, values, rows, cols = _check(top_tokens, values, row_labels, col_labels)
     vmax = float(np.abs(values).max()) or 1.0
-    out = ['<table class="ji-table ji-lens">', "<tr><th></th>" + "".join(f"<th>{escape(visible_token(c))}</th>" for c in cols) + "</tr>"]
+    out = [
+        '<table class="ji-table ji-lens">',
+        "<tr><th></th>" + "".join(f"<th>{escape(visible_token(c))}</th>" for c in cols) + "</tr>",
+    ]
     for r, label in enumerate(rows):
         cells = []
         for c in range(len(cols)):

@@ -105,7 +105,11 @@ class Report:
         if toc:
             body.append(f'<nav class="ji-toc"><ol>{toc}</ol></nav>')
         for sid, heading, parts in self._sections:
-            body.append(f'<section id="{sid}" class="ji-section">\n<h2>{escape(heading)}</h2>\n' + "\n".join(parts) + "\n</section>")
+            body.append(
+                f'<section id="{sid}" class="ji-section">\n<h2>{escape(heading)}</h2>\n'
+                + "\n".join(parts)
+                + "\n</section>"
+            )
         doc = page(self.title, "\n".join(body))
         remote = external_resources(doc)
         if remote:
@@ -122,7 +126,9 @@ class Report:
         return path
 
 
-_REMOTE = re.compile(r"""(?:src|href)\s*=\s*["']?\s*((?:https?:)?//[^"'\s>]+)|@import\s+url\(\s*["']?((?:https?:)?//[^"')]+)""", re.I)
+_REMOTE = re.compile(
+    r"""(?:src|href)\s*=\s*["']?\s*((?:https?:)?//[^"'\s>]+)|@import\s+url\(\s*["']?((?:https?:)?//[^"')]+)""", re.I
+)
 
 
 def external_resources(html: str) -> list[str]:

@@ -9,7 +9,7 @@ promotes and suppresses through the unembedding. Every number shown is also in a
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 from .html import escape, page
 
@@ -71,7 +71,7 @@ def _card(d) -> str:
         )
         ctxs.append(
             f'<div class="sae-ctx" data-context="{c.context}" data-pos="{c.pos}" data-max="{c.acts[c.highlight]!r}">'
-            f'<b>{c.acts[c.highlight]:.3f}</b> {toks}</div>'
+            f"<b>{c.acts[c.highlight]:.3f}</b> {toks}</div>"
         )
     return (
         f'<section class="sae-card" id="feature-{d.feature}" data-feature="{d.feature}" data-firing-rate="{d.firing_rate!r}" '
@@ -79,9 +79,9 @@ def _card(d) -> str:
         f"<h2>Feature {d.feature}</h2>"
         f'<p class="ji-note">fires on {100 * d.firing_rate:.3f}% of tokens; max activation {d.max_act:.4g}</p>'
         f'<div class="sae-cols"><div><h3>Activation histogram (nonzero)</h3>{_histogram_svg(d.hist_counts, d.hist_edges)}</div>'
-        f'<div>{_logit_table(d.promoted, "sae-promoted", "promoted logits")}</div>'
-        f'<div>{_logit_table(d.suppressed, "sae-suppressed", "suppressed logits")}</div></div>'
-        f'<h3>Top-activating contexts</h3>{"".join(ctxs) or "<p>never fires on these contexts</p>"}'
+        f"<div>{_logit_table(d.promoted, 'sae-promoted', 'promoted logits')}</div>"
+        f"<div>{_logit_table(d.suppressed, 'sae-suppressed', 'suppressed logits')}</div></div>"
+        f"<h3>Top-activating contexts</h3>{''.join(ctxs) or '<p>never fires on these contexts</p>'}"
         "</section>"
     )
 
@@ -90,13 +90,17 @@ def sae_dashboard_html(dashboards: Sequence, title: str = "SAE feature dashboard
     """The page for a list of `jaxinterp.features.sae.FeatureDashboard`."""
     index = " ".join(f'<a href="#feature-{d.feature}">{d.feature}</a>' for d in dashboards)
     body = (
-        f"<h1>{escape(title)}</h1>" + (f'<p class="ji-note">{escape(subtitle)}</p>' if subtitle else "")
-        + f"<p>Features: {index}</p>" + "".join(_card(d) for d in dashboards)
+        f"<h1>{escape(title)}</h1>"
+        + (f'<p class="ji-note">{escape(subtitle)}</p>' if subtitle else "")
+        + f"<p>Features: {index}</p>"
+        + "".join(_card(d) for d in dashboards)
     )
     return page(title, body, STYLE)
 
 
-def save_sae_dashboard(dashboards: Sequence, path: str, title: str = "SAE feature dashboards", subtitle: str = "") -> str:
+def save_sae_dashboard(
+    dashboards: Sequence, path: str, title: str = "SAE feature dashboards", subtitle: str = ""
+) -> str:
     """Write `sae_dashboard_html` to ``path``; returns the path."""
     with open(path, "w", encoding="utf-8") as f:
         f.write(sae_dashboard_html(dashboards, title, subtitle))

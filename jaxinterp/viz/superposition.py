@@ -97,7 +97,9 @@ def dimensionality_plot(
     s = np.asarray(sparsity, float)
     D = np.asarray(dimensionality, float)
     if D.ndim != 2 or D.shape[0] != s.shape[0]:
-        raise ValueError(f"dimensionality must be [model, n_features] with one row per sparsity; got {D.shape} for {s.shape}")
+        raise ValueError(
+            f"dimensionality must be [model, n_features] with one row per sparsity; got {D.shape} for {s.shape}"
+        )
     x = 1.0 / (1.0 - s)
     fig = new_figure(6.0, 4.0)
     ax = fig.subplots()
@@ -115,7 +117,9 @@ def dimensionality_plot(
     return fig
 
 
-def phase_diagram_plot(diagram, title: str = "2 features, 1 neuron: the extra feature is ...", path: Optional[str] = None) -> Figure:
+def phase_diagram_plot(
+    diagram, title: str = "2 features, 1 neuron: the extra feature is ...", path: Optional[str] = None
+) -> Figure:
     """Cells coloured by the trained phase (``diagram``: a
     `jaxinterp.toy.superposition_phase.PhaseDiagram`) on log axes (relative importance of
     the extra feature across, density ``1 - S`` up), with the analytic boundaries as black
@@ -126,7 +130,9 @@ def phase_diagram_plot(diagram, title: str = "2 features, 1 neuron: the extra fe
     r, p = np.asarray(diagram.relative_importance, float), np.asarray(diagram.density, float)
     fig = new_figure(6.0, 4.6)
     ax = fig.subplots()
-    ax.pcolormesh(_edges(r), _edges(p), np.asarray(diagram.phase), cmap=ListedColormap(PHASE_COLOURS), vmin=-0.5, vmax=2.5)
+    ax.pcolormesh(
+        _edges(r), _edges(p), np.asarray(diagram.phase), cmap=ListedColormap(PHASE_COLOURS), vmin=-0.5, vmax=2.5
+    )
     dense = np.geomspace(p.min(), p.max(), 400)
     dense = np.unique(np.concatenate([dense, [4 / 7]]))
     # The analytic curves (see jaxinterp.toy.superposition_phase): r = 2p/(4-5p) and
@@ -142,7 +148,10 @@ def phase_diagram_plot(diagram, title: str = "2 features, 1 neuron: the extra fe
     ax.set_ylim(_edges(p)[0], _edges(p)[-1])
     ax.set_xlabel("relative importance of the extra feature")
     ax.set_ylabel("feature density 1 - S")
-    handles = [Patch(color=c, label=f"trained: {name}") for c, name in zip(PHASE_COLOURS, ("not represented", "dedicated", "superposition"))]
+    handles = [
+        Patch(color=c, label=f"trained: {name}")
+        for c, name in zip(PHASE_COLOURS, ("not represented", "dedicated", "superposition"))
+    ]
     handles.append(ax.lines[-1])
     ax.legend(handles=handles, fontsize=7, loc="lower right", framealpha=0.9)
     ax.set_title(title, fontsize=10)

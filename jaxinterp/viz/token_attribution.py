@@ -23,8 +23,8 @@ def token_attribution_text(
     """``tokens`` (strings) with ``scores`` ``[pos]`` as background colours, wrapped at
     about ``width_chars`` characters per line; the colour bar gives the scale."""
     from matplotlib import colormaps
-    from matplotlib.colors import Normalize
     from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
     scores = np.asarray(scores, np.float64)
     if len(tokens) != len(scores):
@@ -49,8 +49,15 @@ def token_attribution_text(
     for row, idx in enumerate(lines):
         x = 0.0
         for i in idx:
-            ax.text(x, row + 0.3, labels[i], family="monospace", fontsize=9, va="center",
-                    bbox=dict(facecolor=cmap(norm(scores[i])), edgecolor="none", pad=1.5))
+            ax.text(
+                x,
+                row + 0.3,
+                labels[i],
+                family="monospace",
+                fontsize=9,
+                va="center",
+                bbox=dict(facecolor=cmap(norm(scores[i])), edgecolor="none", pad=1.5),
+            )
             x += len(labels[i]) + 1
     fig.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.03, pad=0.01, label="attribution")
     if title:

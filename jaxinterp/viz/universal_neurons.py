@@ -29,8 +29,22 @@ def max_correlation_histogram(
     ax = fig.subplots()
     bins = np.linspace(0, 1, 41)
     w = lambda x: np.full(len(x), 1.0 / max(len(x), 1))  # noqa: E731
-    ax.hist(neurons, bins=bins, weights=w(neurons), alpha=0.7, color="#4c72b0", label=f"neurons ({np.mean(neurons > threshold):.1%} > {threshold})")
-    ax.hist(rotated, bins=bins, weights=w(rotated), alpha=0.6, color="#dd8452", label=f"random rotation ({np.mean(rotated > threshold):.1%} > {threshold})")
+    ax.hist(
+        neurons,
+        bins=bins,
+        weights=w(neurons),
+        alpha=0.7,
+        color="#4c72b0",
+        label=f"neurons ({np.mean(neurons > threshold):.1%} > {threshold})",
+    )
+    ax.hist(
+        rotated,
+        bins=bins,
+        weights=w(rotated),
+        alpha=0.6,
+        color="#dd8452",
+        label=f"random rotation ({np.mean(rotated > threshold):.1%} > {threshold})",
+    )
     ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel("correlation")
     ax.set_ylabel("share of neurons")
@@ -53,7 +67,10 @@ def universal_properties_plot(
     uni = mc > threshold
     fig = new_figure(8.0, 3.4)
     ax1, ax2 = fig.subplots(1, 2)
-    for ax, y, label in ((ax1, activation_frequency, "activation frequency"), (ax2, vocab_kurtosis, "kurtosis of W_out W_U")):
+    for ax, y, label in (
+        (ax1, activation_frequency, "activation frequency"),
+        (ax2, vocab_kurtosis, "kurtosis of W_out W_U"),
+    ):
         y = np.asarray(y, float)
         ax.scatter(mc[~uni], y[~uni], s=5, alpha=0.4, color="#999", label="other")
         ax.scatter(mc[uni], y[uni], s=8, alpha=0.8, color="#c44e52", label=f"universal (> {threshold})")

@@ -14,7 +14,20 @@ from .graph import Component, head_name, mlp_name, parse_component
 from .nodes import attribution_patch, attribution_scores, default_over
 
 __all__ = [
-    "attribution_patch", "attribution_scores", "default_over",
-    "edge_attribution_patch", "edge_scores", "graph_nodes", "valid_edges", "EdgeAttribution", "Edge", "Circuit",
-    "Component", "parse_component", "head_name", "mlp_name", "attribution_cost", "matmul_flops",
+    "attribution_patch",
+    "attribution_scores",
+    "default_over",
+    "edge_attribution_patch",
+    "edge_scores",
+    "graph_nodes",
+    "valid_edges",
+    "EdgeAttribution",
+    "Edge",
+    "Circuit",
+    "Component",
+    "parse_component",
+    "head_name",
+    "mlp_name",
+    "attribution_cost",
+    "matmul_flops",
 ]

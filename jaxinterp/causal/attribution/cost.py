@@ -10,10 +10,9 @@ so the ratio to one forward pass is a fair measure of cost.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 from ...engine.grads import Metric, check_pair, short_sites
@@ -89,9 +88,15 @@ def attribution_cost(
     forward = matmul_flops(lambda m, t: m.forward(t)[0], model, corrupted_tokens)
     if edges:
         method = "eap" if method == "ap" else method
-        cost = matmul_flops(lambda m, b, t: edge_scores(m, b, t, metric, method, n_steps), model, corrupted_tokens, clean_tokens)
+        cost = matmul_flops(
+            lambda m, b, t: edge_scores(m, b, t, metric, method, n_steps), model, corrupted_tokens, clean_tokens
+        )
     else:
         shorts = short_sites(model, sites)
-        cost = matmul_flops(lambda m, b, t: attribution_scores(m, b, t, metric, shorts, method, n_steps),
-                            model, corrupted_tokens, clean_tokens)
+        cost = matmul_flops(
+            lambda m, b, t: attribution_scores(m, b, t, metric, shorts, method, n_steps),
+            model,
+            corrupted_tokens,
+            clean_tokens,
+        )
     return {"attribution": float(cost), "forward": float(forward), "forward_passes": cost / forward}

@@ -35,8 +35,8 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ...core.labelled import LabelledArray
-from ...model.hooks import NO_HOOKS
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads
+from ...model.hooks import NO_HOOKS
 from .graph import Component, parse_component
 
 __all__ = ["edge_attribution_patch", "edge_scores", "graph_nodes", "EdgeAttribution", "Edge", "Circuit"]
@@ -172,7 +172,9 @@ def edge_scores(
         e0, e1 = base_cache["embed"], target_cache["embed"]
 
         def reader_grads_at(alpha):
-            _, cache, grads = metric_and_grads(model, base_tokens, metric, grad_sites, cache_names, embed=e0 + alpha * (e1 - e0))
+            _, cache, grads = metric_and_grads(
+                model, base_tokens, metric, grad_sites, cache_names, embed=e0 + alpha * (e1 - e0)
+            )
             return _reader_grads(model, cache, grads)
 
         g = jax.lax.map(reader_grads_at, ig_alphas(n_steps)).mean(0)
@@ -227,7 +229,9 @@ class EdgeAttribution:
 
     def __init__(self, scores: np.ndarray, valid: np.ndarray, upstream: list[str], downstream: list[str], method: str):
         self.scores = LabelledArray(
-            scores, ("upstream", "downstream"), {"upstream": upstream, "downstream": downstream},
+            scores,
+            ("upstream", "downstream"),
+            {"upstream": upstream, "downstream": downstream},
             name=f"edge attribution ({method})",
         )
         self.valid = valid
@@ -245,8 +249,10 @@ class EdgeAttribution:
         try:
             i, j = self.upstream.index(upstream), self.downstream.index(downstream)
         except ValueError:
-            raise KeyError(f"no edge {upstream!r} -> {downstream!r}; upstream nodes look like {self.upstream[:3]}, "
-                           f"downstream like {self.downstream[:3]}") from None
+            raise KeyError(
+                f"no edge {upstream!r} -> {downstream!r}; upstream nodes look like {self.upstream[:3]}, "
+                f"downstream like {self.downstream[:3]}"
+            ) from None
         if not self.valid[i, j]:
             raise KeyError(f"{upstream!r} does not feed {downstream!r} (it is not earlier in the forward pass)")
         return float(self.scores.values[i, j])
@@ -265,7 +271,9 @@ class EdgeAttribution:
             raise ValueError("give exactly one of k= (number of edges) or threshold= (minimum score)")
         if k is not None:
             return Circuit(tuple(self.top_edges(k, absolute)))
-        edges = [e for e in self.top_edges(self.n_edges, absolute) if (abs(e.score) if absolute else e.score) >= threshold]
+        edges = [
+            e for e in self.top_edges(self.n_edges, absolute) if (abs(e.score) if absolute else e.score) >= threshold
+        ]
         return Circuit(tuple(edges))
 
 

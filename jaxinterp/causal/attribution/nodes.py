@@ -34,7 +34,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Int
 
 from ...core.labelled import LabelledArray
 from ...core.sites import COMPONENT_DIMS, POSITION_DIMS, parse_site
@@ -94,7 +94,9 @@ def attribution_scores(
         e0, e1 = base_cache["embed"], target_cache["embed"]
 
         def grads_at(alpha):
-            return metric_and_grads(model, base_tokens, metric, sites, embed=e0 + alpha * (e1 - e0), extra=interventions)[2]
+            return metric_and_grads(
+                model, base_tokens, metric, sites, embed=e0 + alpha * (e1 - e0), extra=interventions
+            )[2]
 
         # One forward+backward per step; lax.map keeps only one step's activations live.
         grads = jax.tree_util.tree_map(lambda g: g.mean(0), jax.lax.map(grads_at, ig_alphas(n_steps)))
@@ -172,7 +174,10 @@ def attribution_patch(
         stray = [k for k in over if k not in names]
         if stray:
             raise ValueError(f"over names sites {stray} that were not requested; requested: {list(names)}")
-    keeps = {name: _keep_axes(name, site_dims(model.cfg, parse_site(name, model.cfg).name), over, per_position) for name in names}
+    keeps = {
+        name: _keep_axes(name, site_dims(model.cfg, parse_site(name, model.cfg).name), over, per_position)
+        for name in names
+    }
     base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
     raw = _scores(model, base, target, metric, shorts, method, n_steps, tuple(interventions or ()))
 
@@ -198,7 +203,9 @@ def _check_options(method, n_steps, direction):
     if method == "ig":
         ig_alphas(n_steps)  # validates n_steps
     if direction not in ("denoising", "noising"):
-        raise ValueError(f"direction must be 'denoising' (clean into corrupted) or 'noising' (corrupted into clean), got {direction!r}")
+        raise ValueError(
+            f"direction must be 'denoising' (clean into corrupted) or 'noising' (corrupted into clean), got {direction!r}"
+        )
 
 
 def _keep_axes(name, dims, over, per_position):

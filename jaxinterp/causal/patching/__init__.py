@@ -10,11 +10,25 @@ positions from the patch on, packed into fixed-size blocks that one compiled lay
 runs).
 """
 
-from .activation import activation_patch
-from .engines import Fast, PatchingEngine, Plain
-from .normalized import patching_sweep, sweep_axes
-from .locations import PatchGrid, PatchingError, patch_grid
 from ...core.readout import Readout, readout_for
 from ...engine.sweep import map_chunks, sweep
+from .activation import activation_patch
+from .engines import Fast, PatchingEngine, Plain
+from .locations import PatchGrid, PatchingError, patch_grid
+from .normalized import patching_sweep, sweep_axes
 
-__all__ = ["activation_patch", "Fast", "Plain", "PatchingEngine", "patching_sweep", "sweep_axes", "sweep", "map_chunks", "PatchingError", "PatchGrid", "patch_grid", "Readout", "readout_for"]
+__all__ = [
+    "activation_patch",
+    "Fast",
+    "Plain",
+    "PatchingEngine",
+    "patching_sweep",
+    "sweep_axes",
+    "sweep",
+    "map_chunks",
+    "PatchingError",
+    "PatchGrid",
+    "patch_grid",
+    "Readout",
+    "readout_for",
+]

@@ -8,22 +8,20 @@ into the clean run instead.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ...core.errors import PromptPairError
 from ...core.labelled import LabelledArray
-from ...model.transformer import check_tokens
+from ...core.metrics import as_metric
+from ...core.readout import readout_for
 from ...core.sites import POSITION_DIMS, layer_site_dims
 from ...loading.tokenizer import Tokenizer
+from ...model.transformer import check_tokens
 from .engines import engine_for
 from .fast import CachedRuns, cached_runs
 from .locations import FIELD_DIMS, PatchGrid, PatchingError, patch_grid
-from ...core.metrics import as_metric
-from ...core.readout import readout_for
 
 POSITION_AXES = POSITION_DIMS + ("dest", "src")  # TransformerLens calls query/key positions dest/src
 
@@ -112,7 +110,9 @@ def activation_patch(
     if direction not in ("denoising", "noising"):
         raise PatchingError(f"direction must be 'denoising' (clean into corrupted) or 'noising', got {direction!r}")
     if not callable(metric):
-        raise PatchingError(f"metric must be a function of one example's logits [pos, d_vocab], got {type(metric).__name__}")
+        raise PatchingError(
+            f"metric must be a function of one example's logits [pos, d_vocab], got {type(metric).__name__}"
+        )
     if method is not None:  # the older name of `engine`
         if engine != "auto":
             raise PatchingError("give engine= or its older name method=, not both")
@@ -120,8 +120,16 @@ def activation_patch(
             raise PatchingError(f"method must be 'auto', 'fast' or 'plain', got {method!r}")
         engine = method
     extra = tuple(interventions or ())
-    engine = engine_for(engine, cfg, extra, batch_size=batch_size, shortcuts=shortcuts, progress=progress,
-                        quick_compile=quick_compile, mesh=mesh)
+    engine = engine_for(
+        engine,
+        cfg,
+        extra,
+        batch_size=batch_size,
+        shortcuts=shortcuts,
+        progress=progress,
+        quick_compile=quick_compile,
+        mesh=mesh,
+    )
     if extra and engine.shortcuts:
         raise PatchingError("shortcuts compare cached runs without the extra interventions: give one or the other")
     metric = as_metric(metric)  # the one place a user's metric becomes a `Metric`
@@ -161,7 +169,9 @@ def activation_patch(
 def _one_example(tokens, cfg, what: str):
     tokens = check_tokens(tokens, cfg)
     if tokens.ndim != 1:
-        raise PatchingError(f"{what} must be one prompt, int [pos]; got shape {tokens.shape} (sweep one example at a time)")
+        raise PatchingError(
+            f"{what} must be one prompt, int [pos]; got shape {tokens.shape} (sweep one example at a time)"
+        )
     return tokens
 
 
@@ -190,7 +200,11 @@ def _token_strings(clean, tokenizer, str_tokens) -> Optional[list[str]]:
         return None
     else:
         ids = [int(i) for i in np.asarray(clean)]
-        strings = list(tokenizer.to_str_tokens(ids)) if isinstance(tokenizer, Tokenizer) else [tokenizer.decode([i]) for i in ids]
+        strings = (
+            list(tokenizer.to_str_tokens(ids))
+            if isinstance(tokenizer, Tokenizer)
+            else [tokenizer.decode([i]) for i in ids]
+        )
     if len(strings) != clean.shape[0]:
         raise PatchingError(f"{len(strings)} token strings for a prompt of {clean.shape[0]} tokens")
     return strings

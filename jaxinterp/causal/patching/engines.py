@@ -60,8 +60,18 @@ class PatchingEngine(eqx.Module):
         """Whether `run` reads the base and source runs' `CachedRuns`."""
 
     @abc.abstractmethod
-    def run(self, model, base, source, grid: PatchGrid, metric, readout: Readout,
-            runs: Optional[CachedRuns], keep: Optional[np.ndarray], interventions: tuple = ()) -> np.ndarray:
+    def run(
+        self,
+        model,
+        base,
+        source,
+        grid: PatchGrid,
+        metric,
+        readout: Readout,
+        runs: Optional[CachedRuns],
+        keep: Optional[np.ndarray],
+        interventions: tuple = (),
+    ) -> np.ndarray:
         """``[n_patches]`` metric values (NaN where ``keep`` is False); ``interventions``
         apply before each patch in every run (engines that cannot honour them refuse)."""
 
@@ -92,8 +102,9 @@ class Plain(PatchingEngine):
         batch_size = self.batch_size
         if batch_size is None:
             batch_size = max(1, DEFAULT_MEMORY // plain_bytes_per_patch(model.cfg, base.shape[0], readout))
-        out = np.asarray(plain_sweep(model, base, src, grid, metric, readout, batch_size, self.progress, self.mesh,
-                                     interventions))
+        out = np.asarray(
+            plain_sweep(model, base, src, grid, metric, readout, batch_size, self.progress, self.mesh, interventions)
+        )
         if keep is None:
             return out
         full = np.full(keep.shape, np.nan, out.dtype)
@@ -125,12 +136,25 @@ class Fast(PatchingEngine):
 
     def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=()):
         if interventions:
-            raise PatchingError("the fast engine recomputes from cached runs and cannot apply extra interventions: "
-                                "use engine='plain' (engine='auto' does)")
+            raise PatchingError(
+                "the fast engine recomputes from cached runs and cannot apply extra interventions: "
+                "use engine='plain' (engine='auto' does)"
+            )
         n_chunks = self._chunks(model.cfg, grid, base.shape[0], keep, readout)
-        return fast_sweep(model, runs, grid, metric, readout, n_chunks=n_chunks, last_layer_subset=self.shortcuts,
-                          progress=self.progress, keep=keep, quick_compile=self.quick_compile,
-                          max_block_tokens=self.max_block_tokens, mesh=self.mesh)
+        return fast_sweep(
+            model,
+            runs,
+            grid,
+            metric,
+            readout,
+            n_chunks=n_chunks,
+            last_layer_subset=self.shortcuts,
+            progress=self.progress,
+            keep=keep,
+            quick_compile=self.quick_compile,
+            max_block_tokens=self.max_block_tokens,
+            mesh=self.mesh,
+        )
 
     def _chunks(self, cfg, grid: PatchGrid, n_pos: int, keep, readout: Readout) -> int:
         n = grid.n_patches if keep is None else int(keep.sum())
@@ -149,8 +173,10 @@ def engine_for(engine, cfg, interventions: tuple = (), **options) -> PatchingEng
     given = {k: v for k, v in options.items() if v not in (None, False)}
     if isinstance(engine, PatchingEngine):
         if given:
-            raise PatchingError(f"give {sorted(given)} to the engine object ({type(engine).__name__}(...)), not to "
-                                "activation_patch, when passing engine=")
+            raise PatchingError(
+                f"give {sorted(given)} to the engine object ({type(engine).__name__}(...)), not to "
+                "activation_patch, when passing engine="
+            )
         chosen = engine
     elif engine in ("auto", "fast", "plain"):
         # Extra interventions change the runs the fast engine caches: auto takes plain then.
@@ -158,11 +184,14 @@ def engine_for(engine, cfg, interventions: tuple = (), **options) -> PatchingEng
         plain_options = {k: v for k, v in options.items() if k != "quick_compile"}
         chosen = Fast(**options) if fast else Plain(**plain_options)
     else:
-        raise PatchingError(f"engine must be 'auto', 'fast', 'plain' or a PatchingEngine (Fast(...), Plain(...)), "
-                            f"got {engine!r}")
+        raise PatchingError(
+            f"engine must be 'auto', 'fast', 'plain' or a PatchingEngine (Fast(...), Plain(...)), got {engine!r}"
+        )
     if interventions and isinstance(chosen, Fast):
-        raise PatchingError("the fast engine recomputes from cached runs and cannot apply extra interventions: "
-                            "use engine='plain' (engine='auto' does)")
+        raise PatchingError(
+            "the fast engine recomputes from cached runs and cannot apply extra interventions: "
+            "use engine='plain' (engine='auto' does)"
+        )
     if not chosen.supports(cfg):
         raise PatchingError(
             "method='fast' needs causal attention (a patch at position p must not change earlier positions); "

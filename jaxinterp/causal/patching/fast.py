@@ -31,13 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ...model.rotary import rotary_tables
+from ...core.readout import Readout, evaluate_metric, split_metric
 from ...core.sites import layer_site_dims
+from ...engine.sweep import map_chunks
+from ...model.rotary import rotary_tables
 from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
 from .locations import PatchGrid
 from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedPatches, keys_values, take
-from ...core.readout import Readout, evaluate_metric, split_metric
-from ...engine.sweep import map_chunks
 
 
 def fast_supported(cfg) -> bool:
@@ -67,8 +67,15 @@ def fast_sweep(
     layout = fast_layout(model.cfg, runs.final.shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
     metric_arrays, metric_static = split_metric(metric, readout)
-    static = dict(shape=layout.shape, site=grid.site, metric=metric_static, readout=readout,
-                  last_layer_subset=last_layer_subset, progress=progress and mesh is None, mesh=mesh)
+    static = dict(
+        shape=layout.shape,
+        site=grid.site,
+        metric=metric_static,
+        readout=readout,
+        last_layer_subset=last_layer_subset,
+        progress=progress and mesh is None,
+        mesh=mesh,
+    )
     flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
     values = np.asarray(_run((model, runs, layout.data, metric_arrays), static, flops, quick_compile))
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
@@ -78,8 +85,15 @@ def fast_sweep(
     return out
 
 
-def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = None, n_chunks: int = 1,
-                max_block_tokens: int = MAX_BLOCK_TOKENS, multiple_of: int = 1) -> BlockLayout:
+def fast_layout(
+    cfg,
+    n_pos: int,
+    grid: PatchGrid,
+    keep: Optional[np.ndarray] = None,
+    n_chunks: int = 1,
+    max_block_tokens: int = MAX_BLOCK_TOKENS,
+    multiple_of: int = 1,
+) -> BlockLayout:
     """The block layout of ``grid``'s patches (those in ``keep``, if given) in about
     ``n_chunks`` chunks (a multiple of ``multiple_of``)."""
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
@@ -88,8 +102,9 @@ def fast_layout(cfg, n_pos: int, grid: PatchGrid, keep: Optional[np.ndarray] = N
     # tokens keep memory proportional to the chunk size.
     share = -(-int((n_pos - grid.start_pos[ids]).sum()) // max(1, n_chunks))
     max_tokens = min(max_block_tokens, max(n_pos, share))
-    return build_blocks(n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_tokens,
-                        multiple_of)
+    return build_blocks(
+        n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_tokens, multiple_of
+    )
 
 
 def _program(model, runs, data, metric_arrays, *, shape, site, metric, readout, last_layer_subset, progress, mesh=None):
@@ -97,6 +112,7 @@ def _program(model, runs, data, metric_arrays, *, shape, site, metric, readout, 
     arrays (token ids, references: arguments, so other values reuse the program) and
     the rest (static). Given a ``mesh``, each device runs its share of the chunks
     (sharded along the mesh's first axis)."""
+
     def chunks(model, runs, data, metric_arrays):
         full_metric = eqx.combine(metric_arrays, metric)
 
@@ -110,8 +126,9 @@ def _program(model, runs, data, metric_arrays, *, shape, site, metric, readout, 
     from jax.sharding import PartitionSpec
 
     split, whole = PartitionSpec(mesh.axis_names[0]), PartitionSpec()
-    return jax.shard_map(chunks, mesh=mesh, in_specs=(whole, whole, split, whole), out_specs=split,
-                         check_vma=False)(model, runs, data, metric_arrays)
+    return jax.shard_map(chunks, mesh=mesh, in_specs=(whole, whole, split, whole), out_specs=split, check_vma=False)(
+        model, runs, data, metric_arrays
+    )
 
 
 _STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh")
@@ -165,12 +182,20 @@ class CachedRuns(eqx.Module):
     metric: Float[Array, ""]
 
 
-def cached_runs(model, base_tokens: Int[Array, " pos"], source_tokens: Int[Array, " pos"], site: str,
-                metric: Callable, readout: Readout) -> CachedRuns:
+def cached_runs(
+    model,
+    base_tokens: Int[Array, " pos"],
+    source_tokens: Int[Array, " pos"],
+    site: str,
+    metric: Callable,
+    readout: Readout,
+) -> CachedRuns:
     """One batched pass over the base and source prompts (logits only at the read
     positions), caching what a fast sweep reads (`CachedRuns`)."""
     metric_arrays, metric_static = split_metric(metric, readout)
-    return _cached_runs(model, base_tokens, source_tokens, metric_arrays, site=site, metric=metric_static, readout=readout)
+    return _cached_runs(
+        model, base_tokens, source_tokens, metric_arrays, site=site, metric=metric_static, readout=readout
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("site", "metric", "readout"))
@@ -180,14 +205,28 @@ def _cached_runs(model, base_tokens, source_tokens, metric_arrays, *, site, metr
     key_site = "attn.rot_k" if cfg.positional == "rotary" else "attn.k"
     # The last layer's resid_post is the final residual stream.
     names = frozenset({"resid_pre", "resid_post", key_site, "attn.v", site})
-    logits, cache = jax.vmap(lambda t: model.run(t, cache=names, readout=readout))(jnp.stack([base_tokens, source_tokens]))
-    return CachedRuns(resid=cache["resid_pre"][0], k=cache[key_site][0], v=cache["attn.v"][0],
-                      final=cache["resid_post"][0, -1], site=cache[site], metric=evaluate_metric(metric, logits[0], readout))
+    logits, cache = jax.vmap(lambda t: model.run(t, cache=names, readout=readout))(
+        jnp.stack([base_tokens, source_tokens])
+    )
+    return CachedRuns(
+        resid=cache["resid_pre"][0],
+        k=cache[key_site][0],
+        v=cache["attn.v"][0],
+        final=cache["resid_post"][0, -1],
+        site=cache[site],
+        metric=evaluate_metric(metric, logits[0], readout),
+    )
 
 
 def block_sweep(
-    model, runs: CachedRuns, d: dict, shape: BlockShape, site: str,
-    metric: Callable, readout: Readout, last_layer_subset: bool,
+    model,
+    runs: CachedRuns,
+    d: dict,
+    shape: BlockShape,
+    site: str,
+    metric: Callable,
+    readout: Readout,
+    last_layer_subset: bool,
 ) -> Float[Array, " read"]:
     """One chunk: run its blocks through their layers and return the metric of every
     read-out row ``[reads]``."""
@@ -212,6 +251,7 @@ def block_sweep(
         n_active = jnp.where(k < stop, jnp.sum(block_layer <= k), 0)
         done = jnp.zeros((), jnp.int32)
         for size in group_sizes(shape):
+
             def one_group(i, x, size=size, first=done):
                 g = first + i * size
                 xg = jax.lax.dynamic_slice_in_dim(x, g, size).reshape(size * shape.tokens, -1)
@@ -282,7 +322,9 @@ class _BlockLayer:
         # Query slots before a row's start are computed but never read: any own token.
         query_index = jnp.clip(kv_index - self.shape.n_pos, 0, x.shape[0] - 1)
         hooks = PackedPatches(self.site, self.dims, k, rows, tp, tr, src, self.all_pos)
-        attn = PackedAttention(w, kv_index, self.all_pos, base_k, base_v, query_index=query_index, out_row=tr, out_slot=tp)
+        attn = PackedAttention(
+            w, kv_index, self.all_pos, base_k, base_v, query_index=query_index, out_row=tr, out_slot=tp
+        )
         return dataclasses.replace(block, attn=attn)(x, hooks, self.cfg, self._rot(tp))
 
     def last_layer(self, block, x, base_resid, base_k, base_v, src) -> Float[Array, "read read_pos d_model"]:
@@ -331,7 +373,9 @@ def group_sizes(shape: BlockShape) -> tuple:
     return tuple(reversed(sizes))
 
 
-def _slot_index(start: Int[Array, " row"], offset: Int[Array, " row"], positions: Int[Array, " slot"]) -> Int[Array, "row slot"]:
+def _slot_index(
+    start: Int[Array, " row"], offset: Int[Array, " row"], positions: Int[Array, " slot"]
+) -> Int[Array, "row slot"]:
     """Index (block numbering: base positions first) of each row's state at each of
     ``positions``: the row's own token from its start on, the base run's before it."""
     j = positions[None, :]
@@ -357,7 +401,9 @@ def fast_flops(cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bo
     total += layout.block_layers(cfg.n_layers, stop) * shape.rows * attention(n)
     n_read = len(readout.positions)
     if last_layer_subset:  # keys and values of every token of every block, the rest at read slots
-        total += layout.n_chunks * (shape.blocks * shape.tokens * kv_flops + shape.reads * (n_read * rest + attention(n_read)))
+        total += layout.n_chunks * (
+            shape.blocks * shape.tokens * kv_flops + shape.reads * (n_read * rest + attention(n_read))
+        )
     cols = cfg.d_vocab if readout.columns is None else len(readout.columns)
     total += layout.n_chunks * shape.reads * n_read * 2 * d * cols
     return float(total)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-
 from typing import Optional
 
 import numpy as np
@@ -143,8 +142,8 @@ def build_blocks(
                     if f != "layer":
                         data[f"row_{f}"][c, b, r] = fields[f][patch]
                 t = offset - n_pos
-                data["token_pos"][c, b, t: t + n_pos - p] = np.arange(p, n_pos)
-                data["token_row"][c, b, t: t + n_pos - p] = r
+                data["token_pos"][c, b, t : t + n_pos - p] = np.arange(p, n_pos)
+                data["token_row"][c, b, t : t + n_pos - p] = r
                 offset += n_pos - p
                 data["read_block"][c, reads], data["read_row"][c, reads] = b, r
                 patch_of_read[c, reads] = patch
@@ -189,7 +188,9 @@ def block_tokens(n_pos: int, n_layers: int, lengths: dict, max_tokens: int = MAX
             kinds.setdefault(key, [v, 0])[1] += n_layers - k
 
     def cost(t):
-        return sum(w * len(_first_fit(np.arange(len(v)), v, t)) * (t + BLOCK_OVERHEAD_TOKENS) for v, w in kinds.values())
+        return sum(
+            w * len(_first_fit(np.arange(len(v)), v, t)) * (t + BLOCK_OVERHEAD_TOKENS) for v, w in kinds.values()
+        )
 
     return min(sorted(candidates, reverse=True), key=cost)
 

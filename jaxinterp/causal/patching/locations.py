@@ -15,8 +15,16 @@ from typing import Optional
 import numpy as np
 
 from ...core.config import ModelConfig
-from ...core.sites import AXES, DIM_FIELD, LOCATION_FIELDS, PATTERN_SITES, dim_sizes, layer_site_dims, parse_site, top_level_site_dims
 from ...core.errors import PatchingError
+from ...core.sites import (
+    AXES,
+    DIM_FIELD,
+    LOCATION_FIELDS,
+    dim_sizes,
+    layer_site_dims,
+    parse_site,
+    top_level_site_dims,
+)
 
 # Sweep axis name -> intervention location field. TransformerLens calls the query and
 # key positions of an attention pattern "dest" and "src".
@@ -26,8 +34,6 @@ AXIS_FIELD = {**DIM_FIELD, "dest": "pos", "src": "key_pos"}
 FIELD_DIMS = {field: dims for field, dims in AXES.items() if field != "layer"}
 
 FIELDS = LOCATION_FIELDS
-
-
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,8 +66,9 @@ class PatchGrid:
     def subset(self, keep: np.ndarray) -> "PatchGrid":
         """The patches where ``keep`` (``[n_patches]`` bool) is True, as a flat grid."""
         n = int(keep.sum())
-        return dataclasses.replace(self, shape=(n,), fields={f: v[keep] for f, v in self.fields.items()},
-                                   start_pos=self.start_pos[keep])
+        return dataclasses.replace(
+            self, shape=(n,), fields={f: v[keep] for f, v in self.fields.items()}, start_pos=self.start_pos[keep]
+        )
 
     def engine_fields(self) -> dict:
         """Every location field as ``[n_patches]`` ints, ``-1`` for "whole axis"."""
@@ -99,7 +106,9 @@ def patch_grid(cfg: ModelConfig, n_pos: int, site: str, over, fixed: Optional[di
             return cfg.n_layers
         dims = [d for d in site_dims if d in FIELD_DIMS[field]]
         if not dims:
-            valid = ["layer"] + [a for a, f in AXIS_FIELD.items() if f != "layer" and any(d in FIELD_DIMS[f] for d in site_dims)]
+            valid = ["layer"] + [
+                a for a, f in AXIS_FIELD.items() if f != "layer" and any(d in FIELD_DIMS[f] for d in site_dims)
+            ]
             raise PatchingError(
                 f"site {parsed.name!r} has axes {site_dims}: it cannot be patched by {axis!r}. "
                 f"Axes this site can be swept over: {', '.join(dict.fromkeys(valid))}"

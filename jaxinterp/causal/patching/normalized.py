@@ -49,7 +49,14 @@ def patching_sweep(
     if clean_value == corrupt_value:
         raise PatchingError("the clean and corrupted runs score the same under this metric: nothing to patch")
     raw = activation_patch(
-        model, clean, corrupt, metric, site, sweep_axes(model.cfg, site), shortcuts=True, method=method,
+        model,
+        clean,
+        corrupt,
+        metric,
+        site,
+        sweep_axes(model.cfg, site),
+        shortcuts=True,
+        method=method,
         str_tokens=None if labels is None else list(labels),
     )
     values = (np.asarray(raw) - corrupt_value) / (clean_value - corrupt_value)

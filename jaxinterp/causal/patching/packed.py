@@ -16,17 +16,15 @@ from __future__ import annotations
 from typing import Optional
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ...core.config import ModelConfig
-from ...model.attention import AbstractAttention, Attention, attend, attention_output, qk_normalize
-from ...model.norms import Norm
-from ...model.hooks import SiteHooks
-from ...model.rotary import apply_rotary, layer_rotary
 from ...core.sites import DIM_FIELD, PATTERN_SITES
-
+from ...model.attention import AbstractAttention, Attention, attend, attention_output, qk_normalize
+from ...model.hooks import SiteHooks
+from ...model.norms import Norm
+from ...model.rotary import apply_rotary, layer_rotary
 
 # Sites on the path from a block's input to its attention keys and values: at the
 # last layer (metric-aware shortcut) they are patched on every token, the rest only on
@@ -122,6 +120,7 @@ class AttentionWeights(eqx.Module):
     @staticmethod
     def of(attn: Attention) -> "AttentionWeights":
         """From one layer's `Attention` (TransformerLens layout, no layer axis)."""
+
         def flat(w):  # [head, d_model, d_head] -> [d_model, head*d_head]
             return jnp.transpose(w, (1, 0, 2)).reshape(w.shape[1], -1)
 
@@ -129,8 +128,12 @@ class AttentionWeights(eqx.Module):
         if attn.b_Q is not None:
             b_qkv = jnp.concatenate([attn.b_Q.reshape(-1), attn.b_K.reshape(-1), attn.b_V.reshape(-1)])
         return AttentionWeights(
-            w_qkv=jnp.concatenate([flat(attn.W_Q), flat(attn.W_K), flat(attn.W_V)], axis=1), b_qkv=b_qkv,
-            w_o=attn.W_O.reshape(-1, attn.W_O.shape[-1]), b_o=attn.b_O, q_norm=attn.q_norm, k_norm=attn.k_norm,
+            w_qkv=jnp.concatenate([flat(attn.W_Q), flat(attn.W_K), flat(attn.W_V)], axis=1),
+            b_qkv=b_qkv,
+            w_o=attn.W_O.reshape(-1, attn.W_O.shape[-1]),
+            b_o=attn.b_O,
+            q_norm=attn.q_norm,
+            k_norm=attn.k_norm,
         )
 
     def project(self, x: Float[Array, "token d_model"], cols: slice) -> Array:
@@ -201,7 +204,9 @@ class PackedAttention(AbstractAttention):
         return attention_output(z, w.w_o.reshape(cfg.n_heads, cfg.d_head, -1), w.b_o, hooks)
 
 
-def _gather_rows(x: Float[Array, "token kv_head ..."], index: Int[Array, "row slot"]) -> Float[Array, "kv_head row slot ..."]:
+def _gather_rows(
+    x: Float[Array, "token kv_head ..."], index: Int[Array, "row slot"]
+) -> Float[Array, "kv_head row slot ..."]:
     """Per-token values (``[token, kv_head, ...]``) gathered into the head-major padded
     view ``[kv_head, row, slot, ...]``."""
     return jnp.moveaxis(x, 1, 0).at[:, index].get(mode="promise_in_bounds", wrap_negative_indices=False)
@@ -220,8 +225,9 @@ def _row_major_hook(hooks, name: str, x: Float[Array, "kv_head row query group k
 def keys_values(x: Float[Array, "token d_model"], w: AttentionWeights, hooks, cfg: ModelConfig, rotary, window):
     """Packed keys (rotated, if rotary, with the tables of a layer with this ``window``)
     and values, through their hook sites."""
-    return _keys_values(w.project(x, slice(cfg.n_heads * cfg.d_head, None)), w.k_norm, hooks, cfg,
-                        layer_rotary(rotary, window, cfg))
+    return _keys_values(
+        w.project(x, slice(cfg.n_heads * cfg.d_head, None)), w.k_norm, hooks, cfg, layer_rotary(rotary, window, cfg)
+    )
 
 
 def _keys_values(kv: Float[Array, "token kvd"], k_norm: Optional[Norm], hooks, cfg: ModelConfig, rotary):

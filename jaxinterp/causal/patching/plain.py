@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ...model.interventions import Patch
-from .locations import PatchGrid
 from ...core.readout import Readout, evaluate_metric, split_metric
 from ...engine.sweep import sweep
+from ...model.interventions import Patch
+from .locations import PatchGrid
 
 
 class PatchedMetric(eqx.Module):
@@ -59,7 +59,9 @@ def plain_sweep(
     """
     locations = {f: np.asarray(v) for f, v in grid.fields.items()}
     fn = PatchedMetric(grid.site, eqx.combine(*split_metric(metric, readout)), readout, tuple(interventions))
-    return sweep(fn, locations, model, source, jnp.asarray(base_tokens), batch_size=batch_size, progress=progress, mesh=mesh)
+    return sweep(
+        fn, locations, model, source, jnp.asarray(base_tokens), batch_size=batch_size, progress=progress, mesh=mesh
+    )
 
 
 def plain_bytes_per_patch(cfg, n_pos: int, readout: Readout) -> int:

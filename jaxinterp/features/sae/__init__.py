@@ -15,19 +15,63 @@ from .dashboard import FeatureDashboard, TopContext, all_feature_acts, feature_d
 from .data import corpus_texts, token_contexts
 from .errors import SAEError
 from .io import SAEFileError, load_gemma_scope, load_sae, load_saelens, save_sae
-from .metrics import dead_fraction, dense_fraction, evaluate, evaluate_reconstruction, firing_rates, fvu, l0, next_token_ce
+from .metrics import (
+    dead_fraction,
+    dense_fraction,
+    evaluate,
+    evaluate_reconstruction,
+    firing_rates,
+    fvu,
+    l0,
+    next_token_ce,
+)
 from .modules import SAE, VARIANTS, BatchTopKSAE, JumpReLUSAE, ReLUSAE, TopKSAE, init_sae
 from .splice import SpliceArgs, splice, spliced_forward, transcoder_inputs
 from .store import ActivationStore, ArrayStore, ModelStore, model_activations
 from .train import TrainConfig, TrainResult, auxk_loss, train_sae
 
 __all__ = [
-    "SAE", "ReLUSAE", "TopKSAE", "BatchTopKSAE", "JumpReLUSAE", "VARIANTS", "init_sae", "SAEConfig",
-    "SAEError", "SAEFileError", "save_sae", "load_sae", "load_saelens", "load_gemma_scope",
-    "corpus_texts", "token_contexts", "ActivationStore", "ArrayStore", "ModelStore", "model_activations",
-    "TrainConfig", "TrainResult", "train_sae", "auxk_loss",
-    "l0", "fvu", "firing_rates", "dead_fraction", "dense_fraction", "evaluate", "evaluate_reconstruction", "next_token_ce",
-    "splice", "SpliceArgs", "spliced_forward", "transcoder_inputs",
-    "feature_acts", "feature_attribution", "feature_patch",
-    "FeatureDashboard", "TopContext", "all_feature_acts", "feature_dashboards",
+    "SAE",
+    "ReLUSAE",
+    "TopKSAE",
+    "BatchTopKSAE",
+    "JumpReLUSAE",
+    "VARIANTS",
+    "init_sae",
+    "SAEConfig",
+    "SAEError",
+    "SAEFileError",
+    "save_sae",
+    "load_sae",
+    "load_saelens",
+    "load_gemma_scope",
+    "corpus_texts",
+    "token_contexts",
+    "ActivationStore",
+    "ArrayStore",
+    "ModelStore",
+    "model_activations",
+    "TrainConfig",
+    "TrainResult",
+    "train_sae",
+    "auxk_loss",
+    "l0",
+    "fvu",
+    "firing_rates",
+    "dead_fraction",
+    "dense_fraction",
+    "evaluate",
+    "evaluate_reconstruction",
+    "next_token_ce",
+    "splice",
+    "SpliceArgs",
+    "spliced_forward",
+    "transcoder_inputs",
+    "feature_acts",
+    "feature_attribution",
+    "feature_patch",
+    "FeatureDashboard",
+    "TopContext",
+    "all_feature_acts",
+    "feature_dashboards",
 ]

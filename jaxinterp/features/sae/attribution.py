@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, Int
 
 from .errors import SAEError
 from .modules import SAE
-from .splice import spliced_forward, transcoder_inputs, _short
+from .splice import _short, spliced_forward
 
 __all__ = ["feature_acts", "feature_attribution", "feature_patch"]
 
@@ -52,7 +52,11 @@ def _attribution(model, sae, base, source, metric):
 
 
 def feature_attribution(
-    model, sae: SAE, base_tokens: Int[Array, " pos"], metric: Callable, source_tokens: Optional[Int[Array, " pos"]] = None
+    model,
+    sae: SAE,
+    base_tokens: Int[Array, " pos"],
+    metric: Callable,
+    source_tokens: Optional[Int[Array, " pos"]] = None,
 ) -> dict[str, Array]:
     """Attribution of ``metric(logits [pos, d_vocab])`` to every SAE feature at every
     position of one example.
@@ -87,7 +91,12 @@ def _patch(model, sae, base, source, metric, features):
 
 
 def feature_patch(
-    model, sae: SAE, base_tokens: Int[Array, " pos"], metric: Callable, features, source_tokens: Optional[Int[Array, " pos"]] = None
+    model,
+    sae: SAE,
+    base_tokens: Int[Array, " pos"],
+    metric: Callable,
+    features,
+    source_tokens: Optional[Int[Array, " pos"]] = None,
 ) -> Float[Array, " feature"]:
     """``metric`` of the base run with each feature in ``features`` (int array) set to its
     value in the source run at every position (``source_tokens=None``: zero-ablated),

@@ -55,7 +55,9 @@ class SAEConfig:
                 f"from the input at {self.site!r}: a transcoder's input and target differ, so set it False"
             )
         if not self.is_transcoder and self.d_out is not None and self.d_out != self.d_in:
-            raise SAEError(f"an autoencoder (target_site None or == site) has d_out == d_in; got d_out={self.d_out}, d_in={self.d_in}")
+            raise SAEError(
+                f"an autoencoder (target_site None or == site) has d_out == d_in; got d_out={self.d_out}, d_in={self.d_in}"
+            )
 
     @property
     def target(self) -> str:

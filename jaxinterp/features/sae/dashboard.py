@@ -60,7 +60,12 @@ def all_feature_acts(model, sae: SAE, contexts, batch: int = 8) -> Float[np.ndar
     """Feature activations over ``contexts [n, pos]`` (numpy, float32)."""
     contexts = np.asarray(contexts)
     name = _short(model, sae.cfg.site)
-    return np.concatenate([np.asarray(_acts(model, sae, jnp.asarray(contexts[s : s + batch]), name)) for s in range(0, len(contexts), batch)])
+    return np.concatenate(
+        [
+            np.asarray(_acts(model, sae, jnp.asarray(contexts[s : s + batch]), name))
+            for s in range(0, len(contexts), batch)
+        ]
+    )
 
 
 def feature_dashboards(
@@ -107,15 +112,26 @@ def feature_dashboards(
             c, p = divmod(int(idx), a.shape[1])
             p += first
             lo, hi = max(0, p - window[0]), min(contexts.shape[1], p + window[1] + 1)
-            tops.append(TopContext([decode(t) for t in contexts[c, lo:hi]], [float(v) for v in acts[c, lo:hi, f]], p - lo, c, p))
+            tops.append(
+                TopContext([decode(t) for t in contexts[c, lo:hi]], [float(v) for v in acts[c, lo:hi, f]], p - lo, c, p)
+            )
         nonzero = flat[flat > 0]
-        counts, edges = np.histogram(nonzero, bins=bins) if nonzero.size else (np.zeros(bins, int), np.linspace(0, 1, bins + 1))
+        counts, edges = (
+            np.histogram(nonzero, bins=bins) if nonzero.size else (np.zeros(bins, int), np.linspace(0, 1, bins + 1))
+        )
         eff = logit_effect[f]
         up = np.argsort(-eff, kind="stable")[:n_logits]
         down = np.argsort(eff, kind="stable")[:n_logits]
-        out.append(FeatureDashboard(
-            feature=f, firing_rate=float((flat > 0).mean()), max_act=float(flat.max(initial=0.0)), top_contexts=tops,
-            hist_counts=[int(x) for x in counts], hist_edges=[float(x) for x in edges],
-            promoted=[(decode(i), float(eff[i])) for i in up], suppressed=[(decode(i), float(eff[i])) for i in down],
-        ))
+        out.append(
+            FeatureDashboard(
+                feature=f,
+                firing_rate=float((flat > 0).mean()),
+                max_act=float(flat.max(initial=0.0)),
+                top_contexts=tops,
+                hist_counts=[int(x) for x in counts],
+                hist_edges=[float(x) for x in edges],
+                promoted=[(decode(i), float(eff[i])) for i in up],
+                suppressed=[(decode(i), float(eff[i])) for i in down],
+            )
+        )
     return out

@@ -33,7 +33,9 @@ def corpus_texts(source: Union[str, os.PathLike, Iterable[str]], *, text_column:
             try:
                 import datasets
             except ImportError:  # pragma: no cover - optional dependency
-                raise SAEError(f"corpus {path!r} names a Hugging Face dataset, but the `datasets` package is not installed") from None
+                raise SAEError(
+                    f"corpus {path!r} names a Hugging Face dataset, but the `datasets` package is not installed"
+                ) from None
             return corpus_texts(datasets.load_dataset(name, split=split or "train"), text_column=text_column)
         if os.path.isfile(path):
             with open(path, encoding="utf-8", errors="replace") as f:
@@ -58,7 +60,9 @@ def corpus_texts(source: Union[str, os.PathLike, Iterable[str]], *, text_column:
     try:
         texts = list(source)
     except TypeError:
-        raise SAEError(f"corpus must be a path, 'hf:NAME', a datasets.Dataset or an iterable of str; got {type(source).__name__}") from None
+        raise SAEError(
+            f"corpus must be a path, 'hf:NAME', a datasets.Dataset or an iterable of str; got {type(source).__name__}"
+        ) from None
     bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
     if bad:
         raise SAEError(f"corpus iterable must yield str, got {bad[0]}")
@@ -81,7 +85,9 @@ def token_contexts(
     for text in texts:
         if stream and sep is not None:
             stream.append(sep)
-        stream.extend(tokenizer.encode(text, prepend_bos=False) if tokenizer.bos_token_id is not None else tokenizer.encode(text))
+        stream.extend(
+            tokenizer.encode(text, prepend_bos=False) if tokenizer.bos_token_id is not None else tokenizer.encode(text)
+        )
         if want is not None and len(stream) >= want:
             break
     n = len(stream) // piece

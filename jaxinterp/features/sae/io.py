@@ -125,7 +125,9 @@ def _read_safetensors(path: str) -> dict:
 def _check(arrays: dict, want: dict, where: str) -> None:
     for name, shape in want.items():
         if name not in arrays:
-            raise SAEFileError(f"{where} has no tensor {name!r} (has {sorted(arrays)}); expected {name} of shape {shape}")
+            raise SAEFileError(
+                f"{where} has no tensor {name!r} (has {sorted(arrays)}); expected {name} of shape {shape}"
+            )
         if tuple(arrays[name].shape) != shape:
             raise SAEFileError(f"{where}: tensor {name!r} has shape {tuple(arrays[name].shape)}, expected {shape}")
 
@@ -152,7 +154,9 @@ def load_saelens(path: str, *, site: Optional[str] = None, layer: Optional[int] 
         arch = cfg["architecture"]
         kind = _ARCH_TO_KIND.get(arch)
         if kind is None:
-            raise SAEFileError(f"{cfg_path}: architecture {arch!r} is not supported; supported: {sorted(_ARCH_TO_KIND)}")
+            raise SAEFileError(
+                f"{cfg_path}: architecture {arch!r} is not supported; supported: {sorted(_ARCH_TO_KIND)}"
+            )
         if cfg.get("normalize_activations", "none") not in ("none", None):
             raise SAEFileError(
                 f"{cfg_path}: normalize_activations={cfg['normalize_activations']!r} needs a dataset-dependent scale "
@@ -174,8 +178,13 @@ def load_saelens(path: str, *, site: Optional[str] = None, layer: Optional[int] 
             hyper["k"] = int(k)
         try:
             c = SAEConfig(
-                d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]), site=site, layer=int(layer), target_site=target,
-                d_out=cfg.get("d_out"), apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", False)),
+                d_in=int(cfg["d_in"]),
+                d_sae=int(cfg["d_sae"]),
+                site=site,
+                layer=int(layer),
+                target_site=target,
+                d_out=cfg.get("d_out"),
+                apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", False)),
                 unit_norm_decoder=kind != "relu",
             )
         except SAEError as e:

@@ -23,9 +23,18 @@ import jaxinterp as ji
 
 from .errors import SAEError
 from .modules import SAE
-from .splice import splice, _short
+from .splice import _short, splice
 
-__all__ = ["l0", "fvu", "firing_rates", "dead_fraction", "dense_fraction", "evaluate", "evaluate_reconstruction", "next_token_ce"]
+__all__ = [
+    "l0",
+    "fvu",
+    "firing_rates",
+    "dead_fraction",
+    "dense_fraction",
+    "evaluate",
+    "evaluate_reconstruction",
+    "next_token_ce",
+]
 
 
 def l0(acts: Float[Array, "... d_sae"]) -> Float[Array, ""]:
@@ -68,7 +77,14 @@ def _kl(p_logits, q_logits):
 
 
 @eqx.filter_jit
-def _eval_batch(model, sae: SAE, tokens: Int[Array, "batch pos"], mean_target: Float[Array, " d_out"], names: tuple, skip_first: bool):
+def _eval_batch(
+    model,
+    sae: SAE,
+    tokens: Int[Array, "batch pos"],
+    mean_target: Float[Array, " d_out"],
+    names: tuple,
+    skip_first: bool,
+):
     in_name, out_name = names
     cfg = sae.cfg
 
@@ -88,14 +104,20 @@ def _eval_batch(model, sae: SAE, tokens: Int[Array, "batch pos"], mean_target: F
         recon = sae.decode(acts)
         ce = jnp.stack([next_token_ce(l, t) for l in (logits, spliced, zero, mean)])
         return dict(
-            ce=ce, kl=_kl(logits, spliced), acts=acts, y=y[first:], recon=recon,
+            ce=ce,
+            kl=_kl(logits, spliced),
+            acts=acts,
+            y=y[first:],
+            recon=recon,
             error_term_diff=jnp.max(jnp.abs(errored - logits)),
         )
 
     return jax.vmap(one)(tokens)
 
 
-def evaluate(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = True, dense_threshold: float = 0.1) -> dict:
+def evaluate(
+    model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = True, dense_threshold: float = 0.1
+) -> dict:
     """Metrics of ``sae`` on ``contexts [n, pos]`` (held out from training).
 
     Returns floats: ``l0``, ``fvu``, ``dead_fraction``, ``dense_fraction`` (over the
@@ -116,13 +138,18 @@ def evaluate(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = Tr
     for s in range(0, len(contexts), batch):
         _, cache = model.run_with_cache(jnp.asarray(contexts[s : s + batch]), names=[names[1]])
         # cache: [layer, batch, pos, d]; position 0 left out of the mean like everywhere else
-        means.append(np.asarray(cache[names[1]][sae.cfg.layer][:, (1 if skip_first else 0):]).reshape(-1, sae.cfg.out_dim))
+        means.append(
+            np.asarray(cache[names[1]][sae.cfg.layer][:, (1 if skip_first else 0) :]).reshape(-1, sae.cfg.out_dim)
+        )
     mean_target = jnp.asarray(np.concatenate(means).mean(0))
     parts = [
         _eval_batch(model, sae, jnp.asarray(contexts[s : s + batch]), mean_target, names, skip_first)
         for s in range(0, len(contexts), batch)
     ]
-    cat = {k: jnp.concatenate([p[k] for p in parts]) if parts[0][k].ndim else jnp.stack([p[k] for p in parts]) for k in parts[0]}
+    cat = {
+        k: jnp.concatenate([p[k] for p in parts]) if parts[0][k].ndim else jnp.stack([p[k] for p in parts])
+        for k in parts[0]
+    }
     ce = np.asarray(cat["ce"]).mean(0)
     acts = cat["acts"].reshape(-1, sae.cfg.d_sae)
     rates = firing_rates(acts)
@@ -154,13 +181,22 @@ def _recon_batch(model, sae: SAE, tokens, names: tuple, first: int):
     return jax.vmap(one)(tokens)
 
 
-def evaluate_reconstruction(model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = True, dense_threshold: float = 0.1) -> dict:
+def evaluate_reconstruction(
+    model, sae: SAE, contexts, *, batch: int = 8, skip_first: bool = True, dense_threshold: float = 0.1
+) -> dict:
     """The reconstruction half of `evaluate` (one cached pass, no splicing): ``l0``,
     ``fvu``, ``dead_fraction``, ``dense_fraction``."""
     contexts = np.asarray(contexts)
     names = (_short(model, sae.cfg.site), _short(model, sae.cfg.target))
-    parts = [_recon_batch(model, sae, jnp.asarray(contexts[s : s + batch]), names, 1 if skip_first else 0) for s in range(0, len(contexts), batch)]
+    parts = [
+        _recon_batch(model, sae, jnp.asarray(contexts[s : s + batch]), names, 1 if skip_first else 0)
+        for s in range(0, len(contexts), batch)
+    ]
     acts, y, recon = (jnp.concatenate([p[i] for p in parts]) for i in range(3))
     rates = firing_rates(acts)
-    return {"l0": float(l0(acts)), "fvu": float(fvu(y, recon)), "dead_fraction": float(dead_fraction(rates)),
-            "dense_fraction": float(dense_fraction(rates, dense_threshold))}
+    return {
+        "l0": float(l0(acts)),
+        "fvu": float(fvu(y, recon)),
+        "dead_fraction": float(dead_fraction(rates)),
+        "dense_fraction": float(dense_fraction(rates, dense_threshold)),
+    }

@@ -59,7 +59,9 @@ class SAE(eqx.Module):
         for name, shape in want.items():
             got = getattr(self, name).shape
             if got != shape:
-                raise SAEError(f"{type(self).__name__}.{name} has shape {got}, expected {shape} (d_in={c.d_in}, d_sae={c.d_sae}, d_out={c.out_dim})")
+                raise SAEError(
+                    f"{type(self).__name__}.{name} has shape {got}, expected {shape} (d_in={c.d_in}, d_sae={c.d_sae}, d_out={c.out_dim})"
+                )
 
     # ---------------------------------------------------------------- forward pass
 
@@ -219,7 +221,9 @@ class JumpReLUSAE(SAE):
 
     def __check_init__(self):
         if self.log_threshold.shape != (self.cfg.d_sae,):
-            raise SAEError(f"JumpReLUSAE.log_threshold has shape {self.log_threshold.shape}, expected ({self.cfg.d_sae},)")
+            raise SAEError(
+                f"JumpReLUSAE.log_threshold has shape {self.log_threshold.shape}, expected ({self.cfg.d_sae},)"
+            )
         if not self.bandwidth > 0:
             raise SAEError(f"JumpReLUSAE bandwidth must be > 0, got {self.bandwidth}")
 
@@ -254,7 +258,15 @@ class JumpReLUSAE(SAE):
 VARIANTS: dict[str, type] = {c.kind: c for c in (ReLUSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE)}
 
 
-def init_sae(kind: str, cfg: SAEConfig, key: PRNGKeyArray, *, decoder_norm: float | None = None, threshold: float = 0.001, **hyper) -> SAE:
+def init_sae(
+    kind: str,
+    cfg: SAEConfig,
+    key: PRNGKeyArray,
+    *,
+    decoder_norm: float | None = None,
+    threshold: float = 0.001,
+    **hyper,
+) -> SAE:
     """A freshly initialised SAE of variant ``kind`` (``"relu"``, ``"topk"``,
     ``"batchtopk"``, ``"jumprelu"``).
 

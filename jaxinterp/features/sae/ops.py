@@ -70,7 +70,9 @@ def _sum_to(x: Array, shape) -> Array:
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
-def jumprelu(z: Float[Array, "... d_sae"], threshold: Float[Array, " d_sae"], bandwidth: float) -> Float[Array, "... d_sae"]:
+def jumprelu(
+    z: Float[Array, "... d_sae"], threshold: Float[Array, " d_sae"], bandwidth: float
+) -> Float[Array, "... d_sae"]:
     """``z * H(z - threshold)``; straight-through gradient in ``threshold``."""
     return z * (z > threshold).astype(z.dtype)
 
@@ -90,7 +92,9 @@ jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
-def step(z: Float[Array, "... d_sae"], threshold: Float[Array, " d_sae"], bandwidth: float) -> Float[Array, "... d_sae"]:
+def step(
+    z: Float[Array, "... d_sae"], threshold: Float[Array, " d_sae"], bandwidth: float
+) -> Float[Array, "... d_sae"]:
     """Heaviside ``H(z - threshold)``; straight-through gradient in ``threshold`` (0 in ``z``)."""
     return (z > threshold).astype(z.dtype)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Optional
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
@@ -113,7 +112,14 @@ def _short(model, site: str) -> str:
 
 
 def spliced_forward(
-    model, sae: SAE, tokens: Int[Array, " pos"], *, error: bool = False, feature_delta=None, feature_scale=None, interventions=()
+    model,
+    sae: SAE,
+    tokens: Int[Array, " pos"],
+    *,
+    error: bool = False,
+    feature_delta=None,
+    feature_scale=None,
+    interventions=(),
 ) -> Float[Array, "pos d_vocab"]:
     """Logits of one example with ``sae`` spliced in (``interventions`` applied first),
     for transcoders and autoencoders alike (no jit: compose it under your own)."""

@@ -38,14 +38,18 @@ class ActivationStore(abc.ABC):
     def fill(self, index: int) -> tuple[Array, Array]:
         """Fill ``index``'s activations, in a fixed (unshuffled) order."""
 
-    def batches(self, index: int, batch_size: int) -> tuple[Float[Array, "n batch d_in"], Float[Array, "n batch d_out"]]:
+    def batches(
+        self, index: int, batch_size: int
+    ) -> tuple[Float[Array, "n batch d_in"], Float[Array, "n batch d_out"]]:
         """Fill ``index`` shuffled with a key folded from ``(seed, index)`` and cut into
         ``fill_size // batch_size`` batches (a remainder is dropped)."""
         n = self.fill_size // batch_size
         if n < 1:
             raise SAEError(f"batch_size={batch_size} is larger than the store's fill of {self.fill_size} tokens")
         x, y = self.fill(index)
-        perm = jax.random.permutation(jax.random.fold_in(jax.random.key(self.seed), index), x.shape[0])[: n * batch_size]
+        perm = jax.random.permutation(jax.random.fold_in(jax.random.key(self.seed), index), x.shape[0])[
+            : n * batch_size
+        ]
         shape = lambda a: a[perm].reshape(n, batch_size, a.shape[-1])
         return shape(x), (shape(y) if y is not x else None)
 
@@ -60,7 +64,9 @@ class ArrayStore(ActivationStore):
             raise SAEError(f"ArrayStore inputs must be [n_tokens, d_in], got shape {self.inputs.shape}")
         self.targets = None if targets is None else jnp.asarray(targets, jnp.float32)
         if self.targets is not None and (self.targets.ndim != 2 or self.targets.shape[0] != self.inputs.shape[0]):
-            raise SAEError(f"ArrayStore targets must be [n_tokens={self.inputs.shape[0]}, d_out], got {self.targets.shape}")
+            raise SAEError(
+                f"ArrayStore targets must be [n_tokens={self.inputs.shape[0]}, d_out], got {self.targets.shape}"
+            )
         self.fill_size = int(fill_size or self.inputs.shape[0])
         if not 0 < self.fill_size <= self.inputs.shape[0]:
             raise SAEError(f"fill_size must be in [1, {self.inputs.shape[0]}], got {fill_size}")
@@ -74,10 +80,13 @@ class ArrayStore(ActivationStore):
 
 
 @eqx.filter_jit
-def model_activations(model, tokens: Int[Array, "batch pos"], names: frozenset, layer: int) -> dict[str, Float[Array, "batch pos d"]]:
+def model_activations(
+    model, tokens: Int[Array, "batch pos"], names: frozenset, layer: int
+) -> dict[str, Float[Array, "batch pos d"]]:
     """Activations at short site ``names`` of ``layer`` for a batch of contexts (one
     compiled program per shape; the model is traced, not constant-folded). Runs layers
     ``0..layer`` only: nothing above the site's layer or the unembedding is computed."""
+
     def one(t):
         _, cache = model.run(t, cache=names, layers=(0, layer + 1), readout=None)
         return {n: cache[n][layer] for n in names}
@@ -140,7 +149,9 @@ class ModelStore(ActivationStore):
         rows = self.contexts[block * self.contexts_per_fill : (block + 1) * self.contexts_per_fill]
         xs, ys = [], []
         for start in range(0, rows.shape[0], self.model_batch):
-            acts = model_activations(self.model, jnp.asarray(rows[start : start + self.model_batch]), self.names, self.layer)
+            acts = model_activations(
+                self.model, jnp.asarray(rows[start : start + self.model_batch]), self.names, self.layer
+            )
             first = 1 if self.skip_first else 0
             xs.append(acts[self.input_name][:, first:].reshape(-1, acts[self.input_name].shape[-1]))
             ys.append(acts[self.target_name][:, first:].reshape(-1, acts[self.target_name].shape[-1]))

@@ -123,7 +123,13 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(schedule))
 
 
-def auxk_loss(sae: SAE, pre: Float[Array, "batch d_sae"], residual: Float[Array, "batch d_out"], dead: Float[Array, " d_sae"], k: int) -> Float[Array, ""]:
+def auxk_loss(
+    sae: SAE,
+    pre: Float[Array, "batch d_sae"],
+    residual: Float[Array, "batch d_out"],
+    dead: Float[Array, " d_sae"],
+    k: int,
+) -> Float[Array, ""]:
     """AuxK (Gao et al. 2024): the ``k`` largest pre-activations among dead latents
     reconstruct the main reconstruction's residual; ``mean_tokens ||residual - e_hat||^2``."""
     masked = jnp.where(dead > 0, pre, -jnp.inf)
@@ -196,7 +202,16 @@ def _step(loop: TrainLoop, carry, batch):
 
 
 @eqx.filter_jit
-def train_chunk(loop: TrainLoop, sae: SAE, opt_state, since_fired: Int[Array, " d_sae"], step: Int[Array, ""], log_coef: Float[Array, ""], xs, ys):
+def train_chunk(
+    loop: TrainLoop,
+    sae: SAE,
+    opt_state,
+    since_fired: Int[Array, " d_sae"],
+    step: Int[Array, ""],
+    log_coef: Float[Array, ""],
+    xs,
+    ys,
+):
     """Run the batches ``xs [n, batch, d_in]`` (targets ``ys``) through ``n`` optimizer
     steps in one `lax.scan`; returns the new state and per-step ``[loss, l0, fvu, coefficient]``."""
     carry, stats = jax.lax.scan(lambda c, b: _step(loop, c, b), (sae, opt_state, since_fired, step, log_coef), (xs, ys))
@@ -215,7 +230,9 @@ def _unflat(template, arrays: dict, what: str):
     params, static = eqx.partition(template, eqx.is_array)
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if len(arrays) != len(leaves):
-        raise SAEError(f"checkpoint {what} has {len(arrays)} arrays, the run expects {len(leaves)}: resume with the same settings")
+        raise SAEError(
+            f"checkpoint {what} has {len(arrays)} arrays, the run expects {len(leaves)}: resume with the same settings"
+        )
     new = []
     for i, leaf in enumerate(leaves):
         a = arrays[f"{i:05d}"]
@@ -310,12 +327,20 @@ def train_sae(
     if per_fill < 1:
         raise SAEError(f"batch_size={cfg.batch_size} exceeds the store's fill of {store.fill_size} tokens")
     n_fills = -(-cfg.n_steps // per_fill)
-    aux_k = cfg.aux_k if cfg.aux_k is not None else (min(sae.cfg.d_in // 2, sae.cfg.d_sae) if sae.kind in ("topk", "batchtopk") else 0)
+    aux_k = (
+        cfg.aux_k
+        if cfg.aux_k is not None
+        else (min(sae.cfg.d_in // 2, sae.cfg.d_sae) if sae.kind in ("topk", "batchtopk") else 0)
+    )
     loop = TrainLoop(dataclasses.replace(cfg, n_steps=n_fills * per_fill), aux_k)
 
     meta = {
-        "config": dataclasses.asdict(cfg), "sae_config": sae.cfg.to_dict(), "kind": sae.kind,
-        "hyper": sae.hyperparameters(), "store_seed": store.seed, "fill_size": store.fill_size,
+        "config": dataclasses.asdict(cfg),
+        "sae_config": sae.cfg.to_dict(),
+        "kind": sae.kind,
+        "hyper": sae.hyperparameters(),
+        "store_seed": store.seed,
+        "fill_size": store.fill_size,
     }
     first_x, first_y = store.fill(0)
     in_scale = _scale(first_x) if cfg.normalize else 1.0
@@ -327,7 +352,13 @@ def train_sae(
         sae = sae.calibrate(sae.pre_acts(first_x[:n] * in_scale), cfg.target_l0)
     params = eqx.filter(sae, eqx.is_inexact_array)
     log_coef = jnp.log(jnp.asarray(max(cfg.sparsity_coefficient, 1e-30), jnp.float32))
-    state = (sae, loop.optimizer.init(params), jnp.zeros((sae.cfg.d_sae,), jnp.int32), jnp.asarray(0, jnp.int32), log_coef)
+    state = (
+        sae,
+        loop.optimizer.init(params),
+        jnp.zeros((sae.cfg.d_sae,), jnp.int32),
+        jnp.asarray(0, jnp.int32),
+        log_coef,
+    )
     history = {"step": [], "loss": [], "l0": [], "fvu": [], "dead": [], "coefficient": []}
     start_fill = 0
     if checkpoint_dir is not None:
@@ -352,14 +383,25 @@ def train_sae(
         state, stats = train_chunk(loop, *state, xs, ys)
         stats = np.asarray(stats).mean(0)
         dead = float(np.mean(np.asarray(state[2]) >= cfg.dead_tokens))
-        for key, v in zip(("step", "loss", "l0", "fvu", "coefficient", "dead"), (int(state[3]), *map(float, stats), dead)):
+        for key, v in zip(
+            ("step", "loss", "l0", "fvu", "coefficient", "dead"), (int(state[3]), *map(float, stats), dead)
+        ):
             history[key].append(v)
         if bar is not None:
             bar.update(per_fill)
             bar.set_postfix(loss=f"{stats[0]:.4g}", L0=f"{stats[1]:.1f}", FVU=f"{stats[2]:.3f}", dead=f"{dead:.2f}")
         if checkpoint_dir is not None and ((fill + 1) % cfg.checkpoint_every == 0 or fill + 1 == n_fills):
-            _save_checkpoint(checkpoint_dir, state, {**meta, "in_scale": in_scale, "out_scale": out_scale, "history": history,
-                                                     "data_position": {"fill": fill + 1, "step": int(state[3])}})
+            _save_checkpoint(
+                checkpoint_dir,
+                state,
+                {
+                    **meta,
+                    "in_scale": in_scale,
+                    "out_scale": out_scale,
+                    "history": history,
+                    "data_position": {"fill": fill + 1, "step": int(state[3])},
+                },
+            )
         done_here += 1
         if stop_after_fills is not None and done_here >= stop_after_fills:
             break

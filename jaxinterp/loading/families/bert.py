@@ -17,12 +17,27 @@ def config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError("only absolute position embeddings are supported for BERT")
     return ModelConfig(
-        d_model=d, n_layers=hf["num_hidden_layers"], n_heads=h, d_head=d // h, d_vocab=hf["vocab_size"],
-        n_ctx=hf.get("max_position_embeddings", 512), d_mlp=hf["intermediate_size"],
-        act_fn=hf.get("hidden_act", "gelu"), normalization="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-12),
-        positional="learned", post_norm=True, causal=False, qkv_bias=True, o_bias=True, mlp_bias=True,
-        embed_norm=True, n_token_types=hf.get("type_vocab_size", 2), has_unembed=False,
-        family="bert", architecture="BertModel",
+        d_model=d,
+        n_layers=hf["num_hidden_layers"],
+        n_heads=h,
+        d_head=d // h,
+        d_vocab=hf["vocab_size"],
+        n_ctx=hf.get("max_position_embeddings", 512),
+        d_mlp=hf["intermediate_size"],
+        act_fn=hf.get("hidden_act", "gelu"),
+        normalization="layernorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        positional="learned",
+        post_norm=True,
+        causal=False,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        embed_norm=True,
+        n_token_types=hf.get("type_vocab_size", 2),
+        has_unembed=False,
+        family="bert",
+        architecture="BertModel",
     )
 
 
@@ -38,8 +53,12 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
         "embed_ln.b": src.take("embeddings.LayerNorm.bias"),
     }
     for ours, theirs in (("Q", "query"), ("K", "key"), ("V", "value")):
-        p[f"blocks.attn.W_{ours}"] = stack_layers(src, lay + f"attention.self.{theirs}.weight", L, lambda a: heads_in(a, H))
-        p[f"blocks.attn.b_{ours}"] = stack_layers(src, lay + f"attention.self.{theirs}.bias", L, lambda a: a.reshape(H, -1))
+        p[f"blocks.attn.W_{ours}"] = stack_layers(
+            src, lay + f"attention.self.{theirs}.weight", L, lambda a: heads_in(a, H)
+        )
+        p[f"blocks.attn.b_{ours}"] = stack_layers(
+            src, lay + f"attention.self.{theirs}.bias", L, lambda a: a.reshape(H, -1)
+        )
     p["blocks.attn.W_O"] = stack_layers(src, lay + "attention.output.dense.weight", L, lambda a: heads_out(a, H))
     p["blocks.attn.b_O"] = stack_layers(src, lay + "attention.output.dense.bias", L)
     for ours, theirs in (("ln1", "attention.output.LayerNorm"), ("ln2", "output.LayerNorm")):

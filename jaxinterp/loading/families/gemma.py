@@ -22,20 +22,26 @@ IGNORED = ("*.rotary_emb.inv_freq",)
 def config_from_hf(hf: dict) -> ModelConfig:
     d = hf["hidden_size"]
     kw = base_config(
-        hf, norm_weight_offset=1.0, embed_scale=math.sqrt(d), tied_embeddings=True,
+        hf,
+        norm_weight_offset=1.0,
+        embed_scale=math.sqrt(d),
+        tied_embeddings=True,
         act_fn=hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh",
     )
     if kw["act_fn"] == "gelu":  # Gemma checkpoints say "gelu" but were trained with the tanh form
         kw["act_fn"] = "gelu_pytorch_tanh"
     if hf.get("model_type") in ("gemma2", "gemma3_text"):
         n_layers = hf["num_hidden_layers"]
-        types = hf.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+        types = hf.get("layer_types") or [
+            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)
+        ]
         kw.update(
             attn_scale=hf.get("query_pre_attn_scalar", kw["d_head"]) ** -0.5,
             attn_logit_softcap=hf.get("attn_logit_softcapping"),
             final_logit_softcap=hf.get("final_logit_softcapping"),
             layer_windows=windows_from_layer_types({"layer_types": types}, n_layers, hf.get("sliding_window")),
-            post_attn_norm=True, post_mlp_norm=True,
+            post_attn_norm=True,
+            post_mlp_norm=True,
         )
     if hf.get("model_type") == "gemma3_text":
         kw.update(qk_norm="head", **_gemma3_rope(hf))

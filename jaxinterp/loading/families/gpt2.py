@@ -14,15 +14,28 @@ IGNORED = ("*.attn.bias", "*.attn.masked_bias")
 
 def config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
-        raise UnsupportedArchitectureError("GPT-2 with scale_attn_by_inverse_layer_idx/reorder_and_upcast_attn is not supported")
+        raise UnsupportedArchitectureError(
+            "GPT-2 with scale_attn_by_inverse_layer_idx/reorder_and_upcast_attn is not supported"
+        )
     d, h = hf["n_embd"], hf["n_head"]
     return ModelConfig(
-        d_model=d, n_layers=hf["n_layer"], n_heads=h, d_head=d // h, d_vocab=hf["vocab_size"],
-        n_ctx=hf["n_positions"], d_mlp=hf.get("n_inner") or 4 * d,
-        act_fn=hf.get("activation_function", "gelu_new"), normalization="layernorm",
-        norm_eps=hf.get("layer_norm_epsilon", 1e-5), positional="learned",
-        qkv_bias=True, o_bias=True, mlp_bias=True, tied_embeddings=True,
-        family="gpt2", architecture="GPT2LMHeadModel",
+        d_model=d,
+        n_layers=hf["n_layer"],
+        n_heads=h,
+        d_head=d // h,
+        d_vocab=hf["vocab_size"],
+        n_ctx=hf["n_positions"],
+        d_mlp=hf.get("n_inner") or 4 * d,
+        act_fn=hf.get("activation_function", "gelu_new"),
+        normalization="layernorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        positional="learned",
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        tied_embeddings=True,
+        family="gpt2",
+        architecture="GPT2LMHeadModel",
     )
 
 

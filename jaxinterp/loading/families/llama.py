@@ -18,14 +18,28 @@ def base_config(hf: dict, **overrides) -> dict:
     theta, scaling, partial = rope_settings(hf)
     n_layers = hf["num_hidden_layers"]
     kw = dict(
-        d_model=d, n_layers=n_layers, n_heads=h, d_head=d_head, n_kv_heads=hf.get("num_key_value_heads") or h,
-        d_vocab=hf["vocab_size"], n_ctx=hf.get("max_position_embeddings", 2048), d_mlp=hf["intermediate_size"],
-        act_fn=hf.get("hidden_act") or hf.get("hidden_activation") or "silu", normalization="rmsnorm",
-        norm_eps=hf.get("rms_norm_eps", 1e-6), positional="rotary", rotary_dim=int(d_head * partial),
-        rotary_base=theta, rope_scaling=scaling, gated_mlp=True,
-        qkv_bias=bool(hf.get("attention_bias", False)), o_bias=bool(hf.get("attention_bias", False)),
-        mlp_bias=bool(hf.get("mlp_bias", False)), tied_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        family=hf.get("model_type", "llama"), architecture=(hf.get("architectures") or [""])[0],
+        d_model=d,
+        n_layers=n_layers,
+        n_heads=h,
+        d_head=d_head,
+        n_kv_heads=hf.get("num_key_value_heads") or h,
+        d_vocab=hf["vocab_size"],
+        n_ctx=hf.get("max_position_embeddings", 2048),
+        d_mlp=hf["intermediate_size"],
+        act_fn=hf.get("hidden_act") or hf.get("hidden_activation") or "silu",
+        normalization="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        positional="rotary",
+        rotary_dim=int(d_head * partial),
+        rotary_base=theta,
+        rope_scaling=scaling,
+        gated_mlp=True,
+        qkv_bias=bool(hf.get("attention_bias", False)),
+        o_bias=bool(hf.get("attention_bias", False)),
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        tied_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        family=hf.get("model_type", "llama"),
+        architecture=(hf.get("architectures") or [""])[0],
     )
     kw.update(overrides)
     return kw
@@ -49,7 +63,9 @@ def convert_attention(src, cfg: ModelConfig, p: dict, prefix: str = "model.layer
     for ours, theirs, n in (("Q", "q_proj", H), ("K", "k_proj", K), ("V", "v_proj", K)):
         p[f"blocks.attn.W_{ours}"] = stack_layers(src, prefix + theirs + ".weight", L, lambda a, n=n: heads_in(a, n))
         if cfg.qkv_bias:
-            p[f"blocks.attn.b_{ours}"] = stack_layers(src, prefix + theirs + ".bias", L, lambda a, n=n: a.reshape(n, -1))
+            p[f"blocks.attn.b_{ours}"] = stack_layers(
+                src, prefix + theirs + ".bias", L, lambda a, n=n: a.reshape(n, -1)
+            )
     p["blocks.attn.W_O"] = stack_layers(src, prefix + "o_proj.weight", L, lambda a: heads_out(a, H))
     if cfg.o_bias:
         p["blocks.attn.b_O"] = stack_layers(src, prefix + "o_proj.bias", L)

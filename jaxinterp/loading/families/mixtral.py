@@ -15,10 +15,14 @@ IGNORED = ("*.rotary_emb.inv_freq",)
 def config_from_hf(hf: dict) -> ModelConfig:
     n_layers = hf["num_hidden_layers"]
     window = hf.get("sliding_window")
-    return ModelConfig(**base_config(
-        hf, n_experts=hf["num_local_experts"], experts_per_token=hf["num_experts_per_tok"],
-        layer_windows=(int(window),) * n_layers if window else None,
-    ))
+    return ModelConfig(
+        **base_config(
+            hf,
+            n_experts=hf["num_local_experts"],
+            experts_per_token=hf["num_experts_per_tok"],
+            layer_windows=(int(window),) * n_layers if window else None,
+        )
+    )
 
 
 def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
@@ -29,10 +33,12 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
     moe = "model.layers.{}.block_sparse_moe."
     p["blocks.mlp.W_router"] = stack_layers(src, moe + "gate.weight", L, np.transpose)
     for ours, theirs in (("W_gate", "w1"), ("W_in", "w3"), ("W_out", "w2")):
-        p[f"blocks.mlp.{ours}"] = np.stack([
-            np.stack([src.take((moe + f"experts.{e}.{theirs}.weight").format(i)).T for e in range(E)])
-            for i in range(L)
-        ])
+        p[f"blocks.mlp.{ours}"] = np.stack(
+            [
+                np.stack([src.take((moe + f"experts.{e}.{theirs}.weight").format(i)).T for e in range(E)])
+                for i in range(L)
+            ]
+        )
     p["blocks.ln1.w"] = stack_layers(src, "model.layers.{}.input_layernorm.weight", L)
     p["blocks.ln2.w"] = stack_layers(src, "model.layers.{}.post_attention_layernorm.weight", L)
     return p

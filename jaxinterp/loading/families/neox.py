@@ -16,14 +16,27 @@ def config_from_hf(hf: dict) -> ModelConfig:
     d_head = d // h
     theta, scaling, partial = rope_settings(hf)
     return ModelConfig(
-        d_model=d, n_layers=hf["num_hidden_layers"], n_heads=h, d_head=d_head, d_vocab=hf["vocab_size"],
-        n_ctx=hf.get("max_position_embeddings", 2048), d_mlp=hf["intermediate_size"],
-        act_fn=hf.get("hidden_act", "gelu"), normalization="layernorm", norm_eps=hf.get("layer_norm_eps", 1e-5),
-        positional="rotary", rotary_dim=int(d_head * partial), rotary_base=theta, rope_scaling=scaling,
+        d_model=d,
+        n_layers=hf["num_hidden_layers"],
+        n_heads=h,
+        d_head=d_head,
+        d_vocab=hf["vocab_size"],
+        n_ctx=hf.get("max_position_embeddings", 2048),
+        d_mlp=hf["intermediate_size"],
+        act_fn=hf.get("hidden_act", "gelu"),
+        normalization="layernorm",
+        norm_eps=hf.get("layer_norm_eps", 1e-5),
+        positional="rotary",
+        rotary_dim=int(d_head * partial),
+        rotary_base=theta,
+        rope_scaling=scaling,
         parallel_attn_mlp=bool(hf.get("use_parallel_residual", True)),
-        qkv_bias=bool(hf.get("attention_bias", True)), o_bias=bool(hf.get("attention_bias", True)), mlp_bias=True,
+        qkv_bias=bool(hf.get("attention_bias", True)),
+        o_bias=bool(hf.get("attention_bias", True)),
+        mlp_bias=True,
         tied_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        family="gpt_neox", architecture="GPTNeoXForCausalLM",
+        family="gpt_neox",
+        architecture="GPTNeoXForCausalLM",
     )
 
 

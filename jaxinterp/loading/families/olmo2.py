@@ -16,9 +16,15 @@ IGNORED = ("*.rotary_emb.inv_freq",)
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    return ModelConfig(**base_config(
-        hf, qk_norm="projection", pre_norm=False, post_attn_norm=True, post_mlp_norm=True,
-    ))
+    return ModelConfig(
+        **base_config(
+            hf,
+            qk_norm="projection",
+            pre_norm=False,
+            post_attn_norm=True,
+            post_mlp_norm=True,
+        )
+    )
 
 
 def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:

@@ -15,9 +15,13 @@ IGNORED = ("*.rotary_emb.inv_freq",)
 
 def config_from_hf(hf: dict) -> ModelConfig:
     window = hf.get("sliding_window") if hf.get("use_sliding_window") else None
-    return ModelConfig(**base_config(
-        hf, qk_norm="head", layer_windows=windows_from_layer_types(hf, hf["num_hidden_layers"], window),
-    ))
+    return ModelConfig(
+        **base_config(
+            hf,
+            qk_norm="head",
+            layer_windows=windows_from_layer_types(hf, hf["num_hidden_layers"], window),
+        )
+    )
 
 
 def convert_qk_norms(src, cfg: ModelConfig, p: dict, prefix: str = "model.layers.{}.self_attn.") -> None:
