@@ -85,7 +85,7 @@ def main(steps: int, seed: int) -> None:
     via_k = path_ablation_loss(model, tokens, cache, p_head, "attn.k")
     via_q = path_ablation_loss(model, tokens, cache, p_head, "attn.q")
     all_ind = float(
-        repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=1, head=jnp.asarray(induction_heads))])
+        repeated_half_loss(model, tokens, [ji.Ablate("attn.z", layer=1, head=jnp.asarray(induction_heads, jnp.int32))])
     )
     print(
         f"remove L0H{p_head} from layer 1's keys: {via_k:.2f}; from its queries: {via_q:.2f}; "

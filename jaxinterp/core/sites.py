@@ -81,7 +81,7 @@ SITES: tuple[SiteSpec, ...] = (
     ),
     SiteSpec("attn.q", ("pos", "head", "d_head"), "queries (the projection, before any QK-norm)"),
     SiteSpec("attn.k", ("pos", "kv_head", "d_head"), "keys / values (n_kv_heads heads; keys before any QK-norm)"),
-    SiteSpec("attn.v", ("pos", "kv_head", "d_head"), "keys / values (n_kv_heads heads)"),
+    SiteSpec("attn.v", ("pos", "kv_head", "d_head"), "keys / values (n_kv_heads heads; keys before any QK-norm)"),
     SiteSpec("attn.rot_q", ("pos", "head", "d_head"), "rotated (QK-normed, if any) queries (rotary models)", _rotary),
     SiteSpec("attn.rot_k", ("pos", "kv_head", "d_head"), "rotated (QK-normed, if any) keys (rotary models)", _rotary),
     SiteSpec("attn.attn_scores", ("head", "query_pos", "key_pos"), "masked, scaled (soft-capped) QK^T"),

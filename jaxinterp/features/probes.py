@@ -264,6 +264,7 @@ def split_indices(
 
 
 def accuracy(pred, y) -> float:
+    """Fraction of predictions equal to the labels."""
     return float(np.mean(np.asarray(pred) == np.asarray(y)))
 
 
@@ -300,6 +301,7 @@ def r2_score(pred, y) -> float:
 
 
 def pearson(a, b) -> float:
+    """Pearson correlation of two equal-length arrays."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     a, b = a - a.mean(), b - b.mean()
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))

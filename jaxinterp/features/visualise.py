@@ -98,14 +98,17 @@ class Attention(eqx.Module):
 
 
 def neuron(layer: int, index: int, site: str = "mlp.post", pos: int = -1) -> Neuron:
+    """Objective: the activation of unit ``index`` of ``site`` at ``layer``, position ``pos``."""
     return Neuron(layer, index, site, pos)
 
 
 def direction(vector, layer: int, site: str = "resid_post", pos: int = -1) -> Direction:
+    """Objective: the projection of ``site`` at ``layer``, position ``pos``, on ``vector``."""
     return Direction(jnp.asarray(vector, jnp.float32), layer, site, pos)
 
 
 def attention(layer: int, head: int, query_pos: int = -1, key_pos: int = 0) -> Attention:
+    """Objective: the attention of ``head`` at ``layer`` from ``query_pos`` to ``key_pos``."""
     return Attention(layer, head, query_pos, key_pos)
 
 
