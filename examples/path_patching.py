@@ -108,7 +108,9 @@ def main(path: str) -> None:
         nodes = [n for n in eap.circuit(k=k).nodes if n not in ("embed", "logits")]
         hyp = evaluate_hypothesis(model, nodes, refs, cfs)
         rand = [
-            evaluate_hypothesis(model, list(rng.choice(everything, min(len(nodes), len(everything)), replace=False)), refs, cfs).aue
+            evaluate_hypothesis(
+                model, list(rng.choice(everything, min(len(nodes), len(everything)), replace=False)), refs, cfs
+            ).aue
             for _ in range(3)
         ]
         print(
