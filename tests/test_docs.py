@@ -53,6 +53,8 @@ def public_objects() -> dict[str, tuple[object, set[str]]]:
     for mod_name, mod in [("jaxinterp", jaxinterp), *modules.items()]:
         for name in public_names(mod):
             obj = getattr(mod, name)
+            if not callable(obj):  # data constants (word lists, tables) carry no docstring of their own
+                continue
             # A re-exported object is documented once: under any public module exporting it,
             # or under the module that defines it.
             ids = {f"{m}.{name}" for m, other in modules.items() if getattr(other, name, None) is obj} | {

@@ -236,7 +236,12 @@ def _newton(kind, Z, y, l2, n_iter):
 
 
 #: `fit_probe` under `equinox.filter_jit` (array arguments traced, the rest static).
-fit_probe_jit = eqx.filter_jit(fit_probe)
+_fit_probe_jit = eqx.filter_jit(fit_probe)
+
+
+def fit_probe_jit(*args, **kwargs):
+    """`fit_probe` compiled with `eqx.filter_jit` (one program per shape and static options)."""
+    return _fit_probe_jit(*args, **kwargs)
 
 
 def split_indices(
