@@ -198,12 +198,42 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _count(low: int, what: str):
+    """An argparse type: an int >= ``low`` (argparse then exits with status 2 and usage)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def check_out_dir(path: str, flag: str = "--out") -> str:
+    """Create the output folder ``path`` now and check it is writable, so that a bad path
+    fails before a long sweep rather than after it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{flag} {path!r} is a file; give a folder to write into")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"{flag} {path!r}: cannot create the folder ({e.strerror or e})") from e
+    if not os.access(path, os.W_OK):
+        raise CLIError(f"{flag} {path!r}: the folder is not writable")
+    return path
+
+
 def _cmd_patch(args) -> int:
     from ..causal.patching import patching_sweep
     from ..core.metrics import logit_diff
     from ..core.sites import parse_site
     from ..viz import patching_heatmap
 
+    check_out_dir(args.out)  # before loading and sweeping: fail fast
     model, tok = load_model_and_tokenizer(args.model)
     site = parse_site(args.site, model.cfg)
     if site.layer is not None:
@@ -263,6 +293,7 @@ def _cmd_patch(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    check_out_dir(args.out)
     run_demo(out_dir=args.out, model=args.model, quick=args.quick)
     return 0
 
@@ -282,8 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="top next tokens for a prompt")
     s.add_argument("model", help=model_help)
     s.add_argument("prompt")
-    s.add_argument("--top-k", type=int, default=10)
-    s.add_argument("--generate", type=int, default=0, metavar="N", help="also print N greedily generated tokens")
+    s.add_argument("--top-k", type=_count(1, "--top-k"), default=10, help="how many next tokens to list (>= 1)")
+    s.add_argument(
+        "--generate", type=_count(0, "--generate"), default=0, metavar="N", help="also print N greedily generated tokens"
+    )
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("patch", help="activation-patching sweep of one site (figure + .npz)")

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Literal, Optional
+
+from .errors import ConfigError
 
 # Where QK-norm normalises queries and keys (after the projection, before rotary):
 # "head": an RMSNorm over each head's d_head features (Qwen3, Gemma 3); "projection": over
@@ -83,6 +86,7 @@ class ModelConfig:
     architecture: str = ""
 
     def __post_init__(self):
+        self._check_sizes()
         if self.n_kv_heads is None:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         if self.norm_bias is None:
@@ -92,25 +96,47 @@ class ModelConfig:
         if self.layer_windows is not None:
             object.__setattr__(self, "layer_windows", tuple(self.layer_windows))
             if len(self.layer_windows) != self.n_layers:
-                raise ValueError(
+                raise ConfigError(
                     f"layer_windows has {len(self.layer_windows)} entries, expected one per layer ({self.n_layers})"
                 )
         if isinstance(self.rope_scaling, dict):
             object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+            raise ConfigError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if not self.attn_only and self.d_mlp <= 0:
-            raise ValueError("d_mlp must be positive unless attn_only=True")
+            raise ConfigError("d_mlp must be positive unless attn_only=True")
         if self.n_experts and not (0 < self.experts_per_token <= self.n_experts):
-            raise ValueError(f"experts_per_token must be in 1..n_experts, got {self.experts_per_token}")
+            raise ConfigError(f"experts_per_token must be in 1..n_experts, got {self.experts_per_token}")
         if self.post_norm and self.parallel_attn_mlp:
-            raise ValueError("post_norm and parallel_attn_mlp cannot be combined")
+            raise ConfigError("post_norm and parallel_attn_mlp cannot be combined")
         if self.post_norm and not self.pre_norm:
-            raise ValueError("post_norm (BERT) places ln1/ln2 after the residual adds, so it needs pre_norm=True")
+            raise ConfigError("post_norm (BERT) places ln1/ln2 after the residual adds, so it needs pre_norm=True")
         if self.rotary_local_base is not None and self.positional != "rotary":
-            raise ValueError("rotary_local_base needs positional='rotary'")
+            raise ConfigError("rotary_local_base needs positional='rotary'")
         if self.qk_norm not in ("none", "head", "projection"):
-            raise ValueError(f"qk_norm must be 'none', 'head' or 'projection', got {self.qk_norm!r}")
+            raise ConfigError(f"qk_norm must be 'none', 'head' or 'projection', got {self.qk_norm!r}")
+
+    def _check_sizes(self) -> None:
+        """Every size is an int (not a bool) of the allowed range: a `ConfigError` naming
+        the field, the family and the value otherwise (zero heads would divide by zero later)."""
+        where = f" ({self.family})" if self.family != "custom" else ""
+        positive = ("d_model", "n_layers", "n_heads", "d_head", "d_vocab", "n_ctx")
+        non_negative = ("d_mlp", "n_experts", "experts_per_token", "n_token_types")
+        for name in positive + non_negative + ("n_kv_heads", "rotary_dim"):
+            value = getattr(self, name)
+            if value is None and name in ("n_kv_heads", "rotary_dim"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"ModelConfig{where}: {name} must be an int, got {value!r} ({type(value).__name__})")
+            low = 0 if name in non_negative else 1
+            if value < low:
+                raise ConfigError(f"ModelConfig{where}: {name} must be {'>= 0' if low == 0 else 'positive'}, got {value}")
+        for name in ("norm_eps", "rotary_base"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+                raise ConfigError(f"ModelConfig{where}: {name} must be a non-negative number, got {value!r}")
+        if self.rotary_dim is not None and self.rotary_dim > self.d_head:
+            raise ConfigError(f"ModelConfig{where}: rotary_dim={self.rotary_dim} exceeds d_head={self.d_head}")
 
     @property
     def scale(self) -> float:

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .errors import MetricError
@@ -81,6 +82,42 @@ def as_metric(metric) -> Metric:
     return custom(metric)
 
 
+def check_ids(ids: Int[Array, "..."], d_vocab: int, what: str) -> Int[Array, "..."]:
+    """``ids`` after checking each lies in ``0 .. d_vocab-1``: concrete ids raise
+    `MetricError` naming the id; traced ones (a metric's arrays are traced in sweeps)
+    through `eqx.error_if` when the program runs (indexing would clamp them silently)."""
+    if isinstance(ids, jax.core.Tracer):
+        bad = (ids < 0) | (ids >= d_vocab)
+        return eqx.error_if(ids, bad, f"{what}: a token id is outside the vocabulary (0..{d_vocab - 1})")
+    arr = np.asarray(ids)
+    bad = (arr < 0) | (arr >= d_vocab)
+    if bad.any():
+        raise MetricError(
+            f"{what}: token id {int(arr[bad].reshape(-1)[0])} is outside the vocabulary: the logits have "
+            f"d_vocab={d_vocab} columns (ids 0..{d_vocab - 1})"
+        )
+    return ids
+
+
+def check_pos(pos: int, n_pos: int, what: str) -> None:
+    """A metric's (static) position must index the logits' ``n_pos`` rows (Python-style negatives)."""
+    if not -n_pos <= pos < n_pos:
+        raise MetricError(f"{what}: pos={pos} is out of range for logits of {n_pos} positions ({-n_pos}..{n_pos - 1})")
+
+
+def check_scalar(value, what: str = "the metric") -> Float[Array, ""]:
+    """A metric's value must be a scalar: `MetricError` naming what it returned otherwise."""
+    if value is None:
+        raise MetricError(f"{what} returned None; a metric must return a scalar (e.g. a logit difference)")
+    shape = jnp.shape(value)
+    if shape != ():
+        raise MetricError(
+            f"{what} returned an array of shape {shape}; a metric must return a scalar of one example's logits "
+            "(reduce it, e.g. .sum() or index one position)"
+        )
+    return value
+
+
 class LogitDiff(Metric):
     """``logits[pos, answer].sum() - logits[pos, wrong].sum()`` (see `logit_diff`)."""
 
@@ -89,7 +126,10 @@ class LogitDiff(Metric):
     pos: int = eqx.field(static=True)
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
-        return logits[self.pos, self.answer].sum() - logits[self.pos, self.wrong].sum()
+        check_pos(self.pos, logits.shape[0], "logit_diff")
+        answer = check_ids(self.answer, logits.shape[-1], "logit_diff answer")
+        wrong = check_ids(self.wrong, logits.shape[-1], "logit_diff wrong")
+        return logits[self.pos, answer].sum() - logits[self.pos, wrong].sum()
 
     @property
     def reads(self):
@@ -120,9 +160,12 @@ class TokenProb(Metric):
     log: bool = eqx.field(static=True, default=False)
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
+        what = "log_prob" if self.log else "prob"
+        check_pos(self.pos, logits.shape[0], what)
+        token = check_ids(self.token, logits.shape[-1], f"{what} token")
         row = logits[self.pos].astype(jnp.float32)
         out = jax.nn.log_softmax(row) if self.log else jax.nn.softmax(row)
-        return out[self.token].sum()
+        return out[token].sum()
 
     @property
     def reads(self):
@@ -137,6 +180,12 @@ class KLTo(Metric):
     pos: int = eqx.field(static=True)
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
+        check_pos(self.pos, logits.shape[0], "kl_to")
+        if self.reference.shape != logits.shape[-1:]:
+            raise MetricError(
+                f"kl_to: the reference distribution has shape {self.reference.shape}, the logits "
+                f"{logits.shape[-1]} columns: give reference logits of the same model"
+            )
         lp = jax.nn.log_softmax(logits[self.pos].astype(jnp.float32))
         return jnp.sum(jnp.exp(self.reference) * (self.reference - lp))
 
@@ -145,9 +194,26 @@ class KLTo(Metric):
         return (self.pos, None)
 
 
+def _token_ids(ids, what: str) -> Int[Array, "..."]:
+    arr = jnp.asarray(ids)
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise MetricError(f"{what} must be int token id(s), got dtype {arr.dtype}")
+    return arr
+
+
+def _position(pos, what: str) -> int:
+    if isinstance(pos, bool) or not isinstance(pos, (int, np.integer)):
+        raise MetricError(f"{what}: pos must be one int position (negative counts from the end), got {pos!r}")
+    return int(pos)
+
+
 def logit_diff(answer, wrong, pos: int = -1) -> LogitDiff:
     """``logits[pos, answer] - logits[pos, wrong]`` (summed over lists of tokens)."""
-    return LogitDiff(jnp.atleast_1d(jnp.asarray(answer)), jnp.atleast_1d(jnp.asarray(wrong)), int(pos))
+    return LogitDiff(
+        jnp.atleast_1d(_token_ids(answer, "logit_diff answer")),
+        jnp.atleast_1d(_token_ids(wrong, "logit_diff wrong")),
+        _position(pos, "logit_diff"),
+    )
 
 
 def normalized(metric: Metric, clean_value, corrupted_value) -> Normalized:
@@ -168,12 +234,12 @@ def normalized_logit_diff(answer, wrong, clean_logits, corrupted_logits, pos: in
 
 def prob(token, pos: int = -1) -> TokenProb:
     """Probability of ``token`` at ``pos``."""
-    return TokenProb(jnp.asarray(token), int(pos))
+    return TokenProb(_token_ids(token, "prob token"), _position(pos, "prob"))
 
 
 def log_prob(token, pos: int = -1) -> TokenProb:
     """Log-probability of ``token`` at ``pos``."""
-    return TokenProb(jnp.asarray(token), int(pos), log=True)
+    return TokenProb(_token_ids(token, "log_prob token"), _position(pos, "log_prob"), log=True)
 
 
 def kl_to(reference_logits: Float[Array, "pos d_vocab"], pos: int = -1) -> KLTo:

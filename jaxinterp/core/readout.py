@@ -22,7 +22,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .errors import MetricError
-from .metrics import as_metric
+from .metrics import as_metric, check_scalar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +70,13 @@ def readout_for(metric: Callable, n_pos: int, d_vocab: int, columns: bool = Fals
         if np.any((pos < -n_pos) | (pos >= n_pos)):
             raise MetricError(f"metric.reads names position(s) {pos.tolist()} outside a sequence of {n_pos} tokens")
         positions = tuple(sorted({int(p) % n_pos for p in pos}))
-        if columns and has_unembed and ids is not None:
+        if has_unembed and ids is not None:  # checked with or without shortcuts: indexing would clamp
             ids = np.atleast_1d(np.asarray(ids)).astype(int)
             if np.any((ids < 0) | (ids >= d_vocab)):
                 raise MetricError(
                     f"metric.reads names token id(s) {ids.tolist()} outside the vocabulary (0..{d_vocab - 1})"
                 )
+        if columns and has_unembed and ids is not None:
             cols = tuple(int(i) for i in dict.fromkeys(ids.tolist()))
     return Readout(positions, cols, n_pos, d_vocab)
 
@@ -83,7 +84,7 @@ def readout_for(metric: Callable, n_pos: int, d_vocab: int, columns: bool = Fals
 def evaluate_metric(metric: Callable, logits: Float[Array, "read cols"], readout: Readout) -> Float[Array, ""]:
     """``metric`` on a ``[n_pos, d_vocab]`` view of the computed logits (NaN elsewhere)."""
     if not readout.restricted:
-        return metric(logits)
+        return check_scalar(metric(logits))
     # Which computed row / column each full index maps to (-1: not computed). Static
     # numpy tables, so this is a gather plus a select that XLA fuses into the reads.
     pos_slot = np.full(readout.n_pos, -1, np.int32)
@@ -95,7 +96,7 @@ def evaluate_metric(metric: Callable, logits: Float[Array, "read cols"], readout
         col_slot[list(readout.columns)] = np.arange(len(readout.columns))
         full = full[:, jnp.asarray(np.maximum(col_slot, 0))]
         valid = valid & jnp.asarray(col_slot >= 0)[None, :]
-    return metric(jnp.where(valid, full, jnp.asarray(jnp.nan, full.dtype)))
+    return check_scalar(metric(jnp.where(valid, full, jnp.asarray(jnp.nan, full.dtype))))
 
 
 def split_metric(metric: Callable, readout: Readout) -> tuple:

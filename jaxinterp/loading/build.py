@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.config import ModelConfig
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, ConfigError
 from ..model import Transformer
 
 
@@ -29,10 +29,23 @@ def expected_params(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {_path_name(p): tuple(leaf.shape) for p, leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)}
 
 
+def check_dtype(dtype) -> jnp.dtype:
+    """``dtype`` as a floating numpy dtype (float32, bfloat16, float16, ...): `ConfigError`
+    otherwise (an int dtype would round every weight to 0; complex gives complex logits)."""
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError as e:
+        raise ConfigError(f"dtype must be a floating dtype (float32, bfloat16, float16), got {dtype!r}") from e
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise ConfigError(f"dtype must be a floating dtype (float32, bfloat16, float16), got {dt}")
+    return dt
+
+
 def build_model(
     cfg: ModelConfig, params: dict[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint"
 ) -> Transformer:
     """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``)."""
+    dtype = check_dtype(dtype)
     expected = expected_params(cfg)
     missing = sorted(set(expected) - set(params))
     unexpected = sorted(set(params) - set(expected))

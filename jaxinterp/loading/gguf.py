@@ -25,8 +25,9 @@ import numpy as np
 
 from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from ..model import Transformer
-from .build import build_model
+from .build import build_model, check_dtype
 from .families import family_for
+from .hf_config import config_from_hf
 from .tensors import TensorSource
 
 # GGUF architectures we map, and the HF ``model_type`` whose converter they reuse.
@@ -173,6 +174,7 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     and `UnsupportedArchitectureError` for an architecture other than those above.
     """
     path = str(path)
+    dtype = check_dtype(dtype)
     reader = read_gguf(path)
     try:
         meta = gguf_metadata(
@@ -189,7 +191,7 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
     hf = hf_config_from_gguf(meta, shapes, path)
     family = family_for(hf["model_type"])
-    cfg = family.config_from_hf(hf)
+    cfg = config_from_hf(hf, family, hf["model_type"])
     src = gguf_tensor_source(reader, hf, path)
     params = family.convert(src, cfg)
     src.check_all_used()

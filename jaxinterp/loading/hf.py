@@ -7,10 +7,11 @@ import os
 
 import jax.numpy as jnp
 
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, JaxinterpError
 from ..model import Transformer
-from .build import build_model
+from .build import build_model, check_dtype
 from .families import family_for
+from .hf_config import config_from_hf
 from .tensors import read_pickled_dir, read_safetensors_dir
 
 
@@ -54,14 +55,24 @@ def read_config(path: str) -> dict:
 
 
 def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False) -> Transformer:
+    dtype = check_dtype(dtype)
     path = resolve_local(path_or_id)
     hf = read_config(path)
-    if "model_type" not in hf:
+    if not isinstance(hf, dict) or "model_type" not in hf:
         raise CheckpointError(f"config.json in {path} has no model_type")
+    if not isinstance(hf["model_type"], str):
+        raise CheckpointError(f"config.json in {path}: model_type must be a string, got {hf['model_type']!r}")
     family = family_for(hf["model_type"])
-    cfg = family.config_from_hf(hf)
+    cfg = config_from_hf(hf, family, hf["model_type"])
     has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(path))
     src = read_pickled_dir(path) if allow_pickle and not has_safetensors else read_safetensors_dir(path)
-    params = family.convert(src, cfg)
+    try:
+        params = family.convert(src, cfg)
+    except JaxinterpError:
+        raise
+    except (ValueError, TypeError, IndexError) as e:  # a reshape to the config's widths failed
+        raise CheckpointError(
+            f"{path}: the tensors do not match config.json ({hf['model_type']}): {e}; check the widths and head counts"
+        ) from e
     src.check_all_used(family.IGNORED)
     return build_model(cfg, params, dtype, origin=path)

@@ -112,6 +112,10 @@ class Tokenizer:
         forces the leading BOS on or off (see the module docstring)."""
         if not isinstance(text, str):
             raise TokenizerError(f"encode expects a str, got {type(text).__name__}")
+        if prepend_bos is not None and not isinstance(prepend_bos, (bool, np.bool_)):
+            raise TokenizerError(
+                f"prepend_bos must be True, False or None (the tokenizer's default), got {prepend_bos!r}"
+            )
         ids = self.backend.encode(text, add_special_tokens=True).ids
         if prepend_bos is None or bool(prepend_bos) == self.default_prepend_bos:
             return ids
@@ -188,10 +192,29 @@ class Tokenizer:
     # -- ids -> text -------------------------------------------------------------------
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """The text of a 1-D sequence of ids (list or array)."""
-        return self.backend.decode(
-            [int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=skip_special_tokens
-        )
+        """The text of a 1-D sequence of ids (list or array; one int is one token)."""
+        return self.backend.decode(self._check_ids(ids, "decode"), skip_special_tokens=skip_special_tokens)
+
+    def _check_ids(self, ids, what: str) -> list[int]:
+        """``ids`` as a list of ints after checking they are integers (not floats or bools)
+        in ``0 .. vocab_size-1``: the backend would decode others to text silently."""
+        try:
+            arr = np.asarray(ids)
+        except (TypeError, ValueError) as e:
+            raise TokenizerError(f"{what}: ids must be integers, got {type(ids).__name__}") from e
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise TokenizerError(f"{what}: ids must be integers, got dtype {arr.dtype}")
+        if arr.ndim > 1 and not (arr.ndim == 2 and arr.shape[0] == 1):  # [1, pos]: one batch row
+            raise TokenizerError(f"{what}: ids must be one sequence [pos], got shape {arr.shape}")
+        flat = arr.reshape(-1).astype(np.int64)
+        n = self.vocab_size
+        bad = (flat < 0) | (flat >= n)
+        if bad.any():
+            raise TokenizerError(
+                f"{what}: token id {int(flat[bad][0])} is out of range for {self.name or 'this tokenizer'}, "
+                f"which has {n} ids (0..{n - 1})"
+            )
+        return [int(i) for i in flat]
 
     def to_str_tokens(self, text_or_ids, prepend_bos: Optional[bool] = None) -> list:
         """Each token as its own string (``[" Mary", " and", ...]``): of a text (encoded as
@@ -208,7 +231,7 @@ class Tokenizer:
                 raise TokenizerError(
                     f"expected a str or integer ids [pos] / [batch, pos], got shape {arr.shape} {arr.dtype}"
                 )
-            ids = arr.tolist()
+            ids = self._check_ids(arr, "to_str_tokens")
         return [self.backend.decode([i], skip_special_tokens=False) for i in ids]
 
 

@@ -20,14 +20,19 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ..core.config import ModelConfig
-from ..core.sites import layer_site_dims, parse_site, top_level_site_dims
+from ..core.sites import dim_sizes, layer_site_dims, parse_site, top_level_site_dims
 from .interventions import Intervention, InterventionError, SiteContext
 
 
 class Plan:
-    """Interventions grouped by short site name, validated against a config once."""
+    """Interventions grouped by short site name, validated against a config once.
 
-    def __init__(self, cfg: ModelConfig, interventions):
+    ``checks``: range-check traced intervention locations when the program runs
+    (`jaxinterp.model.interventions.check_index`); False skips those checks (concrete
+    locations are still checked by `check_locations`)."""
+
+    def __init__(self, cfg: ModelConfig, interventions, checks: bool = True):
+        self.cfg, self.checks = cfg, bool(checks)
         if interventions is None:
             interventions = ()
         if isinstance(interventions, Intervention):
@@ -46,6 +51,22 @@ class Plan:
 
     def targets(self, name: str) -> bool:
         return name in self.by_site
+
+    def check_locations(self, n_pos: int) -> None:
+        """Range-check every concrete location against the model's dims for ``n_pos``
+        tokens (`InterventionError` naming the field, the value and the range)."""
+        sizes = dim_sizes(self.cfg, n_pos)
+        dims = {**top_level_site_dims(self.cfg), **layer_site_dims(self.cfg)}
+        for name, ivs in self.by_site.items():
+            for iv, _ in ivs:
+                try:
+                    iv.where.check(iv.site, dims[name], sizes, self.cfg.n_layers)
+                except InterventionError as e:
+                    if "kv_head axis" in str(e):
+                        e.args = (
+                            f"{e} (this model: {self.cfg.n_heads} query heads, {self.cfg.n_kv_heads} key/value heads)",
+                        )
+                    raise
 
 
 class SiteHooks(abc.ABC):
@@ -98,7 +119,15 @@ class Hooks(SiteHooks):
 
     def __call__(self, name: str, x: Array) -> Array:
         for iv, fixed_layer in self.plan.by_site.get(name, ()):
-            ctx = SiteContext(name, self.dims[name], x.shape, self.cfg.n_layers, self.positions, self.key_positions)
+            ctx = SiteContext(
+                name,
+                self.dims[name],
+                x.shape,
+                self.cfg.n_layers,
+                self.positions,
+                self.key_positions,
+                self.plan.checks,
+            )
             if fixed_layer is None:
                 x = iv.apply(x, self.layer, ctx)
             else:

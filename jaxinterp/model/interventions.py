@@ -15,10 +15,16 @@ index), an int or int array of indices (negative counts from the end; several in
 select all of them), or a bool mask over the axis. Fields combine as an outer product.
 Masks are built with comparisons, so every field may be a traced array.
 
-Values. A value field (``value`` of `Patch`, ``delta`` of `Add`, ...) is either
-broadcastable to one layer's activation (e.g. ``[pos, d_model]`` or ``[d_model]``), or
-stacked over layers (``[n_layers, pos, d_model]``, as a cache's short-name entry), in
-which case the layer being run picks its slice.
+Values. A value field (``value`` of `Patch`, ``delta`` of `Add`, ...) is read by its
+rank alone, never by its sizes (`SiteContext.value_for_layer`): with at most the
+site's rank it is broadcast to one layer's activation, right-aligned as in numpy
+(``[pos, d_model]``, ``[d_model]``, a scalar); with exactly one more axis it is stacked
+over layers (``[n_layers, pos, d_model]``, as a cache's short-name entry, or
+``[n_layers, 1, d_model]`` for one vector per layer) and the layer being run picks its
+slice. So ``[n_layers, d_model]`` is always a per-position value ``[pos, d_model]``
+(an error unless the prompt has n_layers tokens): write a stack of per-layer vectors
+as ``[n_layers, 1, d_model]``. More axes than that (e.g. per-example values in a
+batched run) raise `InterventionError`: run such examples one at a time (vmap).
 
 A list of interventions applies in order; the cache records the activation after them.
 """
@@ -31,6 +37,7 @@ from typing import Any, Callable, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Int, PRNGKeyArray
 
 from ..core.errors import InterventionError
@@ -49,41 +56,84 @@ def _location(x) -> Optional[Array]:
 _FIELD_AXES = {field: dims for field, dims in AXES.items() if field != "layer"}
 
 
-def axis_mask(selector: Optional[Array], size: int, index: Optional[Array] = None) -> Array:
+def axis_mask(
+    selector: Optional[Array],
+    size: int,
+    index: Optional[Array] = None,
+    *,
+    field: str = "index",
+    site: str = "",
+    dim: str = "",
+    checks: bool = True,
+) -> Array:
     """A bool mask ``[size]`` from None / indices / a bool mask (traceable).
+
+    Indices must lie in ``-size .. size-1`` (negative ones count from the end, as in
+    Python): a concrete index outside raises `InterventionError` here; a traced one
+    (under jit / vmap) raises through `eqx.error_if` when the program runs, unless
+    ``checks=False`` (see `check_index`). ``field`` / ``site`` / ``dim`` name what is
+    indexed, for the message.
 
     ``index [size]``: the absolute position of each entry along a position axis (a run
     with explicit positions, or new tokens after a KV cache; -1 marks padding and empty
     cache slots, never selected). Indices then name positions, negative ones counting
     back from the last position + 1, and a bool mask is read at each position (False
-    beyond its length)."""
+    beyond its length). Such positions are not range-checked: a position outside the
+    tokens run (an earlier token during decoding) legitimately selects nothing."""
     if selector is None:
         return jnp.ones((size,), bool)
     if index is not None:
         return _position_mask(selector, index)
     if selector.dtype == jnp.bool_:
         if selector.shape != (size,):
-            raise InterventionError(f"a bool location mask must have shape ({size},), got {selector.shape}")
+            raise InterventionError(
+                f"{_what(field, site, dim)}: a bool location mask must have shape ({size},), got {selector.shape}"
+            )
         return selector
     if not jnp.issubdtype(selector.dtype, jnp.integer):
-        raise InterventionError(f"location indices must be ints or a bool mask, got dtype {selector.dtype}")
-    idx = selector.reshape(-1)
+        raise InterventionError(
+            f"{_what(field, site, dim)}: location indices must be ints or a bool mask, got dtype {selector.dtype}"
+        )
+    idx = check_index(selector, size, field=field, site=site, dim=dim, checks=checks).reshape(-1)
     idx = jnp.where(idx < 0, idx + size, idx)
     return (jnp.arange(size)[:, None] == idx[None, :]).any(-1)
 
 
-def _position_mask(selector: Array, index: Int[Array, " size"]) -> Bool[Array, " size"]:
-    real = index >= 0
-    if selector.dtype == jnp.bool_:
-        if selector.ndim != 1:
-            raise InterventionError(f"a bool location mask must be one-dimensional, got shape {selector.shape}")
-        inside = real & (index < selector.shape[0])
-        return inside & selector[jnp.clip(index, 0, selector.shape[0] - 1)]
-    if not jnp.issubdtype(selector.dtype, jnp.integer):
-        raise InterventionError(f"location indices must be ints or a bool mask, got dtype {selector.dtype}")
-    idx = selector.reshape(-1)
-    idx = jnp.where(idx < 0, idx + jnp.max(index) + 1, idx)
-    return real & (index[:, None] == idx[None, :]).any(-1)
+def _what(field: str, site: str, dim: str) -> str:
+    return f"{field}=" + (f" on {site!r}" if site else "") + (f" ({dim} axis)" if dim and dim != field else "")
+
+
+def range_message(field: str, size: int, site: str = "", dim: str = "", value=None) -> str:
+    """The message of an out-of-range location: the field, the value, the allowed range."""
+    got = f"{field} index" if value is None else f"{field}={value}"
+    msg = (
+        f"{got} is out of range" + (f" for {site!r}" if site else "") + f": the {dim or field} axis has "
+        f"{size} entries, so indices must lie in {-size}..{size - 1} (negative ones count from the end)"
+    )
+    if dim == "kv_head":
+        msg += "; this site is indexed by key/value head, of which a GQA/MQA model has fewer than query heads"
+    return msg
+
+
+def check_index(
+    selector: Array, size: int, *, field: str = "index", site: str = "", dim: str = "", checks: bool = True
+) -> Array:
+    """``selector`` (int indices) after checking ``-size <= i < size``: the one range check
+    of intervention locations. Concrete indices raise `InterventionError` naming the bad
+    value now; traced ones (a vmapped sweep's locations) through `eqx.error_if` when the
+    program runs (an `equinox.EquinoxRuntimeError` whose message is the same, less the
+    value), or not at all with ``checks=False``."""
+    if isinstance(selector, jax.core.Tracer):
+        if not checks:
+            return selector
+        bad = (selector < -size) | (selector >= size)
+        return eqx.error_if(selector, bad, range_message(field, size, site, dim))
+    arr = np.asarray(selector)
+    bad = (arr < -size) | (arr >= size)
+    if bad.any():
+        value = arr[bad].reshape(-1)[0].item() if arr.ndim else arr.item()
+        raise InterventionError(range_message(field, size, site, dim, value))
+    return selector
 
 
 class Where(eqx.Module):
@@ -109,15 +159,33 @@ class Where(eqx.Module):
                 )
         m = jnp.ones((), bool)
         for i, dim in enumerate(dims):
-            sel = next((getattr(self, f) for f, axes in _FIELD_AXES.items() if dim in axes), None)
+            field = next((f for f, axes in _FIELD_AXES.items() if dim in axes), None)
+            sel = None if field is None else getattr(self, field)
             if sel is not None:
-                am = axis_mask(sel, shape[i], ctx.positions_along(dim))
+                am = axis_mask(
+                    sel, shape[i], ctx.positions_along(dim), field=field, site=site, dim=dim, checks=ctx.checks
+                )
                 m = m & am.reshape((-1,) + (1,) * (len(shape) - i - 1))
         if self.layer is not None:
             if layer is None:
                 raise InterventionError(f"{site!r} is not a per-layer site: give no layer=")
-            m = m & axis_mask(self.layer, ctx.n_layers)[layer]
+            m = m & axis_mask(self.layer, ctx.n_layers, field="layer", site=site, checks=ctx.checks)[layer]
         return m
+
+    def check(self, site: str, dims: tuple, sizes: dict, n_layers: int) -> None:
+        """Range-check the concrete location fields against the axis sizes (``sizes``:
+        dimension name -> size, `jaxinterp.core.sites.dim_sizes`), before a run traces
+        them: the message then names the bad value. Traced fields are checked in `mask`."""
+        for field, axes in _FIELD_AXES.items():
+            sel = getattr(self, field)
+            dim = next((d for d in dims if d in axes), None)
+            if sel is None or dim is None or isinstance(sel, jax.core.Tracer):
+                continue
+            if jnp.issubdtype(sel.dtype, jnp.integer):
+                check_index(sel, sizes[dim], field=field, site=site, dim=dim)
+        if self.layer is not None and not isinstance(self.layer, jax.core.Tracer):
+            if jnp.issubdtype(self.layer.dtype, jnp.integer):
+                check_index(self.layer, n_layers, field="layer", site=site)
 
 
 class Intervention(eqx.Module):
@@ -159,6 +227,8 @@ class SiteContext(eqx.Module):
     # (``key_pos``) axes, where they are not 0..n-1 (see `axis_mask`); None otherwise.
     positions: Optional[Int[Array, " pos"]] = None
     key_positions: Optional[Int[Array, " key_pos"]] = None
+    # Range-check traced locations at run time (`check_index`); False: skip (`Transformer.run(checks=False)`).
+    checks: bool = eqx.field(static=True, default=True)
 
     def positions_along(self, dim: str) -> Optional[Array]:
         """The absolute positions along axis ``dim`` (None: the indices 0..n-1)."""
@@ -169,24 +239,42 @@ class SiteContext(eqx.Module):
         return None
 
     def value_for_layer(self, value: Array, layer: Optional[Array], what: str) -> Array:
-        """Select a stacked value's layer slice and check it broadcasts to the site."""
+        """Select a stacked value's layer slice and check it broadcasts to the site.
+
+        The rule is by rank only (see the module docstring): rank <= the site's rank:
+        broadcast to one layer's activation; rank + 1: stacked over layers, first axis
+        ``n_layers``; anything else: `InterventionError` spelling out the shapes accepted."""
         value = jnp.asarray(value)
-        if layer is not None and value.ndim == len(self.shape) + 1 and value.shape[0] == self.n_layers:
+        rank = len(self.shape)
+        if value.ndim == rank + 1 and layer is not None:
+            if value.shape[0] != self.n_layers:
+                raise InterventionError(self._shape_message(value, what, layer, "its first axis is not n_layers"))
             value = value[layer]
+        elif value.ndim > rank:
+            note = "more axes than the site" + ("" if layer is not None else " (a top-level site has no layer axis)")
+            raise InterventionError(self._shape_message(value, what, layer, note))
         try:
-            jnp.broadcast_shapes(value.shape, self.shape)
+            fits = jnp.broadcast_shapes(value.shape, self.shape) == tuple(self.shape)
         except ValueError:
-            dims = " ".join(self.dims)
-            raise InterventionError(
-                f"{what} of shape {value.shape} does not fit site {self.name!r}: expected a shape broadcastable "
-                f"to {self.shape} [{dims}]"
-                + (
-                    f" or stacked over layers ({self.n_layers}, {', '.join(map(str, self.shape))})"
-                    if layer is not None
-                    else ""
-                )
-            ) from None
+            fits = False
+        if not fits:
+            raise InterventionError(self._shape_message(value, what, layer, "it does not broadcast to the site"))
         return value
+
+    def _shape_message(self, value: Array, what: str, layer: Optional[Array], why: str) -> str:
+        dims = " ".join(self.dims)
+        msg = (
+            f"{what} of shape {value.shape} does not fit site {self.name!r} ({why}): expected a shape "
+            f"broadcastable to {tuple(self.shape)} [{dims}]"
+        )
+        if layer is not None:
+            stacked = ", ".join(map(str, (self.n_layers,) + tuple(self.shape)))
+            msg += (
+                f", or stacked over layers ({stacked}) [layer {dims}]; one value per layer broadcast over the "
+                f"rest is ({self.n_layers}, {', '.join('1' for _ in self.shape[:-1])}{', ' if len(self.shape) > 1 else ''}"
+                f"{self.shape[-1]})"
+            )
+        return msg + ". Per-example values in a batched run are not supported: run examples one at a time"
 
 
 def _site(site) -> str:
@@ -328,11 +416,22 @@ class ProjectOut(Intervention):
         self.site = _site(site)
         self.where = _where(where, layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
         self.direction = jnp.asarray(direction)
+        if not isinstance(self.direction, jax.core.Tracer) and self.direction.size:
+            if not jnp.issubdtype(self.direction.dtype, jnp.inexact):
+                self.direction = self.direction.astype(jnp.float32)
+            if bool((jnp.linalg.norm(self.direction, axis=-1) == 0).any()):
+                raise InterventionError(
+                    f"ProjectOut on {self.site!r}: direction has zero norm (shape {self.direction.shape}); "
+                    "projecting out a zero vector is undefined (it would make every position NaN)"
+                )
         self.coefficient = None if coefficient is None else jnp.asarray(coefficient)
 
     def update(self, x, layer, ctx):
         d = ctx.value_for_layer(self.direction, layer, "ProjectOut direction")
-        unit = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+        norm = jnp.linalg.norm(d, axis=-1, keepdims=True)
+        if ctx.checks and isinstance(norm, jax.core.Tracer):
+            norm = eqx.error_if(norm, norm == 0, f"ProjectOut on {self.site!r}: direction has zero norm")
+        unit = d / norm
         out = x - jnp.sum(x * unit, axis=-1, keepdims=True) * unit
         if self.coefficient is not None:
             out = out + self.coefficient * unit

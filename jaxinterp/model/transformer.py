@@ -13,7 +13,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..core.config import ModelConfig
-from ..core.errors import PromptPairError, TokenError
+from ..core.errors import ConfigError, PromptPairError, TokenError
 from ..core.readout import ALL, Readout
 from ..core.sites import layer_site_dims, parse_site, top_level_site_dims
 from .attention import Attention
@@ -94,7 +94,7 @@ class Transformer(eqx.Module):
         unembedding): for studying early layers, and for quick runs of code written for
         the full model (the examples' ``JAXINTERP_QUICK=1`` mode)."""
         if not 1 <= n_layers <= self.cfg.n_layers:
-            raise ValueError(f"n_layers must be in 1..{self.cfg.n_layers}, got {n_layers}")
+            raise ConfigError(f"n_layers must be in 1..{self.cfg.n_layers}, got {n_layers}")
         windows = None if self.cfg.layer_windows is None else self.cfg.layer_windows[:n_layers]
         cfg = dataclasses.replace(self.cfg, n_layers=n_layers, layer_windows=windows)
         blocks = jax.tree_util.tree_map(lambda a: a[:n_layers], self.blocks)
@@ -122,6 +122,7 @@ class Transformer(eqx.Module):
         token_type_ids: Optional[Int[Array, " pos"]] = None,
         attention_mask: Optional[Int[Array, " pos"]] = None,
         positions: Optional[Int[Array, " pos"]] = None,
+        checks: bool = True,
     ) -> tuple[Array, dict[str, Array]]:
         """The one forward pass, for one example, un-jitted: every technique runs the
         model through here (inside its own jit / vmap / grad).
@@ -140,11 +141,26 @@ class Transformer(eqx.Module):
         ``positions [pos]``: absolute positions (rotary angles, learned position
         embeddings, and what interventions' ``pos=`` / ``key_pos=`` name), e.g. for a
         left-padded row ``cumsum(attention_mask) - 1``; None: ``0 .. pos-1``.
+        ``checks``: validate inputs that are traced (under jit / vmap) when the program
+        runs, with `eqx.error_if`: token ids inside the vocabulary and intervention
+        locations inside their axes. Concrete inputs are always checked, before tracing.
+        ``checks=False`` drops the run-time checks (they cost well under 2% of a sweep:
+        ``benchmarks/validation_overhead.py``); an out-of-range traced index then
+        selects nothing and an out-of-vocabulary id is clamped, silently.
 
         Returns ``(logits or residual, {short name: activation})``.
         """
         out, recorded, _ = self._forward(
-            x, interventions, layers, frozenset(cache), readout, token_type_ids, attention_mask, positions, None
+            x,
+            interventions,
+            layers,
+            frozenset(cache),
+            readout,
+            token_type_ids,
+            attention_mask,
+            positions,
+            None,
+            checks,
         )
         return out, recorded
 
@@ -180,9 +196,9 @@ class Transformer(eqx.Module):
         pattern sites come back ``[layer, head, pos, max_len]`` over the cache's slots.
         """
         if not self.cfg.causal:
-            raise ValueError("extend() needs a causal model: a KV cache cannot serve bidirectional attention")
-        if jnp.issubdtype(tokens.dtype, jnp.floating) or tokens.ndim != 1:
-            raise ValueError(f"extend() takes int tokens [pos] for one example, got {tokens.dtype} {tokens.shape}")
+            raise ConfigError("extend() needs a causal model: a KV cache cannot serve bidirectional attention")
+        if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim != 1:
+            raise TokenError(f"extend() takes int tokens [pos] for one example, got {tokens.dtype} {tokens.shape}")
         real = jnp.ones(tokens.shape, bool) if attention_mask is None else attention_mask.astype(bool)
         if positions is None:
             positions = kv_cache.next_position() + jnp.cumsum(real) - 1
@@ -202,14 +218,23 @@ class Transformer(eqx.Module):
         attention_mask,
         positions,
         kv: Optional[KVCache],
+        checks: bool = True,
     ):
         """`run` and `extend`: ``(out, recorded, the extended cache or None)``."""
         cfg = self.cfg
         start, stop = layers
         stop = cfg.n_layers if stop is None else stop
         if not 0 <= start <= stop <= cfg.n_layers:
-            raise ValueError(f"layers={layers} must satisfy 0 <= start <= stop <= n_layers={cfg.n_layers}")
-        plan = interventions if isinstance(interventions, Plan) else Plan(cfg, interventions)
+            raise ConfigError(f"layers={layers} must satisfy 0 <= start <= stop <= n_layers={cfg.n_layers}")
+        plan = interventions if isinstance(interventions, Plan) else Plan(cfg, interventions, checks)
+        if positions is None and kv is None:  # explicit positions may legitimately select nothing
+            plan.check_locations(x.shape[0])
+        if attention_mask is not None and jnp.shape(attention_mask) != x.shape[:1]:
+            raise TokenError(
+                f"attention_mask must have one entry per position, shape {x.shape[:1]}, got {jnp.shape(attention_mask)}"
+            )
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            x = check_token_values(x, cfg, plan.checks)
         cache = frozenset(cache)
         # Hooks see positions only when they are explicit (or a KV cache's): interventions'
         # pos= then names absolute positions. A mask alone keeps column indices for them.
@@ -361,7 +386,12 @@ class Transformer(eqx.Module):
 
     def _run(self, tokens, interventions, cache_names, token_type_ids, attention_mask):
         tokens = check_tokens(tokens, self.cfg)
-        Plan(self.cfg, interventions)  # validate eagerly for a clear error outside jit
+        if attention_mask is not None and jnp.shape(attention_mask) != tokens.shape:
+            raise TokenError(
+                f"attention_mask must have the shape of the tokens {tokens.shape}, got {jnp.shape(attention_mask)}"
+            )
+        # Validate eagerly, where the locations are still concrete: a clear error outside jit.
+        Plan(self.cfg, interventions).check_locations(tokens.shape[-1])
         logits, cache = _jit_run(self, tokens, _as_tuple(interventions), cache_names, token_type_ids, attention_mask)
         return logits, ActivationCache(cache, self.cfg, batched=tokens.ndim == 2)
 
@@ -410,11 +440,41 @@ def check_pair(clean, corrupted, cfg: ModelConfig) -> tuple[Array, Array]:
     return clean, corrupted
 
 
+def check_token_values(tokens: Int[Array, "..."], cfg: ModelConfig, checks: bool = True) -> Int[Array, "..."]:
+    """``tokens`` after checking every id is in ``0 .. d_vocab-1``: concrete ids raise
+    `TokenError` now; traced ones (under jit / vmap) through `eqx.error_if` when the
+    program runs (embedding lookups would clamp them silently), unless ``checks=False``."""
+    if isinstance(tokens, jax.core.Tracer):
+        if not checks:
+            return tokens
+        bad = (tokens < 0) | (tokens >= cfg.d_vocab)
+        return eqx.error_if(
+            tokens, bad, f"token id out of range: the vocabulary has d_vocab={cfg.d_vocab} ids (0..{cfg.d_vocab - 1})"
+        )
+    arr = np.asarray(tokens)
+    bad = (arr < 0) | (arr >= cfg.d_vocab)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise TokenError(
+            f"token id {int(arr[where])} at index {where} is out of range: the vocabulary has "
+            f"d_vocab={cfg.d_vocab} ids (0..{cfg.d_vocab - 1})"
+        )
+    return tokens
+
+
 def check_tokens(tokens, cfg: ModelConfig):
     """Validate token ids: integer ``[pos]``/``[batch, pos]``, in the vocabulary, within
-    the context. Values are checked when concrete (not under a transformation)."""
-    if isinstance(tokens, (list, tuple)):
-        tokens = np.asarray(tokens)
+    the context. Values are checked when concrete (under jit, `Transformer.run` checks
+    them with `eqx.error_if`)."""
+    if isinstance(tokens, str):
+        raise TokenError("tokens must be int ids, got a string: encode it first (jaxinterp.load_tokenizer)")
+    if isinstance(tokens, (bool, int, float, np.number)):
+        raise TokenError(f"tokens must be an int array [pos] or [batch, pos], got the scalar {tokens!r}: wrap it in a list")
+    if not isinstance(tokens, (jax.Array, np.ndarray)):
+        try:
+            tokens = np.asarray(tokens)
+        except (TypeError, ValueError) as e:
+            raise TokenError(f"tokens must be an int array [pos] or [batch, pos], got {type(tokens).__name__}") from e
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TokenError(f"tokens must be integers, got dtype {tokens.dtype}")
     if tokens.ndim not in (1, 2):
@@ -425,14 +485,7 @@ def check_tokens(tokens, cfg: ModelConfig):
     if n_pos == 0:
         raise TokenError("tokens are empty: need at least one position")
     if not isinstance(tokens, jax.core.Tracer):
-        arr = np.asarray(tokens)
-        bad = (arr < 0) | (arr >= cfg.d_vocab)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise TokenError(
-                f"token id {int(arr[where])} at index {where} is out of range: the vocabulary has "
-                f"d_vocab={cfg.d_vocab} ids (0..{cfg.d_vocab - 1})"
-            )
+        check_token_values(tokens, cfg)
     return jnp.asarray(tokens)
 
 

@@ -39,12 +39,16 @@ class PatchingEngine(eqx.Module):
     savings (logits only for the token ids the metric reads; patches skipped where the
     clean and corrupted activations agree). ``progress``: a progress bar over chunks.
     ``mesh``: a `jax.sharding.Mesh` whose first axis the patches are sharded over.
+    ``checks``: range-check the traced patch locations and token ids inside the compiled
+    sweep (`eqx.error_if`); False skips them (``benchmarks/validation_overhead.py``
+    measures what they cost). `activation_patch` validates its grid on the host anyway.
     """
 
     batch_size: eqx.AbstractVar[Optional[int]]
     shortcuts: eqx.AbstractVar[bool]
     progress: eqx.AbstractVar[bool]
     mesh: eqx.AbstractVar[Optional[jax.sharding.Mesh]]
+    checks: eqx.AbstractVar[bool]
 
     def __check_init__(self):
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
@@ -83,6 +87,7 @@ class Plain(PatchingEngine):
     shortcuts: bool = False
     progress: bool = False
     mesh: Optional[jax.sharding.Mesh] = None
+    checks: bool = True
 
     def supports(self, cfg) -> bool:
         return True
@@ -103,7 +108,19 @@ class Plain(PatchingEngine):
         if batch_size is None:
             batch_size = max(1, DEFAULT_MEMORY // plain_bytes_per_patch(model.cfg, base.shape[0], readout))
         out = np.asarray(
-            plain_sweep(model, base, src, grid, metric, readout, batch_size, self.progress, self.mesh, interventions)
+            plain_sweep(
+                model,
+                base,
+                src,
+                grid,
+                metric,
+                readout,
+                batch_size,
+                self.progress,
+                self.mesh,
+                interventions,
+                self.checks,
+            )
         )
         if keep is None:
             return out
@@ -126,6 +143,7 @@ class Fast(PatchingEngine):
     mesh: Optional[jax.sharding.Mesh] = None
     quick_compile: Optional[bool] = None
     max_block_tokens: int = MAX_BLOCK_TOKENS
+    checks: bool = True
 
     def supports(self, cfg) -> bool:
         return fast_supported(cfg)
@@ -154,6 +172,7 @@ class Fast(PatchingEngine):
             quick_compile=self.quick_compile,
             max_block_tokens=self.max_block_tokens,
             mesh=self.mesh,
+            checks=self.checks,
         )
 
     def _chunks(self, cfg, grid: PatchGrid, n_pos: int, keep, readout: Readout) -> int:

@@ -32,7 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ...core.readout import Readout, evaluate_metric, split_metric
-from ...core.sites import layer_site_dims
+from ...core.sites import AXES, dim_sizes, layer_site_dims
 from ...engine.sweep import map_chunks
 from ...model.rotary import rotary_tables
 from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
@@ -58,11 +58,13 @@ def fast_sweep(
     quick_compile: Optional[bool] = None,
     max_block_tokens: int = MAX_BLOCK_TOKENS,
     mesh: Optional[jax.sharding.Mesh] = None,
+    checks: bool = True,
 ) -> np.ndarray:
     """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False),
     computed by the block engine in ``n_chunks`` chunks from the base and source runs'
     `cached_runs`. ``mesh``: split the chunks over the devices of its first axis (the
-    weights and caches replicated)."""
+    weights and caches replicated). ``checks``: range-check the patches' locations
+    inside the program (`check_rows`); False skips that."""
     n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
     layout = fast_layout(model.cfg, runs.final.shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
@@ -75,6 +77,7 @@ def fast_sweep(
         last_layer_subset=last_layer_subset,
         progress=progress and mesh is None,
         mesh=mesh,
+        checks=checks,
     )
     flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
     values = np.asarray(_run((model, runs, layout.data, metric_arrays), static, flops, quick_compile))
@@ -107,14 +110,47 @@ def fast_layout(
     )
 
 
-def _program(model, runs, data, metric_arrays, *, shape, site, metric, readout, last_layer_subset, progress, mesh=None):
+def check_rows(data: dict, cfg, site: str, n_pos: int) -> dict:
+    """The layout ``data`` after checking, inside the program (`eqx.error_if`), that every
+    row's location indices lie in their axes (``-1``: the whole axis): the fast engine's
+    one run-time location check, for layouts built from hand-made grids. `patch_grid`
+    builds only valid ones."""
+    sizes, dims = dim_sizes(cfg, n_pos), layer_site_dims(cfg)[site]
+    bad = (data["row_layer"] < -1) | (data["row_layer"] >= cfg.n_layers)
+    for field, axes in AXES.items():
+        dim = next((d for d in dims if d in axes), None)
+        if field != "layer" and dim is not None:
+            row = data[f"row_{field}"]
+            bad = bad | (row < -1) | (row >= sizes[dim])
+    return eqx.error_if(
+        data, bad, f"a patch location is out of range for {site!r} (n_layers={cfg.n_layers}, {n_pos} positions)"
+    )
+
+
+def _program(
+    model,
+    runs,
+    data,
+    metric_arrays,
+    *,
+    shape,
+    site,
+    metric,
+    readout,
+    last_layer_subset,
+    progress,
+    mesh=None,
+    checks=True,
+):
     """The sweep: ``[n_chunks, reads]`` metric values. The metric comes in two parts: its
     arrays (token ids, references: arguments, so other values reuse the program) and
     the rest (static). Given a ``mesh``, each device runs its share of the chunks
-    (sharded along the mesh's first axis)."""
+    (sharded along the mesh's first axis). ``checks``: `check_rows` first."""
 
     def chunks(model, runs, data, metric_arrays):
         full_metric = eqx.combine(metric_arrays, metric)
+        if checks:
+            data = check_rows(data, model.cfg, site, shape.n_pos)
 
         def chunk(d):
             return block_sweep(model, runs, d, shape, site, full_metric, readout, last_layer_subset)
@@ -131,7 +167,7 @@ def _program(model, runs, data, metric_arrays, *, shape, site, metric, readout, 
     )
 
 
-_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh")
+_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh", "checks")
 
 # Compile time: XLA's CPU backend spends most of it having LLVM optimise elementwise
 # kernels. Without that optimisation it compiles several times faster but runs GELU,

@@ -32,10 +32,11 @@ class PatchedMetric(eqx.Module):
     metric: Callable
     readout: Readout = eqx.field(static=True)
     extra: tuple = ()  # interventions applied before the patch in every run
+    checks: bool = eqx.field(static=True, default=True)  # run-time range checks (`Transformer.run`)
 
     def __call__(self, loc: dict, model, source: Array, tokens: Int[Array, " pos"]) -> Float[Array, ""]:
         # Logits only at the read positions: the rest of the unembedding is dead work.
-        logits, _ = model.run(tokens, [*self.extra, Patch(self.site, source, **loc)], readout=self.readout)
+        logits, _ = model.run(tokens, [*self.extra, Patch(self.site, source, **loc)], readout=self.readout, checks=self.checks)
         return evaluate_metric(self.metric, logits, self.readout)
 
 
@@ -50,6 +51,7 @@ def plain_sweep(
     progress: bool = False,
     mesh=None,
     interventions: tuple = (),
+    checks: bool = True,
 ) -> Float[Array, " patch"]:
     """Metric of the base run with each patch of ``grid`` applied, ``[n_patches]``.
     ``mesh``: shard the patches over a `jax.sharding.Mesh` (see `sweep`).
@@ -58,7 +60,7 @@ def plain_sweep(
     the values come from (clean, when denoising).
     """
     locations = {f: np.asarray(v) for f, v in grid.fields.items()}
-    fn = PatchedMetric(grid.site, eqx.combine(*split_metric(metric, readout)), readout, tuple(interventions))
+    fn = PatchedMetric(grid.site, eqx.combine(*split_metric(metric, readout)), readout, tuple(interventions), checks)
     return sweep(
         fn, locations, model, source, jnp.asarray(base_tokens), batch_size=batch_size, progress=progress, mesh=mesh
     )

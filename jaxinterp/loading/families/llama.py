@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...core.config import ModelConfig
+from ...core.errors import CheckpointError
 from .common import heads_in, heads_out, rope_settings, stack_layers, windows_from_layer_types
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -87,8 +88,13 @@ def convert_embeddings(src, cfg: ModelConfig, p: dict) -> None:
     p["ln_final.w"] = src.take("model.norm.weight")
     if src.has("lm_head.weight"):
         p["unembed.W_U"] = src.take("lm_head.weight").T
-    else:
+    elif cfg.tied_embeddings:
         p["unembed.W_U"] = p["embed.W_E"].T
+    else:  # untied: the unembedding is its own tensor, never silently the embedding
+        raise CheckpointError(
+            f"checkpoint {src.origin} is missing tensor 'lm_head.weight': config.json does not tie the "
+            "embeddings (tie_word_embeddings is false or absent), so the unembedding must be stored"
+        )
 
 
 def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
