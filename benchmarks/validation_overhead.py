@@ -44,9 +44,7 @@ GPT2_SMALL = ModelConfig(
     act_fn="gelu_new",
     family="gpt2",
 )
-QUICK = ModelConfig(
-    d_model=128, n_layers=4, n_heads=4, d_head=32, d_vocab=4096, n_ctx=64, d_mlp=512, act_fn="gelu_new"
-)
+QUICK = ModelConfig(d_model=128, n_layers=4, n_heads=4, d_head=32, d_vocab=4096, n_ctx=64, d_mlp=512, act_fn="gelu_new")
 
 
 def compare(name: str, engine_on, engine_off, model, clean, corrupt, metric, repeats: int) -> None:

@@ -315,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("prompt")
     s.add_argument("--top-k", type=_count(1, "--top-k"), default=10, help="how many next tokens to list (>= 1)")
     s.add_argument(
-        "--generate", type=_count(0, "--generate"), default=0, metavar="N", help="also print N greedily generated tokens"
+        "--generate",
+        type=_count(0, "--generate"),
+        default=0,
+        metavar="N",
+        help="also print N greedily generated tokens",
     )
     s.set_defaults(func=_cmd_run)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from .errors import ConfigError
 
@@ -130,11 +130,23 @@ class ModelConfig:
                 raise ConfigError(f"ModelConfig{where}: {name} must be an int, got {value!r} ({type(value).__name__})")
             low = 0 if name in non_negative else 1
             if value < low:
-                raise ConfigError(f"ModelConfig{where}: {name} must be {'>= 0' if low == 0 else 'positive'}, got {value}")
+                raise ConfigError(
+                    f"ModelConfig{where}: {name} must be {'>= 0' if low == 0 else 'positive'}, got {value}"
+                )
         for name in ("norm_eps", "rotary_base"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
                 raise ConfigError(f"ModelConfig{where}: {name} must be a non-negative number, got {value!r}")
+        choices = {
+            "act_fn": get_args(Activation),
+            "normalization": ("layernorm", "rmsnorm"),
+            "positional": ("learned", "rotary", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"ModelConfig{where}: {name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}"
+                )
         if self.rotary_dim is not None and self.rotary_dim > self.d_head:
             raise ConfigError(f"ModelConfig{where}: rotary_dim={self.rotary_dim} exceeds d_head={self.d_head}")
 

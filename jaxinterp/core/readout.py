@@ -17,6 +17,7 @@ import dataclasses
 from typing import Callable, Optional
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -70,7 +71,9 @@ def readout_for(metric: Callable, n_pos: int, d_vocab: int, columns: bool = Fals
         if np.any((pos < -n_pos) | (pos >= n_pos)):
             raise MetricError(f"metric.reads names position(s) {pos.tolist()} outside a sequence of {n_pos} tokens")
         positions = tuple(sorted({int(p) % n_pos for p in pos}))
-        if has_unembed and ids is not None:  # checked with or without shortcuts: indexing would clamp
+        # Concrete ids are checked with or without shortcuts (indexing would clamp them);
+        # traced ones (a metric built inside jit) by the metric itself (`check_ids`).
+        if has_unembed and ids is not None and not isinstance(ids, jax.core.Tracer):
             ids = np.atleast_1d(np.asarray(ids)).astype(int)
             if np.any((ids < 0) | (ids >= d_vocab)):
                 raise MetricError(

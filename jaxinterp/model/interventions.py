@@ -136,6 +136,20 @@ def check_index(
     return selector
 
 
+def _position_mask(selector: Array, index: Int[Array, " size"]) -> Bool[Array, " size"]:
+    real = index >= 0
+    if selector.dtype == jnp.bool_:
+        if selector.ndim != 1:
+            raise InterventionError(f"a bool location mask must be one-dimensional, got shape {selector.shape}")
+        inside = real & (index < selector.shape[0])
+        return inside & selector[jnp.clip(index, 0, selector.shape[0] - 1)]
+    if not jnp.issubdtype(selector.dtype, jnp.integer):
+        raise InterventionError(f"location indices must be ints or a bool mask, got dtype {selector.dtype}")
+    idx = selector.reshape(-1)
+    idx = jnp.where(idx < 0, idx + jnp.max(index) + 1, idx)
+    return real & (index[:, None] == idx[None, :]).any(-1)
+
+
 class Where(eqx.Module):
     """Where an intervention applies: one optional selector per location field
     (`jaxinterp.core.sites.AXES`). Each is None (every index), an int or int array of

@@ -469,7 +469,9 @@ def check_tokens(tokens, cfg: ModelConfig):
     if isinstance(tokens, str):
         raise TokenError("tokens must be int ids, got a string: encode it first (jaxinterp.load_tokenizer)")
     if isinstance(tokens, (bool, int, float, np.number)):
-        raise TokenError(f"tokens must be an int array [pos] or [batch, pos], got the scalar {tokens!r}: wrap it in a list")
+        raise TokenError(
+            f"tokens must be an int array [pos] or [batch, pos], got the scalar {tokens!r}: wrap it in a list"
+        )
     if not isinstance(tokens, (jax.Array, np.ndarray)):
         try:
             tokens = np.asarray(tokens)

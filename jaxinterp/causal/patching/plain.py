@@ -36,7 +36,9 @@ class PatchedMetric(eqx.Module):
 
     def __call__(self, loc: dict, model, source: Array, tokens: Int[Array, " pos"]) -> Float[Array, ""]:
         # Logits only at the read positions: the rest of the unembedding is dead work.
-        logits, _ = model.run(tokens, [*self.extra, Patch(self.site, source, **loc)], readout=self.readout, checks=self.checks)
+        logits, _ = model.run(
+            tokens, [*self.extra, Patch(self.site, source, **loc)], readout=self.readout, checks=self.checks
+        )
         return evaluate_metric(self.metric, logits, self.readout)
 
 
