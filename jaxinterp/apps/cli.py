@@ -168,12 +168,14 @@ def _single_token(tokenizer, text: str, what: str) -> int:
 
 
 def top_tokens(logits, tokenizer, k: int) -> list[tuple[str, int, float, float]]:
-    """``(token, id, probability, logit)`` of the ``k`` likeliest next tokens."""
+    """``(token, id, probability, logit)`` of the ``k`` likeliest next tokens (ids past the
+    tokenizer's vocabulary, where a model pads its embedding matrix, print as ``""``, as
+    transformers decodes them)."""
     logits = np.asarray(logits, dtype=np.float64)
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     order = np.argsort(-logits)[:k]
-    return [(tokenizer.decode([int(i)]), int(i), float(probs[i]), float(logits[i])) for i in order]
+    return [(tokenizer.decode([int(i)], unknown=""), int(i), float(probs[i]), float(logits[i])) for i in order]
 
 
 def _cmd_info(args) -> int:
@@ -194,7 +196,7 @@ def _cmd_run(args) -> int:
         print(f"  {rank:>2}. {text!r:<18} id={i:<7} p={p:.4f}  logit={lg:.3f}")
     if args.generate:
         out = greedy_generate(model, ids, args.generate)
-        print("greedy continuation: " + repr(tok.decode([int(t) for t in out])))
+        print("greedy continuation: " + repr(tok.decode([int(t) for t in out], unknown="")))
     return 0
 
 
@@ -251,7 +253,7 @@ def _cmd_patch(args) -> int:
     wrong = _single_token(tok, args.wrong, "--wrong") if args.wrong else int(np.argmax(corrupt_logits))
     if answer == wrong:
         raise CLIError(
-            f"the clean and corrupted runs both predict {tok.decode([answer])!r}: give --answer and --wrong tokens to compare"
+            f"the clean and corrupted runs both predict {tok.decode([answer], unknown='')!r}: give --answer and --wrong tokens to compare"
         )
     metric = logit_diff(answer, wrong)
     t0 = time.perf_counter()
@@ -260,7 +262,7 @@ def _cmd_patch(args) -> int:
     ld_clean = float(clean_logits[answer] - clean_logits[wrong])
     ld_corrupt = float(corrupt_logits[answer] - corrupt_logits[wrong])
     print(
-        f"logit diff {tok.decode([answer])!r} - {tok.decode([wrong])!r}: clean {ld_clean:.3f}, corrupted {ld_corrupt:.3f}"
+        f"logit diff {tok.decode([answer], unknown='')!r} - {tok.decode([wrong], unknown='')!r}: clean {ld_clean:.3f}, corrupted {ld_corrupt:.3f}"
     )
     print(f"patched {result.values.size} locations of {site.name} ({' x '.join(result.dims)}) in {seconds:.1f} s")
     flat = np.argsort(-np.abs(result.values).reshape(-1))[:5]

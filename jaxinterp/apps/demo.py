@@ -352,7 +352,7 @@ def run_demo(
     with progress.step("logit lens on a clean prompt"):
         lens_logits = logit_lens(m, jnp.asarray(clean[0]), pos=None)
         top, prob = top_token_table(lens_logits)
-        top_str = [[tok.decode([int(t)]) for t in row] for row in top]
+        top_str = [[tok.decode([int(t)], unknown="") for t in row] for row in top]
         layer_labels = lens_logits.axis_labels("layer")
         save(viz.logit_lens_table(top_str, prob, layer_labels, str_tokens), "logit_lens")
         first = next((l for l in range(len(top_str)) if top_str[l][-1] == IOI_NAMES[0][0]), None)
@@ -455,7 +455,7 @@ def steering_experiment(
         text = ""
         if c in generate_at:
             new = greedy_generate(model, ids, n_new, [Add("resid_pre", jnp.float32(c) * v, layer=layer)])
-            text = STEER_PROMPT + tokenizer.decode(new)
+            text = STEER_PROMPT + tokenizer.decode(new, unknown="")
         rows.append((f"{c:+.0f}", f"{s:+.2f}", text))
     fig = viz.new_figure(4.8, 3.3)
     ax = fig.subplots()

@@ -133,10 +133,11 @@ class ModelConfig:
                 raise ConfigError(
                     f"ModelConfig{where}: {name} must be {'>= 0' if low == 0 else 'positive'}, got {value}"
                 )
-        for name in ("norm_eps", "rotary_base"):
+        for name, low in (("norm_eps", "non-negative"), ("rotary_base", "positive")):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-                raise ConfigError(f"ModelConfig{where}: {name} must be a non-negative number, got {value!r}")
+            bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
+            if bad or value < 0 or (low == "positive" and value == 0):
+                raise ConfigError(f"ModelConfig{where}: {name} must be a {low} number, got {value!r}")
         choices = {
             "act_fn": get_args(Activation),
             "normalization": ("layernorm", "rmsnorm"),

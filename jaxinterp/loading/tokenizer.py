@@ -191,13 +191,31 @@ class Tokenizer:
 
     # -- ids -> text -------------------------------------------------------------------
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """The text of a 1-D sequence of ids (list or array; one int is one token)."""
-        return self.backend.decode(self._check_ids(ids, "decode"), skip_special_tokens=skip_special_tokens)
+    def decode(self, ids, skip_special_tokens: bool = False, *, unknown: Optional[str] = None) -> str:
+        """The text of a 1-D sequence of ids (list or array; one int is one token).
 
-    def _check_ids(self, ids, what: str) -> list[int]:
+        Ids must be integers in ``0 .. vocab_size-1`` (`TokenizerError` otherwise: the
+        backend would decode a float or an unknown id to text silently). ``unknown``: the
+        text of ids at or beyond ``vocab_size`` instead of an error, for ids read off a
+        model's logits: many models pad their embedding matrix past the tokenizer's
+        vocabulary (transformers decodes those ids to ``""``)."""
+        checked = self._check_ids(ids, "decode", unknown is not None)
+        n, parts, run = self.vocab_size, [], []
+        for i in checked + [None]:  # decode runs of known ids together (spacing), `unknown` between them
+            if i is not None and i < n:
+                run.append(i)
+                continue
+            if run:
+                parts.append(self.backend.decode(run, skip_special_tokens=skip_special_tokens))
+                run = []
+            if i is not None:
+                parts.append(unknown)
+        return "".join(parts)
+
+    def _check_ids(self, ids, what: str, beyond_ok: bool = False) -> list[int]:
         """``ids`` as a list of ints after checking they are integers (not floats or bools)
-        in ``0 .. vocab_size-1``: the backend would decode others to text silently."""
+        in ``0 .. vocab_size-1`` (``beyond_ok``: or above): the backend would decode
+        others to text silently."""
         try:
             arr = np.asarray(ids)
         except (TypeError, ValueError) as e:
@@ -208,7 +226,7 @@ class Tokenizer:
             raise TokenizerError(f"{what}: ids must be one sequence [pos], got shape {arr.shape}")
         flat = arr.reshape(-1).astype(np.int64)
         n = self.vocab_size
-        bad = (flat < 0) | (flat >= n)
+        bad = (flat < 0) | ((flat >= n) & (not beyond_ok))
         if bad.any():
             raise TokenizerError(
                 f"{what}: token id {int(flat[bad][0])} is out of range for {self.name or 'this tokenizer'}, "
