@@ -52,7 +52,7 @@ class Custom(Metric):
     declared: Reads = eqx.field(static=True, default=None)
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
-        return self.fn(logits)
+        return check_scalar(self.fn(logits))
 
     @property
     def reads(self) -> Reads:
@@ -105,7 +105,7 @@ def check_pos(pos: int, n_pos: int, what: str) -> None:
         raise MetricError(f"{what}: pos={pos} is out of range for logits of {n_pos} positions ({-n_pos}..{n_pos - 1})")
 
 
-def check_scalar(value, what: str = "the metric") -> Float[Array, ""]:
+def check_scalar(value, what: str = "the metric"):
     """A metric's value must be a scalar: `MetricError` naming what it returned otherwise."""
     if value is None:
         raise MetricError(f"{what} returned None; a metric must return a scalar (e.g. a logit difference)")

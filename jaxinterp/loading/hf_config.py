@@ -89,4 +89,6 @@ def config_from_hf(hf: dict, family: ModuleType, model_type: str) -> ModelConfig
     except KeyError as e:
         raise ConfigError(f"config.json ({model_type}) is missing the field {e.args[0]!r}") from e
     except (TypeError, ValueError, ZeroDivisionError, AttributeError, IndexError) as e:
-        raise ConfigError(f"config.json ({model_type}) has a field of the wrong type or value: {e}") from e
+        # (a run-time type checker's message runs to pages: its first lines say it all)
+        brief = "\n".join(str(e).split("\n----")[0].splitlines()[:4])
+        raise ConfigError(f"config.json ({model_type}) has a field of the wrong type or value: {brief}") from e
