@@ -133,11 +133,11 @@ class ModelConfig:
                 raise ConfigError(
                     f"ModelConfig{where}: {name} must be {'>= 0' if low == 0 else 'positive'}, got {value}"
                 )
-        for name, low in (("norm_eps", "non-negative"), ("rotary_base", "positive")):
-            value = getattr(self, name)
-            bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
-            if bad or value < 0 or (low == "positive" and value == 0):
-                raise ConfigError(f"ModelConfig{where}: {name} must be a {low} number, got {value!r}")
+        for name, kind in (("norm_eps", "non-negative"), ("rotary_base", "positive")):
+            number = getattr(self, name)
+            bad = isinstance(number, bool) or not isinstance(number, numbers.Real)
+            if bad or number < 0 or (kind == "positive" and number == 0):
+                raise ConfigError(f"ModelConfig{where}: {name} must be a {kind} number, got {number!r}")
         choices = {
             "act_fn": get_args(Activation),
             "normalization": ("layernorm", "rmsnorm"),

@@ -87,8 +87,8 @@ def check_ids(ids: Int[Array, "..."], d_vocab: int, what: str) -> Int[Array, "..
     `MetricError` naming the id; traced ones (a metric's arrays are traced in sweeps)
     through `eqx.error_if` when the program runs (indexing would clamp them silently)."""
     if isinstance(ids, jax.core.Tracer):
-        bad = (ids < 0) | (ids >= d_vocab)
-        return eqx.error_if(ids, bad, f"{what}: a token id is outside the vocabulary (0..{d_vocab - 1})")
+        outside = (ids < 0) | (ids >= d_vocab)
+        return eqx.error_if(ids, outside, f"{what}: a token id is outside the vocabulary (0..{d_vocab - 1})")
     arr = np.asarray(ids)
     bad = (arr < 0) | (arr >= d_vocab)
     if bad.any():

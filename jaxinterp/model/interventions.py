@@ -126,8 +126,8 @@ def check_index(
     if isinstance(selector, jax.core.Tracer):
         if not checks:
             return selector
-        bad = (selector < -size) | (selector >= size)
-        return eqx.error_if(selector, bad, range_message(field, size, site, dim))
+        outside = (selector < -size) | (selector >= size)
+        return eqx.error_if(selector, outside, range_message(field, size, site, dim))
     arr = np.asarray(selector)
     bad = (arr < -size) | (arr >= size)
     if bad.any():
@@ -173,11 +173,11 @@ class Where(eqx.Module):
                 )
         m = jnp.ones((), bool)
         for i, dim in enumerate(dims):
-            field = next((f for f, axes in _FIELD_AXES.items() if dim in axes), None)
-            sel = None if field is None else getattr(self, field)
-            if sel is not None:
+            name = next((f for f, axes in _FIELD_AXES.items() if dim in axes), None)
+            sel = None if name is None else getattr(self, name)
+            if name is not None and sel is not None:
                 am = axis_mask(
-                    sel, shape[i], ctx.positions_along(dim), field=field, site=site, dim=dim, checks=ctx.checks
+                    sel, shape[i], ctx.positions_along(dim), field=name, site=site, dim=dim, checks=ctx.checks
                 )
                 m = m & am.reshape((-1,) + (1,) * (len(shape) - i - 1))
         if self.layer is not None:

@@ -447,9 +447,11 @@ def check_token_values(tokens: Int[Array, "..."], cfg: ModelConfig, checks: bool
     if isinstance(tokens, jax.core.Tracer):
         if not checks:
             return tokens
-        bad = (tokens < 0) | (tokens >= cfg.d_vocab)
+        outside = (tokens < 0) | (tokens >= cfg.d_vocab)
         return eqx.error_if(
-            tokens, bad, f"token id out of range: the vocabulary has d_vocab={cfg.d_vocab} ids (0..{cfg.d_vocab - 1})"
+            tokens,
+            outside,
+            f"token id out of range: the vocabulary has d_vocab={cfg.d_vocab} ids (0..{cfg.d_vocab - 1})",
         )
     arr = np.asarray(tokens)
     bad = (arr < 0) | (arr >= cfg.d_vocab)
