@@ -340,7 +340,11 @@ class BruteForceEdges:
             for i, kind in enumerate("qkv"):
                 site, W, bias = proj[kind]
                 args = (t[i], delta, resid, B.ln1.w[layer], sel(B.ln1.b, layer), W[layer], sel(bias, layer))
-                ivs.append(Fn(site, qkv_fn, args, layer=layer, head=index))
+                # `index` is a query head for q readers; the k/v perturbations of such an edge
+                # are scaled by 0, but their head must still exist (GQA: fewer kv heads), or the
+                # location check refuses it.
+                head = index if kind == "q" else jnp.minimum(index, cfg.n_kv_heads - 1)
+                ivs.append(Fn(site, qkv_fn, args, layer=layer, head=head))
             return ivs
 
         @jax.jit

@@ -13,7 +13,11 @@ Locations. Each location field selects along one axis of the site's activation (
 ``head`` (``head`` or ``kv_head``), ``neuron``, ``expert``. A field is ``None`` (every
 index), an int or int array of indices (negative counts from the end; several indices
 select all of them), or a bool mask over the axis. Fields combine as an outer product.
-Masks are built with comparisons, so every field may be a traced array.
+Masks are built with comparisons, so every field may be a traced array. Indices are
+range-checked against the axis (``-n .. n-1``, as Python), in one place, `check_index`:
+concrete ones raise `InterventionError` before the run; traced ones (a sweep's
+locations) through `eqx.error_if` when the program runs, unless the run was asked for
+``checks=False``. Positions named on a run with explicit positions are not checked.
 
 Values. A value field (``value`` of `Patch`, ``delta`` of `Add`, ...) is read by its
 rank alone, never by its sizes (`SiteContext.value_for_layer`): with at most the
