@@ -57,16 +57,10 @@ class Plan:
         tokens (`InterventionError` naming the field, the value and the range)."""
         sizes = dim_sizes(self.cfg, n_pos)
         dims = {**top_level_site_dims(self.cfg), **layer_site_dims(self.cfg)}
+        heads = f"this model: {self.cfg.n_heads} query heads, {self.cfg.n_kv_heads} key/value heads"
         for name, ivs in self.by_site.items():
             for iv, _ in ivs:
-                try:
-                    iv.where.check(iv.site, dims[name], sizes, self.cfg.n_layers)
-                except InterventionError as e:
-                    if "kv_head axis" in str(e):
-                        e.args = (
-                            f"{e} (this model: {self.cfg.n_heads} query heads, {self.cfg.n_kv_heads} key/value heads)",
-                        )
-                    raise
+                iv.where.check(iv.site, dims[name], sizes, self.cfg.n_layers, heads)
 
 
 class SiteHooks(abc.ABC):

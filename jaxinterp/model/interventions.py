@@ -107,8 +107,9 @@ def _what(field: str, site: str, dim: str) -> str:
     return f"{field}=" + (f" on {site!r}" if site else "") + (f" ({dim} axis)" if dim and dim != field else "")
 
 
-def range_message(field: str, size: int, site: str = "", dim: str = "", value=None) -> str:
-    """The message of an out-of-range location: the field, the value, the allowed range."""
+def range_message(field: str, size: int, site: str = "", dim: str = "", value=None, heads: str = "") -> str:
+    """The message of an out-of-range location: the field, the value, the allowed range
+    (``heads``: the model's query and key/value head counts, for a ``kv_head`` axis)."""
     got = f"{field} index" if value is None else f"{field}={value}"
     msg = (
         f"{got} is out of range" + (f" for {site!r}" if site else "") + f": the {dim or field} axis has "
@@ -116,11 +117,19 @@ def range_message(field: str, size: int, site: str = "", dim: str = "", value=No
     )
     if dim == "kv_head":
         msg += "; this site is indexed by key/value head, of which a GQA/MQA model has fewer than query heads"
+        msg += f" ({heads})" if heads else ""
     return msg
 
 
 def check_index(
-    selector: Array, size: int, *, field: str = "index", site: str = "", dim: str = "", checks: bool = True
+    selector: Array,
+    size: int,
+    *,
+    field: str = "index",
+    site: str = "",
+    dim: str = "",
+    checks: bool = True,
+    heads: str = "",
 ) -> Array:
     """``selector`` (int indices) after checking ``-size <= i < size``: the one range check
     of intervention locations. Concrete indices raise `InterventionError` naming the bad
@@ -136,7 +145,7 @@ def check_index(
     bad = (arr < -size) | (arr >= size)
     if bad.any():
         value = arr[bad].reshape(-1)[0].item() if arr.ndim else arr.item()
-        raise InterventionError(range_message(field, size, site, dim, value))
+        raise InterventionError(range_message(field, size, site, dim, value, heads))
     return selector
 
 
@@ -190,17 +199,18 @@ class Where(eqx.Module):
             m = m & axis_mask(self.layer, ctx.n_layers, field="layer", site=site, checks=ctx.checks)[layer]
         return m
 
-    def check(self, site: str, dims: tuple, sizes: dict, n_layers: int) -> None:
+    def check(self, site: str, dims: tuple, sizes: dict, n_layers: int, heads: str = "") -> None:
         """Range-check the concrete location fields against the axis sizes (``sizes``:
         dimension name -> size, `jaxinterp.core.sites.dim_sizes`), before a run traces
-        them: the message then names the bad value. Traced fields are checked in `mask`."""
+        them: the message then names the bad value (``heads``: the model's head counts,
+        for the message). Traced fields are checked in `mask`."""
         for field, axes in _FIELD_AXES.items():
             sel = getattr(self, field)
             dim = next((d for d in dims if d in axes), None)
             if sel is None or dim is None or isinstance(sel, jax.core.Tracer):
                 continue
             if jnp.issubdtype(sel.dtype, jnp.integer):
-                check_index(sel, sizes[dim], field=field, site=site, dim=dim)
+                check_index(sel, sizes[dim], field=field, site=site, dim=dim, heads=heads)
         if self.layer is not None and not isinstance(self.layer, jax.core.Tracer):
             if jnp.issubdtype(self.layer.dtype, jnp.integer):
                 check_index(self.layer, n_layers, field="layer", site=site)
