@@ -120,8 +120,14 @@ class ModelConfig:
         """Every size is an int (not a bool) of the allowed range: a `ConfigError` naming
         the field, the family and the value otherwise (zero heads would divide by zero later)."""
         where = f" ({self.family})" if self.family != "custom" else ""
-        positive = ("d_model", "n_layers", "n_heads", "d_head", "d_vocab", "n_ctx")
-        non_negative = ("d_mlp", "n_experts", "experts_per_token", "n_token_types")
+        positive = ("d_model", "n_heads", "d_head", "d_vocab", "n_ctx")
+        non_negative = (
+            "n_layers",
+            "d_mlp",
+            "n_experts",
+            "experts_per_token",
+            "n_token_types",
+        )  # 0 layers: a bigram toy
         for name in positive + non_negative + ("n_kv_heads", "rotary_dim"):
             value = getattr(self, name)
             if value is None and name in ("n_kv_heads", "rotary_dim"):
