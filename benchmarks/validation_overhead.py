@@ -8,7 +8,9 @@ location indices). ``Fast(checks=False)`` / ``Plain(checks=False)`` /
 difference at the last position) on a GPT-2-small-shaped model (random weights) with
 checks on and off, in one process, alternating the two so that machine noise hits both
 alike, and prints the median of each and their ratio (the issue's target: < 2%).
-It also checks that both give the same numbers.
+It also checks that both give the same numbers, and times the check itself alone
+(`check_rows` on the sweep's layout, jitted): on a shared machine the sweep's own
+run-to-run noise is larger than the check.
 
     python benchmarks/validation_overhead.py            # GPT-2-small shape, 20 tokens
     python benchmarks/validation_overhead.py --quick    # a small model (seconds)
@@ -29,8 +31,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from jaxinterp import ModelConfig, Transformer  # noqa: E402
-from jaxinterp.causal.patching import activation_patch  # noqa: E402
+from jaxinterp.causal.patching import activation_patch, patch_grid  # noqa: E402
 from jaxinterp.causal.patching.engines import Fast, Plain  # noqa: E402
+from jaxinterp.causal.patching.fast import check_rows, fast_layout  # noqa: E402
 from jaxinterp.core.metrics import logit_diff  # noqa: E402
 
 GPT2_SMALL = ModelConfig(
@@ -47,7 +50,9 @@ GPT2_SMALL = ModelConfig(
 QUICK = ModelConfig(d_model=128, n_layers=4, n_heads=4, d_head=32, d_vocab=4096, n_ctx=64, d_mlp=512, act_fn="gelu_new")
 
 
-def compare(name: str, engine_on, engine_off, model, clean, corrupt, metric, repeats: int) -> None:
+def compare(name: str, engine_on, engine_off, model, clean, corrupt, metric, repeats: int) -> float:
+    """Print the timings of one engine with checks on and off; return the median without checks."""
+
     def sweep(engine):
         return np.asarray(activation_patch(model, clean, corrupt, metric, "resid_pre", ("layer", "pos"), engine=engine))
 
@@ -64,6 +69,7 @@ def compare(name: str, engine_on, engine_off, model, clean, corrupt, metric, rep
         f"(overhead {100 * (med_on / med_off - 1):+.2f}%; min on/off {min(on) / min(off):.4f}; "
         f"{repeats} alternating repeats; max |on - off| {np.max(np.abs(out_on - out_off)):.1e})"
     )
+    return med_off
 
 
 def main():
@@ -85,7 +91,21 @@ def main():
         f"vocab {cfg.d_vocab}; {args.n_pos} tokens; resid_pre over (layer, pos): {cfg.n_layers * args.n_pos} patches; "
         f"backend {jax.default_backend()}"
     )
-    compare("fast", Fast(), Fast(checks=False), model, clean, corrupt, metric, args.repeats)
+    off = compare("fast", Fast(), Fast(checks=False), model, clean, corrupt, metric, args.repeats)
+    # The check alone, on the same layout data the sweep checks.
+    grid = patch_grid(cfg, args.n_pos, "resid_pre", ("layer", "pos"))
+    data = fast_layout(cfg, args.n_pos, grid).data
+    check = jax.jit(lambda d: check_rows(d, cfg, "resid_pre", args.n_pos))
+    jax.block_until_ready(check(data))
+    alone = []
+    for _ in range(50):
+        t = time.perf_counter()
+        jax.block_until_ready(check(data))
+        alone.append(time.perf_counter() - t)
+    print(
+        f"the check alone (check_rows, jitted, median of 50): {1e3 * statistics.median(alone):.3f} ms = "
+        f"{100 * statistics.median(alone) / off:.3f}% of the fast sweep without checks"
+    )
     if args.plain:
         compare("plain", Plain(), Plain(checks=False), model, clean, corrupt, metric, args.repeats)
 
