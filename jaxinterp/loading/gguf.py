@@ -17,7 +17,6 @@ format are undone on the way:
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from ..model import Transformer
 from .build import build_model
 from .families import family_for
+from .gguf_file import GGUFFile
 from .tensors import TensorSource
 
 # GGUF architectures we map, and the HF ``model_type`` whose converter they reuse.
@@ -47,25 +47,17 @@ _LAYER_NAMES = {
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-def read_gguf(path: str):
-    """A ``gguf.GGUFReader`` for ``path``; `CheckpointError` naming the path if the file is
-    missing, truncated or not GGUF."""
-    from gguf import GGUFReader
-
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no such GGUF file: {path}")
-    try:
-        return GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError/IndexError/... on bad bytes
-        raise CheckpointError(f"{path} is not a readable GGUF file (corrupt or truncated?): {e}") from e
+def read_gguf(path: str, skip: tuple[str, ...] = ()) -> GGUFFile:
+    """The GGUF file at ``path`` opened for reading (metadata parsed, tensors mapped;
+    string-array keys in ``skip`` left undecoded); `CheckpointError` naming the path if
+    the file is missing, truncated or not GGUF."""
+    return GGUFFile(path, skip)
 
 
-def gguf_metadata(reader, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Every metadata key of the file as a Python value (strings, numbers, lists).
-
-    Keys in ``skip`` (e.g. the 49k-entry token list when only the config is wanted) are
-    left out, because decoding large string arrays dominates the load time."""
-    return {name: field.contents() for name, field in reader.fields.items() if name not in skip}
+def gguf_metadata(reader: GGUFFile, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every metadata key of the file as a Python value (strings, numbers, lists), less
+    the keys in ``skip``."""
+    return {name: value for name, value in reader.metadata.items() if name not in skip}
 
 
 def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -132,7 +124,7 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
     return hf
 
 
-def gguf_tensor_source(reader, hf: dict[str, Any], path: str) -> TensorSource:
+def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> TensorSource:
     """The file's tensors under HF names, dequantised lazily to float32."""
     from gguf.quants import dequantize
 
@@ -173,19 +165,8 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     and `UnsupportedArchitectureError` for an architecture other than those above.
     """
     path = str(path)
-    reader = read_gguf(path)
-    try:
-        meta = gguf_metadata(
-            reader,
-            skip=(
-                "tokenizer.ggml.tokens",
-                "tokenizer.ggml.merges",
-                "tokenizer.ggml.token_type",
-                "tokenizer.ggml.scores",
-            ),
-        )
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable GGUF metadata: {e}") from e
+    reader = read_gguf(path, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges"))
+    meta = reader.metadata
     shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
     hf = hf_config_from_gguf(meta, shapes, path)
     family = family_for(hf["model_type"])
