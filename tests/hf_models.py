@@ -122,6 +122,16 @@ def _configs():
             ),
             T.LlamaForCausalLM,
         ),
+        # Dynamic NTK past max_position_embeddings=8 (12 tokens: the base stretched).
+        "llama_dynamic": (
+            T.LlamaConfig(
+                **TINY,
+                max_position_embeddings=8,
+                rope_scaling={"rope_type": "dynamic", "factor": 2.0},
+                initializer_range=0.1,  # larger weights: the stretched base moves the logits well past 1e-4
+            ),
+            T.LlamaForCausalLM,
+        ),
         # rotary_dim 4 of d_head 8: interleaved rotary on part of each head.
         "gptj": (
             T.GPTJConfig(

@@ -82,6 +82,8 @@ def test_config_flags(pair):
     if name == "phi3":
         assert cfg.rope_scaling_dict["rope_type"] == "longrope" and cfg.layer_windows == (6, 6)
         assert cfg.rope_scaling_dict["original_max_position_embeddings"] == 8 < N_POS  # the long factors run
+    if name == "llama_dynamic":  # the context dynamic NTK was made for: factor x max_position_embeddings
+        assert cfg.rope_scaling_dict["rope_type"] == "dynamic" and cfg.n_ctx == 16 > N_POS > 8
     if name == "llama_yarn":
         assert cfg.rope_scaling_dict["rope_type"] == "yarn"
     if name == "gptj":
@@ -97,6 +99,30 @@ def test_config_flags(pair):
         assert cfg.qk_norm == "projection" and not cfg.pre_norm and cfg.post_attn_norm and cfg.post_mlp_norm
         assert model.blocks.ln1 is None and model.blocks.ln2 is None
         assert model.blocks.attn.k_norm.w.shape == (cfg.n_layers, cfg.n_kv_heads * cfg.d_head)
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("llama", {"rope_scaling": {"rope_type": "mrope", "factor": 2.0}}, "rope type 'mrope'.*supported: .*longrope"),
+        ("opt", {"word_embed_proj_dim": 16}, "word_embed_proj_dim=16"),
+        ("phi2", {"qk_layernorm": True}, "qk_layernorm"),
+    ],
+)
+def test_unsupported_variants_are_named(name, change, message, tmp_path):
+    """Variants of the new families that the model cannot express are refused at load,
+    naming what is unsupported (before any weight is read)."""
+    import json
+    import shutil
+
+    path = tmp_path / name
+    shutil.copytree(hf_model(name)[1], path)
+    config = json.loads((path / "config.json").read_text())
+    if "rope_scaling" in change:  # transformers 5 writes rope_parameters, which would win
+        config.pop("rope_parameters", None)
+    (path / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ji.UnsupportedArchitectureError, match=message):
+        ji.load(str(path))
 
 
 def test_phi3_short_factors_below_the_original_context():

@@ -1,10 +1,10 @@
 """Rotary position embeddings: rotate-half (NeoX, Llama) or interleaved pairs (GPT-J),
-partial rotary, and rope scaling (linear, llama3, yarn, longrope)."""
+partial rotary, and rope scaling (linear, llama3, yarn, longrope, dynamic NTK)."""
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Int
 
 from ..core.config import GLOBAL_WINDOW, ModelConfig
 
-ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope", "dynamic")
 
 
 def rope_type(cfg: ModelConfig) -> str:
@@ -32,7 +32,7 @@ def inverse_frequencies(cfg: ModelConfig, long: bool = False) -> np.ndarray:
     inv_freq = inv_freq.astype(np.float32)
     scaling = cfg.rope_scaling_dict
     kind = rope_type(cfg)
-    if kind == "default":
+    if kind in ("default", "dynamic"):  # dynamic: the frequencies up to its max length (see _frequencies_at)
         return inv_freq
     if kind == "longrope":  # Phi-3: per-frequency divisors, short or long
         factors = np.asarray(scaling["long_factor" if long else "short_factor"], np.float32)
@@ -112,14 +112,10 @@ def rotary_tables(
     sliding-window layers' tables side by side, ``[pos, 2 * rotary_dim]``: indexing by
     position stays the same, and `layer_rotary` picks a layer's half."""
     pos = (jnp.arange(n_pos) if positions is None else positions).astype(jnp.float32)
-    cos, sin = _tables(cfg, inverse_frequencies(cfg), pos)
-    if rope_type(cfg) == "longrope":
-        # As transformers: the long factors once the sequence (its largest position + 1)
-        # outgrows the original context, for every position of it.
-        seq_len = n_pos if positions is None else jnp.max(positions) + 1
-        use_long = seq_len > cfg.rope_scaling_dict["original_max_position_embeddings"]
-        long_cos, long_sin = _tables(cfg, inverse_frequencies(cfg, long=True), pos)
-        cos, sin = jnp.where(use_long, long_cos, cos), jnp.where(use_long, long_sin, sin)
+    # The length the sequence has reached (its largest position + 1), for the rope types
+    # whose frequencies depend on it, as transformers computes it from position_ids.
+    seq_len = n_pos if positions is None else jnp.max(positions) + 1
+    cos, sin = _tables(cfg, _frequencies_at(cfg, seq_len), pos)
     if cfg.rotary_local_base is None:
         return cos, sin
     local_cfg = cfg.replace(rotary_base=cfg.rotary_local_base, rope_scaling=None)
@@ -127,7 +123,27 @@ def rotary_tables(
     return jnp.concatenate([cos, local_cos], -1), jnp.concatenate([sin, local_sin], -1)
 
 
-def _tables(cfg: ModelConfig, inv_freq: np.ndarray, pos: Float[Array, " pos"]):
+def _frequencies_at(cfg: ModelConfig, seq_len) -> Union[np.ndarray, Float[Array, " half"]]:
+    """Inverse frequencies for a sequence of ``seq_len`` tokens (traced or not): longrope's
+    long factors once it outgrows the original context; dynamic NTK's base, stretched by
+    ``((factor * len / max_len) - (factor - 1)) ** (dim / (dim - 2))`` past ``max_len``;
+    the fixed `inverse_frequencies` otherwise."""
+    kind, scaling = rope_type(cfg), cfg.rope_scaling_dict
+    if kind == "longrope":
+        use_long = seq_len > scaling["original_max_position_embeddings"]
+        return jnp.where(use_long, inverse_frequencies(cfg, long=True), inverse_frequencies(cfg))
+    if kind == "dynamic":
+        dim, factor = cfg.rotary_dim, scaling["factor"]
+        assert dim is not None
+        max_len = scaling.get("max_position_embeddings", cfg.n_ctx)
+        length = jnp.maximum(jnp.asarray(seq_len, jnp.float32), max_len)
+        base = cfg.rotary_base * ((factor * length / max_len) - (factor - 1)) ** (dim / (dim - 2))
+        exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim
+        return 1.0 / base ** jnp.asarray(exponents)
+    return inverse_frequencies(cfg)
+
+
+def _tables(cfg: ModelConfig, inv_freq, pos: Float[Array, " pos"]):
     """cos and sin ``[pos, rotary_dim]``, times the scaling's attention factor: each
     frequency twice, in the layout `apply_rotary` pairs features in (halves, or
     adjacent pairs for interleaved rotary)."""
