@@ -101,7 +101,18 @@ def describe_model(model, path: str = "") -> str:
     feats = [
         f"{cfg.normalization}" + (" (1+w)" if cfg.norm_weight_offset else ""),
         f"{cfg.positional} positions"
-        + (f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g})" if cfg.positional == "rotary" else ""),
+        + (
+            f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g}"
+            + (", interleaved" if cfg.rotary_interleaved else "")
+            + (
+                f", {cfg.rope_scaling_dict.get('rope_type', cfg.rope_scaling_dict.get('type'))} scaling"
+                if cfg.rope_scaling
+                else ""
+            )
+            + ")"
+            if cfg.positional == "rotary"
+            else ""
+        ),
         "parallel attn+MLP"
         if cfg.parallel_attn_mlp
         else ("post-norm" if cfg.post_norm else ("pre-norm" if cfg.pre_norm else "output norms only")),
