@@ -170,6 +170,20 @@ def _configs():
             ),
             T.OPTForCausalLM,
         ),
+        # Experts of width 24 (moe_intermediate_size), top 2 of 4, renormalised; per-head QK-norm.
+        "qwen3_moe": (
+            T.Qwen3MoeConfig(
+                **TINY,
+                moe_intermediate_size=24,
+                num_key_value_heads=2,
+                head_dim=8,
+                num_experts=4,
+                num_experts_per_tok=2,
+                norm_topk_prob=True,
+                initializer_range=0.1,  # routing that differs per token
+            ),
+            T.Qwen3MoeForCausalLM,
+        ),
         # Partial rotate-half rotary (a quarter / half of each head) with parallel blocks.
         "phi2": (
             T.PhiConfig(**TINY, partial_rotary_factor=0.5, max_position_embeddings=64, initializer_range=0.1),
@@ -214,12 +228,14 @@ NEW_FAMILIES = [
     "gemma3",
     "phi3",
     "llama_yarn",
+    "llama_dynamic",
     "gptj",
     "opt",
     "opt_post_norm",
     "phi2",
     "stablelm",
     "stablelm_parallel",
+    "qwen3_moe",
 ]
 
 

@@ -4,7 +4,8 @@ over the whole projection; Gemma 3: QK-norm, local/global layers with two rope b
 global one scaled; Phi-3: fused projections split at load, longrope, a window on every
 layer; Llama with YaRN; GPT-J: interleaved partial rotary, one norm for a parallel block;
 OPT: learned positions with HF's offset of 2, ReLU, pre- and post-norm; Phi-2 and
-StableLM: partial rotate-half rotary, LayerNorm, parallel or sequential blocks): logits, every layer's residual stream and every attention
+StableLM: partial rotate-half rotary, LayerNorm, parallel or sequential blocks; Qwen3-MoE:
+QK-norm with top-k experts): logits, every layer's residual stream and every attention
 pattern within 1e-4 of HF's own forward pass, fp32, random norm weights, sequences
 longer than any sliding window."""
 
@@ -82,6 +83,8 @@ def test_config_flags(pair):
     if name == "phi3":
         assert cfg.rope_scaling_dict["rope_type"] == "longrope" and cfg.layer_windows == (6, 6)
         assert cfg.rope_scaling_dict["original_max_position_embeddings"] == 8 < N_POS  # the long factors run
+    if name == "qwen3_moe":
+        assert cfg.is_moe and (cfg.n_experts, cfg.experts_per_token, cfg.d_mlp) == (4, 2, 24) and cfg.qk_norm == "head"
     if name == "llama_dynamic":  # the context dynamic NTK was made for: factor x max_position_embeddings
         assert cfg.rope_scaling_dict["rope_type"] == "dynamic" and cfg.n_ctx == 16 > N_POS > 8
     if name == "llama_yarn":
@@ -107,6 +110,7 @@ def test_config_flags(pair):
         ("llama", {"rope_scaling": {"rope_type": "mrope", "factor": 2.0}}, "rope type 'mrope'.*supported: .*longrope"),
         ("opt", {"word_embed_proj_dim": 16}, "word_embed_proj_dim=16"),
         ("phi2", {"qk_layernorm": True}, "qk_layernorm"),
+        ("qwen3_moe", {"norm_topk_prob": False}, "norm_topk_prob=False"),
     ],
 )
 def test_unsupported_variants_are_named(name, change, message, tmp_path):
