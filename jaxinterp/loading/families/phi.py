@@ -12,7 +12,7 @@ import numpy as np
 
 from ...core.config import ModelConfig
 from ...core.errors import UnsupportedArchitectureError
-from .common import heads_in, heads_out, rope_settings, stack_layers
+from .common import heads_in, heads_out, stack_layers
 from .llama import base_config, convert_attention, convert_gated_mlp
 
 MODEL_TYPES = ("phi", "stablelm")
@@ -26,7 +26,6 @@ def config_from_hf(hf: dict) -> ModelConfig:
             f"{kind}: qk_layernorm=True (a LayerNorm per head on queries and keys) is not supported; "
             "supported: qk_layernorm=False"
         )
-    _, _, partial = rope_settings(hf)
     kw = base_config(
         hf,
         normalization="layernorm",
@@ -34,7 +33,6 @@ def config_from_hf(hf: dict) -> ModelConfig:
         norm_bias=True,
         act_fn=hf.get("hidden_act", "gelu_new" if kind == "phi" else "silu"),
     )
-    kw["rotary_dim"] = int(kw["d_head"] * partial)
     if kind == "phi":
         kw.update(
             gated_mlp=False,
