@@ -117,6 +117,8 @@ _GGUF_LAYER = {
     "self_attn.k_proj": "attn_k",
     "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
@@ -144,7 +146,10 @@ def write_gguf(model, path, arch: str) -> None:
     w.add_rope_freq_base(c.rope_parameters["rope_theta"])
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
-    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    w.add_rope_dimension_count(d_head)
+    w.add_key_length(d_head)
+    w.add_value_length(d_head)
     for name, t in model.state_dict().items():
         a = t.numpy().astype(np.float32)
         if name.startswith("model.layers."):
@@ -169,20 +174,27 @@ def write_gguf(model, path, arch: str) -> None:
 
 @pytest.fixture(scope="module")
 def gguf_models(tmp_path_factory):
-    """{arch: (original torch model, GGUF path)} for a tiny Llama (GQA) and Qwen2 (QKV bias)."""
+    """{arch: (original torch model, GGUF path)} for a tiny Llama (GQA), Qwen2 (QKV bias) and
+    Qwen3 (QK-norm; head_dim 128, Qwen3's default, which is what transformers' GGUF reader
+    assumes: it does not read key_length)."""
     import transformers as T
 
     torch.manual_seed(0)
     llama = T.LlamaForCausalLM(T.LlamaConfig(**TINY, num_key_value_heads=2)).eval()
+    qwen3 = T.Qwen3ForCausalLM(T.Qwen3Config(**TINY, num_key_value_heads=2, head_dim=128)).eval()
+    with torch.no_grad():  # QK-norm weights away from 1, so a dropped or swapped norm shows
+        for name, p in qwen3.named_parameters():
+            if "_norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
     out = {}
-    for arch, model in (("llama", llama), ("qwen2", hf_model("qwen2")[0])):
+    for arch, model in (("llama", llama), ("qwen2", hf_model("qwen2")[0]), ("qwen3", qwen3)):
         path = tmp_path_factory.mktemp(f"gguf-{arch}") / "tiny.gguf"
         write_gguf(model, path, arch)
         out[arch] = (model, path)
     return out
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_quantised_gguf_matches_transformers_gguf_load(gguf_models, arch):
     from transformers import AutoModelForCausalLM
 

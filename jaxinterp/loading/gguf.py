@@ -30,7 +30,7 @@ from .families import family_for
 from .tensors import TensorSource
 
 # GGUF architectures we map, and the HF ``model_type`` whose converter they reuse.
-SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
+SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 
 # GGUF per-layer tensor names -> HF names (``{i}`` is the layer index).
 _LAYER_NAMES = {
@@ -38,6 +38,8 @@ _LAYER_NAMES = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3's per-head QK-norm
+    "attn_k_norm": "self_attn.k_norm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
@@ -164,7 +166,7 @@ def _hf_name(name: str) -> str | None:
 
 
 def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
-    """Load a llama.cpp GGUF file (architectures "llama" and "qwen2") as a `Transformer`.
+    """Load a llama.cpp GGUF file (architectures "llama", "qwen2" and "qwen3") as a `Transformer`.
 
     Every tensor is dequantised to float32 and cast to ``dtype``. The tokenizer stored in
     the same file is loaded by ``jaxinterp.load_tokenizer(path)``.
