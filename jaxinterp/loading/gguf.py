@@ -30,7 +30,7 @@ from .gguf_file import GGUFFile
 from .tensors import TensorSource
 
 # GGUF architectures we map, and the HF ``model_type`` whose converter they reuse.
-SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
+SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}
 
 # GGUF per-layer tensor names -> HF names (``{i}`` is the layer index).
 _LAYER_NAMES = {
@@ -38,12 +38,16 @@ _LAYER_NAMES = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3's per-head QK-norm
+    "attn_k_norm": "self_attn.k_norm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
+# Phi-3 keeps its fused projections in GGUF: attn_qkv (q; k; v rows), ffn_up (gate; up rows).
+_FUSED_NAMES = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
@@ -78,6 +82,11 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"{path}: unsupported GGUF architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}"
+        )
+    if "rope_factors_long.weight" in tensor_names or "rope_factors_short.weight" in tensor_names:
+        raise UnsupportedArchitectureError(
+            f"{path}: has rope_factors tensors (Phi-3 longrope), which are not supported from GGUF; load the HF "
+            "checkpoint instead"
         )
     if "rope_freqs.weight" in tensor_names:
         raise UnsupportedArchitectureError(
@@ -116,6 +125,9 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
         "attention_bias": "blk.0.attn_q.bias" in tensor_names,
         "hidden_act": "silu",
     }
+    window = get("attention.sliding_window", 0, required=False)
+    if arch == "phi3" and window:
+        hf["sliding_window"] = int(window)
     scaling = get("rope.scaling.type", "none", required=False)
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
@@ -131,8 +143,9 @@ def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> Tenso
     permute = hf["model_type"] == "llama"  # llama.cpp reorders Q/K rows only for its "llama" arch
     heads = {"attn_q": hf["num_attention_heads"], "attn_k": hf["num_key_value_heads"]}
     getters: dict[str, Callable[[], np.ndarray]] = {}
+    fused = hf["model_type"] == "phi3"
     for tensor in reader.tensors:
-        hf_name = _hf_name(tensor.name)
+        hf_name = _hf_name(tensor.name, fused)
         if hf_name is None:
             hf_name = "gguf:" + tensor.name  # kept, so check_all_used reports it as unexpected
         kind = tensor.name.split(".")[2] if tensor.name.startswith("blk.") else None
@@ -146,17 +159,18 @@ def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> Tenso
     return TensorSource(getters, path)
 
 
-def _hf_name(name: str) -> str | None:
+def _hf_name(name: str, fused: bool = False) -> str | None:
     parts = name.split(".")
-    if parts[0] == "blk" and len(parts) == 4 and parts[2] in _LAYER_NAMES:
-        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.{parts[3]}"
+    layer_names = {**_LAYER_NAMES, **_FUSED_NAMES} if fused else _LAYER_NAMES
+    if parts[0] == "blk" and len(parts) == 4 and parts[2] in layer_names:
+        return f"model.layers.{parts[1]}.{layer_names[parts[2]]}.{parts[3]}"
     if len(parts) == 2 and parts[0] in _GLOBAL_NAMES:
         return f"{_GLOBAL_NAMES[parts[0]]}.{parts[1]}"
     return None
 
 
 def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
-    """Load a llama.cpp GGUF file (architectures "llama" and "qwen2") as a `Transformer`.
+    """Load a llama.cpp GGUF file (architectures "llama", "qwen2", "qwen3", "phi3") as a `Transformer`.
 
     Every tensor is dequantised to float32 and cast to ``dtype``. The tokenizer stored in
     the same file is loaded by ``jaxinterp.load_tokenizer(path)``.
