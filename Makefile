@@ -39,7 +39,7 @@ test: $(STAMP) browser
 	$(BIN)/lint-imports
 	$(BIN)/ruff check jaxinterp tests examples benchmarks docs/hooks
 	$(BIN)/mypy
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/run_suite.py -j 2
 
 # The same checks a pre-commit hook runs (see .pre-commit-config.yaml).
 lint: $(STAMP)

@@ -23,7 +23,7 @@ from .core.errors import (
     TokenizerError,
     UnsupportedArchitectureError,
 )
-from .core.sites import parse_site, to_full_name
+from .core.sites import get_act_name, parse_site, to_full_name
 from .loading import load
 from .loading.tokenizer import Tokenizer, load_tokenizer
 from .model import Transformer
@@ -75,6 +75,7 @@ __all__ = [
     "Transformer",
     "parse_site",
     "to_full_name",
+    "get_act_name",
     "FactoredMatrix",
     "process_weights",
     "Intervention",

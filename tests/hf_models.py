@@ -93,6 +93,118 @@ def _configs():
             ),
             T.Gemma3ForCausalLM,
         ),
+        # Longrope past original_max_position_embeddings=8 (the parity test runs 12 tokens: long
+        # factors, and 6: short), a window of 6 on every layer, fused qkv / gate_up.
+        "phi3": (
+            T.Phi3Config(
+                **TINY,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+                original_max_position_embeddings=8,
+                rope_scaling={
+                    "type": "longrope",
+                    "short_factor": [1.0, 1.5, 2.0, 3.0],
+                    "long_factor": [2.0, 3.0, 5.0, 7.0],
+                },
+                sliding_window=6,
+                pad_token_id=0,
+                bos_token_id=0,
+                eos_token_id=0,
+            ),
+            T.Phi3ForCausalLM,
+        ),
+        # YaRN: factor 4 over an original context of 8 (the attention factor 0.1 ln 4 + 1 scales cos/sin).
+        "llama_yarn": (
+            T.LlamaConfig(
+                **TINY,
+                num_key_value_heads=2,
+                rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8},
+            ),
+            T.LlamaForCausalLM,
+        ),
+        # Dynamic NTK past max_position_embeddings=8 (12 tokens: the base stretched).
+        "llama_dynamic": (
+            T.LlamaConfig(
+                **TINY,
+                max_position_embeddings=8,
+                rope_scaling={"rope_type": "dynamic", "factor": 2.0},
+                initializer_range=0.1,  # larger weights: the stretched base moves the logits well past 1e-4
+            ),
+            T.LlamaForCausalLM,
+        ),
+        # rotary_dim 4 of d_head 8: interleaved rotary on part of each head.
+        "gptj": (
+            T.GPTJConfig(
+                vocab_size=101,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                rotary_dim=4,
+                n_positions=64,
+                initializer_range=0.1,  # larger weights: rotary changes the logits well past the tolerance
+                bos_token_id=0,
+                eos_token_id=0,
+            ),
+            T.GPTJForCausalLM,
+        ),
+        "opt": (
+            T.OPTConfig(
+                **{k: v for k, v in TINY.items() if k != "intermediate_size"},
+                ffn_dim=48,
+                max_position_embeddings=64,
+                pad_token_id=1,
+                bos_token_id=0,
+                eos_token_id=0,
+            ),
+            T.OPTForCausalLM,
+        ),
+        "opt_post_norm": (
+            T.OPTConfig(
+                **{k: v for k, v in TINY.items() if k != "intermediate_size"},
+                ffn_dim=48,
+                max_position_embeddings=64,
+                do_layer_norm_before=False,
+                pad_token_id=1,
+                bos_token_id=0,
+                eos_token_id=0,
+            ),
+            T.OPTForCausalLM,
+        ),
+        # Experts of width 24 (moe_intermediate_size), top 2 of 4, renormalised; per-head QK-norm.
+        "qwen3_moe": (
+            T.Qwen3MoeConfig(
+                **TINY,
+                moe_intermediate_size=24,
+                num_key_value_heads=2,
+                head_dim=8,
+                num_experts=4,
+                num_experts_per_tok=2,
+                norm_topk_prob=True,
+                initializer_range=0.1,  # routing that differs per token
+            ),
+            T.Qwen3MoeForCausalLM,
+        ),
+        # Partial rotate-half rotary (a quarter / half of each head) with parallel blocks.
+        "phi2": (
+            T.PhiConfig(**TINY, partial_rotary_factor=0.5, max_position_embeddings=64, initializer_range=0.1),
+            T.PhiForCausalLM,
+        ),
+        "stablelm": (
+            T.StableLmConfig(
+                **TINY, num_key_value_heads=2, partial_rotary_factor=0.25, use_qkv_bias=True, initializer_range=0.1
+            ),
+            T.StableLmForCausalLM,
+        ),
+        "stablelm_parallel": (
+            T.StableLmConfig(
+                **TINY,
+                num_key_value_heads=4,
+                partial_rotary_factor=0.5,
+                use_parallel_residual=True,
+                initializer_range=0.1,
+            ),
+            T.StableLmForCausalLM,
+        ),
     }
 
 
@@ -109,7 +221,22 @@ FAMILIES = [
     "mixtral",
     "bert",
 ]
-NEW_FAMILIES = ["qwen3", "qwen3_sliding", "olmo2", "gemma3"]
+NEW_FAMILIES = [
+    "qwen3",
+    "qwen3_sliding",
+    "olmo2",
+    "gemma3",
+    "phi3",
+    "llama_yarn",
+    "llama_dynamic",
+    "gptj",
+    "opt",
+    "opt_post_norm",
+    "phi2",
+    "stablelm",
+    "stablelm_parallel",
+    "qwen3_moe",
+]
 
 
 @functools.lru_cache(maxsize=None)

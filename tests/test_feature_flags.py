@@ -58,6 +58,18 @@ FLAGS = {
         rope_scaling=(("rope_type", "linear"), ("factor", 2.0)),
     ),
     "no_pre_norm": dict(pre_norm=False, post_attn_norm=True, post_mlp_norm=True, normalization="rmsnorm"),
+    "rotary_interleaved": dict(positional="rotary", rotary_dim=2, rotary_interleaved=True),
+    # N_POS = 6 tokens past an original context of 4: the long factors and the attention factor
+    # (YaRN differs only in the frequencies and factor rotary_tables computes: HF parity covers it).
+    "rope_longrope": dict(
+        positional="rotary",
+        rope_scaling=(
+            ("long_factor", (3.0, 5.0)),
+            ("original_max_position_embeddings", 4),
+            ("rope_type", "longrope"),
+            ("short_factor", (1.0, 2.0)),
+        ),
+    ),
 }
 
 

@@ -117,6 +117,10 @@ _GGUF_LAYER = {
     "self_attn.k_proj": "attn_k",
     "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output",
+    "self_attn.qkv_proj": "attn_qkv",  # Phi-3's fused projections
+    "mlp.gate_up_proj": "ffn_up",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
@@ -144,7 +148,12 @@ def write_gguf(model, path, arch: str) -> None:
     w.add_rope_freq_base(c.rope_parameters["rope_theta"])
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
-    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    if arch == "phi3":  # transformers' default Phi-3 pad id (32000) is outside the tiny vocabulary
+        w.add_pad_token_id(0)
+    d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    w.add_rope_dimension_count(d_head)
+    w.add_key_length(d_head)
+    w.add_value_length(d_head)
     for name, t in model.state_dict().items():
         a = t.numpy().astype(np.float32)
         if name.startswith("model.layers."):
@@ -169,20 +178,31 @@ def write_gguf(model, path, arch: str) -> None:
 
 @pytest.fixture(scope="module")
 def gguf_models(tmp_path_factory):
-    """{arch: (original torch model, GGUF path)} for a tiny Llama (GQA) and Qwen2 (QKV bias)."""
+    """{arch: (original torch model, GGUF path)} for a tiny Llama (GQA), Qwen2 (QKV bias), Phi-3
+    (fused qkv and gate_up, no rope scaling) and
+    Qwen3 (QK-norm; head_dim 128, Qwen3's default, which is what transformers' GGUF reader
+    assumes: it does not read key_length)."""
     import transformers as T
 
     torch.manual_seed(0)
     llama = T.LlamaForCausalLM(T.LlamaConfig(**TINY, num_key_value_heads=2)).eval()
+    qwen3 = T.Qwen3ForCausalLM(T.Qwen3Config(**TINY, num_key_value_heads=2, head_dim=128)).eval()
+    with torch.no_grad():  # QK-norm weights away from 1, so a dropped or swapped norm shows
+        for name, p in qwen3.named_parameters():
+            if "_norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    phi3 = T.Phi3ForCausalLM(
+        T.Phi3Config(**TINY, num_key_value_heads=2, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    ).eval()
     out = {}
-    for arch, model in (("llama", llama), ("qwen2", hf_model("qwen2")[0])):
+    for arch, model in (("llama", llama), ("qwen2", hf_model("qwen2")[0]), ("qwen3", qwen3), ("phi3", phi3)):
         path = tmp_path_factory.mktemp(f"gguf-{arch}") / "tiny.gguf"
         write_gguf(model, path, arch)
         out[arch] = (model, path)
     return out
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "phi3"])
 def test_quantised_gguf_matches_transformers_gguf_load(gguf_models, arch):
     from transformers import AutoModelForCausalLM
 
@@ -259,6 +279,20 @@ def test_unsupported_gguf_architecture(tmp_path):
     w.write_tensors_to_file()
     w.close()
     with pytest.raises(UnsupportedArchitectureError, match="unsupported GGUF architecture 'falcon'"):
+        jaxinterp.load(str(path))
+
+
+def test_phi3_gguf_with_longrope_factors_is_refused(tmp_path):
+    path = tmp_path / "phi3.gguf"
+    w = gguf.GGUFWriter(str(path), "phi3")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    w.add_tensor("rope_factors_long.weight", np.ones(4, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UnsupportedArchitectureError, match="rope_factors.*longrope"):
         jaxinterp.load(str(path))
 
 

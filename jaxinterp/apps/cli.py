@@ -1,4 +1,4 @@
-"""The command line: ``jaxinterp info | run | patch | demo`` (also ``python -m jaxinterp``).
+"""The command line: ``jaxinterp info | run | patch | verify | demo`` (also ``python -m jaxinterp``).
 
 ::
 
@@ -6,6 +6,7 @@
     jaxinterp run smollm2 "The capital of France is"          # top next tokens
     jaxinterp patch smollm2 --clean "When Mary and John went to the store, John gave a drink to" \\
         --corrupt "When Mary and John went to the store, Mary gave a drink to" --site resid_pre
+    jaxinterp verify smollm2                      # jaxinterp vs transformers: logits, residuals, top tokens
     jaxinterp demo                                # the end-to-end investigation (make demo)
 
 ``MODEL`` is an HF model directory, a hub id, a ``.gguf`` file, or ``smollm2`` (the
@@ -100,7 +101,18 @@ def describe_model(model, path: str = "") -> str:
     feats = [
         f"{cfg.normalization}" + (" (1+w)" if cfg.norm_weight_offset else ""),
         f"{cfg.positional} positions"
-        + (f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g})" if cfg.positional == "rotary" else ""),
+        + (
+            f" (rotary_dim={cfg.rotary_dim}, base={cfg.rotary_base:g}"
+            + (", interleaved" if cfg.rotary_interleaved else "")
+            + (
+                f", {cfg.rope_scaling_dict.get('rope_type', cfg.rope_scaling_dict.get('type'))} scaling"
+                if cfg.rope_scaling
+                else ""
+            )
+            + ")"
+            if cfg.positional == "rotary"
+            else ""
+        ),
         "parallel attn+MLP"
         if cfg.parallel_attn_mlp
         else ("post-norm" if cfg.post_norm else ("pre-norm" if cfg.pre_norm else "output norms only")),
@@ -292,6 +304,18 @@ def _cmd_patch(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    from ..loading.verify import DEFAULT_PROMPTS, verify
+
+    path = resolve_model_path(args.model)
+    if not os.path.exists(path) and (path.startswith((".", "/")) or path.endswith(".gguf")):
+        raise CLIError(f"no such model file or directory: {path}")
+    reference = resolve_model_path(args.reference) if args.reference else None
+    report = verify(path, reference, args.prompt or DEFAULT_PROMPTS, args.tol)
+    print(report.table())
+    return 0 if report.passed else 1
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -301,10 +325,10 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (subcommands info, run, patch, demo)."""
+    """The argument parser (subcommands info, run, patch, verify, demo)."""
     p = argparse.ArgumentParser(prog="jaxinterp", description="Mechanistic interpretability of transformer LMs in JAX.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = p.add_subparsers(dest="command", metavar="{info,run,patch,demo}")
+    sub = p.add_subparsers(dest="command", metavar="{info,run,patch,verify,demo}")
     sub.required = True
     model_help = "HF model directory, hub id, .gguf file, or 'smollm2' (the bundled SmolLM2-135M)"
 
@@ -334,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wrong", help="wrong next token (default: the corrupted run's top token)")
     s.add_argument("--out", default="out/patch", help="output folder (default out/patch)")
     s.set_defaults(func=_cmd_patch)
+
+    s = sub.add_parser(
+        "verify", help="compare jaxinterp with transformers on a few prompts (exit 1 above the tolerance)"
+    )
+    s.add_argument("model", help=model_help)
+    s.add_argument("--reference", help="checkpoint transformers loads (default: MODEL), e.g. a GGUF's HF original")
+    s.add_argument("--prompt", action="append", help="a prompt (repeatable; default: three built-in prompts)")
+    s.add_argument("--tol", type=float, default=1e-3, help="largest allowed |logit difference| (default 1e-3)")
+    s.set_defaults(func=_cmd_verify)
 
     s = sub.add_parser("demo", help="end-to-end IOI investigation of SmolLM2-135M with an HTML report")
     s.add_argument("--out", default="out/demo", help="output folder (default out/demo)")

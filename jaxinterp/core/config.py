@@ -49,6 +49,8 @@ class ModelConfig:
     positional: Literal["learned", "rotary", "none"] = "learned"
     rotary_dim: Optional[int] = None  # None -> d_head (partial rotary when smaller)
     rotary_base: float = 10000.0
+    # GPT-J: rotary pairs adjacent features (2i, 2i+1) rather than i and i + rotary_dim/2.
+    rotary_interleaved: bool = False
     # Rope scaling as a sorted tuple of (key, value) pairs so the config stays hashable.
     rope_scaling: Optional[tuple] = None
     # Gemma 3: the rope base of the layers with a sliding window (unscaled rope); the
@@ -99,8 +101,11 @@ class ModelConfig:
                 raise ConfigError(
                     f"layer_windows has {len(self.layer_windows)} entries, expected one per layer ({self.n_layers})"
                 )
-        if isinstance(self.rope_scaling, dict):
-            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        if self.rope_scaling is not None:  # hashable: sorted pairs, lists (longrope factors) as tuples
+            items = self.rope_scaling.items() if isinstance(self.rope_scaling, dict) else self.rope_scaling
+            object.__setattr__(
+                self, "rope_scaling", tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items))
+            )
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
         if not self.attn_only and self.d_mlp <= 0:
@@ -111,6 +116,8 @@ class ModelConfig:
             raise ConfigError("post_norm and parallel_attn_mlp cannot be combined")
         if self.post_norm and not self.pre_norm:
             raise ConfigError("post_norm (BERT) places ln1/ln2 after the residual adds, so it needs pre_norm=True")
+        if self.rotary_interleaved and self.positional != "rotary":
+            raise ConfigError("rotary_interleaved needs positional='rotary'")
         if self.rotary_local_base is not None and self.positional != "rotary":
             raise ConfigError("rotary_local_base needs positional='rotary'")
         if self.qk_norm not in ("none", "head", "projection"):

@@ -19,6 +19,7 @@ __all__ = [
     "PatchingError",
     "PathPatchingError",
     "ProcessingError",
+    "VerifyError",
 ]
 
 
@@ -81,3 +82,8 @@ class PromptPairError(PatchingError, PathPatchingError):
 
 class ProcessingError(JaxinterpError):
     """A weight-processing step that would change the model's function."""
+
+
+class VerifyError(JaxinterpError):
+    """A checkpoint verification (`jaxinterp verify`) that cannot run as asked: a bad
+    tolerance, no prompts, a prompt that encodes to no tokens."""

@@ -21,6 +21,8 @@ import difflib
 import re
 from typing import Any, Callable, NamedTuple, Optional, Union
 
+import numpy as np
+
 from .config import ModelConfig
 from .errors import SiteError
 
@@ -224,6 +226,68 @@ def to_full_name(short: str, layer: Union[int, str, None] = None) -> str:
 _FULL = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
+# TransformerLens's ``utils.get_act_name`` shorthands: alias -> its name, and which
+# sublayer a bare name lives in.
+_TL_ACT_ALIASES = {
+    "attn": "pattern",
+    "attn_logits": "attn_scores",
+    "key": "k",
+    "query": "q",
+    "value": "v",
+    "mlp_pre": "pre",
+    "mlp_mid": "mid",
+    "mlp_post": "post",
+}
+_TL_ATTN = ("k", "v", "q", "z", "rot_k", "rot_q", "result", "pattern", "attn_scores")
+_TL_MLP = ("pre", "post", "mid", "pre_linear")
+_TL_LAYER_TYPES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+_TL_SHORTHAND = re.compile(r"([a-z]+)(\d+)([a-z]?.*)")
+
+# TransformerLens sites that are copies of another stream, read only the sublayer that
+# follows them (so patching them is not patching the stream): readable from a cache as
+# the stream they copy, not intervention sites here.
+TL_READ_ONLY = {
+    "attn_in": "the attention input per head, resid_pre repeated over heads [pos, head, d_model]",
+    "mlp_in": "the MLP input before ln2: resid_mid (resid_pre in a parallel block)",
+}
+
+
+def get_act_name(name: str, layer: Optional[int] = None, layer_type: Optional[str] = None) -> str:
+    """TransformerLens's ``utils.get_act_name``: a full hook name from a shorthand.
+
+    ``get_act_name("pattern", 5) -> "blocks.5.attn.hook_pattern"``,
+    ``get_act_name("resid_pre", 3) -> "blocks.3.hook_resid_pre"``,
+    ``get_act_name("scale", 2, "ln1") -> "blocks.2.ln1.hook_scale"``,
+    ``get_act_name("scale") -> "ln_final.hook_scale"``, ``get_act_name("k6") ->
+    "blocks.6.attn.hook_k"``; a full name comes back unchanged. The same translation as
+    TransformerLens's (aliases ``attn``, ``query``, ``mlp_post``, ...; layer types ``a``,
+    ``m``, ``ln1``, ...). Every name it returns for a site the model has is accepted by
+    `parse_site`, caches and interventions."""
+    if not isinstance(name, str):
+        raise SiteError(f"get_act_name: name must be a string such as 'pattern' or 'resid_pre', got {name!r}")
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, np.integer))):
+        raise SiteError(f"get_act_name: layer must be an int or None, got {layer!r}")
+    if ("." in name or name.startswith("hook_")) and layer is None and layer_type is None:
+        return name
+    match = _TL_SHORTHAND.fullmatch(name)
+    if match is not None:  # "k6" -> ("k", 6), "scale4ln1" -> ("scale", 4, "ln1")
+        name, layer, layer_type = match.group(1), int(match.group(2)), match.group(3) or None
+    name = _TL_ACT_ALIASES.get(name, name)
+    full = "" if layer is None else f"blocks.{int(layer)}."
+    if name in _TL_ATTN:
+        layer_type = "attn"
+    elif name in _TL_MLP:
+        layer_type = "mlp"
+    elif layer_type in _TL_LAYER_TYPES:
+        layer_type = _TL_LAYER_TYPES[layer_type]
+    if layer_type:
+        full += f"{layer_type}."
+    full += f"hook_{name}"
+    if name in ("scale", "normalized") and layer is None:
+        full = f"ln_final.{full}"
+    return full
+
+
 def parse_site(name: str, cfg: ModelConfig) -> Site:
     """Parse a short or full site name; raise `SiteError` naming the closest valid ones.
 
@@ -249,6 +313,17 @@ def parse_site(name: str, cfg: ModelConfig) -> Site:
             return Site(short, layer)
     elif short in per_layer or short in top:
         return Site(short, None)
+    if short in TL_READ_ONLY:
+        raise SiteError(
+            f"site {name!r}: TransformerLens's hook_{short} is {TL_READ_ONLY[short]}, a copy only the next "
+            f"sublayer reads. Read it from a cache (cache[{name!r}]); to intervene, use "
+            + (
+                "'ln1.normalized' (attention's normalised input) or 'resid_pre'"
+                if short == "attn_in"
+                else "'ln2.normalized' (the MLP's normalised input) or 'resid_mid'"
+            )
+            + "."
+        )
     candidates = list(per_layer) + list(top) + full_names(cfg)
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 
 from jaxinterp.editing.common import EditingError
+from jaxinterp.loading.gguf import read_gguf
 
 __all__ = ["ChatTemplate", "chat_template", "format_instruction", "render_chatml"]
 
@@ -106,17 +107,14 @@ def chat_template(path: str, use_jinja: bool | None = None) -> ChatTemplate:
             f"chat_template: {path} is not a file (expected a .gguf, a tokenizer_config.json or a directory)"
         )
     if path.endswith(".gguf"):
-        from gguf import GGUFReader
-
-        fields = GGUFReader(path).fields
+        fields = read_gguf(path).metadata
         if "tokenizer.chat_template" not in fields:
             raise EditingError(f"{path} has no tokenizer.chat_template metadata")
-        source = fields["tokenizer.chat_template"].contents()
-        tokens = fields["tokenizer.ggml.tokens"].contents() if "tokenizer.ggml.tokens" in fields else []
+        source = fields["tokenizer.chat_template"]
+        tokens = fields.get("tokenizer.ggml.tokens", [])
 
         def special(key):
-            k = f"tokenizer.ggml.{key}_token_id"
-            i = fields[k].contents() if k in fields else None
+            i = fields.get(f"tokenizer.ggml.{key}_token_id")
             return tokens[i] if i is not None and 0 <= i < len(tokens) else ""
 
         return ChatTemplate(source, special("bos"), special("eos"), use_jinja)

@@ -8,8 +8,17 @@ from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from ..model import Transformer
 from .build import build_model, expected_params
 from .hf import load_hf
+from .verify import VerifyReport, verify
 
-__all__ = ["load", "build_model", "expected_params", "CheckpointError", "UnsupportedArchitectureError"]
+__all__ = [
+    "load",
+    "build_model",
+    "expected_params",
+    "verify",
+    "VerifyReport",
+    "CheckpointError",
+    "UnsupportedArchitectureError",
+]
 
 
 def load(path_or_id: str, dtype=jnp.float32, *, allow_pickle: bool = False) -> Transformer:

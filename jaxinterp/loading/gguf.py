@@ -17,7 +17,6 @@ format are undone on the way:
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -27,11 +26,12 @@ from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from ..model import Transformer
 from .build import build_model, check_dtype
 from .families import family_for
+from .gguf_file import GGUFFile
 from .hf_config import config_from_hf
 from .tensors import TensorSource
 
 # GGUF architectures we map, and the HF ``model_type`` whose converter they reuse.
-SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2"}
+SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}
 
 # GGUF per-layer tensor names -> HF names (``{i}`` is the layer index).
 _LAYER_NAMES = {
@@ -39,34 +39,30 @@ _LAYER_NAMES = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3's per-head QK-norm
+    "attn_k_norm": "self_attn.k_norm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
+# Phi-3 keeps its fused projections in GGUF: attn_qkv (q; k; v rows), ffn_up (gate; up rows).
+_FUSED_NAMES = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-def read_gguf(path: str):
-    """A ``gguf.GGUFReader`` for ``path``; `CheckpointError` naming the path if the file is
-    missing, truncated or not GGUF."""
-    from gguf import GGUFReader
-
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no such GGUF file: {path}")
-    try:
-        return GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError/IndexError/... on bad bytes
-        raise CheckpointError(f"{path} is not a readable GGUF file (corrupt or truncated?): {e}") from e
+def read_gguf(path: str, skip: tuple[str, ...] = ()) -> GGUFFile:
+    """The GGUF file at ``path`` opened for reading (metadata parsed, tensors mapped;
+    string-array keys in ``skip`` left undecoded); `CheckpointError` naming the path if
+    the file is missing, truncated or not GGUF."""
+    return GGUFFile(path, skip)
 
 
-def gguf_metadata(reader, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Every metadata key of the file as a Python value (strings, numbers, lists).
-
-    Keys in ``skip`` (e.g. the 49k-entry token list when only the config is wanted) are
-    left out, because decoding large string arrays dominates the load time."""
-    return {name: field.contents() for name, field in reader.fields.items() if name not in skip}
+def gguf_metadata(reader: GGUFFile, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every metadata key of the file as a Python value (strings, numbers, lists), less
+    the keys in ``skip``."""
+    return {name: value for name, value in reader.metadata.items() if name not in skip}
 
 
 def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -87,6 +83,11 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"{path}: unsupported GGUF architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}"
+        )
+    if "rope_factors_long.weight" in tensor_names or "rope_factors_short.weight" in tensor_names:
+        raise UnsupportedArchitectureError(
+            f"{path}: has rope_factors tensors (Phi-3 longrope), which are not supported from GGUF; load the HF "
+            "checkpoint instead"
         )
     if "rope_freqs.weight" in tensor_names:
         raise UnsupportedArchitectureError(
@@ -125,6 +126,9 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
         "attention_bias": "blk.0.attn_q.bias" in tensor_names,
         "hidden_act": "silu",
     }
+    window = get("attention.sliding_window", 0, required=False)
+    if arch == "phi3" and window:
+        hf["sliding_window"] = int(window)
     scaling = get("rope.scaling.type", "none", required=False)
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
@@ -133,15 +137,16 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
     return hf
 
 
-def gguf_tensor_source(reader, hf: dict[str, Any], path: str) -> TensorSource:
+def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> TensorSource:
     """The file's tensors under HF names, dequantised lazily to float32."""
     from gguf.quants import dequantize
 
     permute = hf["model_type"] == "llama"  # llama.cpp reorders Q/K rows only for its "llama" arch
     heads = {"attn_q": hf["num_attention_heads"], "attn_k": hf["num_key_value_heads"]}
     getters: dict[str, Callable[[], np.ndarray]] = {}
+    fused = hf["model_type"] == "phi3"
     for tensor in reader.tensors:
-        hf_name = _hf_name(tensor.name)
+        hf_name = _hf_name(tensor.name, fused)
         if hf_name is None:
             hf_name = "gguf:" + tensor.name  # kept, so check_all_used reports it as unexpected
         kind = tensor.name.split(".")[2] if tensor.name.startswith("blk.") else None
@@ -155,17 +160,18 @@ def gguf_tensor_source(reader, hf: dict[str, Any], path: str) -> TensorSource:
     return TensorSource(getters, path)
 
 
-def _hf_name(name: str) -> str | None:
+def _hf_name(name: str, fused: bool = False) -> str | None:
     parts = name.split(".")
-    if parts[0] == "blk" and len(parts) == 4 and parts[2] in _LAYER_NAMES:
-        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.{parts[3]}"
+    layer_names = {**_LAYER_NAMES, **_FUSED_NAMES} if fused else _LAYER_NAMES
+    if parts[0] == "blk" and len(parts) == 4 and parts[2] in layer_names:
+        return f"model.layers.{parts[1]}.{layer_names[parts[2]]}.{parts[3]}"
     if len(parts) == 2 and parts[0] in _GLOBAL_NAMES:
         return f"{_GLOBAL_NAMES[parts[0]]}.{parts[1]}"
     return None
 
 
 def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
-    """Load a llama.cpp GGUF file (architectures "llama" and "qwen2") as a `Transformer`.
+    """Load a llama.cpp GGUF file (architectures "llama", "qwen2", "qwen3", "phi3") as a `Transformer`.
 
     Every tensor is dequantised to float32 and cast to ``dtype``. The tokenizer stored in
     the same file is loaded by ``jaxinterp.load_tokenizer(path)``.
@@ -175,19 +181,8 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     """
     path = str(path)
     dtype = check_dtype(dtype)
-    reader = read_gguf(path)
-    try:
-        meta = gguf_metadata(
-            reader,
-            skip=(
-                "tokenizer.ggml.tokens",
-                "tokenizer.ggml.merges",
-                "tokenizer.ggml.token_type",
-                "tokenizer.ggml.scores",
-            ),
-        )
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable GGUF metadata: {e}") from e
+    reader = read_gguf(path, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges"))
+    meta = reader.metadata
     shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
     hf = hf_config_from_gguf(meta, shapes, path)
     family = family_for(hf["model_type"])

@@ -394,10 +394,10 @@ def tokenizer_from_gguf(path: str) -> Tokenizer:
 
     from .gguf import read_gguf
 
-    fields = read_gguf(path).fields
+    fields = read_gguf(path).metadata
 
     def get(key, default=None):
-        return fields[f"tokenizer.ggml.{key}"].contents() if f"tokenizer.ggml.{key}" in fields else default
+        return fields.get(f"tokenizer.ggml.{key}", default)
 
     model = get("model")
     if model is None or "tokenizer.ggml.tokens" not in fields:

@@ -79,8 +79,8 @@ class Attention(AbstractAttention):
         k = qk_normalize(hooks("attn.k", _project(x, self.W_K, self.b_K)), self.k_norm)
         v = hooks("attn.v", _project(x, self.W_V, self.b_V))
         if rotary is not None:
-            q = hooks("attn.rot_q", apply_rotary(q, *rotary))
-            k = hooks("attn.rot_k", apply_rotary(k, *rotary))
+            q = hooks("attn.rot_q", apply_rotary(q, *rotary, interleaved=cfg.rotary_interleaved))
+            k = hooks("attn.rot_k", apply_rotary(k, *rotary, interleaved=cfg.rotary_interleaved))
         return q, k, v
 
     def attend_output(

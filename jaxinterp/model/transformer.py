@@ -13,9 +13,9 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..core.config import ModelConfig
-from ..core.errors import ConfigError, PromptPairError, TokenError
+from ..core.errors import ConfigError, PromptPairError, SiteError, TokenError
 from ..core.readout import ALL, Readout
-from ..core.sites import layer_site_dims, parse_site, top_level_site_dims
+from ..core.sites import layer_site_dims, parse_site, to_full_name, top_level_site_dims
 from .attention import Attention
 from .block import Block
 from .cache import ActivationCache
@@ -69,13 +69,21 @@ class Transformer(eqx.Module):
         *,
         token_type_ids=None,
         attention_mask=None,
+        names_filter: Names = None,
     ) -> tuple[Array, ActivationCache]:
         """Logits and an `ActivationCache` of the requested sites.
 
         ``names``: None for every site except ``attn.result`` (computed only when asked
         for), a site name, a list of short or full names, or a predicate on short names.
         Per-layer sites come back stacked ``[layer, ...]``.
+        ``names_filter``: TransformerLens's spelling, instead of ``names``: a name, a list
+        of names, or a predicate on *full* names (``"blocks.3.hook_resid_pre"``); a
+        per-layer site is cached (every layer of it) when the predicate accepts it at any layer.
         """
+        if names_filter is not None:
+            if names is not None:
+                raise SiteError("pass names= or its TransformerLens alias names_filter=, not both")
+            names = _full_name_filter(names_filter, self.cfg) if callable(names_filter) else names_filter
         return self._run(tokens, interventions, self.resolve_names(names), token_type_ids, attention_mask)
 
     def resolve_names(self, names: Names) -> frozenset:
@@ -394,6 +402,15 @@ class Transformer(eqx.Module):
         Plan(self.cfg, interventions).check_locations(tokens.shape[-1])
         logits, cache = _jit_run(self, tokens, _as_tuple(interventions), cache_names, token_type_ids, attention_mask)
         return logits, ActivationCache(cache, self.cfg, batched=tokens.ndim == 2)
+
+
+def _full_name_filter(predicate: Callable[[str], bool], cfg: ModelConfig) -> list[str]:
+    """Short names of the sites whose full name (at any layer) ``predicate`` accepts."""
+    names = [s for s in top_level_site_dims(cfg) if predicate(to_full_name(s))]
+    for short in layer_site_dims(cfg):
+        if any(predicate(to_full_name(short, layer)) for layer in range(cfg.n_layers)):
+            names.append(short)
+    return names
 
 
 def _as_tuple(interventions):

@@ -179,7 +179,7 @@ class PackedAttention(AbstractAttention):
             q, k, v = w.project(x, slice(0, qd)), self.k, self.v
         q = qk_normalize(hooks("attn.q", q.reshape(x.shape[0], cfg.n_heads, cfg.d_head)), w.q_norm)
         if rotary is not None:
-            q = hooks("attn.rot_q", apply_rotary(q, *rotary))
+            q = hooks("attn.rot_q", apply_rotary(q, *rotary, interleaved=cfg.rotary_interleaved))
         n_rows, n_query = self.kv_index.shape[0], self.query_pos.shape[0]
         n_kv, group, d_head = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.d_head
         # Head-major views [kv_head, row, ...]: the per-row matmuls then batch over
@@ -235,5 +235,5 @@ def _keys_values(kv: Float[Array, "token kvd"], k_norm: Optional[Norm], hooks, c
     k = qk_normalize(hooks("attn.k", kv[:, 0]), k_norm)
     v = hooks("attn.v", kv[:, 1])
     if rotary is not None:
-        k = hooks("attn.rot_k", apply_rotary(k, *rotary))
+        k = hooks("attn.rot_k", apply_rotary(k, *rotary, interleaved=cfg.rotary_interleaved))
     return k, v

@@ -11,9 +11,23 @@ from __future__ import annotations
 from types import ModuleType
 
 from ...core.errors import UnsupportedArchitectureError
-from . import bert, gemma, gpt2, llama, mixtral, neox, olmo2, qwen3
+from . import bert, gemma, gpt2, gptj, llama, mixtral, neox, olmo2, opt, phi, phi3, qwen3, qwen3_moe
 
-FAMILIES: tuple[ModuleType, ...] = (gpt2, neox, llama, gemma, mixtral, bert, qwen3, olmo2)
+FAMILIES: tuple[ModuleType, ...] = (
+    gpt2,
+    neox,
+    llama,
+    gemma,
+    mixtral,
+    bert,
+    qwen3,
+    olmo2,
+    phi3,
+    gptj,
+    opt,
+    phi,
+    qwen3_moe,
+)
 
 
 def family_for(model_type: str) -> ModuleType:

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...core.errors import CheckpointError
+from ...core.errors import CheckpointError, UnsupportedArchitectureError
 from ..tensors import TensorSource
 
 
@@ -46,6 +46,10 @@ def heads_out(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.T.reshape(n_heads, inner // n_heads, d_model)
 
 
+# Rope types the model computes (jaxinterp.model.rotary); "su" is Phi-3's old name for longrope.
+SUPPORTED_ROPE = ("default", "linear", "llama3", "yarn", "longrope", "su", "dynamic")
+
+
 def rope_settings(hf: dict) -> tuple[float, tuple | None, float]:
     """(theta, scaling, partial_rotary_factor) from either transformers-5 style
     ``rope_parameters`` or older top-level ``rope_theta`` / ``rope_scaling`` keys."""
@@ -55,7 +59,12 @@ def rope_settings(hf: dict) -> tuple[float, tuple | None, float]:
     scaling = dict(hf.get("rope_scaling") or {})
     scaling.update({k: v for k, v in params.items() if k not in ("rope_theta", "partial_rotary_factor")})
     kind = scaling.get("rope_type", scaling.get("type", "default"))
-    return float(theta), (None if kind == "default" else tuple(sorted(scaling.items()))), float(partial)
+    if kind not in SUPPORTED_ROPE:
+        raise UnsupportedArchitectureError(
+            f"rope type {kind!r} is not supported (supported: {', '.join(SUPPORTED_ROPE)})"
+        )
+    pairs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in scaling.items()))
+    return float(theta), (None if kind == "default" else pairs), float(partial)
 
 
 def windows_from_layer_types(hf: dict, n_layers: int, window) -> tuple | None:

@@ -42,6 +42,12 @@ def base_config(hf: dict, **overrides) -> dict:
         family=hf.get("model_type", "llama"),
         architecture=(hf.get("architectures") or [""])[0],
     )
+    if dict(scaling or ()).get("rope_type", dict(scaling or ()).get("type")) == "dynamic":
+        # Dynamic NTK stretches the rope past max_position_embeddings (up to `factor` times
+        # it, the context it was made for); that length stays in the scaling.
+        max_len = kw["n_ctx"]
+        kw["rope_scaling"] = tuple(sorted({**dict(scaling or ()), "max_position_embeddings": max_len}.items()))
+        kw["n_ctx"] = int(max_len * dict(scaling or ())["factor"])
     kw.update(overrides)
     return kw
 

@@ -1,0 +1,165 @@
+"""Run the test suite as short-lived pytest processes, two at a time.
+
+``make test`` calls this instead of one long ``pytest -n 2``. Why:
+
+- **Crash isolation.** XLA's CPU compiler segfaulted in a long-lived pytest-xdist worker
+  that had compiled hundreds of programs (never in a fresh process), and xdist's file
+  scheduler then hung waiting on the dead worker until CI's time ran out. Here each group
+  of test files runs in its own process with its own timeout: a crash or a hang fails that
+  group, names it, and the rest still runs.
+- **Balance.** Groups are packed from measured costs (``tests/suite_costs.json``, written
+  by ``--record``), longest first, and the example scripts are split over several groups,
+  so neither slot idles while the other runs the examples one by one.
+
+Usage: ``python tests/run_suite.py [-j 2] [--timeout S] [--record FILE] [-- pytest args]``.
+Prints one line per group, the failures' output, the slowest files, and a closing
+``N passed, N failed`` line; exits non-zero if any test failed or any group crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+COSTS = os.path.join(HERE, "suite_costs.json")
+EXAMPLES = "test_examples.py"
+DEFAULT_COST = 30.0  # seconds, for a file not yet measured
+GROUP_TARGET = 150.0  # seconds of measured cost per process: startup amortised, lifetime bounded
+
+
+def example_ids() -> list[str]:
+    """Node ids of the example-script tests (one per script), as pytest names them."""
+    scripts = sorted(
+        f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".py") and not f.startswith("_")
+    )
+    return [f"tests/{EXAMPLES}::test_example_runs_in_quick_mode[{s}]" for s in scripts]
+
+
+def units(costs: dict[str, float]) -> list[tuple[str, float]]:
+    """The schedulable units (a test file, or one example script) with their costs."""
+    files = sorted(f for f in os.listdir(HERE) if f.startswith("test_") and f.endswith(".py"))
+    out = [(f"tests/{f}", costs.get(f, DEFAULT_COST)) for f in files if f != EXAMPLES]
+    if EXAMPLES in files:
+        out += [(i, costs.get(i.split("::", 1)[1], DEFAULT_COST)) for i in example_ids()]
+    return out
+
+
+def pack(items: list[tuple[str, float]], target: float) -> list[tuple[list[str], float]]:
+    """Groups of units of about ``target`` cost, longest units first (first-fit decreasing);
+    the groups come back longest first, so the two slots finish close together."""
+    groups: list[tuple[list[str], float]] = []
+    for unit, cost in sorted(items, key=lambda x: -x[1]):
+        for i, (members, total) in enumerate(groups):
+            if total + cost <= target:
+                groups[i] = (members + [unit], total + cost)
+                break
+        else:
+            groups.append(([unit], cost))
+    return sorted(groups, key=lambda g: -g[1])
+
+
+def run_group(members: list[str], extra: list[str], timeout: float, logdir: str, index: int) -> dict:
+    xml = os.path.join(logdir, f"group{index}.xml")
+    log = os.path.join(logdir, f"group{index}.log")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *extra, *members]
+    start = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = "timeout"
+    wall = time.monotonic() - start
+    with open(log) as f:
+        text = f.read()
+    return {"members": members, "rc": rc, "wall": wall, "log": text, "times": _times(xml), "index": index}
+
+
+def _times(xml: str) -> dict[str, float]:
+    """Seconds per file (and per example script) from pytest's JUnit XML."""
+    times: dict[str, float] = {}
+    if not os.path.exists(xml):
+        return times
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        name, cls = case.get("name", ""), case.get("classname", "")
+        key = next((p + ".py" for p in cls.split(".") if p.startswith("test_")), "?")
+        if key == EXAMPLES and "[" in name:
+            key = name[name.index("[") + 1 : -1]
+        times[key] = times.get(key, 0.0) + float(case.get("time", 0.0))
+    return times
+
+
+def counts(log: str) -> dict[str, int]:
+    """passed/failed/error/skipped counts from pytest's closing line."""
+    lines = [ln for ln in log.strip().splitlines() if re.search(r"\d+ (passed|failed|errors?)|no tests ran", ln)]
+    tail = lines[-1] if lines else ""
+    return {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)", tail)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-j", "--jobs", type=int, default=2, help="pytest processes at once (default 2)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds before a group is killed (default 900)")
+    ap.add_argument("--record", metavar="FILE", help="write measured per-file costs (JSON) to FILE")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these test files / node ids")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = ap.parse_args()
+    costs = json.load(open(COSTS)) if os.path.exists(COSTS) else {}
+    items = units(costs)
+    if args.only is not None:
+        items = [(u, c) for u, c in items if any(u.endswith(o) or o in u for o in args.only)]
+    groups = pack(items, GROUP_TARGET)
+    print(f"{len(items)} units in {len(groups)} groups, {args.jobs} at a time", flush=True)
+    start = time.monotonic()
+    results = []
+    with tempfile.TemporaryDirectory() as logdir, ThreadPoolExecutor(args.jobs) as pool:
+        futures = [
+            pool.submit(run_group, members, args.pytest_args, args.timeout, logdir, i)
+            for i, (members, _) in enumerate(groups)
+        ]
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            c = counts(r["log"])
+            status = "ok" if r["rc"] == 0 else ("TIMEOUT" if r["rc"] == "timeout" else f"FAILED (exit {r['rc']})")
+            names = " ".join(m.split("::")[-1].replace("tests/", "") for m in r["members"])
+            print(f"[{status}] {r['wall']:6.1f} s  {c}  {names}", flush=True)
+    passed = sum(counts(r["log"]).get("passed", 0) for r in results)
+    failed = sum(
+        counts(r["log"]).get("failed", 0) + counts(r["log"]).get("errors", 0) + counts(r["log"]).get("error", 0)
+        for r in results
+    )
+    bad = [r for r in results if r["rc"] != 0]
+    for r in sorted(bad, key=lambda r: r["index"]):
+        print(f"\n===== group {r['index']} ({r['rc']}): {' '.join(r['members'])} =====")
+        print(r["log"][-20000:])
+        if not counts(r["log"]).get("failed") and not counts(r["log"]).get("errors"):
+            failed += 1  # a crash, a timeout or a collection error: count the group as one failure
+    times: dict[str, float] = {}
+    for r in results:
+        times.update(r["times"])
+    slowest = sorted(times.items(), key=lambda x: -x[1])[:15]
+    print("\nslowest: " + ", ".join(f"{k} {v:.0f}s" for k, v in slowest))
+    print(f"wall {time.monotonic() - start:.0f} s, {len(groups)} groups")
+    if args.record:
+        with open(args.record, "w") as f:
+            json.dump({k: round(v, 1) for k, v in sorted(times.items())}, f, indent=1)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if bad or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
