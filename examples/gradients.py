@@ -53,12 +53,13 @@ def main():
     os.makedirs("out", exist_ok=True)
     t0 = time.time()
     model, tok = ji.load(smollm2_path()), ji.load_tokenizer(smollm2_path())
+    model = model.first_layers(6) if QUICK else model  # QUICK: every code path, on the first layers
     tokens = jnp.asarray(tok.encode(PROMPT))
     paris, london = tok.to_single_token(" Paris"), tok.to_single_token(" London")
     logits = model(tokens)
     print(f"logit(' Paris') - logit(' London') = {float(logits[-1, paris] - logits[-1, london]):.3f}")
 
-    n_steps = 16 if QUICK else 64
+    n_steps = 8 if QUICK else 64
     neutral = tok.to_single_token(" the")
     print(
         f"== 1. contrastive token attribution (' Paris' vs ' London'); IG baseline: ' the' at every position, {n_steps} Gauss nodes"
@@ -78,12 +79,13 @@ def main():
         strs, ig.scores, f"IG: ' Paris' vs ' London' (sum {ig.scores.sum():+.2f})", "out/gradients_tokens.png"
     )
 
-    print("== 2. integrated gradients at blocks.12.hook_resid_pre, baseline: the corrupted prompt's activations")
+    mid = model.cfg.n_layers // 2 - 3  # 12 of SmolLM2's 30 layers
+    print(f"== 2. integrated gradients at blocks.{mid}.hook_resid_pre, baseline: the corrupted prompt's activations")
     corrupt = jnp.asarray(tok.encode(CORRUPT))
     assert corrupt.shape == tokens.shape, "the two prompts must have the same number of tokens"
     _, cc = model.run_with_cache(corrupt, names=["resid_pre"])
     obj = LogitDiff(jnp.asarray(paris), jnp.asarray(london), jnp.asarray(len(tokens) - 1))
-    r = integrated_gradients(model, tokens, obj, "blocks.12.hook_resid_pre", cc["resid_pre"][12], n_steps=n_steps)
+    r = integrated_gradients(model, tokens, obj, f"blocks.{mid}.hook_resid_pre", cc["resid_pre"][mid], n_steps=n_steps)
     per_pos = r.attributions.sum(-1)
     print("   per position: " + ", ".join(f"{s!r}: {v:+.2f}" for s, v in zip(strs, per_pos)))
     print(
@@ -109,13 +111,13 @@ def main():
         print(f"   {s}: max |difference| {np.abs(a - b).max():.2e} (max |score| {np.abs(b).max():.2e})")
 
     print("== 4. gradient direction vs probe direction for sentiment (resid_post, last token)")
-    n = 64 if QUICK else 240
+    n = 40 if QUICK else 240
     ds = load_sae_probes("92_glue_sst2").sample(n, seed=1)
     prompts = [p.rstrip() for p in ds.prompts]
     acts = collect_activations(model, tok, prompts, "resid_post", "last", batch_size=32, cache_dir="out/acts")
     probes = train_probes(acts.acts, ds.targets, "binary", l2=(1e-2, 1e-1, 1.0, 10.0), optimizer="newton", n_steps=12)
     probe_dirs = np.asarray(probes.probe.direction()[..., 0])  # [layer, d_model]: towards "positive"
-    m = 32 if QUICK else 96
+    m = 16 if QUICK else 96
     toks, mask = tok.to_tokens_and_mask(prompts[:m])
     last = mask.sum(1) - 1
     good, bad = tok.to_single_token(" good"), tok.to_single_token(" bad")
