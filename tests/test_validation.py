@@ -155,6 +155,11 @@ def test_fast_engine_row_check():
     check(data)  # valid (-1: whole axis)
     with pytest.raises(eqx.EquinoxRuntimeError, match="patch location is out of range for 'attn.z'"):
         check({**data, "row_head": jnp.array([[0, 4]])}).block_until_ready()
+    # The layout every sweep builds is numpy: checked on the host, naming the bad row.
+    host = {k: np.asarray(v) for k, v in data.items()}
+    assert check_rows(host, CFG, "attn.z", N_POS) is host
+    with pytest.raises(ji.InterventionError, match=r"out of range for .attn.z.: head=4, allowed 0..3"):
+        check_rows({**host, "row_head": np.array([[0, 4]])}, CFG, "attn.z", N_POS)
 
 
 # -- 2. out-of-vocabulary ids; tokens of the wrong kind ------------------------------------------

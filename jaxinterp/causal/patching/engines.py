@@ -39,9 +39,10 @@ class PatchingEngine(eqx.Module):
     savings (logits only for the token ids the metric reads; patches skipped where the
     clean and corrupted activations agree). ``progress``: a progress bar over chunks.
     ``mesh``: a `jax.sharding.Mesh` whose first axis the patches are sharded over.
-    ``checks``: range-check the traced patch locations and token ids inside the compiled
-    sweep (`eqx.error_if`); False skips them (``benchmarks/validation_overhead.py``
-    measures what they cost). `activation_patch` validates its grid on the host anyway.
+    ``checks``: range-check the patch locations (the fast engine: on the host, before
+    compiling, since its layout is numpy; the plain engine: inside the compiled sweep with
+    `eqx.error_if`); False skips them (``benchmarks/validation_overhead.py`` measures what
+    they cost). `activation_patch` validates its grid on the host anyway.
     """
 
     batch_size: eqx.AbstractVar[Optional[int]]

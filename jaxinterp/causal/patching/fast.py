@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ...core.errors import InterventionError
 from ...core.readout import Readout, evaluate_metric, split_metric
 from ...core.sites import AXES, dim_sizes, layer_site_dims
 from ...engine.sweep import map_chunks
@@ -64,9 +65,11 @@ def fast_sweep(
     computed by the block engine in ``n_chunks`` chunks from the base and source runs'
     `cached_runs`. ``mesh``: split the chunks over the devices of its first axis (the
     weights and caches replicated). ``checks``: range-check the patches' locations
-    inside the program (`check_rows`); False skips that."""
+    (`check_rows`, on the host before the program runs); False skips that."""
     n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
     layout = fast_layout(model.cfg, runs.final.shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
+    if checks:  # on the host, before compiling: the layout is numpy
+        check_rows(layout.data, model.cfg, grid.site, runs.final.shape[0])
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
     metric_arrays, metric_static = split_metric(metric, readout)
     static = dict(
@@ -77,7 +80,6 @@ def fast_sweep(
         last_layer_subset=last_layer_subset,
         progress=progress and mesh is None,
         mesh=mesh,
-        checks=checks,
     )
     flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
     values = np.asarray(_run((model, runs, layout.data, metric_arrays), static, flops, quick_compile))
@@ -111,19 +113,34 @@ def fast_layout(
 
 
 def check_rows(data: dict, cfg, site: str, n_pos: int) -> dict:
-    """The layout ``data`` after checking, inside the program (`eqx.error_if`), that every
-    row's location indices lie in their axes (``-1``: the whole axis): the fast engine's
-    one run-time location check, for layouts built from hand-made grids. `patch_grid`
-    builds only valid ones."""
+    """The layout ``data`` after checking that every row's location indices lie in their
+    axes (``-1``: the whole axis): the fast engine's one location check, for layouts
+    built from hand-made grids (`patch_grid` builds only valid ones).
+
+    A layout of concrete (numpy) arrays -- what `fast_layout` builds on the host, so
+    every sweep -- is checked before anything is compiled, at no cost to the program,
+    and raises `InterventionError` naming the first bad row. A traced layout is checked
+    inside the program with `eqx.error_if`."""
     sizes, dims = dim_sizes(cfg, n_pos), layer_site_dims(cfg)[site]
-    bad = (data["row_layer"] < -1) | (data["row_layer"] >= cfg.n_layers)
+    limits = {"layer": cfg.n_layers}
     for field, axes in AXES.items():
         dim = next((d for d in dims if d in axes), None)
         if field != "layer" and dim is not None:
-            row = data[f"row_{field}"]
-            bad = bad | (row < -1) | (row >= sizes[dim])
+            limits[field] = sizes[dim]
+    bad = {f: (data[f"row_{f}"] < -1) | (data[f"row_{f}"] >= n) for f, n in limits.items()}
+    if all(isinstance(data[f"row_{f}"], np.ndarray) for f in limits):
+        for field, mask in bad.items():
+            if mask.any():
+                row = np.argwhere(mask)[0]
+                value = int(data[f"row_{field}"][tuple(row)])
+                raise InterventionError(
+                    f"a patch location is out of range for {site!r}: {field}={value}, allowed 0..{limits[field] - 1} "
+                    f"(or -1 for the whole axis; n_layers={cfg.n_layers}, {n_pos} positions)"
+                )
+        return data
+    any_bad = functools.reduce(lambda a, b: a | b, bad.values())
     return eqx.error_if(
-        data, bad, f"a patch location is out of range for {site!r} (n_layers={cfg.n_layers}, {n_pos} positions)"
+        data, any_bad, f"a patch location is out of range for {site!r} (n_layers={cfg.n_layers}, {n_pos} positions)"
     )
 
 
@@ -140,17 +157,14 @@ def _program(
     last_layer_subset,
     progress,
     mesh=None,
-    checks=True,
 ):
     """The sweep: ``[n_chunks, reads]`` metric values. The metric comes in two parts: its
     arrays (token ids, references: arguments, so other values reuse the program) and
     the rest (static). Given a ``mesh``, each device runs its share of the chunks
-    (sharded along the mesh's first axis). ``checks``: `check_rows` first."""
+    (sharded along the mesh's first axis)."""
 
     def chunks(model, runs, data, metric_arrays):
         full_metric = eqx.combine(metric_arrays, metric)
-        if checks:
-            data = check_rows(data, model.cfg, site, shape.n_pos)
 
         def chunk(d):
             return block_sweep(model, runs, d, shape, site, full_metric, readout, last_layer_subset)
@@ -167,7 +181,7 @@ def _program(
     )
 
 
-_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh", "checks")
+_STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh")
 
 # Compile time: XLA's CPU backend spends most of it having LLVM optimise elementwise
 # kernels. Without that optimisation it compiles several times faster but runs GELU,
