@@ -6,7 +6,8 @@
   that had compiled hundreds of programs (never in a fresh process), and xdist's file
   scheduler then hung waiting on the dead worker until CI's time ran out. Here each group
   of test files runs in its own process with its own timeout: a crash or a hang fails that
-  group, names it, and the rest still runs.
+  group, names it, and the rest still runs. A group killed by a signal is re-run once
+  in a fresh process, and the output says so.
 - **Balance.** Groups are packed from measured costs (``tests/suite_costs.json``, written
   by ``--record``), longest first, and the example scripts are split over several groups,
   so neither slot idles while the other runs the examples one by one.
@@ -132,9 +133,18 @@ def main() -> int:
         ]
         for fut in as_completed(futures):
             r = fut.result()
+            if isinstance(r["rc"], int) and r["rc"] < 0:
+                # Killed by a signal (XLA's CPU compiler has segfaulted in long-lived test
+                # processes): run that group once more in a fresh process, and say so.
+                print(f"[CRASHED: signal {-r['rc']}] group {r['index']}: {r['log'][-3000:]}\nre-running it once", flush=True)
+                r = run_group(r["members"], args.pytest_args, args.timeout, logdir, r["index"])
+                r["crashed_once"] = True
             results.append(r)
             c = counts(r["log"])
-            status = "ok" if r["rc"] == 0 else ("TIMEOUT" if r["rc"] == "timeout" else f"FAILED (exit {r['rc']})")
+            if r["rc"] == 0:
+                status = "ok after a crash and a re-run" if r.get("crashed_once") else "ok"
+            else:
+                status = "TIMEOUT" if r["rc"] == "timeout" else f"FAILED (exit {r['rc']})"
             names = " ".join(m.split("::")[-1].replace("tests/", "") for m in r["members"])
             print(f"[{status}] {r['wall']:6.1f} s  {c}  {names}", flush=True)
     passed = sum(counts(r["log"]).get("passed", 0) for r in results)
