@@ -30,23 +30,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from patching import GPT2_SMALL  # noqa: E402  (benchmarks/patching.py: the same model shape)
+
 from jaxinterp import ModelConfig, Transformer  # noqa: E402
 from jaxinterp.causal.patching import activation_patch, patch_grid  # noqa: E402
 from jaxinterp.causal.patching.engines import Fast, Plain  # noqa: E402
 from jaxinterp.causal.patching.fast import check_rows, fast_layout  # noqa: E402
 from jaxinterp.core.metrics import logit_diff  # noqa: E402
 
-GPT2_SMALL = ModelConfig(
-    d_model=768,
-    n_layers=12,
-    n_heads=12,
-    d_head=64,
-    d_vocab=50257,
-    n_ctx=1024,
-    d_mlp=3072,
-    act_fn="gelu_new",
-    family="gpt2",
-)
 QUICK = ModelConfig(d_model=128, n_layers=4, n_heads=4, d_head=32, d_vocab=4096, n_ctx=64, d_mlp=512, act_fn="gelu_new")
 
 

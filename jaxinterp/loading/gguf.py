@@ -59,12 +59,6 @@ def read_gguf(path: str, skip: tuple[str, ...] = ()) -> GGUFFile:
     return GGUFFile(path, skip)
 
 
-def gguf_metadata(reader: GGUFFile, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Every metadata key of the file as a Python value (strings, numbers, lists), less
-    the keys in ``skip``."""
-    return {name: value for name, value in reader.metadata.items() if name not in skip}
-
-
 def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
     """Undo llama.cpp's Q/K row order: within each head, llama.cpp stores the rotary pairs
     interleaved (``x0, x_half, x1, x_half+1, ...``); HF (and we) keep the two halves

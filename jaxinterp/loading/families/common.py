@@ -73,3 +73,20 @@ def windows_from_layer_types(hf: dict, n_layers: int, window) -> tuple | None:
     if types is None or window is None:
         return None
     return tuple(int(window) if t == "sliding_attention" else None for t in types[:n_layers])
+
+
+def convert_experts(src: TensorSource, cfg, p: dict, moe: str, names: tuple[str, str, str]) -> None:
+    """Mixture-of-experts weights into ``p``: the router ``blocks.mlp.W_router``
+    ``[layer, d_model, expert]`` and the experts' ``W_gate``/``W_in``/``W_out``
+    ``[layer, expert, ...]``. ``moe``: the per-layer prefix with ``{}`` for the layer
+    (``"model.layers.{}.mlp."``); ``names``: the checkpoint's gate, up and down
+    projection names under ``experts.{e}.``."""
+    L, E = cfg.n_layers, cfg.n_experts
+    p["blocks.mlp.W_router"] = stack_layers(src, moe + "gate.weight", L, np.transpose)
+    for ours, theirs in zip(("W_gate", "W_in", "W_out"), names):
+        p[f"blocks.mlp.{ours}"] = np.stack(
+            [
+                np.stack([src.take((moe + f"experts.{e}.{theirs}.weight").format(i)).T for e in range(E)])
+                for i in range(L)
+            ]
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...core.config import ModelConfig
-from .common import stack_layers
+from .common import convert_experts, stack_layers
 from .llama import base_config, convert_attention, convert_embeddings
 
 MODEL_TYPES = ("mixtral",)
@@ -29,16 +29,8 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
     p: dict[str, np.ndarray] = {}
     convert_embeddings(src, cfg, p)
     convert_attention(src, cfg, p)
-    L, E = cfg.n_layers, cfg.n_experts
-    moe = "model.layers.{}.block_sparse_moe."
-    p["blocks.mlp.W_router"] = stack_layers(src, moe + "gate.weight", L, np.transpose)
-    for ours, theirs in (("W_gate", "w1"), ("W_in", "w3"), ("W_out", "w2")):
-        p[f"blocks.mlp.{ours}"] = np.stack(
-            [
-                np.stack([src.take((moe + f"experts.{e}.{theirs}.weight").format(i)).T for e in range(E)])
-                for i in range(L)
-            ]
-        )
+    convert_experts(src, cfg, p, "model.layers.{}.block_sparse_moe.", ("w1", "w3", "w2"))
+    L = cfg.n_layers
     p["blocks.ln1.w"] = stack_layers(src, "model.layers.{}.input_layernorm.weight", L)
     p["blocks.ln2.w"] = stack_layers(src, "model.layers.{}.post_attention_layernorm.weight", L)
     return p

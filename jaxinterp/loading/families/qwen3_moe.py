@@ -10,7 +10,7 @@ import numpy as np
 
 from ...core.config import ModelConfig
 from ...core.errors import UnsupportedArchitectureError
-from .common import stack_layers, windows_from_layer_types
+from .common import convert_experts, stack_layers, windows_from_layer_types
 from .llama import base_config, convert_attention, convert_embeddings
 from .qwen3 import convert_qk_norms
 
@@ -48,16 +48,8 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
     convert_embeddings(src, cfg, p)
     convert_attention(src, cfg, p)
     convert_qk_norms(src, cfg, p)
-    L, E = cfg.n_layers, cfg.n_experts
-    moe = "model.layers.{}.mlp."
-    p["blocks.mlp.W_router"] = stack_layers(src, moe + "gate.weight", L, np.transpose)
-    for ours, theirs in (("W_gate", "gate_proj"), ("W_in", "up_proj"), ("W_out", "down_proj")):
-        p[f"blocks.mlp.{ours}"] = np.stack(
-            [
-                np.stack([src.take((moe + f"experts.{e}.{theirs}.weight").format(i)).T for e in range(E)])
-                for i in range(L)
-            ]
-        )
+    convert_experts(src, cfg, p, "model.layers.{}.mlp.", ("gate_proj", "up_proj", "down_proj"))
+    L = cfg.n_layers
     p["blocks.ln1.w"] = stack_layers(src, "model.layers.{}.input_layernorm.weight", L)
     p["blocks.ln2.w"] = stack_layers(src, "model.layers.{}.post_attention_layernorm.weight", L)
     return p
