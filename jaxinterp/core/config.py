@@ -66,6 +66,11 @@ class ModelConfig:
     n_experts: int = 0  # >0 -> top-k mixture of experts MLP
     experts_per_token: int = 0
     causal: bool = True
+    # TransformerLens's use_split_qkv_input: attention reads a copy of its input per head
+    # (sites q_input, k_input, v_input), so one head's query, key or value input can be
+    # patched alone. Costs [pos, head, d_model] per layer; the ln1 sites are then absent
+    # (the norm runs on each head's copy, as in TransformerLens).
+    split_qkv_input: bool = False
     attn_scale: Optional[float] = None  # multiplier on QK^T; None -> 1/sqrt(d_head)
     attn_logit_softcap: Optional[float] = None
     qk_norm: QKNorm = "none"  # RMSNorm on queries and keys before rotary (weights attn.q_norm / attn.k_norm)

@@ -57,6 +57,16 @@ def _rotary(cfg: ModelConfig) -> bool:
     return cfg.positional == "rotary"
 
 
+def _split(cfg: ModelConfig) -> bool:
+    return cfg.split_qkv_input
+
+
+def _ln1(cfg: ModelConfig) -> bool:
+    # With split inputs a pre-norm runs on each head's copy (no single ln1 activation);
+    # a post-norm (BERT) still normalises the stream after the residual add.
+    return cfg.pre_norm and (cfg.post_norm or not cfg.split_qkv_input)
+
+
 def _mlp(cfg: ModelConfig) -> bool:
     return cfg.has_mlp
 
@@ -74,13 +84,26 @@ SITES: tuple[SiteSpec, ...] = (
         True,
     ),
     SiteSpec("resid_pre", ("pos", "d_model"), "residual stream into the block"),
-    SiteSpec("ln1.scale", ("pos", "one"), "the attention norm's divisor sqrt(mean(x^2)+eps)", lambda c: c.pre_norm),
     SiteSpec(
-        "ln1.normalized",
-        ("pos", "d_model"),
-        "attention input: the normalised residual (after w, b)",
-        lambda c: c.pre_norm,
+        "q_input",
+        ("pos", "head", "d_model"),
+        "one copy of resid_pre per query head, read only by that head's query (split_qkv_input)",
+        _split,
     ),
+    SiteSpec(
+        "k_input",
+        ("pos", "kv_head", "d_model"),
+        "resid_pre per key head, read only by its keys (split_qkv_input)",
+        _split,
+    ),
+    SiteSpec(
+        "v_input",
+        ("pos", "kv_head", "d_model"),
+        "resid_pre per value head, read only by its values (split_qkv_input)",
+        _split,
+    ),
+    SiteSpec("ln1.scale", ("pos", "one"), "the attention norm's divisor sqrt(mean(x^2)+eps)", _ln1),
+    SiteSpec("ln1.normalized", ("pos", "d_model"), "attention input: the normalised residual (after w, b)", _ln1),
     SiteSpec("attn.q", ("pos", "head", "d_head"), "queries (the projection, before any QK-norm)"),
     SiteSpec("attn.k", ("pos", "kv_head", "d_head"), "keys / values (n_kv_heads heads; keys before any QK-norm)"),
     SiteSpec("attn.v", ("pos", "kv_head", "d_head"), "keys / values (n_kv_heads heads; keys before any QK-norm)"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import equinox as eqx
 import jax
@@ -14,6 +14,23 @@ from ..core.config import ModelConfig
 from .hooks import NO_HOOKS, SiteHooks
 from .norms import Norm
 from .rotary import apply_rotary, layer_rotary
+
+
+class SplitInputs(NamedTuple):
+    """Attention's input per head (``cfg.split_qkv_input``), already normalised: what
+    each query head, key head and value head projects."""
+
+    q: Float[Array, "pos head d_model"]
+    k: Float[Array, "pos kv_head d_model"]
+    v: Float[Array, "pos kv_head d_model"]
+
+
+AttentionInput = Union[Float[Array, "pos d_model"], SplitInputs]
+
+
+def input_length(x: AttentionInput) -> int:
+    """The number of positions of an attention input, shared or split per head."""
+    return x.q.shape[0] if isinstance(x, SplitInputs) else x.shape[0]
 
 
 class AbstractAttention(eqx.Module):
@@ -51,7 +68,7 @@ class Attention(AbstractAttention):
 
     def __call__(
         self,
-        x: Float[Array, "pos d_model"],
+        x: AttentionInput,
         hooks: SiteHooks,
         cfg: ModelConfig,
         window: Int[Array, ""],
@@ -59,25 +76,27 @@ class Attention(AbstractAttention):
         key_mask: Optional[Bool[Array, " pos"]] = None,
     ) -> Float[Array, "pos d_model"]:
         q, k, v = self.queries_keys_values(x, hooks, cfg, window, rotary)
-        allowed = attention_mask(x.shape[0], cfg.causal, window)
+        allowed = attention_mask(input_length(x), cfg.causal, window)
         if key_mask is not None:
             allowed = allowed & key_mask[None, :]
         return self.attend_output(q, k, v, allowed, cfg, hooks)
 
     def queries_keys_values(
         self,
-        x: Float[Array, "pos d_model"],
+        x: AttentionInput,
         hooks: SiteHooks,
         cfg: ModelConfig,
         window: Int[Array, ""],
         rotary: Optional[tuple[Array, Array]],
     ) -> tuple[Float[Array, "pos head d_head"], Float[Array, "pos kv_head d_head"], Float[Array, "pos kv_head d_head"]]:
         """Queries, keys (QK-normed if configured, then rotated with this layer's rotary
-        table, if rotary) and values, through their sites."""
+        table, if rotary) and values, through their sites. ``x``: the normalised input
+        shared by every head, or `SplitInputs` with one per head."""
         rotary = layer_rotary(rotary, window, cfg)
-        q = qk_normalize(hooks("attn.q", _project(x, self.W_Q, self.b_Q)), self.q_norm)
-        k = qk_normalize(hooks("attn.k", _project(x, self.W_K, self.b_K)), self.k_norm)
-        v = hooks("attn.v", _project(x, self.W_V, self.b_V))
+        xq, xk, xv = x if isinstance(x, SplitInputs) else (x, x, x)
+        q = qk_normalize(hooks("attn.q", _project(xq, self.W_Q, self.b_Q)), self.q_norm)
+        k = qk_normalize(hooks("attn.k", _project(xk, self.W_K, self.b_K)), self.k_norm)
+        v = hooks("attn.v", _project(xv, self.W_V, self.b_V))
         if rotary is not None:
             q = hooks("attn.rot_q", apply_rotary(q, *rotary, interleaved=cfg.rotary_interleaved))
             k = hooks("attn.rot_k", apply_rotary(k, *rotary, interleaved=cfg.rotary_interleaved))
@@ -174,7 +193,8 @@ def _head_query_key(hooks: SiteHooks, name: str, x: Float[Array, "kv_head query 
 
 
 def _project(x, W, b):
-    out = jnp.einsum("pm,hmd->phd", x, W)
+    # [pos, d_model] shared by the heads, or [pos, head, d_model] one input per head.
+    out = jnp.einsum("pm,hmd->phd" if x.ndim == 2 else "phm,hmd->phd", x, W)
     return out if b is None else out + b
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from ..core.config import ModelConfig
-from .attention import AbstractAttention
+from .attention import AbstractAttention, SplitInputs
+from .hooks import NO_HOOKS
 from .mlp import MLP, MoE
 from .norms import Norm
 
@@ -42,14 +44,17 @@ class Block(eqx.Module):
             return hooks("mlp_out", out)
 
         if cfg.post_norm:
-            attn_out = attention(resid_pre)
+            attn_out = attention(self.split_inputs(resid_pre, None, hooks, cfg) if cfg.split_qkv_input else resid_pre)
             resid_mid = hooks("resid_mid", self.ln1(resid_pre + attn_out, hooks, "ln1"))
             if self.mlp is None:
                 return hooks("resid_post", resid_mid)
             mlp_out = feed_forward(resid_mid)
             return hooks("resid_post", self.ln2(resid_mid + mlp_out, hooks, "ln2"))
 
-        attn_out = attention(self.attn_input(resid_pre, hooks))
+        if cfg.split_qkv_input:
+            attn_out = attention(self.split_inputs(resid_pre, self.ln1, hooks, cfg))
+        else:
+            attn_out = attention(self.attn_input(resid_pre, hooks))
         if cfg.parallel_attn_mlp:
             mlp_out = feed_forward(self._pre(self.ln2, resid_pre, hooks, "ln2"))
             return hooks("resid_post", resid_pre + attn_out + mlp_out)
@@ -63,6 +68,23 @@ class Block(eqx.Module):
         """What attention reads in a pre-norm block: ``ln1(resid_pre)``, or the residual
         stream itself without pre-norms (OLMo-2). The fast engine computes keys from it."""
         return self._pre(self.ln1, resid_pre, hooks, "ln1")
+
+    @staticmethod
+    def split_inputs(
+        resid_pre: Float[Array, "pos d_model"], norm: Optional[Norm], hooks, cfg: ModelConfig
+    ) -> SplitInputs:
+        """TransformerLens's split inputs (``cfg.split_qkv_input``): ``resid_pre`` copied
+        once per query head and per key/value head through the sites ``q_input``,
+        ``k_input``, ``v_input``, each copy then normalised by ``norm`` (the pre-norm, or
+        None), so an edit to one head's copy reaches only that head's projection."""
+
+        def copies(name: str, n_heads: int) -> Float[Array, "pos head d_model"]:
+            x = hooks(name, jnp.broadcast_to(resid_pre[:, None, :], (resid_pre.shape[0], n_heads, cfg.d_model)))
+            return x if norm is None else norm(x, NO_HOOKS, "ln1")
+
+        return SplitInputs(
+            copies("q_input", cfg.n_heads), copies("k_input", cfg.n_kv_heads), copies("v_input", cfg.n_kv_heads)
+        )
 
     @staticmethod
     def _pre(norm: Optional[Norm], x, hooks, prefix: str):

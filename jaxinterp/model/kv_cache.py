@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core.config import ModelConfig
-from .attention import AbstractAttention, Attention
+from .attention import AbstractAttention, Attention, AttentionInput, input_length
 from .hooks import SiteHooks
 
 
@@ -80,7 +80,7 @@ class CachedAttention(AbstractAttention):
 
     def __call__(
         self,
-        x: Float[Array, "pos d_model"],
+        x: AttentionInput,
         hooks: SiteHooks,
         cfg: ModelConfig,
         window,
@@ -90,7 +90,7 @@ class CachedAttention(AbstractAttention):
         q, k, v = self.attn.queries_keys_values(x, hooks, cfg, window, rotary)
         keys = write(self.k, k, self.start)
         values = write(self.v, v, self.start)
-        query_slot = self.start + jnp.arange(x.shape[0])
+        query_slot = self.start + jnp.arange(input_length(x))
         offset = query_slot[:, None] - jnp.arange(self.k.shape[0])[None, :]
         allowed = (offset >= 0) & (offset < window) & (self.key_positions >= 0)[None, :]
         return self.attn.attend_output(q, keys, values, allowed, cfg, hooks)

@@ -108,6 +108,15 @@ class Transformer(eqx.Module):
         blocks = jax.tree_util.tree_map(lambda a: a[:n_layers], self.blocks)
         return dataclasses.replace(self, cfg=cfg, blocks=blocks)
 
+    def with_split_qkv_input(self, split: bool = True) -> "Transformer":
+        """The same model with attention reading one copy of its input per head (the
+        sites ``q_input``, ``k_input``, ``v_input``; TransformerLens's
+        ``set_use_split_qkv_input``), or, with ``split=False``, one shared input again.
+        The numbers are unchanged until a per-head input is edited."""
+        if not isinstance(split, bool):
+            raise ConfigError(f"split must be True or False, got {split!r}")
+        return dataclasses.replace(self, cfg=self.cfg.replace(split_qkv_input=split))
+
     @staticmethod
     def init(cfg: ModelConfig, key: PRNGKeyArray, dtype=jnp.float32, std: float = 0.02) -> "Transformer":
         """Random weights (normal, ``std``), unit norms, zero biases: toys and tests.

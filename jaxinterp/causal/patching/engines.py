@@ -214,7 +214,9 @@ def engine_for(engine, cfg, interventions: tuple = (), **options) -> PatchingEng
         )
     if not chosen.supports(cfg):
         raise PatchingError(
-            "method='fast' needs causal attention (a patch at position p must not change earlier positions); "
-            "this model is bidirectional: use method='plain' or 'auto'"
+            "method='fast' needs causal attention (a patch at position p must not change earlier positions) "
+            "and one attention input shared by the heads; this model "
+            + ("has split per-head inputs (split_qkv_input)" if cfg.split_qkv_input else "is bidirectional")
+            + ": use method='plain' or 'auto'"
         )
     return chosen

@@ -42,8 +42,9 @@ from .packed import KV_PATH_SITES, AttentionWeights, PackedAttention, PackedPatc
 
 
 def fast_supported(cfg) -> bool:
-    """Whether suffix reuse holds: causal attention (every other op is per position)."""
-    return bool(cfg.causal)
+    """Whether suffix reuse holds: causal attention (every other op is per position).
+    Split per-head attention inputs (``split_qkv_input``) are not packed: plain engine."""
+    return bool(cfg.causal) and not cfg.split_qkv_input
 
 
 def fast_sweep(
