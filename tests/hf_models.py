@@ -184,6 +184,20 @@ def _configs():
             ),
             T.Qwen3MoeForCausalLM,
         ),
+        # The same without renormalising the top-k router weights (transformers' default).
+        "qwen3_moe_unnormalized": (
+            T.Qwen3MoeConfig(
+                **TINY,
+                moe_intermediate_size=24,
+                num_key_value_heads=2,
+                head_dim=8,
+                num_experts=4,
+                num_experts_per_tok=2,
+                norm_topk_prob=False,
+                initializer_range=0.1,  # routing that differs per token
+            ),
+            T.Qwen3MoeForCausalLM,
+        ),
         # Partial rotate-half rotary (a quarter / half of each head) with parallel blocks.
         "phi2": (
             T.PhiConfig(**TINY, partial_rotary_factor=0.5, max_position_embeddings=64, initializer_range=0.1),
@@ -236,6 +250,7 @@ NEW_FAMILIES = [
     "stablelm",
     "stablelm_parallel",
     "qwen3_moe",
+    "qwen3_moe_unnormalized",
 ]
 
 

@@ -38,6 +38,7 @@ FLAGS = {
     "relu": dict(act_fn="relu"),
     "attn_only": dict(attn_only=True, d_mlp=0),
     "moe": dict(n_experts=3, experts_per_token=2, gated_mlp=True, act_fn="silu"),
+    "moe_unnormalized": dict(n_experts=3, experts_per_token=2, gated_mlp=True, act_fn="silu", moe_renormalize=False),
     "attn_scale": dict(attn_scale=0.3),
     "attn_logit_softcap": dict(attn_logit_softcap=2.0),
     "final_logit_softcap": dict(final_logit_softcap=3.0),

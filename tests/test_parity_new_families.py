@@ -83,8 +83,9 @@ def test_config_flags(pair):
     if name == "phi3":
         assert cfg.rope_scaling_dict["rope_type"] == "longrope" and cfg.layer_windows == (6, 6)
         assert cfg.rope_scaling_dict["original_max_position_embeddings"] == 8 < N_POS  # the long factors run
-    if name == "qwen3_moe":
+    if name.startswith("qwen3_moe"):
         assert cfg.is_moe and (cfg.n_experts, cfg.experts_per_token, cfg.d_mlp) == (4, 2, 24) and cfg.qk_norm == "head"
+        assert cfg.moe_renormalize == (name == "qwen3_moe")
     if name == "llama_dynamic":  # the context dynamic NTK was made for: factor x max_position_embeddings
         assert cfg.rope_scaling_dict["rope_type"] == "dynamic" and cfg.n_ctx == 16 > N_POS > 8
     if name == "llama_yarn":
@@ -110,7 +111,7 @@ def test_config_flags(pair):
         ("llama", {"rope_scaling": {"rope_type": "mrope", "factor": 2.0}}, "rope type 'mrope'.*supported: .*longrope"),
         ("opt", {"word_embed_proj_dim": 16}, "word_embed_proj_dim=16"),
         ("phi2", {"qk_layernorm": True}, "qk_layernorm"),
-        ("qwen3_moe", {"norm_topk_prob": False}, "norm_topk_prob=False"),
+        ("qwen3_moe", {"mlp_only_layers": [1]}, "mlp_only_layers"),
     ],
 )
 def test_unsupported_variants_are_named(name, change, message, tmp_path):

@@ -65,6 +65,9 @@ class ModelConfig:
     attn_only: bool = False
     n_experts: int = 0  # >0 -> top-k mixture of experts MLP
     experts_per_token: int = 0
+    # Whether the router's top-k probabilities are renormalised to sum to 1 (Mixtral,
+    # Qwen3-MoE's norm_topk_prob=True) or used as they come from the softmax over all experts.
+    moe_renormalize: bool = True
     causal: bool = True
     # TransformerLens's use_split_qkv_input: attention reads a copy of its input per head
     # (sites q_input, k_input, v_input), so one head's query, key or value input can be

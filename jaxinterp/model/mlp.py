@@ -62,7 +62,8 @@ class MLP(eqx.Module):
 class MoE(eqx.Module):
     """Top-k mixture of gated experts (Mixtral).
 
-    Router: softmax over all experts, keep the top k, renormalise. Every expert is
+    Router: softmax over all experts, keep the top k, renormalise them to sum to 1
+    (``cfg.moe_renormalize``; otherwise they keep their softmax values). Every expert is
     computed densely (exact, simple, differentiable); ``mlp.expert_weights`` is zero
     off the top k, so the output equals the sparse computation.
     """
@@ -77,7 +78,8 @@ class MoE(eqx.Module):
         logits = hooks("mlp.router_logits", x @ self.W_router)
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         top, idx = jax.lax.top_k(probs, cfg.experts_per_token)
-        top = top / top.sum(-1, keepdims=True)
+        if cfg.moe_renormalize:
+            top = top / top.sum(-1, keepdims=True)
         weights = jnp.sum(jax.nn.one_hot(idx, cfg.n_experts, dtype=top.dtype) * top[..., None], axis=-2)
         weights = hooks("mlp.expert_weights", weights.astype(x.dtype))
         pre = hooks("mlp.pre", jnp.einsum("pm,emn->pen", x, self.W_gate))

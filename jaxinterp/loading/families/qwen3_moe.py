@@ -1,8 +1,9 @@
 """Qwen3-MoE: Qwen3 attention (per-head QK-norm) with a top-k mixture of SwiGLU experts in
 every layer. The router keeps the top k of a softmax over all experts and renormalises
-them (``norm_topk_prob=True``, as the released checkpoints; Mixtral's rule). Checkpoints
-without that renormalisation, or with dense MLP layers among the sparse ones
-(``mlp_only_layers``, ``decoder_sparse_step > 1``), are refused."""
+them (``norm_topk_prob=True``, as the released checkpoints; Mixtral's rule) or keeps
+their softmax values (``norm_topk_prob=False``, `ModelConfig.moe_renormalize`).
+Checkpoints with dense MLP layers among the sparse ones (``mlp_only_layers``,
+``decoder_sparse_step > 1``) are refused."""
 
 from __future__ import annotations
 
@@ -20,11 +21,6 @@ IGNORED = ("*.rotary_emb.inv_freq",)
 
 def config_from_hf(hf: dict) -> ModelConfig:
     n_layers = hf["num_hidden_layers"]
-    if not hf.get("norm_topk_prob", False):
-        raise UnsupportedArchitectureError(
-            "qwen3_moe: norm_topk_prob=False (top-k router weights not renormalised) is not supported; "
-            "supported: norm_topk_prob=True"
-        )
     if hf.get("mlp_only_layers") or hf.get("decoder_sparse_step", 1) != 1:
         raise UnsupportedArchitectureError(
             "qwen3_moe: dense MLP layers among the experts (mlp_only_layers / decoder_sparse_step > 1) are not "
@@ -38,6 +34,7 @@ def config_from_hf(hf: dict) -> ModelConfig:
             n_experts=hf.get("num_experts") or hf["num_local_experts"],  # the hub name; transformers 5 saves the other
             experts_per_token=hf["num_experts_per_tok"],
             qk_norm="head",
+            moe_renormalize=bool(hf.get("norm_topk_prob", False)),  # transformers' default: False
             layer_windows=windows_from_layer_types(hf, n_layers, window),
         )
     )
