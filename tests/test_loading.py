@@ -5,10 +5,13 @@ the problem. References: transformers' own loads of the same files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -134,11 +137,43 @@ _GGUF_GLOBAL = {
 }
 
 
-def write_gguf(model, path, arch: str) -> None:
+def llama3_rope_freqs(c) -> np.ndarray:
+    """llama.cpp's ``rope_freqs`` tensor for a Llama-3.1 rope scaling, as its converter
+    computes it: one divisor per rotary frequency (1 for short wavelengths, ``factor``
+    for long ones, interpolated between)."""
+    p = c.rope_parameters
+    d_head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    freqs = 1.0 / (p["rope_theta"] ** (np.arange(0, d_head, 2, dtype=np.float64) / d_head))
+    old, low, high, factor = (
+        p["original_max_position_embeddings"],
+        p["low_freq_factor"],
+        p["high_freq_factor"],
+        p["factor"],
+    )
+    out = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, np.float32)
+
+
+def write_gguf(model, path, arch: str, quantize: bool = True, window: int = 0) -> None:
     """Write an HF model as llama.cpp's converter would: GGUF names, Q/K rows in
-    llama.cpp's interleaved rotary order (for "llama"), Q8_0 where rows allow it."""
+    llama.cpp's interleaved rotary order (for "llama"), Q8_0 where rows allow it (unless
+    ``quantize`` is False), a Llama-3.1 rope scaling as the ``rope_freqs`` tensor, and a
+    sliding ``window`` in the metadata when given."""
     c = model.config
     w = gguf.GGUFWriter(str(path), arch)
+    if window:
+        w.add_sliding_window(window)
+    if (c.rope_parameters or {}).get("rope_type") == "llama3":
+        w.add_tensor("rope_freqs.weight", llama3_rope_freqs(c))
     w.add_block_count(c.num_hidden_layers)
     w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size)
@@ -165,7 +200,7 @@ def write_gguf(model, path, arch: str) -> None:
                 a = a.reshape(n, 2, a.shape[0] // n // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
         else:
             gname = _GGUF_GLOBAL[name]
-        if a.ndim == 2 and a.shape[1] % 32 == 0:
+        if quantize and a.ndim == 2 and a.shape[1] % 32 == 0:
             q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0)
             w.add_tensor(gname, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
@@ -213,6 +248,39 @@ def test_quantised_gguf_matches_transformers_gguf_load(gguf_models, arch):
     np.testing.assert_allclose(np.asarray(ours(TOKENS)), expected, atol=TOL, rtol=0)
     # Q8_0 really was dequantised: the GGUF model differs from the original a little.
     assert 1e-4 < np.abs(expected - hf_logits(original)).max() < 0.05
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral"])
+def test_gguf_rope_freqs_and_sliding_window_match_the_hf_model(name, tmp_path):
+    """Llama 3.1-style rope scaling stored as llama.cpp's ``rope_freqs`` tensor, and a
+    Mistral window in the metadata (both under GGUF's "llama" architecture, f32 tensors):
+    the loaded model equals the HF original (which computes its llama3 rope / window
+    itself). Without the tensor / the window the logits move, so both matter here."""
+    import transformers as T
+
+    torch.manual_seed(1)
+    big = dict(TINY, num_key_value_heads=2, initializer_range=0.3)  # weights that make rope and window matter
+    if name == "llama":
+        rope = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0)
+        original = T.LlamaForCausalLM(
+            T.LlamaConfig(**big, rope_scaling={**rope, "original_max_position_embeddings": 8})
+        ).eval()
+    else:
+        original = T.MistralForCausalLM(T.MistralConfig(**big, sliding_window=4, head_dim=8)).eval()
+    path = tmp_path / "tiny.gguf"
+    window = original.config.sliding_window if name == "mistral" else 0
+    write_gguf(original, path, "llama", quantize=False, window=window or 0)
+    ours = jaxinterp.load(str(path))
+    expected = hf_logits(original)
+    np.testing.assert_allclose(np.asarray(ours(TOKENS)), expected, atol=TOL, rtol=0)
+    if name == "llama":
+        assert ours.cfg.rope_scaling_dict["rope_type"] == "freq_factors"
+        plain = dataclasses.replace(ours, cfg=ours.cfg.replace(rope_scaling=None))
+    else:  # the windows are data of the blocks
+        assert ours.cfg.layer_windows == (window,) * ours.cfg.n_layers and TOKENS.shape[1] > window
+        plain = eqx.tree_at(lambda m: m.blocks.window, ours, jnp.full_like(ours.blocks.window, 1 << 20))
+    moved = np.abs(np.asarray(plain(TOKENS)) - expected).max()
+    assert moved > 100 * TOL, moved
 
 
 # -- bad inputs: one test each ------------------------------------------------------------------

@@ -50,6 +50,7 @@ _LAYER_NAMES = {
 # Phi-3 keeps its fused projections in GGUF: attn_qkv (q; k; v rows), ffn_up (gate; up rows).
 _FUSED_NAMES = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3.1+: per-frequency rope divisors, read into the config
 
 
 def read_gguf(path: str, skip: tuple[str, ...] = ()) -> GGUFFile:
@@ -67,11 +68,14 @@ def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, d_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], path: str) -> dict[str, Any]:
+def hf_config_from_gguf(
+    meta: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], path: str, rope_freqs: Any = None
+) -> dict[str, Any]:
     """An HF-style ``config.json`` dict built from GGUF metadata.
 
     ``tensor_shapes``: GGUF tensor name -> shape in GGUF order (fastest dim first); used
-    for what the metadata may omit (vocabulary size, tied unembedding, QKV bias)."""
+    for what the metadata may omit (vocabulary size, tied unembedding, QKV bias).
+    ``rope_freqs``: the values of a ``rope_freqs.weight`` tensor (a list), if the file has one."""
     tensor_names = set(tensor_shapes)
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
@@ -82,11 +86,6 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
         raise UnsupportedArchitectureError(
             f"{path}: has rope_factors tensors (Phi-3 longrope), which are not supported from GGUF; load the HF "
             "checkpoint instead"
-        )
-    if "rope_freqs.weight" in tensor_names:
-        raise UnsupportedArchitectureError(
-            f"{path}: has a rope_freqs tensor (Llama-3.1-style precomputed rope scaling), which is not "
-            "supported from GGUF; load the HF checkpoint instead"
         )
 
     def get(key, default=None, required=True):
@@ -121,10 +120,17 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
         "hidden_act": "silu",
     }
     window = get("attention.sliding_window", 0, required=False)
-    if arch == "phi3" and window:
+    if window:  # Phi-3; Mistral-style llama files that record their window
         hf["sliding_window"] = int(window)
+        if arch == "llama":
+            hf["model_type"] = "mistral"  # the llama converter with Mistral's window on every layer
     scaling = get("rope.scaling.type", "none", required=False)
-    if scaling == "linear":
+    if "rope_freqs.weight" in tensor_names:
+        # Llama 3.1+: llama.cpp stores the rope scaling as one divisor per frequency.
+        if scaling not in ("none", "llama3"):
+            raise UnsupportedArchitectureError(f"{path}: rope_freqs together with rope scaling {scaling!r}")
+        hf["rope_scaling"] = {"rope_type": "freq_factors", "factors": rope_freqs}
+    elif scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
     elif scaling != "none":
         raise UnsupportedArchitectureError(f"{path}: rope scaling {scaling!r} from GGUF is not supported (only linear)")
@@ -133,13 +139,13 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_shapes: dict[str, tuple[int
 
 def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> TensorSource:
     """The file's tensors under HF names, dequantised lazily to float32."""
-    from gguf.quants import dequantize
-
-    permute = hf["model_type"] == "llama"  # llama.cpp reorders Q/K rows only for its "llama" arch
+    permute = hf["architectures"] == ["gguf:llama"]  # llama.cpp reorders Q/K rows only for its "llama" arch
     heads = {"attn_q": hf["num_attention_heads"], "attn_k": hf["num_key_value_heads"]}
     getters: dict[str, Callable[[], np.ndarray]] = {}
     fused = hf["model_type"] == "phi3"
     for tensor in reader.tensors:
+        if tensor.name == ROPE_FREQS:
+            continue  # read into the config (rope scaling), not a weight
         hf_name = _hf_name(tensor.name, fused)
         if hf_name is None:
             hf_name = "gguf:" + tensor.name  # kept, so check_all_used reports it as unexpected
@@ -147,11 +153,17 @@ def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> Tenso
         n_heads = heads.get(kind) if permute else None
 
         def get(tensor=tensor, n_heads=n_heads):
-            w = np.asarray(dequantize(tensor.data, tensor.tensor_type), np.float32)
+            w = _dequantize(tensor)
             return unpermute_rotary(w, n_heads) if n_heads else w
 
         getters[hf_name] = get
     return TensorSource(getters, path)
+
+
+def _dequantize(tensor) -> np.ndarray:
+    from gguf.quants import dequantize
+
+    return np.asarray(dequantize(tensor.data, tensor.tensor_type), np.float32)
 
 
 def _hf_name(name: str, fused: bool = False) -> str | None:
@@ -178,7 +190,9 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     reader = read_gguf(path, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges"))
     meta = reader.metadata
     shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
-    hf = hf_config_from_gguf(meta, shapes, path)
+    freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
+    rope_freqs = None if freqs is None else [float(f) for f in _dequantize(freqs).reshape(-1)]
+    hf = hf_config_from_gguf(meta, shapes, path, rope_freqs)
     family = family_for(hf["model_type"])
     cfg = config_from_hf(hf, family, hf["model_type"])
     src = gguf_tensor_source(reader, hf, path)

@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Int
 
 from ..core.config import GLOBAL_WINDOW, ModelConfig
 
-ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope", "dynamic")
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope", "dynamic", "freq_factors")
 
 
 def rope_type(cfg: ModelConfig) -> str:
@@ -37,6 +37,11 @@ def inverse_frequencies(cfg: ModelConfig, long: bool = False) -> np.ndarray:
     if kind == "longrope":  # Phi-3: per-frequency divisors, short or long
         factors = np.asarray(scaling["long_factor" if long else "short_factor"], np.float32)
         return (1.0 / (factors * np.float32(cfg.rotary_base) ** exponents)).astype(np.float32)
+    if kind == "freq_factors":  # llama.cpp's rope_freqs tensor: one divisor per frequency
+        factors = np.asarray(scaling["factors"], np.float32)
+        if factors.shape != inv_freq.shape:
+            raise ValueError(f"rope freq_factors: {factors.size} factors for {inv_freq.size} rotary frequencies")
+        return (inv_freq / factors).astype(np.float32)
     if kind == "yarn":
         return _yarn(cfg, dim, exponents)
     if kind == "linear":

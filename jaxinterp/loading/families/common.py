@@ -47,7 +47,8 @@ def heads_out(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 # Rope types the model computes (jaxinterp.model.rotary); "su" is Phi-3's old name for longrope.
-SUPPORTED_ROPE = ("default", "linear", "llama3", "yarn", "longrope", "su", "dynamic")
+# "freq_factors": explicit per-frequency divisors (llama.cpp's rope_freqs tensor, from GGUF).
+SUPPORTED_ROPE = ("default", "linear", "llama3", "yarn", "longrope", "su", "dynamic", "freq_factors")
 
 
 def rope_settings(hf: dict) -> tuple[float, tuple | None, float]:
