@@ -31,7 +31,24 @@ from .hf_config import config_from_hf
 from .tensors import TensorSource
 
 # GGUF architectures we map, and the HF ``model_type`` whose converter they reuse.
-SUPPORTED_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}
+SUPPORTED_ARCHITECTURES = {
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "phi3": "phi3",
+    "gemma": "gemma",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3_text",
+}
+# llama.cpp's converter stores every Gemma norm weight as 1 + w (its kernels multiply by
+# the weight); the family converter expects HF's w.
+_GEMMA = ("gemma", "gemma2", "gemma3")
+# Gemma 2 / 3 sandwich norms; Gemma 1's ffn_norm is Llama's post_attention_layernorm.
+_GEMMA_SANDWICH_NAMES = {
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
 
 # GGUF per-layer tensor names -> HF names (``{i}`` is the layer index).
 _LAYER_NAMES = {
@@ -119,8 +136,12 @@ def hf_config_from_gguf(
         "attention_bias": "blk.0.attn_q.bias" in tensor_names,
         "hidden_act": "silu",
     }
+    if arch in _GEMMA:
+        hf.update(_gemma_config(arch, hf, get))
     window = get("attention.sliding_window", 0, required=False)
-    if window:  # Phi-3; Mistral-style llama files that record their window
+    if window and arch in _GEMMA:
+        hf["sliding_window"] = int(window)  # on the local layers, which _gemma_config lists
+    elif window:  # Phi-3; Mistral-style llama files that record their window
         hf["sliding_window"] = int(window)
         if arch == "llama":
             hf["model_type"] = "mistral"  # the llama converter with Mistral's window on every layer
@@ -137,23 +158,50 @@ def hf_config_from_gguf(
     return hf
 
 
+def _gemma_config(arch: str, hf: dict[str, Any], get: Callable) -> dict[str, Any]:
+    """What llama.cpp keeps implicit for Gemma: the activation, the query scale (1/sqrt of
+    the head size; of d_model / heads for the 27B models, which llama.cpp recognises by
+    their layer count), Gemma 2's soft-caps, and which layers are local (every other
+    one in Gemma 2; five of every six in Gemma 3, whose local rope base is 10000)."""
+    n_layers, d_head = hf["num_hidden_layers"], hf["head_dim"]
+    is_27b = (arch, n_layers) in (("gemma2", 46), ("gemma3", 62))
+    out: dict[str, Any] = {"hidden_activation": "gelu_pytorch_tanh"}
+    if arch == "gemma":
+        return out
+    out["query_pre_attn_scalar"] = hf["hidden_size"] // hf["num_attention_heads"] if is_27b else d_head
+    if arch == "gemma2":
+        out["attn_logit_softcapping"] = get("attn_logit_softcapping", required=False)
+        out["final_logit_softcapping"] = get("final_logit_softcapping", required=False)
+        out["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+    else:
+        out["layer_types"] = ["sliding_attention" if i % 6 < 5 else "full_attention" for i in range(n_layers)]
+        out["rope_local_base_freq"] = 10000.0
+    return out
+
+
 def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> TensorSource:
     """The file's tensors under HF names, dequantised lazily to float32."""
     permute = hf["architectures"] == ["gguf:llama"]  # llama.cpp reorders Q/K rows only for its "llama" arch
     heads = {"attn_q": hf["num_attention_heads"], "attn_k": hf["num_key_value_heads"]}
     getters: dict[str, Callable[[], np.ndarray]] = {}
     fused = hf["model_type"] == "phi3"
+    gemma = hf["architectures"][0].removeprefix("gguf:") in _GEMMA
+    sandwich = hf["model_type"] in ("gemma2", "gemma3_text")
     for tensor in reader.tensors:
         if tensor.name == ROPE_FREQS:
             continue  # read into the config (rope scaling), not a weight
-        hf_name = _hf_name(tensor.name, fused)
+        hf_name = _hf_name(tensor.name, fused, sandwich)
         if hf_name is None:
             hf_name = "gguf:" + tensor.name  # kept, so check_all_used reports it as unexpected
         kind = tensor.name.split(".")[2] if tensor.name.startswith("blk.") else None
         n_heads = heads.get(kind) if permute else None
 
-        def get(tensor=tensor, n_heads=n_heads):
+        shift = gemma and tensor.name.endswith("norm.weight")
+
+        def get(tensor=tensor, n_heads=n_heads, shift=shift):
             w = _dequantize(tensor)
+            if shift:
+                w = w - np.float32(1.0)
             return unpermute_rotary(w, n_heads) if n_heads else w
 
         getters[hf_name] = get
@@ -166,9 +214,11 @@ def _dequantize(tensor) -> np.ndarray:
     return np.asarray(dequantize(tensor.data, tensor.tensor_type), np.float32)
 
 
-def _hf_name(name: str, fused: bool = False) -> str | None:
+def _hf_name(name: str, fused: bool = False, sandwich: bool = False) -> str | None:
     parts = name.split(".")
     layer_names = {**_LAYER_NAMES, **_FUSED_NAMES} if fused else _LAYER_NAMES
+    if sandwich:
+        layer_names = {**layer_names, **_GEMMA_SANDWICH_NAMES}
     if parts[0] == "blk" and len(parts) == 4 and parts[2] in layer_names:
         return f"model.layers.{parts[1]}.{layer_names[parts[2]]}.{parts[3]}"
     if len(parts) == 2 and parts[0] in _GLOBAL_NAMES:
@@ -177,7 +227,8 @@ def _hf_name(name: str, fused: bool = False) -> str | None:
 
 
 def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
-    """Load a llama.cpp GGUF file (architectures "llama", "qwen2", "qwen3", "phi3") as a `Transformer`.
+    """Load a llama.cpp GGUF file (architectures "llama", "qwen2", "qwen3", "phi3",
+    "gemma", "gemma2", "gemma3") as a `Transformer`.
 
     Every tensor is dequantised to float32 and cast to ``dtype``. The tokenizer stored in
     the same file is loaded by ``jaxinterp.load_tokenizer(path)``.
