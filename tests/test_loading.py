@@ -187,6 +187,13 @@ def write_gguf(model, path, arch: str, quantize: bool = True, window: int = 0) -
     rope = c.rope_parameters.get("full_attention", c.rope_parameters)  # Gemma 3: one per layer type
     if rope.get("rope_type") == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_freqs(c))
+    if rope.get("rope_type") == "longrope":  # Phi-3, as llama.cpp's converter writes it
+        old = c.original_max_position_embeddings
+        w.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], np.float32))
+        w.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], np.float32))
+        w.add_uint32("phi3.rope.scaling.original_context_length", old)
+        scale = c.max_position_embeddings / old
+        w.add_float32("phi3.rope.scaling.attn_factor", math.sqrt(1 + math.log(scale) / math.log(old)))
     w.add_block_count(c.num_hidden_layers)
     w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size)
@@ -398,9 +405,23 @@ def test_unsupported_gguf_architecture(tmp_path):
         jaxinterp.load(str(path))
 
 
-def test_phi3_gguf_with_longrope_factors_is_refused(tmp_path):
+def test_phi3_gguf_longrope_matches_the_hf_model(tmp_path):
+    """Phi-3 with longrope from GGUF (the factors as ``rope_factors_long`` / ``_short``
+    tensors, the original context and attention factor as metadata): equal to the HF
+    model it was written from, 10 tokens past an original context of 8 (the long
+    factors); without the factors the logits move. One of the two tensors alone is refused."""
+    original, _ = hf_model("phi3")
     path = tmp_path / "phi3.gguf"
-    w = gguf.GGUFWriter(str(path), "phi3")
+    write_gguf(original, path, "phi3", quantize=False, window=original.config.sliding_window)
+    ours = jaxinterp.load(str(path))
+    assert ours.cfg.rope_scaling_dict["rope_type"] == "longrope" and TOKENS.shape[1] > 8
+    expected = hf_logits(original)
+    np.testing.assert_allclose(np.asarray(ours(TOKENS)), expected, atol=TOL, rtol=0)
+    plain = dataclasses.replace(ours, cfg=ours.cfg.replace(rope_scaling=None))
+    assert np.abs(np.asarray(plain(TOKENS)) - expected).max() > 10 * TOL  # (small tiny-model weights)
+
+    half = tmp_path / "half.gguf"
+    w = gguf.GGUFWriter(str(half), "phi3")
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
     w.add_tensor("rope_factors_long.weight", np.ones(4, np.float32))
@@ -408,8 +429,8 @@ def test_phi3_gguf_with_longrope_factors_is_refused(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(UnsupportedArchitectureError, match="rope_factors.*longrope"):
-        jaxinterp.load(str(path))
+    with pytest.raises(CheckpointError, match="rope_factors_long / rope_factors_short"):
+        jaxinterp.load(str(half))
 
 
 def test_tokenizer_from_a_directory_without_tokenizer_files(llama):

@@ -67,7 +67,10 @@ _LAYER_NAMES = {
 # Phi-3 keeps its fused projections in GGUF: attn_qkv (q; k; v rows), ffn_up (gate; up rows).
 _FUSED_NAMES = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-ROPE_FREQS = "rope_freqs.weight"  # Llama 3.1+: per-frequency rope divisors, read into the config
+# Tensors that hold rope scaling, read into the config rather than loaded as weights:
+# Llama 3.1+'s per-frequency divisors, Phi-3's longrope factors.
+ROPE_FREQS = "rope_freqs.weight"
+ROPE_TENSORS = (ROPE_FREQS, "rope_factors_long.weight", "rope_factors_short.weight")
 
 
 def read_gguf(path: str, skip: tuple[str, ...] = ()) -> GGUFFile:
@@ -86,23 +89,19 @@ def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def hf_config_from_gguf(
-    meta: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], path: str, rope_freqs: Any = None
+    meta: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], path: str, rope: Any = None
 ) -> dict[str, Any]:
     """An HF-style ``config.json`` dict built from GGUF metadata.
 
     ``tensor_shapes``: GGUF tensor name -> shape in GGUF order (fastest dim first); used
     for what the metadata may omit (vocabulary size, tied unembedding, QKV bias).
-    ``rope_freqs``: the values of a ``rope_freqs.weight`` tensor (a list), if the file has one."""
+    ``rope``: the values (lists) of the file's `ROPE_TENSORS`, by name."""
+    rope = rope or {}
     tensor_names = set(tensor_shapes)
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedArchitectureError(
             f"{path}: unsupported GGUF architecture {arch!r}; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}"
-        )
-    if "rope_factors_long.weight" in tensor_names or "rope_factors_short.weight" in tensor_names:
-        raise UnsupportedArchitectureError(
-            f"{path}: has rope_factors tensors (Phi-3 longrope), which are not supported from GGUF; load the HF "
-            "checkpoint instead"
         )
 
     def get(key, default=None, required=True):
@@ -146,11 +145,27 @@ def hf_config_from_gguf(
         if arch == "llama":
             hf["model_type"] = "mistral"  # the llama converter with Mistral's window on every layer
     scaling = get("rope.scaling.type", "none", required=False)
-    if "rope_freqs.weight" in tensor_names:
+    if ROPE_FREQS in rope:
         # Llama 3.1+: llama.cpp stores the rope scaling as one divisor per frequency.
         if scaling not in ("none", "llama3"):
             raise UnsupportedArchitectureError(f"{path}: rope_freqs together with rope scaling {scaling!r}")
-        hf["rope_scaling"] = {"rope_type": "freq_factors", "factors": rope_freqs}
+        hf["rope_scaling"] = {"rope_type": "freq_factors", "factors": rope[ROPE_FREQS]}
+    elif "rope_factors_long.weight" in rope or "rope_factors_short.weight" in rope:
+        # Phi-3 longrope: both factor sets as tensors, the original context and the
+        # attention factor as metadata (llama.cpp's converter writes all four).
+        if not ("rope_factors_long.weight" in rope and "rope_factors_short.weight" in rope):
+            raise CheckpointError(
+                f"{path}: has only one of rope_factors_long / rope_factors_short (longrope needs both)"
+            )
+        hf["rope_scaling"] = {
+            "rope_type": "longrope",
+            "long_factor": rope["rope_factors_long.weight"],
+            "short_factor": rope["rope_factors_short.weight"],
+            "original_max_position_embeddings": int(get("rope.scaling.original_context_length")),
+        }
+        attn_factor = get("rope.scaling.attn_factor", required=False)
+        if attn_factor is not None:
+            hf["rope_scaling"]["attention_factor"] = float(attn_factor)
     elif scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": float(get("rope.scaling.factor"))}
     elif scaling != "none":
@@ -188,7 +203,7 @@ def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> Tenso
     gemma = hf["architectures"][0].removeprefix("gguf:") in _GEMMA
     sandwich = hf["model_type"] in ("gemma2", "gemma3_text")
     for tensor in reader.tensors:
-        if tensor.name == ROPE_FREQS:
+        if tensor.name in ROPE_TENSORS:
             continue  # read into the config (rope scaling), not a weight
         hf_name = _hf_name(tensor.name, fused, sandwich)
         if hf_name is None:
@@ -241,9 +256,8 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     reader = read_gguf(path, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges"))
     meta = reader.metadata
     shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
-    freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
-    rope_freqs = None if freqs is None else [float(f) for f in _dequantize(freqs).reshape(-1)]
-    hf = hf_config_from_gguf(meta, shapes, path, rope_freqs)
+    rope = {t.name: [float(f) for f in _dequantize(t).reshape(-1)] for t in reader.tensors if t.name in ROPE_TENSORS}
+    hf = hf_config_from_gguf(meta, shapes, path, rope)
     family = family_for(hf["model_type"])
     cfg = config_from_hf(hf, family, hf["model_type"])
     src = gguf_tensor_source(reader, hf, path)
