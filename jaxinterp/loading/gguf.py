@@ -97,6 +97,8 @@ def hf_config_from_gguf(
     for what the metadata may omit (vocabulary size, tied unembedding, QKV bias).
     ``rope``: the values (lists) of the file's `ROPE_TENSORS`, by name."""
     rope = rope or {}
+    if ("rope_factors_long.weight" in rope) != ("rope_factors_short.weight" in rope):
+        raise CheckpointError(f"{path}: has only one of rope_factors_long / rope_factors_short (longrope needs both)")
     tensor_names = set(tensor_shapes)
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
@@ -153,10 +155,6 @@ def hf_config_from_gguf(
     elif "rope_factors_long.weight" in rope or "rope_factors_short.weight" in rope:
         # Phi-3 longrope: both factor sets as tensors, the original context and the
         # attention factor as metadata (llama.cpp's converter writes all four).
-        if not ("rope_factors_long.weight" in rope and "rope_factors_short.weight" in rope):
-            raise CheckpointError(
-                f"{path}: has only one of rope_factors_long / rope_factors_short (longrope needs both)"
-            )
         hf["rope_scaling"] = {
             "rope_type": "longrope",
             "long_factor": rope["rope_factors_long.weight"],
