@@ -56,6 +56,18 @@ def test_feature_vector_recovers_planted_direction():
         feature_vector(g[:1])
 
 
+@pytest.mark.parametrize("shrinkage", [0.0, 0.3, 1.0])
+def test_feature_vector_with_fewer_members_than_dims_equals_the_pseudo_inverse(shrinkage):
+    """The thin-SVD path (n < d) against numpy's pseudo-inverse of the d x d covariance."""
+    rng = np.random.default_rng(5)
+    g = rng.normal(size=(7, 40)) + rng.normal(size=40)
+    cov = np.cov(g, rowvar=False, bias=True)
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / 40 * np.eye(40)
+    u = np.linalg.pinv(cov, rcond=1e-6, hermitian=True) @ g.mean(0)
+    u /= np.linalg.norm(u)
+    np.testing.assert_allclose(feature_vector(g, shrinkage), (u @ g.mean(0)) * u, rtol=1e-9, atol=1e-12)
+
+
 def test_simplex_coordinates():
     rng = np.random.default_rng(3)
     v = [rng.normal(size=6) for _ in range(3)]

@@ -99,10 +99,27 @@ def feature_vector(g: Float[np.ndarray, "n d"], shrinkage: float = 0.0, rcond: f
     if g.ndim != 2 or g.shape[0] < 2:
         raise GeometryError(f"a feature needs at least 2 member vectors [n, d], got shape {g.shape}")
     mean = g.mean(0)
-    cov = np.cov(g, rowvar=False, bias=True)
-    if shrinkage > 0:
-        cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
-    u = np.linalg.pinv(cov, rcond=rcond, hermitian=True) @ mean
+    n, d = g.shape
+    centred = g - mean
+    if n < d and centred.any():
+        # Fewer members than dimensions (the usual case: tens of tokens, hundreds of
+        # dims): Cov = V diag(lam) V^T lives in the members' span, so Cov^+ (or the
+        # shrunk inverse, whose isotropic part acts alone off the span) comes from a
+        # thin SVD of the n x d members instead of a d x d eigendecomposition.
+        _, sing, Vt = np.linalg.svd(centred, full_matrices=False)
+        lam = sing**2 / n
+        along = Vt @ mean
+        if shrinkage > 0:
+            iso = shrinkage * lam.sum() / d  # s tr(Cov) / d
+            u = Vt.T @ (along / ((1 - shrinkage) * lam + iso)) + (mean - Vt.T @ along) / iso
+        else:
+            keep = lam > rcond * lam.max()  # numpy's pinv cut-off, relative to the largest eigenvalue
+            u = Vt[keep].T @ (along[keep] / lam[keep])
+    else:
+        cov = np.cov(g, rowvar=False, bias=True)
+        if shrinkage > 0:
+            cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / d * np.eye(d)
+        u = np.linalg.pinv(cov, rcond=rcond, hermitian=True) @ mean
     u /= np.linalg.norm(u)
     return (u @ mean) * u
 
