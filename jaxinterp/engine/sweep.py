@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxinterp.core.errors import ShardingError
-from jaxinterp.model.sharding import put
+from jaxinterp.model.sharding import auto_axes, put
 
 __all__ = ["sweep", "map_chunks", "chunk_locations", "run_chunks", "place_on_mesh"]
 
@@ -59,6 +59,7 @@ def sweep(
     The result is a pytree of arrays with leading axis ``n_locations``.
     """
     if mesh is not None:
+        mesh = auto_axes(mesh)
         axis = mesh.axis_names[0] if axis is None else axis
         if axis not in mesh.axis_names:
             raise ShardingError(f"axis {axis!r} is not an axis of the mesh; its axes are {mesh.axis_names}")

@@ -31,7 +31,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ..core.config import ModelConfig
 from ..core.errors import ShardingError
@@ -48,6 +48,7 @@ __all__ = [
     "shard_model",
     "put",
     "model_parallel",
+    "auto_axes",
 ]
 
 AxisRules = Sequence[tuple[str, Optional[str]]]
@@ -208,8 +209,21 @@ def param_specs(
 
 
 def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: AxisRules = DEFAULT_RULES) -> dict[str, NamedSharding]:
-    """`param_specs` as `NamedSharding`\\ s on ``mesh``."""
+    """`param_specs` as `NamedSharding` objects on ``mesh`` (its axes made automatic: `auto_axes`)."""
+    mesh = auto_axes(mesh)
     return {name: NamedSharding(mesh, spec) for name, spec in param_specs(cfg, mesh, rules).items()}
+
+
+def auto_axes(mesh: Mesh) -> Mesh:
+    """``mesh`` with every axis automatic (XLA propagates shardings through the program,
+    as jaxinterp's programs expect). ``jax.make_mesh`` makes explicit axes by default in
+    recent JAX, under which indexing a sharded embedding needs an explicit output
+    sharding; the same devices with automatic axes run the same programs."""
+    if not isinstance(mesh, Mesh):
+        raise ShardingError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if all(t == AxisType.Auto for t in mesh.axis_types):
+        return mesh
+    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
 
 
 def put(x, sharding: NamedSharding) -> jax.Array:
@@ -231,6 +245,7 @@ def put(x, sharding: NamedSharding) -> jax.Array:
 def shard_model(model, mesh: Mesh, rules: AxisRules = DEFAULT_RULES):
     """``model`` with every weight placed on its sharding under ``rules`` (`param_specs`);
     other arrays (the per-layer attention windows) replicated over ``mesh``."""
+    mesh = auto_axes(mesh)
     shardings = param_shardings(model.cfg, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
 
