@@ -136,7 +136,10 @@ def main() -> int:
             if isinstance(r["rc"], int) and r["rc"] < 0:
                 # Killed by a signal (XLA's CPU compiler has segfaulted in long-lived test
                 # processes): run that group once more in a fresh process, and say so.
-                print(f"[CRASHED: signal {-r['rc']}] group {r['index']}: {r['log'][-3000:]}\nre-running it once", flush=True)
+                print(
+                    f"[CRASHED: signal {-r['rc']}] group {r['index']}: {r['log'][-3000:]}\nre-running it once",
+                    flush=True,
+                )
                 r = run_group(r["members"], args.pytest_args, args.timeout, logdir, r["index"])
                 r["crashed_once"] = True
             results.append(r)

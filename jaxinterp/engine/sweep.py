@@ -105,6 +105,7 @@ def place_on_mesh(chunks: Any, operands: tuple, mesh: jax.sharding.Mesh, axis: s
     mesh: an array already sharded over this mesh's devices (weights placed by
     `jaxinterp.model.sharding.shard_model` or ``load(..., mesh=)``) keeps its sharding,
     every other array is replicated. Works on a mesh spanning several processes."""
+    mesh = auto_axes(mesh)
     devices = set(mesh.devices.flat)
     split = NamedSharding(mesh, PartitionSpec(None, axis))
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...core.errors import PatchingError
 from ...core.readout import Readout
-from ...model.sharding import model_parallel
+from ...model.sharding import auto_axes, model_parallel
 from .fast import CachedRuns, fast_bytes, fast_supported, fast_sweep
 from .layout import MAX_BLOCK_TOKENS
 from .locations import PatchGrid
@@ -193,6 +193,8 @@ def engine_for(engine, cfg, interventions: tuple = (), **options) -> PatchingEng
     """The engine for ``engine`` (``"auto"``, ``"fast"``, ``"plain"`` or a `PatchingEngine`)
     and the legacy keyword ``options`` (``batch_size``, ``shortcuts``, ``progress``,
     ``quick_compile``, ``mesh``), checked against the model's config."""
+    if options.get("mesh") is not None:  # jax.make_mesh's explicit axes: run as automatic ones
+        options = {**options, "mesh": auto_axes(options["mesh"])}
     given = {k: v for k, v in options.items() if v not in (None, False)}
     if isinstance(engine, PatchingEngine):
         if given:
