@@ -51,3 +51,14 @@ def test_two_process_sweep_equals_single_process(tmp_path):
     assert np.isfinite(result).all()
     np.testing.assert_allclose(result, reference, rtol=1e-5, atol=1e-5)
     assert np.ptp(reference) > 0.1  # the patches do change the metric: the comparison can fail
+
+
+def test_the_docs_show_the_code_this_test_runs():
+    """docs/scale.md's multi-host code blocks are verbatim parts of the example."""
+    page = open(os.path.join(ROOT, "docs", "scale.md")).read()
+    source = open(os.path.join(ROOT, "examples", "multihost_sweep.py")).read()
+    marker = "<!-- from examples/multihost_sweep.py -->\n```python\n"
+    blocks = [part.split("\n```", 1)[0] for part in page.split(marker)[1:]]
+    assert len(blocks) == 2 and "jax.distributed.initialize(" in blocks[1]
+    for block in blocks:
+        assert block in source, block[:200]
