@@ -167,6 +167,7 @@ EXTRA_PAGES = [
     "jaxinterp.model.cache",
     "jaxinterp.model.vision",
     "jaxinterp.model.kv_cache",
+    "jaxinterp.model.sharding",
     "jaxinterp.loading.tokenizer",
     "jaxinterp.viz.report",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "PathPatchingError",
     "ProcessingError",
     "VerifyError",
+    "ShardingError",
 ]
 
 
@@ -87,3 +88,8 @@ class ProcessingError(JaxinterpError):
 class VerifyError(JaxinterpError):
     """A checkpoint verification (`jaxinterp verify`) that cannot run as asked: a bad
     tolerance, no prompts, a prompt that encodes to no tokens."""
+
+
+class ShardingError(JaxinterpError):
+    """A mesh or axis rules that cannot shard the model as asked: an unknown logical axis,
+    a mesh axis the mesh lacks, a mesh larger than the devices."""

@@ -4,8 +4,9 @@ A sweep is ``jax.vmap`` over intervention data, evaluated in chunks of ``batch_s
 locations under ``jax.lax.map`` so that only one chunk's activations are alive at a
 time. The whole sweep is one ``jit``: no host round trip per location (an optional
 progress bar is fed by a host callback once per chunk). Given a ``mesh``, each chunk's
-locations are split across its devices (the weights are replicated): the same program,
-data-parallel over the sweep axis.
+locations are split across the devices of its sweep axis, and weights already sharded
+over the mesh's other axes (`jaxinterp.model.sharding`) stay sharded: the same program,
+data-parallel over the sweep axis and tensor-parallel over the model axis.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-__all__ = ["sweep", "map_chunks", "chunk_locations", "run_chunks"]
+from jaxinterp.core.errors import ShardingError
+from jaxinterp.model.sharding import auto_axes, put
+
+__all__ = ["sweep", "map_chunks", "chunk_locations", "run_chunks", "place_on_mesh"]
 
 
 def sweep(
@@ -43,27 +48,77 @@ def sweep(
     ``progress``: show a tqdm bar advancing once per chunk.
 
     ``mesh``: a `jax.sharding.Mesh`; each chunk's locations are sharded along its
-    ``axis`` (default: the mesh's first axis) and the operands replicated, so a sweep
-    too big for one device runs data-parallel. ``batch_size`` is rounded up to a
-    multiple of that axis's size.
+    ``axis`` (default: the mesh's first axis, ``"data"`` in a
+    `jaxinterp.model.sharding.make_mesh` mesh). Operands already sharded over the mesh
+    (a model from `shard_model` or ``load(..., mesh=)``: weights split over ``"model"``)
+    keep their sharding, the others are replicated: patches data-parallel and weights
+    tensor-parallel in one program. ``batch_size`` is rounded up to a multiple of that
+    axis's size. The mesh may span several processes (`jax.distributed`): then every
+    process calls `sweep` with the same arguments and holds its shard of the result.
 
     The result is a pytree of arrays with leading axis ``n_locations``.
     """
     if mesh is not None:
+        mesh = auto_axes(mesh)
         axis = mesh.axis_names[0] if axis is None else axis
         if axis not in mesh.axis_names:
-            raise ValueError(f"axis {axis!r} is not an axis of the mesh; its axes are {mesh.axis_names}")
+            raise ShardingError(f"axis {axis!r} is not an axis of the mesh; its axes are {mesh.axis_names}")
     chunks, n = chunk_locations(locations, batch_size, multiple_of=1 if mesh is None else mesh.shape[axis])
-    if mesh is not None:
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        chunks = jax.device_put(chunks, NamedSharding(mesh, PartitionSpec(None, axis)))
-        replicated = NamedSharding(mesh, PartitionSpec())
-        operands = jax.tree_util.tree_map(
-            lambda a: jax.device_put(a, replicated) if isinstance(a, jax.Array) else a, operands
-        )
+    if mesh is None:
+        out = run_chunks(fn, chunks, operands, progress)
+        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+    # Location j * n_chunks + c goes to row j of chunk c, so that each device's rows of
+    # every chunk are one contiguous run of locations: the result leaves the program
+    # sharded over `axis` in location order, with no communication.
+    chunks = jax.tree_util.tree_map(lambda a: _interleave(a, n_chunks=a.shape[0]), chunks)
+    chunks, operands = place_on_mesh(chunks, operands, mesh, axis)
     out = run_chunks(fn, chunks, operands, progress)
-    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+    # Sharded over `axis` when it divides n_locations (JAX shards evenly), else replicated.
+    spec = PartitionSpec(axis) if n % mesh.shape[axis] == 0 else PartitionSpec()
+    return _unchunk(out, n, NamedSharding(mesh, spec))
+
+
+def _interleave(leaf, n_chunks: int):
+    """``[n_chunks, k, ...]`` locations in order -> chunk ``c``, row ``j`` holds location
+    ``j * n_chunks + c``."""
+    flat = leaf.reshape((-1,) + leaf.shape[2:])
+    return flat.reshape((-1, n_chunks) + leaf.shape[2:]).swapaxes(0, 1)
+
+
+def _unchunk(out, n: int, sharding: NamedSharding):
+    """The inverse of `_interleave` on a sweep's ``[n_chunks, k, ...]`` results, less the
+    padding: ``[n, ...]`` with ``sharding`` (its leading axis)."""
+
+    def one(a):
+        def f(a):
+            return a.swapaxes(0, 1).reshape((-1,) + a.shape[2:])[:n]
+
+        spec = PartitionSpec(*sharding.spec, *([None] * (a.ndim - 2)))
+        return jax.jit(f, out_shardings=NamedSharding(sharding.mesh, spec))(a)
+
+    return jax.tree_util.tree_map(one, out)
+
+
+def place_on_mesh(chunks: Any, operands: tuple, mesh: jax.sharding.Mesh, axis: str) -> tuple[Any, tuple]:
+    """``chunks`` (``[n_chunks, batch_size, ...]``) split along ``axis`` of ``mesh``
+    (each device gets its share of every chunk's locations), and ``operands`` on the
+    mesh: an array already sharded over this mesh's devices (weights placed by
+    `jaxinterp.model.sharding.shard_model` or ``load(..., mesh=)``) keeps its sharding,
+    every other array is replicated. Works on a mesh spanning several processes."""
+    mesh = auto_axes(mesh)
+    devices = set(mesh.devices.flat)
+    split = NamedSharding(mesh, PartitionSpec(None, axis))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    chunks = jax.tree_util.tree_map(lambda a: put(a, split), chunks)
+
+    def operand(a):
+        if isinstance(a, jax.Array) and a.sharding.device_set == devices:
+            return a  # already on this mesh: weights stay sharded (not gathered)
+        if isinstance(a, (jax.Array, np.ndarray)):
+            return put(a, replicated)
+        return a
+
+    return chunks, jax.tree_util.tree_map(operand, operands)
 
 
 def chunk_locations(locations: Any, batch_size: Optional[int], multiple_of: int = 1):

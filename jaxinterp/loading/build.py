@@ -8,14 +8,18 @@ come from the model skeleton itself, so they cannot drift from the modules.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
 from ..core.config import ModelConfig
 from ..core.errors import CheckpointError, ConfigError
 from ..model import Transformer
+from ..model.sharding import DEFAULT_RULES, AxisRules, param_shardings, shard_model
 
 
 def _path_name(path) -> str:
@@ -42,9 +46,19 @@ def check_dtype(dtype) -> jnp.dtype:
 
 
 def build_model(
-    cfg: ModelConfig, params: dict[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint"
+    cfg: ModelConfig,
+    params: dict[str, np.ndarray],
+    dtype=jnp.float32,
+    origin: str = "checkpoint",
+    *,
+    mesh: Optional[Mesh] = None,
+    rules: AxisRules = DEFAULT_RULES,
 ) -> Transformer:
-    """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``)."""
+    """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``).
+
+    ``mesh``: place each weight straight onto its sharding under ``rules``
+    (`jaxinterp.model.sharding.param_specs`): every device receives only its own block,
+    cut and cast on the host, so no device ever holds a whole sharded weight."""
     dtype = check_dtype(dtype)
     expected = expected_params(cfg)
     missing = sorted(set(expected) - set(params))
@@ -60,11 +74,25 @@ def build_model(
             raise CheckpointError(f"{origin}: tensor for {name} has shape {got}, expected {shape} from the config")
     skeleton = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.key(0), dtype)
     paths, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
+    shardings = None if mesh is None else param_shardings(cfg, mesh, rules)
     leaves = []
     for path, leaf in paths:
         name = _path_name(path)
-        if name in params:
+        if name in params and shardings is not None:
+            leaves.append(_place(params[name], dtype, shardings[name]))
+        elif name in params:
             leaves.append(jnp.asarray(np.asarray(params[name], np.float32), dtype))
         else:  # non-parameter data such as the per-layer attention windows
             leaves.append(jnp.asarray(cfg.windows, jnp.int32) if name == "blocks.window" else None)
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    model = jax.tree_util.tree_unflatten(treedef, leaves)
+    return model if mesh is None else shard_model(model, mesh, rules)  # the windows: replicated
+
+
+def _place(tensor, dtype, sharding: NamedSharding) -> jax.Array:
+    """``tensor`` (host) as a global array with ``sharding``: each device's block is cut
+    from the host tensor and cast to ``dtype`` on its own, then transferred."""
+
+    def block(index):
+        return np.asarray(np.asarray(tensor[index], np.float32).astype(dtype))
+
+    return jax.make_array_from_callback(tuple(np.shape(tensor)), sharding, block)

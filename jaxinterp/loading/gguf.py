@@ -239,12 +239,13 @@ def _hf_name(name: str, fused: bool = False, sandwich: bool = False) -> str | No
     return None
 
 
-def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
+def load_gguf(path: str, dtype=jnp.float32, **placement) -> Transformer:
     """Load a llama.cpp GGUF file (architectures "llama", "qwen2", "qwen3", "phi3",
     "gemma", "gemma2", "gemma3") as a `Transformer`.
 
     Every tensor is dequantised to float32 and cast to ``dtype``. The tokenizer stored in
-    the same file is loaded by ``jaxinterp.load_tokenizer(path)``.
+    the same file is loaded by ``jaxinterp.load_tokenizer(path)``. ``placement``:
+    ``mesh=`` / ``rules=`` of `build_model` (weights placed on their shardings).
 
     Raises `CheckpointError` (naming the path) for a missing, truncated or corrupt file,
     and `UnsupportedArchitectureError` for an architecture other than those above.
@@ -261,4 +262,4 @@ def load_gguf(path: str, dtype=jnp.float32) -> Transformer:
     src = gguf_tensor_source(reader, hf, path)
     params = family.convert(src, cfg)
     src.check_all_used()
-    return build_model(cfg, params, dtype, origin=path)
+    return build_model(cfg, params, dtype, origin=path, **placement)

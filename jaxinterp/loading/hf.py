@@ -54,7 +54,8 @@ def read_config(path: str) -> dict:
         raise CheckpointError(f"corrupt config.json in {path}: {e}") from e
 
 
-def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False) -> Transformer:
+def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False, **placement) -> Transformer:
+    """``placement``: ``mesh=`` / ``rules=`` of `build_model` (weights placed on their shardings)."""
     dtype = check_dtype(dtype)
     path = resolve_local(path_or_id)
     hf = read_config(path)
@@ -75,4 +76,4 @@ def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False) -> T
             f"{path}: the tensors do not match config.json ({hf['model_type']}): {e}; check the widths and head counts"
         ) from e
     src.check_all_used(family.IGNORED)
-    return build_model(cfg, params, dtype, origin=path)
+    return build_model(cfg, params, dtype, origin=path, **placement)

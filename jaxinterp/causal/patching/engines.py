@@ -21,6 +21,7 @@ import numpy as np
 
 from ...core.errors import PatchingError
 from ...core.readout import Readout
+from ...model.sharding import auto_axes, model_parallel
 from .fast import CachedRuns, fast_bytes, fast_supported, fast_sweep
 from .layout import MAX_BLOCK_TOKENS
 from .locations import PatchGrid
@@ -39,6 +40,8 @@ class PatchingEngine(eqx.Module):
     savings (logits only for the token ids the metric reads; patches skipped where the
     clean and corrupted activations agree). ``progress``: a progress bar over chunks.
     ``mesh``: a `jax.sharding.Mesh` whose first axis the patches are sharded over.
+    Weights sharded over its other axes (`jaxinterp.model.sharding`) stay sharded in the
+    plain engine; the fast engine's per-device program gathers them.
     ``checks``: range-check the patch locations (the fast engine: on the host, before
     compiling, since its layout is numpy; the plain engine: inside the compiled sweep with
     `eqx.error_if`); False skips them (``benchmarks/validation_overhead.py`` measures what
@@ -190,6 +193,8 @@ def engine_for(engine, cfg, interventions: tuple = (), **options) -> PatchingEng
     """The engine for ``engine`` (``"auto"``, ``"fast"``, ``"plain"`` or a `PatchingEngine`)
     and the legacy keyword ``options`` (``batch_size``, ``shortcuts``, ``progress``,
     ``quick_compile``, ``mesh``), checked against the model's config."""
+    if options.get("mesh") is not None:  # jax.make_mesh's explicit axes: run as automatic ones
+        options = {**options, "mesh": auto_axes(options["mesh"])}
     given = {k: v for k, v in options.items() if v not in (None, False)}
     if isinstance(engine, PatchingEngine):
         if given:
@@ -200,7 +205,11 @@ def engine_for(engine, cfg, interventions: tuple = (), **options) -> PatchingEng
         chosen = engine
     elif engine in ("auto", "fast", "plain"):
         # Extra interventions change the runs the fast engine caches: auto takes plain then.
-        fast = engine == "fast" or (engine == "auto" and fast_supported(cfg) and not interventions)
+        # A mesh with a model axis (weights sharded, jaxinterp.model.sharding): auto takes
+        # plain, which keeps them sharded; the fast engine's per-device program gathers them.
+        fast = engine == "fast" or (
+            engine == "auto" and fast_supported(cfg) and not interventions and not model_parallel(options.get("mesh"))
+        )
         plain_options = {k: v for k, v in options.items() if k != "quick_compile"}
         chosen = Fast(**options) if fast else Plain(**plain_options)
     else:
