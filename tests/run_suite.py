@@ -41,9 +41,9 @@ GROUP_TARGET = 150.0  # seconds of measured cost per process: startup amortised,
 
 def example_ids() -> list[str]:
     """Node ids of the example-script tests (one per script), as pytest names them."""
-    scripts = sorted(
-        f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".py") and not f.startswith("_")
-    )
+    sys.path.insert(0, HERE)
+    from test_examples import EXAMPLES as scripts  # the scripts test_examples.py parametrises
+
     return [f"tests/{EXAMPLES}::test_example_runs_in_quick_mode[{s}]" for s in scripts]
 
 
@@ -52,7 +52,8 @@ def units(costs: dict[str, float]) -> list[tuple[str, float]]:
     files = sorted(f for f in os.listdir(HERE) if f.startswith("test_") and f.endswith(".py"))
     out = [(f"tests/{f}", costs.get(f, DEFAULT_COST)) for f in files if f != EXAMPLES]
     if EXAMPLES in files:
-        out += [(i, costs.get(i.split("::", 1)[1], DEFAULT_COST)) for i in example_ids()]
+        # --record keys an example by its script name ("probes.py"), the id's parameter.
+        out += [(i, costs.get(i.split("[", 1)[1].rstrip("]"), DEFAULT_COST)) for i in example_ids()]
     return out
 
 
