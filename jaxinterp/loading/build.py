@@ -42,9 +42,18 @@ def check_dtype(dtype) -> jnp.dtype:
 
 
 def build_model(
-    cfg: ModelConfig, params: dict[str, np.ndarray], dtype=jnp.float32, origin: str = "checkpoint"
+    cfg: ModelConfig,
+    params: dict[str, np.ndarray],
+    dtype=jnp.float32,
+    origin: str = "checkpoint",
+    *,
+    consume: bool = False,
 ) -> Transformer:
-    """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``)."""
+    """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``).
+
+    ``consume=True`` pops each array from ``params`` as it is placed on the device, so its
+    host copy is freed as soon as nothing else holds it and a load never holds the model
+    twice (the loaders pass it; ``params`` is then left empty)."""
     dtype = check_dtype(dtype)
     expected = expected_params(cfg)
     missing = sorted(set(expected) - set(params))
@@ -64,7 +73,9 @@ def build_model(
     for path, leaf in paths:
         name = _path_name(path)
         if name in params:
-            leaves.append(jnp.asarray(np.asarray(params[name], np.float32), dtype))
+            array = params.pop(name) if consume else params[name]
+            leaves.append(jnp.asarray(array, dtype))
+            del array
         else:  # non-parameter data such as the per-layer attention windows
             leaves.append(jnp.asarray(cfg.windows, jnp.int32) if name == "blocks.window" else None)
     return jax.tree_util.tree_unflatten(treedef, leaves)
