@@ -73,8 +73,11 @@ def build_model(
     for path, leaf in paths:
         name = _path_name(path)
         if name in params:
-            array = params.pop(name) if consume else params[name]
-            leaves.append(jnp.asarray(array, dtype))
+            array = np.asarray(params.pop(name) if consume else params[name]).astype(dtype, copy=False)
+            # device_put, not jnp.asarray (which keeps an extra host copy alive); and wait for
+            # each transfer, which otherwise runs asynchronously holding its host array, so
+            # queued transfers would keep the whole host copy of the model alive at once.
+            leaves.append(jax.device_put(array).block_until_ready())
             del array
         else:  # non-parameter data such as the per-layer attention windows
             leaves.append(jnp.asarray(cfg.windows, jnp.int32) if name == "blocks.window" else None)

@@ -52,7 +52,9 @@ def split_layers(src: TensorSource, pattern: str, n_layers: int, fns: tuple[Call
             f"but the same tensor in the other layers has shape {common}"
         )
     if not fits:
-        raise CheckpointError(f"checkpoint {src.origin}: tensors {src.prefix + pattern!r} differ in shape across layers")
+        raise CheckpointError(
+            f"checkpoint {src.origin}: tensors {src.prefix + pattern!r} differ in shape across layers"
+        )
     return tuple(outs)
 
 

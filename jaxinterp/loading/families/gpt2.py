@@ -46,7 +46,9 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
     # Conv1D [d_model, 3 * d_model] -> 3 x [head, d_model, d_head], each into its own stacked array.
     qkv = tuple((lambda a, j=j: a.reshape(M, 3, H, D)[:, j].transpose(1, 0, 2)) for j in range(3))
-    p["blocks.attn.W_Q"], p["blocks.attn.W_K"], p["blocks.attn.W_V"] = split_layers(src, "h.{}.attn.c_attn.weight", L, qkv)
+    p["blocks.attn.W_Q"], p["blocks.attn.W_K"], p["blocks.attn.W_V"] = split_layers(
+        src, "h.{}.attn.c_attn.weight", L, qkv
+    )
     b = stack_layers(src, "h.{}.attn.c_attn.bias", L, lambda a: a.reshape(3, H, D))
     p["blocks.attn.b_Q"], p["blocks.attn.b_K"], p["blocks.attn.b_V"] = b[:, 0], b[:, 1], b[:, 2]
     p["blocks.attn.W_O"] = stack_layers(src, "h.{}.attn.c_proj.weight", L, lambda a: a.reshape(H, D, M))

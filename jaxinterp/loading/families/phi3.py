@@ -35,9 +35,7 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
     convert_embeddings(src, cfg, p)
     # The fused qkv rows are [q; k; v]: each block goes into its own stacked array.
     rows = ((0, H * D, H), (H * D, (H + K) * D, K), ((H + K) * D, (H + 2 * K) * D, K))
-    qkv = tuple(
-        (lambda a, b=b, e=e, n=n: heads_in(a.reshape((H + 2 * K) * D, -1)[b:e], n)) for b, e, n in rows
-    )
+    qkv = tuple((lambda a, b=b, e=e, n=n: heads_in(a.reshape((H + 2 * K) * D, -1)[b:e], n)) for b, e, n in rows)
     p["blocks.attn.W_Q"], p["blocks.attn.W_K"], p["blocks.attn.W_V"] = split_layers(
         src, lay + "self_attn.qkv_proj.weight", L, qkv
     )
