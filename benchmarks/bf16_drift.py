@@ -16,7 +16,7 @@ attention) -- and compares
   [layer, pos] grids, that relative to the reference grid's largest |value|, and the
   correlation of the two grids.
 
-    python benchmarks/bf16_drift.py           # logits on 4 prompts + both sweeps (~3 min on 2 cores)
+    python benchmarks/bf16_drift.py           # logits on 4 prompts + both sweeps (~6 CPU-minutes)
     python benchmarks/bf16_drift.py --quick   # logits on the IOI prompt only
 """
 
@@ -126,7 +126,9 @@ def main() -> None:
     logits = {
         (who, d): np.concatenate(
             [
-                np.asarray(forward(ours[d], jnp.asarray(t)), np.float32) if who == "jaxinterp" else hf_logits(theirs[d], t)
+                np.asarray(forward(ours[d], jnp.asarray(t)), np.float32)
+                if who == "jaxinterp"
+                else hf_logits(theirs[d], t)
                 for t in tokens
             ]
         )
