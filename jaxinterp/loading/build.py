@@ -53,12 +53,16 @@ def build_model(
     *,
     mesh: Optional[Mesh] = None,
     rules: AxisRules = DEFAULT_RULES,
+    consume: bool = False,
 ) -> Transformer:
     """A `Transformer` whose float leaves are ``params`` (cast to ``dtype``).
 
     ``mesh``: place each weight straight onto its sharding under ``rules``
     (`jaxinterp.model.sharding.param_specs`): every device receives only its own block,
-    cut and cast on the host, so no device ever holds a whole sharded weight."""
+    cut and cast on the host, so no device ever holds a whole sharded weight.
+    ``consume=True`` pops each array from ``params`` as it is placed on the device, so its
+    host copy is freed as soon as nothing else holds it and a load never holds the model
+    twice (the loaders pass it; ``params`` is then left empty)."""
     dtype = check_dtype(dtype)
     expected = expected_params(cfg)
     missing = sorted(set(expected) - set(params))
@@ -78,10 +82,17 @@ def build_model(
     leaves = []
     for path, leaf in paths:
         name = _path_name(path)
-        if name in params and shardings is not None:
-            leaves.append(_place(params[name], dtype, shardings[name]))
-        elif name in params:
-            leaves.append(jnp.asarray(np.asarray(params[name], np.float32), dtype))
+        if name in params:
+            array = params.pop(name) if consume else params[name]
+            if shardings is not None:
+                leaves.append(_place(array, dtype, shardings[name]).block_until_ready())
+            else:
+                array = np.asarray(array).astype(dtype, copy=False)
+                # device_put, not jnp.asarray (which keeps an extra host copy alive); and wait
+                # for each transfer, which otherwise runs asynchronously holding its host
+                # array, so queued transfers would keep the whole host model alive at once.
+                leaves.append(jax.device_put(array).block_until_ready())
+            del array
         else:  # non-parameter data such as the per-layer attention windows
             leaves.append(jnp.asarray(cfg.windows, jnp.int32) if name == "blocks.window" else None)
     model = jax.tree_util.tree_unflatten(treedef, leaves)
@@ -93,6 +104,6 @@ def _place(tensor, dtype, sharding: NamedSharding) -> jax.Array:
     from the host tensor and cast to ``dtype`` on its own, then transferred."""
 
     def block(index):
-        return np.asarray(np.asarray(tensor[index], np.float32).astype(dtype))
+        return np.asarray(tensor[index]).astype(dtype, copy=False)
 
     return jax.make_array_from_callback(tuple(np.shape(tensor)), sharding, block)

@@ -9,7 +9,8 @@ format are undone on the way:
   ``gguf.quants.dequantize`` already returns the numpy (row-major) shape, which is the
   torch ``[out_features, in_features]`` layout HF uses.
 - Quantised blocks (Q4_1, Q8_0, K-quants, ...) are dequantised to float32 by the ``gguf``
-  package, then cast to the requested dtype.
+  package a chunk of rows at a time, then cast to the requested dtype; F16/BF16/F32
+  tensors are converted straight to it (a BF16 file loads as bf16 with no float32 copy).
 - For the "llama" architecture, llama.cpp's converter reorders the rows of Q and K within
   each head from HF's rotate-half layout to interleaved pairs (its rotary kernel rotates
   adjacent elements). We invert that permutation so our rotate-half rotary applies.
@@ -20,13 +21,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 from ..core.errors import CheckpointError, UnsupportedArchitectureError
 from ..model import Transformer
 from .build import build_model, check_dtype
 from .families import family_for
-from .gguf_file import GGUFFile
+from .gguf_file import GGUFFile, GGUFTensor
 from .hf_config import config_from_hf
 from .tensors import TensorSource
 
@@ -192,14 +194,16 @@ def _gemma_config(arch: str, hf: dict[str, Any], get: Callable) -> dict[str, Any
     return out
 
 
-def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> TensorSource:
-    """The file's tensors under HF names, dequantised lazily to float32."""
+def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str, dtype=np.float32) -> TensorSource:
+    """The file's tensors under HF names, each read when taken and returned in ``dtype``
+    (quantised ones dequantised; see `read_tensor`)."""
     permute = hf["architectures"] == ["gguf:llama"]  # llama.cpp reorders Q/K rows only for its "llama" arch
     heads = {"attn_q": hf["num_attention_heads"], "attn_k": hf["num_key_value_heads"]}
     getters: dict[str, Callable[[], np.ndarray]] = {}
     fused = hf["model_type"] == "phi3"
     gemma = hf["architectures"][0].removeprefix("gguf:") in _GEMMA
     sandwich = hf["model_type"] in ("gemma2", "gemma3_text")
+    dtype = np.dtype(dtype)
     for tensor in reader.tensors:
         if tensor.name in ROPE_TENSORS:
             continue  # read into the config (rope scaling), not a weight
@@ -212,19 +216,47 @@ def gguf_tensor_source(reader: GGUFFile, hf: dict[str, Any], path: str) -> Tenso
         shift = gemma and tensor.name.endswith("norm.weight")
 
         def get(tensor=tensor, n_heads=n_heads, shift=shift):
-            w = _dequantize(tensor)
-            if shift:
-                w = w - np.float32(1.0)
+            if shift:  # subtract in float32, then cast (the 1 + w of a bf16 load stays exact)
+                w = (read_tensor(reader, tensor, np.float32) - np.float32(1.0)).astype(dtype)
+            else:
+                w = read_tensor(reader, tensor, dtype)
             return unpermute_rotary(w, n_heads) if n_heads else w
 
         getters[hf_name] = get
-    return TensorSource(getters, path)
+    return TensorSource(getters, path, dtype=dtype)
 
 
-def _dequantize(tensor) -> np.ndarray:
+# Quantised tensors are dequantised this many elements at a time (gguf's dequantizers
+# make several float32 temporaries of their input's size; a 49k x 576 embedding would
+# otherwise add ~0.4 GB to the peak).
+DEQUANTIZE_CHUNK = 1 << 20
+
+
+def read_tensor(reader: GGUFFile, tensor: GGUFTensor, dtype) -> np.ndarray:
+    """``tensor`` as a fresh numpy array (row-major shape) in the floating ``dtype``.
+
+    Float tensors (F32, F16, BF16) are converted straight to ``dtype`` (BF16 read as
+    ``ml_dtypes.bfloat16``, so a bf16 file loads as bf16 with no float32 copy); quantised
+    ones are dequantised by ``gguf.quants.dequantize`` (float32) a chunk of rows at a
+    time into the ``dtype`` result. The tensor's pages of the mapped file are released
+    afterwards (`GGUFFile.release`)."""
     from gguf.quants import dequantize
 
-    return np.asarray(dequantize(tensor.data, tensor.tensor_type), np.float32)
+    shape = tuple(reversed(tensor.shape))
+    kind = tensor.tensor_type.name
+    if kind == "BF16":  # stored as raw 2-byte rows; the bits are bfloat16's
+        out = np.array(tensor.data.view(ml_dtypes.bfloat16).reshape(shape), dtype)
+    elif tensor.data.dtype != np.uint8:  # a typed view (F32, F16, ...)
+        out = np.array(tensor.data, dtype)
+    else:
+        rows = tensor.data.reshape(-1, tensor.data.shape[-1])
+        out = np.empty((rows.shape[0], shape[-1] if shape else 1), dtype)
+        step = max(1, DEQUANTIZE_CHUNK // max(1, out.shape[1]))
+        for r in range(0, rows.shape[0], step):
+            out[r : r + step] = dequantize(rows[r : r + step], tensor.tensor_type)
+        out = out.reshape(shape)
+    reader.release(tensor)
+    return out
 
 
 def _hf_name(name: str, fused: bool = False, sandwich: bool = False) -> str | None:
@@ -243,7 +275,9 @@ def load_gguf(path: str, dtype=jnp.float32, **placement) -> Transformer:
     """Load a llama.cpp GGUF file (architectures "llama", "qwen2", "qwen3", "phi3",
     "gemma", "gemma2", "gemma3") as a `Transformer`.
 
-    Every tensor is dequantised to float32 and cast to ``dtype``. The tokenizer stored in
+    Every tensor is read once, converted to ``dtype`` (quantised ones dequantised a chunk
+    at a time) and written into the model's layer-stacked arrays, so the peak memory of
+    a load stays near the model's size in ``dtype``. The tokenizer stored in
     the same file is loaded by ``jaxinterp.load_tokenizer(path)``. ``placement``:
     ``mesh=`` / ``rules=`` of `build_model` (weights placed on their shardings).
 
@@ -255,11 +289,15 @@ def load_gguf(path: str, dtype=jnp.float32, **placement) -> Transformer:
     reader = read_gguf(path, skip=("tokenizer.ggml.tokens", "tokenizer.ggml.merges"))
     meta = reader.metadata
     shapes = {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
-    rope = {t.name: [float(f) for f in _dequantize(t).reshape(-1)] for t in reader.tensors if t.name in ROPE_TENSORS}
+    rope = {
+        t.name: [float(f) for f in read_tensor(reader, t, np.float32).reshape(-1)]
+        for t in reader.tensors
+        if t.name in ROPE_TENSORS
+    }
     hf = hf_config_from_gguf(meta, shapes, path, rope)
     family = family_for(hf["model_type"])
     cfg = config_from_hf(hf, family, hf["model_type"])
-    src = gguf_tensor_source(reader, hf, path)
+    src = gguf_tensor_source(reader, hf, path, dtype)
     params = family.convert(src, cfg)
     src.check_all_used()
-    return build_model(cfg, params, dtype, origin=path, **placement)
+    return build_model(cfg, params, dtype, origin=path, consume=True, **placement)

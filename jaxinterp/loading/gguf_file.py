@@ -54,6 +54,7 @@ class GGUFTensor:
     shape: tuple[int, ...]
     tensor_type: Any
     data: np.ndarray
+    offset: int = 0
 
 
 class _Cursor:
@@ -207,8 +208,22 @@ class GGUFFile:
             else:  # quantised (and BF16): rows of raw bytes, as gguf.quants.dequantize takes them
                 row = np_shape[:-1] + (np_shape[-1] // block * type_size,)
                 data = np.frombuffer(self._map, np.uint8, n_bytes, begin).reshape(row)
-            self.tensors.append(GGUFTensor(name, dims, qtype, data))
+            self.tensors.append(GGUFTensor(name, dims, qtype, data, begin))
 
+    def release(self, tensor: GGUFTensor) -> None:
+        """Drop ``tensor``'s pages from this process's resident memory. They stay in the
+        OS page cache and a later read of ``tensor.data`` maps them again; loading calls
+        this after converting each tensor, so the mapped file does not add its whole
+        size to the peak memory of a load."""
+        if _DONTNEED is None:
+            return
+        page = mmap.PAGESIZE
+        begin = tensor.offset // page * page
+        self._map.madvise(_DONTNEED, begin, tensor.offset + tensor.data.nbytes - begin)
+
+
+# Absent on Windows, where mapped pages then simply stay until the file is closed.
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 _ELEMENT: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"),

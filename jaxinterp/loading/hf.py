@@ -66,7 +66,7 @@ def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False, **pl
     family = family_for(hf["model_type"])
     cfg = config_from_hf(hf, family, hf["model_type"])
     has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(path))
-    src = read_pickled_dir(path) if allow_pickle and not has_safetensors else read_safetensors_dir(path)
+    src = read_pickled_dir(path, dtype) if allow_pickle and not has_safetensors else read_safetensors_dir(path, dtype)
     try:
         params = family.convert(src, cfg)
     except JaxinterpError:
@@ -76,4 +76,4 @@ def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False, **pl
             f"{path}: the tensors do not match config.json ({hf['model_type']}): {e}; check the widths and head counts"
         ) from e
     src.check_all_used(family.IGNORED)
-    return build_model(cfg, params, dtype, origin=path, **placement)
+    return build_model(cfg, params, dtype, origin=path, consume=True, **placement)

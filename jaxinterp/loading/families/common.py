@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -11,19 +11,39 @@ from ..tensors import TensorSource
 
 
 def stack_layers(src: TensorSource, pattern: str, n_layers: int, fn: Callable = lambda a: a) -> np.ndarray:
-    """``np.stack([fn(src.take(pattern.format(i))) for i in range(n_layers)])``, with a
+    """``np.stack([fn(src.take(pattern.format(i))) for i in range(n_layers)])``, written
+    layer by layer into one preallocated array (no list of per-layer copies), with a
     `CheckpointError` naming the tensor when one does not fit the config's shapes."""
-    raw, out = [], []
+    return split_layers(src, pattern, n_layers, (fn,))[0]
+
+
+def split_layers(src: TensorSource, pattern: str, n_layers: int, fns: tuple[Callable, ...]) -> tuple[np.ndarray, ...]:
+    """One stacked array per function in ``fns``: ``out[j][i] = fns[j](src.take(pattern.format(i)))``.
+
+    Each layer's tensor is read once and its pieces (e.g. the Q, K and V blocks of a fused
+    projection) are written into arrays preallocated on the first layer, so the peak
+    memory is the outputs plus one layer's tensor."""
+    raw: list[tuple[int, ...]] = []
+    outs: list[np.ndarray] = []
+    fits = True
     for i in range(n_layers):
         name = pattern.format(i)
         a = src.take(name)
         try:
-            out.append(fn(a))
+            pieces = [fn(a) for fn in fns]
         except ValueError as e:  # a reshape to the config's head layout failed
             raise CheckpointError(
                 f"checkpoint {src.origin}: tensor {src.prefix + name!r} has shape {a.shape}, which does not fit the config ({e})"
             ) from e
         raw.append(a.shape)
+        if not outs:
+            outs = [np.empty((n_layers, *np.shape(x)), np.asarray(x).dtype) for x in pieces]
+        if fits and all(np.shape(x) == o.shape[1:] for x, o in zip(pieces, outs)):
+            for x, o in zip(pieces, outs):
+                o[i] = x
+        else:  # reported below, naming the layer that differs from the majority
+            fits = False
+        del a, pieces  # the next layer's tensor is not read while this one is alive
     if len(set(raw)) > 1:  # name the odd one out: the layer whose shape differs from the majority
         common = max(raw, key=raw.count)  # ties go to layer 0
         bad = next(i for i, s in enumerate(raw) if s != common)
@@ -31,7 +51,26 @@ def stack_layers(src: TensorSource, pattern: str, n_layers: int, fn: Callable = 
             f"checkpoint {src.origin}: tensor {src.prefix + pattern.format(bad)!r} has shape {raw[bad]}, "
             f"but the same tensor in the other layers has shape {common}"
         )
-    return np.stack(out)
+    if not fits:
+        raise CheckpointError(
+            f"checkpoint {src.origin}: tensors {src.prefix + pattern!r} differ in shape across layers"
+        )
+    return tuple(outs)
+
+
+def stack_arrays(arrays: Iterable[np.ndarray], n: int, what: str) -> np.ndarray:
+    """``np.stack`` of the ``n`` arrays an iterator yields, each written into one
+    preallocated array as it comes (the iterator may read them lazily). ``what`` names the
+    tensors in the `CheckpointError` raised when their shapes differ."""
+    out: Optional[np.ndarray] = None
+    for i, a in enumerate(arrays):
+        if out is None:
+            out = np.empty((n, *a.shape), a.dtype)
+        elif a.shape != out.shape[1:]:
+            raise CheckpointError(f"{what}: entry {i} has shape {a.shape}, the first has {out.shape[1:]}")
+        out[i] = a
+    assert out is not None, "stack_arrays needs at least one array"
+    return out
 
 
 def heads_in(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -85,9 +124,11 @@ def convert_experts(src: TensorSource, cfg, p: dict, moe: str, names: tuple[str,
     L, E = cfg.n_layers, cfg.n_experts
     p["blocks.mlp.W_router"] = stack_layers(src, moe + "gate.weight", L, np.transpose)
     for ours, theirs in zip(("W_gate", "W_in", "W_out"), names):
-        p[f"blocks.mlp.{ours}"] = np.stack(
-            [
-                np.stack([src.take((moe + f"experts.{e}.{theirs}.weight").format(i)).T for e in range(E)])
-                for i in range(L)
-            ]
+        name = moe + f"experts.{{e}}.{theirs}.weight"
+        # Flat [layer * expert, ...], filled one expert at a time, then viewed as [layer, expert, ...].
+        flat = stack_arrays(
+            (src.take(name.format(i, e=e)).T for i in range(L) for e in range(E)),
+            L * E,
+            f"checkpoint {src.origin}: tensors {src.prefix + name.format('*', e='*')!r}",
         )
+        p[f"blocks.mlp.{ours}"] = flat.reshape(L, E, *flat.shape[1:])

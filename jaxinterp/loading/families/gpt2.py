@@ -6,7 +6,7 @@ import numpy as np
 
 from ...core.config import ModelConfig
 from ...core.errors import UnsupportedArchitectureError
-from .common import stack_layers
+from .common import split_layers, stack_layers
 
 MODEL_TYPES = ("gpt2",)
 IGNORED = ("*.attn.bias", "*.attn.masked_bias")
@@ -44,12 +44,12 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
     L, H, D, M = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
     p = {"embed.W_E": src.take("wte.weight"), "pos_embed.W_pos": src.take("wpe.weight")}
 
-    def qkv(i):  # Conv1D [d_model, 3 * d_model] -> 3 x [head, d_model, d_head]
-        return src.take(f"h.{i}.attn.c_attn.weight").reshape(M, 3, H, D).transpose(1, 2, 0, 3)
-
-    w = np.stack([qkv(i) for i in range(L)])
+    # Conv1D [d_model, 3 * d_model] -> 3 x [head, d_model, d_head], each into its own stacked array.
+    qkv = tuple((lambda a, j=j: a.reshape(M, 3, H, D)[:, j].transpose(1, 0, 2)) for j in range(3))
+    p["blocks.attn.W_Q"], p["blocks.attn.W_K"], p["blocks.attn.W_V"] = split_layers(
+        src, "h.{}.attn.c_attn.weight", L, qkv
+    )
     b = stack_layers(src, "h.{}.attn.c_attn.bias", L, lambda a: a.reshape(3, H, D))
-    p["blocks.attn.W_Q"], p["blocks.attn.W_K"], p["blocks.attn.W_V"] = w[:, 0], w[:, 1], w[:, 2]
     p["blocks.attn.b_Q"], p["blocks.attn.b_K"], p["blocks.attn.b_V"] = b[:, 0], b[:, 1], b[:, 2]
     p["blocks.attn.W_O"] = stack_layers(src, "h.{}.attn.c_proj.weight", L, lambda a: a.reshape(H, D, M))
     p["blocks.attn.b_O"] = stack_layers(src, "h.{}.attn.c_proj.bias", L)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...core.config import ModelConfig
-from .common import heads_in, heads_out, stack_layers
+from .common import heads_in, heads_out, split_layers, stack_layers
 from .llama import base_config, convert_embeddings
 
 MODEL_TYPES = ("phi3",)
@@ -33,15 +33,15 @@ def convert(src, cfg: ModelConfig) -> dict[str, np.ndarray]:
     lay = "model.layers.{}."
     p: dict[str, np.ndarray] = {}
     convert_embeddings(src, cfg, p)
-    qkv = stack_layers(src, lay + "self_attn.qkv_proj.weight", L, lambda a: a.reshape((H + 2 * K) * D, -1))
-    q, k, v = np.split(qkv, [H * D, (H + K) * D], axis=1)
-    p["blocks.attn.W_Q"] = np.stack([heads_in(w, H) for w in q])
-    p["blocks.attn.W_K"] = np.stack([heads_in(w, K) for w in k])
-    p["blocks.attn.W_V"] = np.stack([heads_in(w, K) for w in v])
+    # The fused qkv rows are [q; k; v]: each block goes into its own stacked array.
+    rows = ((0, H * D, H), (H * D, (H + K) * D, K), ((H + K) * D, (H + 2 * K) * D, K))
+    qkv = tuple((lambda a, b=b, e=e, n=n: heads_in(a.reshape((H + 2 * K) * D, -1)[b:e], n)) for b, e, n in rows)
+    p["blocks.attn.W_Q"], p["blocks.attn.W_K"], p["blocks.attn.W_V"] = split_layers(
+        src, lay + "self_attn.qkv_proj.weight", L, qkv
+    )
     p["blocks.attn.W_O"] = stack_layers(src, lay + "self_attn.o_proj.weight", L, lambda a: heads_out(a, H))
-    gate_up = stack_layers(src, lay + "mlp.gate_up_proj.weight", L, lambda a: a.reshape(2 * F, -1))
-    p["blocks.mlp.W_gate"] = gate_up[:, :F].transpose(0, 2, 1)
-    p["blocks.mlp.W_in"] = gate_up[:, F:].transpose(0, 2, 1)
+    gate_up = (lambda a: a.reshape(2 * F, -1)[:F].T, lambda a: a.reshape(2 * F, -1)[F:].T)
+    p["blocks.mlp.W_gate"], p["blocks.mlp.W_in"] = split_layers(src, lay + "mlp.gate_up_proj.weight", L, gate_up)
     p["blocks.mlp.W_out"] = stack_layers(src, lay + "mlp.down_proj.weight", L, np.transpose)
     p["blocks.ln1.w"] = stack_layers(src, lay + "input_layernorm.weight", L)
     p["blocks.ln2.w"] = stack_layers(src, lay + "post_attention_layernorm.weight", L)
