@@ -1,7 +1,8 @@
 """`Readout`: which logits a run computes, which a metric reads, and evaluating it from only those.
 
 A metric is ``metric(logits[pos, d_vocab]) -> scalar``. Metrics built by
-`jaxinterp.core.metrics` declare what they read as ``metric.reads = (pos, token_ids)``.
+`jaxinterp.core.metrics` declare what they read as ``metric.reads = (pos, token_ids)``;
+for a plain function it is inferred from its program (`Metric.reads_for`).
 Sweeps use the declared positions to compute logits only there (the unembedding of a
 50k vocabulary costs as much as several layers per position), and, as an opt-in
 shortcut, only the declared columns. The metric still receives a full
@@ -62,7 +63,7 @@ ALL = Readout()
 def readout_for(metric: Callable, n_pos: int, d_vocab: int, columns: bool = False, has_unembed: bool = True) -> Readout:
     """The readout of ``metric`` for ``n_pos`` tokens; ``columns=True`` also restricts
     the vocabulary to the declared token ids (when the metric declares them)."""
-    reads = as_metric(metric).reads
+    reads = as_metric(metric).reads_for(n_pos, d_vocab)
     positions = tuple(range(n_pos))
     cols = None
     if reads is not None:
