@@ -51,6 +51,15 @@ class Metric(eqx.Module):
         (metrics that declare nothing may work it out from the shape, as `Custom` does)."""
         return self.reads
 
+    def compact(self) -> Optional[tuple]:
+        """``(columns [n], metric')`` where ``metric'`` of logits with only those ``n``
+        vocabulary columns, in that order, equals this metric of the full logits, or None.
+
+        The columns are array data (traced in a compiled sweep; only their number is
+        static), so shortcut sweeps that compute only these columns reuse one program
+        for metrics of other token ids. Default: None (no such form)."""
+        return None
+
 
 class Custom(Metric):
     """A plain function as a metric, with what it reads declared (or None: then
@@ -155,6 +164,11 @@ class LogitDiff(Metric):
     def reads(self):
         return (self.pos, jnp.concatenate([self.answer, self.wrong]))
 
+    def compact(self) -> tuple:
+        n_answer, n_wrong = self.answer.shape[0], self.wrong.shape[0]
+        slots = jnp.arange(n_answer + n_wrong)
+        return jnp.concatenate([self.answer, self.wrong]), LogitDiff(slots[:n_answer], slots[n_answer:], self.pos)
+
 
 class Normalized(Metric):
     """``(metric(logits) - corrupted) / (clean - corrupted)`` (see `normalized`)."""
@@ -172,6 +186,10 @@ class Normalized(Metric):
 
     def reads_for(self, n_pos: int, d_vocab: int) -> Reads:
         return self.metric.reads_for(n_pos, d_vocab)
+
+    def compact(self) -> Optional[tuple]:
+        inner = self.metric.compact()
+        return None if inner is None else (inner[0], Normalized(inner[1], self.clean, self.corrupted))
 
 
 class TokenProb(Metric):
