@@ -235,29 +235,29 @@ class _Analysis:
         ]
 
     def reduce(self, a: _Entries, axes: tuple, shape: tuple) -> Optional[_Entries]:
-        """A reduction over ``axes``: an output element whose reduced elements all lie in
-        one row of the logits depends on (at most) that whole row; in one column, on
-        that whole column. None where a reduced fibre spans several rows and columns."""
-        n, n_pos, d_vocab = self.n_entries, self.n_pos, self.d_vocab
+        """A reduction over ``axes``: each output element depends on the entries of its
+        reduced fibre (kept exactly while few, else as a whole row or column, see
+        `collapse`). None where a fibre spans several rows and columns."""
         fibres = np.moveaxis(a.idx, axes, tuple(range(-len(axes) - 1, -1))).reshape(shape + (-1,))
-        if fibres.shape[-1] <= _MAX_UNION:  # few elements reduced: keep them exactly
-            return _Entries(fibres)
-        slots = []
-        for j in range(a.idx.shape[-1]):
-            x = np.moveaxis(a.idx[..., j], axes, tuple(range(-len(axes), 0))).reshape(shape + (-1,))
-            valid = x >= 0
-            entry, row_code = (x >= 0) & (x < n), (x >= n) & (x < n + n_pos)
-            rows = np.where(entry, x // d_vocab, np.where(row_code, x - n, -1))  # -1: a column code
-            cols = np.where(entry, x % d_vocab, np.where(row_code, -1, x - n - n_pos))
-            out = np.full(shape, -1, np.int64)
-            for values, code in ((rows, n), (cols, n + n_pos)):
-                big, small = np.where(valid, values, -2).max(-1), np.where(valid, values, 1 << 62).min(-1)
-                one = (big == small) & (small >= 0)
-                out = np.where((out < 0) & one, code + small, out)
-            if np.any((out < 0) & valid.any(-1)):
-                return None
-            slots.append(out)
-        return _Entries(np.stack(slots, axis=-1))
+        return _Entries(fibres) if fibres.shape[-1] <= _MAX_UNION else self.collapse(fibres)
+
+    def collapse(self, x: np.ndarray) -> Optional[_Entries]:
+        """``x [..., m]`` codes per element as one code per element: the whole row when all
+        of an element's entries lie in one row of the logits, else the whole column when in
+        one column (an over-approximation); None where an element's span several of both."""
+        n, n_pos, d_vocab = self.n_entries, self.n_pos, self.d_vocab
+        valid = x >= 0
+        entry, row_code = valid & (x < n), (x >= n) & (x < n + n_pos)
+        rows = np.where(entry, x // d_vocab, np.where(row_code, x - n, -1))  # -1: a column code
+        cols = np.where(entry, x % d_vocab, np.where(row_code, -1, x - n - n_pos))
+        out = np.full(x.shape[:-1], -1, np.int64)
+        for values, code in ((rows, n), (cols, n + n_pos)):
+            big, small = np.where(valid, values, -2).max(-1), np.where(valid, values, 1 << 62).min(-1)
+            one = (big == small) & (small >= 0)
+            out = np.where((out < 0) & one, code + small, out)
+        if np.any((out < 0) & valid.any(-1)):
+            return None
+        return _Entries(out[..., None])
 
     def elementwise(self, eqn, ins) -> "_Entries | _Somewhere":
         shape = tuple(eqn.outvars[0].aval.shape)
@@ -266,9 +266,11 @@ class _Analysis:
             if isinstance(a, _Entries):
                 idx = a.idx.reshape((1,) * (len(shape) - (a.idx.ndim - 1)) + a.idx.shape)
                 parts.append(np.broadcast_to(idx, shape + (idx.shape[-1],)))
-        if sum(p.shape[-1] for p in parts) > _MAX_UNION:
-            return _Somewhere(functools.reduce(np.union1d, [_deps(a) for a in ins]))
-        return _Entries(np.concatenate(parts, axis=-1))
+        idx = np.concatenate(parts, axis=-1)
+        if idx.shape[-1] <= _MAX_UNION:
+            return _Entries(idx)
+        collapsed = self.collapse(idx)
+        return collapsed if collapsed is not None else _Somewhere(_deps(_Entries(idx)))
 
 
 def _numpy_op(name: str, params: dict, args: list):
