@@ -42,6 +42,17 @@ CASES = {
     "column over positions": (lambda lg: lg[:, 5].sum() - lg[0, 1], (tuple(range(N_POS)), (1, 5))),
     "two rows": (lambda lg: (lg[-1] - lg[-2])[6] * 2.0, ((4, 5), (6,))),
     "argmax index": (lambda lg: lg[-1][jnp.argmax(lg[0])], ((0, 5), None)),
+    "next-token loss": (
+        lambda lg: -jax.nn.log_softmax(lg[:-1], axis=-1)[jnp.arange(5), jnp.array([1, 2, 3, 4, 5])].mean(),
+        ((0, 1, 2, 3, 4), None),
+    ),
+    "checkpoint": (lambda lg: jax.checkpoint(lambda x: x[-1, 2] * 3)(lg), ((5,), (2,))),
+    "pad": (lambda lg: jnp.pad(lg[-1, :4], 2)[3], ((5,), (1,))),
+    "update slice": (lambda lg: jax.lax.dynamic_update_slice(lg[-1], lg[0, :2], (5,))[6], ((0,), (1,))),
+    "out of bounds fill": (
+        lambda lg: lg[-1].at[jnp.array([3, 40])].get(mode="fill", fill_value=0.0).sum(),
+        ((5,), (3,)),
+    ),
 }
 
 

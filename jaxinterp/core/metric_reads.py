@@ -74,7 +74,17 @@ _REDUCTIONS = {
     *"cumsum cumprod cummax cummin cumlogsumexp dot_general sort top_k".split(),
 }
 _AXIS_REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"}
-_CALLS = {"jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "checkpoint", "remat"}
+_CALLS = {
+    "jit",
+    "pjit",
+    "closed_call",
+    "core_call",
+    "custom_jvp_call",
+    "custom_vjp_call",
+    "checkpoint",
+    "remat",
+    "remat2",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +285,8 @@ class _Analysis:
 
 def _numpy_op(name: str, params: dict, args: list):
     """``name`` on int numpy arrays, for the ops whose numpy form is plain (else None)."""
+    if not args:  # iota and other ops without operands: JAX's own
+        return None
     x = args[0]
     if name == "slice":
         strides = params["strides"] or (1,) * x.ndim
