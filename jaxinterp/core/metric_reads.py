@@ -151,7 +151,7 @@ class _Analysis:
         return positions, columns
 
     def run(self, jaxpr, consts, args) -> list:
-        env = {}
+        env: dict = {}
 
         def read(v):
             if isinstance(v, jcore.Literal):
