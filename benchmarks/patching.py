@@ -7,6 +7,9 @@ For each model (same weights for every variant, one process) this prints:
   (b) plain    `activation_patch(method="plain")`: one vmapped forward per patch;
   (c) fast     `activation_patch(method="fast")`: prefix/suffix reuse, packed tokens;
   (c') quick    (c) compiled without LLVM optimisation (`quick_compile=True`);
+  (c'') lambda  (c) with the metric as a plain function, ``lambda logits: logits[-1, a]
+               - logits[-1, b]`` (what TransformerLens users write): what it reads is
+               inferred from its jaxpr, so it should cost what (c) costs;
   (d) fast+sc  (c) with the opt-in metric-aware shortcuts (`shortcuts=True`);
 
 with steady wall time (median of repeats), compile time (first call minus steady),
@@ -231,16 +234,21 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
         first=first, steady=steady, runs=runs, mem=temp_mb(fwd), flops=flops_loop(cfg, n_pos, P), dev=0.0
     )
 
+    answer, wrong = int(metric.answer[0]), int(metric.wrong[0])
+    plain_fn = lambda logits: logits[-1, answer] - logits[-1, wrong]  # noqa: E731 - as users write it
     variants = {
         "(b) plain": dict(method="plain"),
         "(c) fast": dict(method="fast"),
         "(c') fast, quick compile": dict(method="fast", quick_compile=True),
+        "(c'') fast, plain lambda": dict(method="fast", metric=plain_fn),
         "(d) fast+shortcuts": dict(method="fast", shortcuts=True),
     }
     results = {}
     for label, kw in variants.items():
+        kw = dict(kw)
+        m = kw.pop("metric", metric)
         first, steady, runs, res = timed(
-            lambda: np.asarray(activation_patch(model, clean, corrupt, metric, site, over, **kw)), args.repeats
+            lambda: np.asarray(activation_patch(model, clean, corrupt, m, site, over, **kw)), args.repeats
         )
         results[label] = res
         rows[label] = dict(first=first, steady=steady, runs=runs)
@@ -257,6 +265,13 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     rows["(c) fast"].update(mem=temp_mb(fast_c), flops=fast_flops(cfg, layout, readout))
     quick_c = compiled_fast(model, corrupt, clean, layout, site, metric, readout, False, quick=True)
     rows["(c') fast, quick compile"].update(mem=temp_mb(quick_c), flops=rows["(c) fast"]["flops"])
+    readout_fn = readout_for(plain_fn, n_pos, cfg.d_vocab)
+    fn_c = compiled_fast(model, corrupt, clean, layout, site, plain_fn, readout_fn, False)
+    rows["(c'') fast, plain lambda"].update(mem=temp_mb(fn_c), flops=fast_flops(cfg, layout, readout_fn))
+    print(
+        f"    (c'') reads inferred from the lambda: positions {list(readout_fn.positions)}, "
+        f"token ids {list(readout_for(plain_fn, n_pos, cfg.d_vocab, columns=True).columns)}"
+    )
     print(
         f"    (c) layout: {layout.shape.blocks} blocks of {layout.shape.tokens} packed tokens "
         f"({layout.shape.rows - 1} rows at most), {layout.token_layers(cfg.n_layers)} token-layers"
@@ -281,7 +296,8 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
     rows["(d) fast+shortcuts"].update(mem=temp_mb(sc_c), flops=fast_flops(cfg, layout_sc, readout_sc, True))
     print(
         f"    shortcuts: {len(ids)} of {P} patches change anything (the rest are no-ops), "
-        f"logit columns {list(readout_sc.columns)} at positions {list(readout.positions)}"
+        f"{readout_sc.n_computed_columns} logit columns (the metric's token ids, passed as data) "
+        f"at positions {list(readout.positions)}"
     )
 
     scale = np.max(np.abs(ref)) or 1.0
@@ -300,6 +316,8 @@ def bench_model(name, model, clean, corrupt, metric, args, mm_gflops, str_tokens
             f"{r['mem']:>10.1f}{r['flops'] / base['flops']:>11.3f}"
             f"{gfs:>9.1f}{gfs / mm_gflops:>6.0%}{r['dev']:>11.2e}{r['dev'] / scale:>9.1e}"
         )
+    ratio = rows["(c'') fast, plain lambda"]["steady"] / rows["(c) fast"]["steady"]
+    print(f"    (c'') / (c) steady time: {ratio:.3f}")
     print(
         "    steady runs (s): "
         + "; ".join(f"{k.split()[0]} " + " ".join(f"{x:.2f}" for x in v["runs"]) for k, v in rows.items())

@@ -1,5 +1,5 @@
 """The bottom layer: model configuration, the site and axis vocabulary, labelled arrays,
-metrics and the error family. Imports nothing else from jaxinterp."""
+metrics (and what a plain metric function reads) and the error family. Imports nothing else from jaxinterp."""
 
 # The group's public modules (each has a page in the API reference).
-__all__ = ["config", "sites", "metrics", "readout", "labelled", "labels", "errors"]
+__all__ = ["config", "sites", "metrics", "metric_reads", "readout", "labelled", "labels", "errors"]

@@ -12,7 +12,8 @@ The metrics are Equinox modules (pytrees): their token ids, reference values and
 distributions are array leaves, so a sweep compiled for one metric is reused for
 another of the same kind and shape (other answer tokens, another normalisation)
 instead of compiling again. Any plain function works too (`as_metric` wraps it; it is
-compiled per function object); ``custom(fn, reads=...)`` declares what it reads.
+compiled per function object): what it reads is inferred from its program
+(`jaxinterp.core.metric_reads`), or declared with ``custom(fn, reads=...)``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .errors import MetricError
+from .metric_reads import infer_reads
 
 Reads = Optional[tuple]
 
@@ -44,12 +46,28 @@ class Metric(eqx.Module):
     def reads(self) -> Reads:
         """``(positions, token ids or None)`` the metric reads, or None (anything)."""
 
+    def reads_for(self, n_pos: int, d_vocab: int) -> Reads:
+        """What the metric reads of logits ``[n_pos, d_vocab]``: its declared `reads`
+        (metrics that declare nothing may work it out from the shape, as `Custom` does)."""
+        return self.reads
+
+    def compact(self) -> Optional[tuple]:
+        """``(columns [n], metric')`` where ``metric'`` of logits with only those ``n``
+        vocabulary columns, in that order, equals this metric of the full logits, or None.
+
+        The columns are array data (traced in a compiled sweep; only their number is
+        static), so shortcut sweeps that compute only these columns reuse one program
+        for metrics of other token ids. Default: None (no such form)."""
+        return None
+
 
 class Custom(Metric):
-    """A plain function as a metric, with what it reads declared (or None)."""
+    """A plain function as a metric, with what it reads declared (or None: then
+    `reads_for` infers it from the function's program, `jaxinterp.core.metric_reads`)."""
 
     fn: Callable = eqx.field(static=True)
     declared: Reads = eqx.field(static=True, default=None)
+    infer: bool = eqx.field(static=True, default=True)
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
         return check_scalar(self.fn(logits))
@@ -58,11 +76,21 @@ class Custom(Metric):
     def reads(self) -> Reads:
         return self.declared
 
+    def reads_for(self, n_pos: int, d_vocab: int) -> Reads:
+        """The declared reads, else those inferred from ``fn``'s jaxpr (None -- every
+        logit -- where they cannot be established; a WARNING line on the
+        ``jaxinterp.metrics`` logger then says why, once per function and shape)."""
+        if self.declared is not None or not self.infer:
+            return self.declared
+        return infer_reads(self.fn, n_pos, d_vocab).reads
 
-def custom(fn: Callable, reads: Reads = None) -> Custom:
+
+def custom(fn: Callable, reads: Reads = None, infer: bool = True) -> Custom:
     """A plain function ``fn(logits) -> scalar`` as a `Metric`; ``reads = (pos, token
     ids or None)`` declares what it reads (the engines then compute only those logits,
-    and give NaN elsewhere, so a metric that reads more shows up as an error)."""
+    and give NaN elsewhere, so a metric that reads more shows up as an error). Without
+    ``reads``, what it reads is inferred from its jaxpr (`jaxinterp.core.metric_reads`);
+    ``infer=False`` turns that off (every logit is computed)."""
     if not callable(fn):
         raise MetricError(f"a metric must be callable on logits [pos, d_vocab], got {type(fn).__name__}")
     if reads is not None:
@@ -71,12 +99,13 @@ def custom(fn: Callable, reads: Reads = None) -> Custom:
             pos if isinstance(pos, int) else tuple(int(p) for p in pos),
             None if ids is None else tuple(int(i) for i in jnp.atleast_1d(jnp.asarray(ids)).tolist()),
         )
-    return Custom(fn, reads)
+    return Custom(fn, reads, infer)
 
 
 def as_metric(metric) -> Metric:
-    """``metric`` as a `Metric`: a `Metric` as it is, a plain function wrapped (reads
-    nothing declared). The one place techniques turn what a user passed into a metric."""
+    """``metric`` as a `Metric`: a `Metric` as it is, a plain function wrapped (what it
+    reads inferred from its program, see `Custom.reads_for`). The one place techniques
+    turn what a user passed into a metric."""
     if isinstance(metric, Metric):
         return metric
     return custom(metric)
@@ -135,6 +164,11 @@ class LogitDiff(Metric):
     def reads(self):
         return (self.pos, jnp.concatenate([self.answer, self.wrong]))
 
+    def compact(self) -> tuple:
+        n_answer, n_wrong = self.answer.shape[0], self.wrong.shape[0]
+        slots = jnp.arange(n_answer + n_wrong)
+        return jnp.concatenate([self.answer, self.wrong]), LogitDiff(slots[:n_answer], slots[n_answer:], self.pos)
+
 
 class Normalized(Metric):
     """``(metric(logits) - corrupted) / (clean - corrupted)`` (see `normalized`)."""
@@ -149,6 +183,13 @@ class Normalized(Metric):
     @property
     def reads(self):
         return self.metric.reads
+
+    def reads_for(self, n_pos: int, d_vocab: int) -> Reads:
+        return self.metric.reads_for(n_pos, d_vocab)
+
+    def compact(self) -> Optional[tuple]:
+        inner = self.metric.compact()
+        return None if inner is None else (inner[0], Normalized(inner[1], self.clean, self.corrupted))
 
 
 class TokenProb(Metric):

@@ -32,7 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ...core.errors import InterventionError
-from ...core.readout import Readout, evaluate_metric, split_metric
+from ...core.readout import Readout, evaluate_metric, logit_columns, split_metric
 from ...core.sites import AXES, dim_sizes, layer_site_dims
 from ...engine.sweep import map_chunks
 from ...model.rotary import rotary_tables
@@ -318,6 +318,9 @@ def block_sweep(
     x, _ = jax.lax.scan(layer_step, x, xs)
 
     read_block, read_row = d["read_block"], d["read_row"]
+    # The vocabulary columns unembedded: all, the readout's static ones, or the metric's
+    # own token ids (array data: other ids reuse this program).
+    columns = logit_columns(metric, readout)
     if last_layer_subset:
         last = n_layers - 1
         block = eqx.combine(jax.tree_util.tree_map(lambda a: a[last], params), static)
@@ -331,10 +334,10 @@ def block_sweep(
         if index.size <= resid_all.shape[0]:
             resid = take(resid_all, index)
         else:  # every position read: unembed each packed token once, then gather
-            logits = take(model.to_logits(resid_all, readout.columns), index)
-            return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
-    logits = model.to_logits(resid, readout.columns)
-    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout))(logits)
+            logits = take(model.to_logits(resid_all, columns), index)
+            return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout, compact=True))(logits)
+    logits = model.to_logits(resid, columns)
+    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout, compact=True))(logits)
 
 
 class _BlockLayer:
@@ -455,7 +458,7 @@ def fast_flops(cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bo
         total += layout.n_chunks * (
             shape.blocks * shape.tokens * kv_flops + shape.reads * (n_read * rest + attention(n_read))
         )
-    cols = cfg.d_vocab if readout.columns is None else len(readout.columns)
+    cols = readout.n_computed_columns or cfg.d_vocab
     total += layout.n_chunks * shape.reads * n_read * 2 * d * cols
     return float(total)
 
