@@ -20,6 +20,7 @@ __all__ = [
     "PathPatchingError",
     "ProcessingError",
     "VerifyError",
+    "ResumeError",
 ]
 
 
@@ -87,3 +88,9 @@ class ProcessingError(JaxinterpError):
 class VerifyError(JaxinterpError):
     """A checkpoint verification (`jaxinterp verify`) that cannot run as asked: a bad
     tolerance, no prompts, a prompt that encodes to no tokens."""
+
+
+class ResumeError(JaxinterpError):
+    """A sweep checkpoint directory that does not belong to this sweep (another model,
+    prompts, metric, site, engine or chunking: the message names which), or a sweep
+    input that cannot be fingerprinted for checkpointing."""

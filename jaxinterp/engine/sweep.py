@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .checkpoint import as_checkpoint, run_checkpointed
+
 __all__ = ["sweep", "map_chunks", "chunk_locations", "run_chunks"]
 
 
@@ -29,6 +31,7 @@ def sweep(
     progress: bool = False,
     mesh: Optional[jax.sharding.Mesh] = None,
     axis: Optional[str] = None,
+    checkpoint=None,
 ):
     """``fn(location, *operands)`` for every location, stacked: ``[n_locations, ...]``.
 
@@ -47,6 +50,13 @@ def sweep(
     too big for one device runs data-parallel. ``batch_size`` is rounded up to a
     multiple of that axis's size.
 
+    ``checkpoint``: a directory or a `jaxinterp.engine.checkpoint.SweepCheckpoint`:
+    finished chunks are saved there and a later call with the same inputs loads them
+    instead of computing them again (each chunk is then its own call of one compiled
+    program; the result is a numpy pytree). Keyed on ``fn``, ``locations``,
+    ``operands`` and the chunking, unless the checkpoint already carries named inputs
+    (`SweepCheckpoint.with_inputs`, as the patching engines give).
+
     The result is a pytree of arrays with leading axis ``n_locations``.
     """
     if mesh is not None:
@@ -54,16 +64,33 @@ def sweep(
         if axis not in mesh.axis_names:
             raise ValueError(f"axis {axis!r} is not an axis of the mesh; its axes are {mesh.axis_names}")
     chunks, n = chunk_locations(locations, batch_size, multiple_of=1 if mesh is None else mesh.shape[axis])
+    place = _identity
     if mesh is not None:
         from jax.sharding import NamedSharding, PartitionSpec
 
-        chunks = jax.device_put(chunks, NamedSharding(mesh, PartitionSpec(None, axis)))
+        def place(chunks):
+            return jax.device_put(chunks, NamedSharding(mesh, PartitionSpec(None, axis)))
+
         replicated = NamedSharding(mesh, PartitionSpec())
         operands = jax.tree_util.tree_map(
             lambda a: jax.device_put(a, replicated) if isinstance(a, jax.Array) else a, operands
         )
-    out = run_chunks(fn, chunks, operands, progress)
+    checkpoint = as_checkpoint(checkpoint)
+    if checkpoint is None:
+        out = run_chunks(fn, place(chunks), operands, progress)
+    else:
+        if not checkpoint.inputs:
+            named = {f"operand {i}": op for i, op in enumerate(operands)}
+            checkpoint = checkpoint.with_inputs(("function",), function=fn, locations=locations, **named)
+        n_chunks = jax.tree_util.tree_leaves(chunks)[0].shape[0]
+        chunking = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype)), chunks)
+        store = checkpoint.open(n_chunks, (chunking, None if mesh is None else (axis, mesh.shape[axis])))
+        out = run_checkpointed(lambda c: run_chunks(fn, place(c), operands, False), chunks, store, 1, progress)
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+
+
+def _identity(x):
+    return x
 
 
 def chunk_locations(locations: Any, batch_size: Optional[int], multiple_of: int = 1):
