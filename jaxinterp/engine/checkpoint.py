@@ -146,6 +146,7 @@ class ChunkStore:
             )
 
     def path(self, index: int) -> Path:
+        """The file of chunk ``index``."""
         return self.directory / f"chunk-{index:06d}.npz"
 
     def done(self) -> list[int]:
@@ -153,6 +154,7 @@ class ChunkStore:
         return [i for i in range(self.n_chunks) if self.path(i).exists()]
 
     def save(self, index: int, leaves: list[np.ndarray]) -> None:
+        """Write chunk ``index``'s result leaves (atomically) with this sweep's digest."""
         arrays = {f"leaf_{j}": np.asarray(leaf) for j, leaf in enumerate(leaves)}
         arrays["digest"] = np.asarray(self.digest)
         buffer = io.BytesIO()
