@@ -40,6 +40,7 @@ from ..engine.compile_cache import CompileTimer
 from ..generate import greedy_generate
 from ..model import Transformer
 from ..model.interventions import Add
+from ..model.transformer import check_tokens
 from ..steering import steering_vector
 
 __all__ = [
@@ -443,7 +444,9 @@ def run_demo(
 @eqx.filter_jit
 def _steered_scores(model, tokens, vector, coefficients, layer, good, bad):
     def score(c):
-        logits, _ = model.forward(tokens, [Add("resid_pre", c * vector, layer=layer)])
+        # The tokens were checked on the host (`check_tokens`) and the layer is static: no
+        # run-time checks, whose host callbacks would keep this program out of the disk cache.
+        logits, _ = model.run(tokens, [Add("resid_pre", c * vector, layer=layer)], checks=False)
         lp = jax.nn.log_softmax(logits[-1].astype(jnp.float32))
         return jax.nn.logsumexp(lp[good]) - jax.nn.logsumexp(lp[bad])
 
@@ -473,7 +476,7 @@ def steering_experiment(
     layer = model.cfg.n_layers // 5 if layer is None else layer
 
     v = jnp.asarray(steering_vector(model, tokenizer, STEER_POSITIVE, STEER_NEGATIVE, layer))
-    ids = tokenizer.to_tokens(STEER_PROMPT)
+    ids = check_tokens(tokenizer.to_tokens(STEER_PROMPT), model.cfg)
     good = jnp.asarray([tokenizer.to_single_token(w) for w in STEER_GOOD])
     bad = jnp.asarray([tokenizer.to_single_token(w) for w in STEER_BAD])
     coefficients = np.array([-4.0, 0.0, 4.0] if quick else [-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0], np.float32)
