@@ -113,6 +113,7 @@ def main(path: str, n_samples: int) -> None:
 
 
 if __name__ == "__main__":
+    jaxinterp.enable_compilation_cache()  # a second run loads its compiled programs from disk
     jax.config.update("jax_default_matmul_precision", "highest")
     parser = argparse.ArgumentParser()
     parser.add_argument("model", nargs="?", default=None)

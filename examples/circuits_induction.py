@@ -129,6 +129,7 @@ def main(steps: int, seed: int) -> None:
 
 
 if __name__ == "__main__":
+    ji.enable_compilation_cache()  # a second run loads its compiled programs from disk
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150 if QUICK else 800)
     parser.add_argument("--seed", type=int, default=0)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxinterp
 from jaxinterp.features import visualise_image as vi
 from jaxinterp.loading import bundled
 from jaxinterp.loading.onnx_vit import load_onnx_vit, onnx_backbone_outputs
@@ -122,4 +123,5 @@ def main():
 
 
 if __name__ == "__main__":
+    jaxinterp.enable_compilation_cache()  # a second run loads its compiled programs from disk
     main()

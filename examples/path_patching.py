@@ -131,5 +131,6 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
+    jaxinterp.enable_compilation_cache()  # a second run loads its compiled programs from disk
     jax.config.update("jax_default_matmul_precision", "highest")
     main(sys.argv[1] if len(sys.argv) > 1 else smollm2_path())

@@ -62,4 +62,5 @@ def main():
 
 
 if __name__ == "__main__":
+    ji.enable_compilation_cache()  # a second run loads its compiled programs from disk
     main()

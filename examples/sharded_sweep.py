@@ -20,6 +20,8 @@ from jax.sharding import Mesh
 import jaxinterp as ji
 from jaxinterp.core.metrics import logit_diff
 
+ji.enable_compilation_cache()  # a second run loads its compiled programs from disk
+
 cfg = ji.ModelConfig(d_model=128, n_layers=6, n_heads=4, d_head=32, d_vocab=500, n_ctx=64, d_mlp=512)
 model = ji.Transformer.init(cfg, jax.random.key(0), std=0.1)
 rng = np.random.default_rng(0)

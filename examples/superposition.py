@@ -22,6 +22,7 @@ import time
 import jax
 import numpy as np
 
+import jaxinterp
 from jaxinterp import toy
 from jaxinterp.viz import superposition as vs
 
@@ -107,4 +108,5 @@ def main():
 
 
 if __name__ == "__main__":
+    jaxinterp.enable_compilation_cache()  # a second run loads its compiled programs from disk
     main()

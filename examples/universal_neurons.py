@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+import jaxinterp
 from jaxinterp.features import universal_neurons as un
 from jaxinterp.toy.bpe import train_bpe_tokenizer
 from jaxinterp.toy.corpus import shakespeare_texts, split_heldout
@@ -127,4 +128,5 @@ def main():
 
 
 if __name__ == "__main__":
+    jaxinterp.enable_compilation_cache()  # a second run loads its compiled programs from disk
     main()

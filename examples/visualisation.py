@@ -24,6 +24,7 @@ import sys
 import jax
 import numpy as np
 
+import jaxinterp
 from jaxinterp import toy, viz
 from jaxinterp.analysis.detectors import induction_scores, repeated_random_tokens
 from jaxinterp.analysis.lens import logit_lens, top_token_table
@@ -103,4 +104,5 @@ def main(model_name: str = "smollm2"):
 
 
 if __name__ == "__main__":
+    jaxinterp.enable_compilation_cache()  # a second run loads its compiled programs from disk
     main(*sys.argv[1:])

@@ -18,6 +18,7 @@ from .core.errors import (
     JaxinterpError,
     MetricError,
     PromptPairError,
+    ResumeError,
     SiteError,
     TokenError,
     TokenizerError,
@@ -50,6 +51,8 @@ _LAZY = {
 _LAZY_NAMES = {
     "FactoredMatrix": ("jaxinterp.analysis.factored_matrix", "FactoredMatrix"),
     "process_weights": ("jaxinterp.analysis.processing", "process_weights"),
+    # Importing jaxinterp changes no JAX setting: the cache is on only when this is called.
+    "enable_compilation_cache": ("jaxinterp.engine.compile_cache", "enable_compilation_cache"),
 }
 
 
@@ -78,6 +81,7 @@ __all__ = [
     "get_act_name",
     "FactoredMatrix",
     "process_weights",
+    "enable_compilation_cache",
     "Intervention",
     "Where",
     "Patch",
@@ -97,4 +101,5 @@ __all__ = [
     "CheckpointError",
     "UnsupportedArchitectureError",
     "TokenizerError",
+    "ResumeError",
 ]

@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No persistent compilation cache in tests (the CLI, the demo and the examples turn it on;
+# their child processes inherit this): results and timings never depend on cache state.
+os.environ["JAXINTERP_NO_COMPILE_CACHE"] = "1"
 
 # jaxtyping checks the shape annotations of the core layer at run time (with beartype):
 # installed before anything imports jaxinterp.

@@ -290,6 +290,8 @@ def test_demo_writes_a_complete_report(tiny, tmp_path):
     # Progress lines for every step, then the summary with timings.
     assert [l.split("]")[0] for l in lines if l.startswith("[")] == [f"[{i}/10" for i in range(1, 11)]
     assert any(l.strip().endswith("total") for l in lines)
+    assert any(l.startswith("compile seconds: ") for l in lines)  # per step too, for the cache's effect
+    assert set(result.compile_times) >= {"total", "xla"}
 
     # The logit differences it reports are those of the reference model.
     pairs = [ioi_pair(IOI_TEMPLATES[0], *IOI_NAMES[0]), ioi_pair(IOI_TEMPLATES[0], *IOI_NAMES[1])]

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..core.errors import CheckpointError
 from ..core.sites import SITES, SiteRow, site_rows
+from ..engine.compile_cache import enable_compilation_cache
 from ..loading import bundled, resolve
 
 __all__ = [
@@ -381,6 +382,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     0 on success, 1 for a failure, 2 for bad usage (argparse), 130 on Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Compiled programs on disk, so a second run starts warm (JAXINTERP_NO_COMPILE_CACHE=1: off).
+    enable_compilation_cache()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

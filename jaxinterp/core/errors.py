@@ -21,6 +21,7 @@ __all__ = [
     "ProcessingError",
     "VerifyError",
     "ShardingError",
+    "ResumeError",
 ]
 
 
@@ -93,3 +94,9 @@ class VerifyError(JaxinterpError):
 class ShardingError(JaxinterpError):
     """A mesh or axis rules that cannot shard the model as asked: an unknown logical axis,
     a mesh axis the mesh lacks, a mesh larger than the devices."""
+
+
+class ResumeError(JaxinterpError):
+    """A sweep checkpoint directory that does not belong to this sweep (another model,
+    prompts, metric, site, engine or chunking: the message names which), or a sweep
+    input that cannot be fingerprinted for checkpointing."""

@@ -23,6 +23,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxinterp.core.errors import ShardingError
 from jaxinterp.model.sharding import auto_axes, put
 
+from .checkpoint import as_checkpoint, run_checkpointed
+
 __all__ = ["sweep", "map_chunks", "chunk_locations", "run_chunks", "place_on_mesh"]
 
 
@@ -34,6 +36,7 @@ def sweep(
     progress: bool = False,
     mesh: Optional[jax.sharding.Mesh] = None,
     axis: Optional[str] = None,
+    checkpoint=None,
 ):
     """``fn(location, *operands)`` for every location, stacked: ``[n_locations, ...]``.
 
@@ -56,6 +59,13 @@ def sweep(
     axis's size. The mesh may span several processes (`jax.distributed`): then every
     process calls `sweep` with the same arguments and holds its shard of the result.
 
+    ``checkpoint``: a directory or a `jaxinterp.engine.checkpoint.SweepCheckpoint`:
+    finished chunks are saved there and a later call with the same inputs loads them
+    instead of computing them again (each chunk is then its own call of one compiled
+    program; the result is a numpy pytree). Keyed on ``fn``, ``locations``,
+    ``operands`` and the chunking, unless the checkpoint already carries named inputs
+    (`SweepCheckpoint.with_inputs`, as the patching engines give).
+
     The result is a pytree of arrays with leading axis ``n_locations``.
     """
     if mesh is not None:
@@ -64,18 +74,39 @@ def sweep(
         if axis not in mesh.axis_names:
             raise ShardingError(f"axis {axis!r} is not an axis of the mesh; its axes are {mesh.axis_names}")
     chunks, n = chunk_locations(locations, batch_size, multiple_of=1 if mesh is None else mesh.shape[axis])
-    if mesh is None:
+    checkpoint = as_checkpoint(checkpoint)
+    if mesh is not None:
+        # Location j * n_chunks + c goes to row j of chunk c, so that each device's rows of
+        # every chunk are one contiguous run of locations: the result leaves the program
+        # sharded over `axis` in location order, with no communication.
+        chunks = jax.tree_util.tree_map(lambda a: _interleave(a, n_chunks=a.shape[0]), chunks)
+    if checkpoint is None:
+        if mesh is None:
+            out = run_chunks(fn, chunks, operands, progress)
+            return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+        chunks, operands = place_on_mesh(chunks, operands, mesh, axis)
         out = run_chunks(fn, chunks, operands, progress)
-        return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
-    # Location j * n_chunks + c goes to row j of chunk c, so that each device's rows of
-    # every chunk are one contiguous run of locations: the result leaves the program
-    # sharded over `axis` in location order, with no communication.
-    chunks = jax.tree_util.tree_map(lambda a: _interleave(a, n_chunks=a.shape[0]), chunks)
-    chunks, operands = place_on_mesh(chunks, operands, mesh, axis)
-    out = run_chunks(fn, chunks, operands, progress)
-    # Sharded over `axis` when it divides n_locations (JAX shards evenly), else replicated.
-    spec = PartitionSpec(axis) if n % mesh.shape[axis] == 0 else PartitionSpec()
-    return _unchunk(out, n, NamedSharding(mesh, spec))
+        # Sharded over `axis` when it divides n_locations (JAX shards evenly), else replicated.
+        spec = PartitionSpec(axis) if n % mesh.shape[axis] == 0 else PartitionSpec()
+        return _unchunk(out, n, NamedSharding(mesh, spec))
+    if not checkpoint.inputs:
+        named = {f"operand {i}": op for i, op in enumerate(operands)}
+        checkpoint = checkpoint.with_inputs(("function",), function=fn, locations=locations, **named)
+    n_chunks = jax.tree_util.tree_leaves(chunks)[0].shape[0]
+    chunking = jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype)), chunks)
+    store = checkpoint.open(n_chunks, (chunking, None if mesh is None else (axis, mesh.shape[axis])))
+    place = _identity
+    if mesh is not None:
+        _, operands = place_on_mesh(None, operands, mesh, axis)
+        split = NamedSharding(mesh, PartitionSpec(None, axis))
+
+        def place(c):
+            return jax.tree_util.tree_map(lambda a: put(a, split), c)
+
+    out = run_checkpointed(lambda c: run_chunks(fn, place(c), operands, False), chunks, store, 1, progress)
+    if mesh is not None:  # undo the interleaving (numpy: a checkpointed result is on the host)
+        return jax.tree_util.tree_map(lambda a: np.asarray(a).swapaxes(0, 1).reshape((-1,) + a.shape[2:])[:n], out)
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
 
 def _interleave(leaf, n_chunks: int):
@@ -119,6 +150,10 @@ def place_on_mesh(chunks: Any, operands: tuple, mesh: jax.sharding.Mesh, axis: s
         return a
 
     return chunks, jax.tree_util.tree_map(operand, operands)
+
+
+def _identity(x):
+    return x
 
 
 def chunk_locations(locations: Any, batch_size: Optional[int], multiple_of: int = 1):

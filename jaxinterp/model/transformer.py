@@ -409,7 +409,14 @@ class Transformer(eqx.Module):
             )
         # Validate eagerly, where the locations are still concrete: a clear error outside jit.
         Plan(self.cfg, interventions).check_locations(tokens.shape[-1])
-        logits, cache = _jit_run(self, tokens, _as_tuple(interventions), cache_names, token_type_ids, attention_mask)
+        # Concrete inputs are checked now, so the compiled program needs no run-time checks
+        # (whose host callbacks would also keep it out of JAX's persistent compilation
+        # cache); traced ones (a caller's jit) keep them.
+        leaves = jax.tree_util.tree_leaves((tokens, interventions, token_type_ids, attention_mask))
+        checks = any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+        logits, cache = _jit_run(
+            self, tokens, _as_tuple(interventions), cache_names, token_type_ids, attention_mask, checks
+        )
         return logits, ActivationCache(cache, self.cfg, batched=tokens.ndim == 2)
 
 
@@ -431,10 +438,15 @@ def _as_tuple(interventions):
 
 
 @eqx.filter_jit
-def _jit_run(model: Transformer, tokens, interventions, cache_names, token_type_ids, attention_mask):
+def _jit_run(model: Transformer, tokens, interventions, cache_names, token_type_ids, attention_mask, checks=True):
     def one(tokens, token_type_ids, attention_mask):
-        return model.forward(
-            tokens, interventions, cache_names, token_type_ids=token_type_ids, attention_mask=attention_mask
+        return model.run(
+            tokens,
+            interventions,
+            cache=cache_names,
+            token_type_ids=token_type_ids,
+            attention_mask=attention_mask,
+            checks=checks,
         )
 
     if tokens.ndim == 1:

@@ -17,6 +17,7 @@ from ...core.labelled import LabelledArray
 from ...core.metrics import as_metric
 from ...core.readout import readout_for
 from ...core.sites import POSITION_DIMS, layer_site_dims
+from ...engine.checkpoint import as_checkpoint
 from ...loading.tokenizer import Tokenizer
 from ...model.transformer import check_tokens
 from .engines import engine_for
@@ -51,6 +52,7 @@ def activation_patch(
     str_tokens: Optional[Sequence[str]] = None,
     mesh=None,
     interventions: Optional[Sequence] = None,
+    checkpoint=None,
 ) -> LabelledArray:
     """Patch one location at a time and record ``metric`` of each patched run.
 
@@ -95,6 +97,10 @@ def activation_patch(
     ``mesh``: a `jax.sharding.Mesh` to shard the patches over (its first axis; weights
     replicated): the plain engine splits each chunk's patches across the devices, the
     fast engine gives each device its share of the chunks (no progress bar then).
+    ``checkpoint``: a directory (or a `jaxinterp.engine.checkpoint.SweepCheckpoint`) where
+    finished chunks are saved as they finish; a later call with the same model, prompts,
+    metric, site, axes and engine settings loads them instead of computing them again
+    (resume after a crash), and one with other inputs is refused (`ResumeError`).
 
     Returns a `LabelledArray` with ``dims == over``; ``np.asarray(result)`` has one axis
     per swept axis, e.g. ``[n_layers, n_pos]``.
@@ -149,7 +155,7 @@ def activation_patch(
     if keep is not None and not keep.any():
         values = np.full(grid.n_patches, np.nan)
     else:
-        values = engine.run(model, base, source, grid, metric, readout, runs, keep, extra)
+        values = engine.run(model, base, source, grid, metric, readout, runs, keep, extra, as_checkpoint(checkpoint))
 
     if keep is not None:
         values = np.where(keep, values, float(runs.metric))

@@ -12,6 +12,7 @@ Both engines give the same numbers; ``engine="auto"`` picks `Fast` where it appl
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from typing import Optional
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ...core.errors import PatchingError
 from ...core.readout import Readout
+from ...engine.checkpoint import SweepCheckpoint
 from ...model.sharding import auto_axes, model_parallel
 from .fast import CachedRuns, fast_bytes, fast_supported, fast_sweep
 from .layout import MAX_BLOCK_TOKENS
@@ -79,9 +81,30 @@ class PatchingEngine(eqx.Module):
         runs: Optional[CachedRuns],
         keep: Optional[np.ndarray],
         interventions: tuple = (),
+        checkpoint: Optional[SweepCheckpoint] = None,
     ) -> np.ndarray:
         """``[n_patches]`` metric values (NaN where ``keep`` is False); ``interventions``
-        apply before each patch in every run (engines that cannot honour them refuse)."""
+        apply before each patch in every run (engines that cannot honour them refuse).
+        ``checkpoint``: save finished chunks there and load those a previous run saved
+        (keyed by `keyed_checkpoint`)."""
+
+    def keyed_checkpoint(
+        self, checkpoint: SweepCheckpoint, model, base, source, grid: PatchGrid, metric, readout, keep, interventions
+    ) -> SweepCheckpoint:
+        """``checkpoint`` keyed on everything that decides this sweep's values: the model
+        (weights and config), both prompts, the metric, the site and patches, the readout,
+        the patches kept, the extra interventions and the engine's settings (all but
+        ``progress`` and ``checks``, which do not change the values)."""
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        settings = {k: v for k, v in settings.items() if k not in ("progress", "checks")}
+        return checkpoint.with_inputs(
+            model=model,
+            **{"base prompt": base, "source prompt": source},
+            metric=metric,
+            **{"site and patches": grid, "read positions": readout, "kept patches": keep},
+            interventions=tuple(interventions),
+            engine=(type(self).__name__, settings),
+        )
 
 
 class Plain(PatchingEngine):
@@ -100,7 +123,11 @@ class Plain(PatchingEngine):
     def needs_cached_runs(self) -> bool:
         return False
 
-    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=()):
+    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=(), checkpoint=None):
+        if checkpoint is not None:
+            checkpoint = self.keyed_checkpoint(
+                checkpoint, model, base, source, grid, metric, readout, keep, interventions
+            )
         if runs is None:
             _, cache = model.run_with_cache(source, names=[grid.site], interventions=list(interventions))
             src = cache.stack(grid.site)
@@ -124,6 +151,7 @@ class Plain(PatchingEngine):
                 self.mesh,
                 interventions,
                 self.checks,
+                checkpoint,
             )
         )
         if keep is None:
@@ -156,11 +184,15 @@ class Fast(PatchingEngine):
     def needs_cached_runs(self) -> bool:
         return True
 
-    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=()):
+    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=(), checkpoint=None):
         if interventions:
             raise PatchingError(
                 "the fast engine recomputes from cached runs and cannot apply extra interventions: "
                 "use engine='plain' (engine='auto' does)"
+            )
+        if checkpoint is not None:
+            checkpoint = self.keyed_checkpoint(
+                checkpoint, model, base, source, grid, metric, readout, keep, interventions
             )
         n_chunks = self._chunks(model.cfg, grid, base.shape[0], keep, readout)
         return fast_sweep(
@@ -177,6 +209,7 @@ class Fast(PatchingEngine):
             max_block_tokens=self.max_block_tokens,
             mesh=self.mesh,
             checks=self.checks,
+            checkpoint=checkpoint,
         )
 
     def _chunks(self, cfg, grid: PatchGrid, n_pos: int, keep, readout: Readout) -> int:

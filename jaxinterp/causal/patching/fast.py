@@ -34,6 +34,7 @@ from jaxtyping import Array, Float, Int
 from ...core.errors import InterventionError
 from ...core.readout import Readout, evaluate_metric, logit_columns, split_metric
 from ...core.sites import AXES, dim_sizes, layer_site_dims
+from ...engine.checkpoint import run_checkpointed
 from ...engine.sweep import map_chunks
 from ...model.rotary import rotary_tables
 from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
@@ -61,12 +62,16 @@ def fast_sweep(
     max_block_tokens: int = MAX_BLOCK_TOKENS,
     mesh: Optional[jax.sharding.Mesh] = None,
     checks: bool = True,
+    checkpoint=None,
 ) -> np.ndarray:
     """Metric for each patch of ``grid`` (``[n_patches]``, NaN where ``keep`` is False),
     computed by the block engine in ``n_chunks`` chunks from the base and source runs'
     `cached_runs`. ``mesh``: split the chunks over the devices of its first axis (the
     weights and caches replicated). ``checks``: range-check the patches' locations
-    (`check_rows`, on the host before the program runs); False skips that."""
+    (`check_rows`, on the host before the program runs); False skips that.
+    ``checkpoint``: a keyed `SweepCheckpoint`: each chunk (each group of one chunk per
+    device, given a mesh) runs as its own call of one compiled program and is saved as
+    it finishes; chunks a previous run saved are loaded instead."""
     n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
     layout = fast_layout(model.cfg, runs.final.shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
     if checks:  # on the host, before compiling: the layout is numpy
@@ -83,7 +88,19 @@ def fast_sweep(
         mesh=mesh,
     )
     flops = fast_flops(model.cfg, layout, readout, last_layer_subset)
-    values = np.asarray(_run((model, runs, layout.data, metric_arrays), static, flops, quick_compile))
+    if checkpoint is None:
+        values = np.asarray(_run((model, runs, layout.data, metric_arrays), static, flops, quick_compile))
+    else:
+        store = checkpoint.open(layout.n_chunks, (layout.shape, layout.data, n_devices))
+        static["progress"] = False  # the host loop shows the bar
+
+        def compute(data):
+            return _run((model, runs, data, metric_arrays), static, flops, quick_compile)
+
+        def shape_of(data):
+            return fast_program(model, runs, data, metric_arrays, **static)
+
+        values = run_checkpointed(compute, layout.data, store, n_devices, progress, "patching sweep", shape_of)
     ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
     out = np.full(grid.n_patches, np.nan, values.dtype)
     read = layout.patch_of_read >= 0

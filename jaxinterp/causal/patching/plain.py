@@ -54,17 +54,26 @@ def plain_sweep(
     mesh=None,
     interventions: tuple = (),
     checks: bool = True,
+    checkpoint=None,
 ) -> Float[Array, " patch"]:
     """Metric of the base run with each patch of ``grid`` applied, ``[n_patches]``.
     ``mesh``: shard the patches over a `jax.sharding.Mesh` (see `sweep`).
 
     ``source``: the stacked activation ``[n_layers, ...]`` at ``grid.site`` of the run
-    the values come from (clean, when denoising).
+    the values come from (clean, when denoising). ``checkpoint``: see `sweep`.
     """
     locations = {f: np.asarray(v) for f, v in grid.fields.items()}
     fn = PatchedMetric(grid.site, eqx.combine(*split_metric(metric, readout)), readout, tuple(interventions), checks)
     return sweep(
-        fn, locations, model, source, jnp.asarray(base_tokens), batch_size=batch_size, progress=progress, mesh=mesh
+        fn,
+        locations,
+        model,
+        source,
+        jnp.asarray(base_tokens),
+        batch_size=batch_size,
+        progress=progress,
+        mesh=mesh,
+        checkpoint=checkpoint,
     )
 
 
