@@ -35,6 +35,13 @@ SCRIPT = textwrap.dedent(
     np.testing.assert_allclose(np.asarray(sharded), loop, atol=1e-5)
     print("DEVICES", len(sharded.sharding.device_set))
 
+    # Checkpointed on the mesh: written, then resumed from the directory, the same numbers.
+    import tempfile
+    ckpt = tempfile.mkdtemp()
+    for _ in range(2):
+        resumed = sweep(fn, locs, model, cache["resid_pre"], batch_size=4, mesh=mesh, checkpoint=ckpt)
+        np.testing.assert_allclose(np.asarray(resumed), loop, atol=1e-5)
+
     # activation_patch with a mesh: the same numbers as without.
     from jaxinterp.core.metrics import logit_diff
     metric = logit_diff(3, 4)
