@@ -19,18 +19,10 @@ from jax.sharding import Mesh, NamedSharding
 from ..core.config import ModelConfig
 from ..core.errors import CheckpointError, ConfigError
 from ..model import Transformer
-from ..model.sharding import DEFAULT_RULES, AxisRules, param_shardings, shard_model
+from ..model.sharding import DEFAULT_RULES, AxisRules, param_shapes, param_shardings, path_name, shard_model
 
-
-def _path_name(path) -> str:
-    return ".".join(str(getattr(p, "name", getattr(p, "key", p))) for p in path)
-
-
-def expected_params(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every float parameter the architecture has, with its (layer-stacked) shape."""
-    skeleton = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.key(0))
-    leaves = jax.tree_util.tree_flatten_with_path(skeleton)[0]
-    return {_path_name(p): tuple(leaf.shape) for p, leaf in leaves if jnp.issubdtype(leaf.dtype, jnp.floating)}
+# Every float parameter the architecture has, with its (layer-stacked) shape.
+expected_params = param_shapes
 
 
 def check_dtype(dtype) -> jnp.dtype:
@@ -81,7 +73,7 @@ def build_model(
     shardings = None if mesh is None else param_shardings(cfg, mesh, rules)
     leaves = []
     for path, leaf in paths:
-        name = _path_name(path)
+        name = path_name(path)
         if name in params:
             array = params.pop(name) if consume else params[name]
             if shardings is not None:

@@ -42,6 +42,8 @@ __all__ = [
     "AxisRules",
     "make_mesh",
     "param_dims",
+    "param_shapes",
+    "path_name",
     "spec_for",
     "param_specs",
     "param_shardings",
@@ -114,17 +116,19 @@ _MOE = {  # a mixture of experts' MLP (cfg.n_experts > 0)
 _NORMS = {"ln1", "ln2", "ln1_post", "ln2_post", "ln_final", "embed_ln", "q_norm", "k_norm"}
 
 
-def _path_name(path) -> str:
+def path_name(path) -> str:
+    """A pytree key path as a dotted parameter name (``blocks.attn.W_Q``)."""
     return ".".join(str(getattr(p, "name", getattr(p, "key", p))) for p in path)
 
 
-def _float_params(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every float parameter of a model of ``cfg``, with its (layer-stacked) shape."""
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every float parameter of a model of ``cfg`` by dotted name, with its
+    (layer-stacked) shape: what a checkpoint must provide, what the rules shard."""
     from .transformer import Transformer
 
     skeleton = eqx.filter_eval_shape(Transformer.init, cfg, jax.random.key(0))
     leaves = jax.tree_util.tree_flatten_with_path(skeleton)[0]
-    return {_path_name(p): tuple(x.shape) for p, x in leaves if jnp.issubdtype(x.dtype, jnp.floating)}
+    return {path_name(p): tuple(x.shape) for p, x in leaves if jnp.issubdtype(x.dtype, jnp.floating)}
 
 
 def _dims_of(name: str, ndim: int, moe: bool) -> tuple[str, ...]:
@@ -150,7 +154,7 @@ def _dims_of(name: str, ndim: int, moe: bool) -> tuple[str, ...]:
 def param_dims(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
     """The logical axes of every float parameter of a model of ``cfg``, by pytree path
     (``"blocks.attn.W_Q"``: ``("layer", "head", "d_model", "d_head")``)."""
-    return {name: _dims_of(name, len(shape), cfg.is_moe) for name, shape in _float_params(cfg).items()}
+    return {name: _dims_of(name, len(shape), cfg.is_moe) for name, shape in param_shapes(cfg).items()}
 
 
 def _check(mesh: Union[Mesh, AbstractMesh], rules: AxisRules) -> tuple[tuple[str, Optional[str]], ...]:
@@ -202,7 +206,7 @@ def param_specs(
     ``load(..., mesh=)`` give each weight. A dimension the mesh axis does not divide
     stays whole (``None``). ``mesh`` may be a `jax.sharding.AbstractMesh` (shapes only:
     plan a pod's sharding on a laptop)."""
-    shapes = _float_params(cfg)
+    shapes = param_shapes(cfg)
     return {
         name: spec_for(_dims_of(name, len(shape), cfg.is_moe), shape, mesh, rules) for name, shape in shapes.items()
     }
@@ -252,7 +256,7 @@ def shard_model(model, mesh: Mesh, rules: AxisRules = DEFAULT_RULES):
     def place(path, leaf):
         if not isinstance(leaf, (jax.Array, np.ndarray)):
             return leaf
-        return put(leaf, shardings.get(_path_name(path), replicated))
+        return put(leaf, shardings.get(path_name(path), replicated))
 
     return jax.tree_util.tree_map_with_path(place, model)
 
