@@ -47,7 +47,7 @@ from ..core.labelled import LabelledArray
 from ..core.readout import Readout
 from ..model.interventions import Noise, Patch
 from ..model.transformer import check_tokens
-from .patching.fast import fast_supported
+from .patching.fast import QUICK_COMPILE_FLOPS, QUICK_COMPILE_OPTIONS, fast_supported
 
 __all__ = [
     "causal_trace",
@@ -400,6 +400,7 @@ MAX_TRACE_BLOCK_TOKENS = 256
 def _fast_maps(model, tokens, answer, subject, keys, std, clean_cache, sites, window, batch_size, clean_prob):
     """The maps on the fast engine, and the corrupted probability (mean over samples)."""
     from ..core.readout import Readout
+    from .patching.fast import fast_flops
 
     cfg, n_pos = model.cfg, tokens.shape[0]
     readout = Readout.at(-1, n_pos)
@@ -411,7 +412,9 @@ def _fast_maps(model, tokens, answer, subject, keys, std, clean_cache, sites, wi
         rows = _restoration_rows(cfg, n_pos, kind, site, window)
         n_chunks = 1 if batch_size is None else math.ceil(rows.pos.shape[0] / batch_size)
         layout = _rows_layout(cfg, n_pos, rows, n_chunks)
-        out = _fast_program(
+        flops = keys.shape[0] * fast_flops(cfg, layout, readout, last_layer_subset, cached_runs=False)
+        out = _run_fast_program(
+            flops,
             model,
             noisy,
             clean_cache[rows.site],
@@ -458,7 +461,6 @@ def _noisy_runs(model, tokens, subject, keys, std, answer, *, readout):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "site", "readout", "last_layer_subset"))
 def _fast_program(model, noisy, clean, data, answer, *, shape, site, readout, last_layer_subset):
     """``[n_chunks, reads]``: p(answer) of each restoration, averaged over the noise
     samples, every sample's blocks run side by side (a vmap over the noisy runs)."""
@@ -515,3 +517,25 @@ def trace_flops(
         layout = _rows_layout(cfg, n_pos, rows, n_chunks)
         fast += n_samples * fast_flops(cfg, layout, readout, not cfg.post_norm, cached_runs=False)
     return {"full": full, "fast": fast, "ratio": fast / full, "forward": forward}
+
+
+_FAST_STATIC = ("shape", "site", "readout", "last_layer_subset")
+_fast_programs = jax.jit(_fast_program, static_argnames=_FAST_STATIC)
+_quick_programs = [
+    # Older/newer XLA builds lack some options: fall back to fewer.
+    jax.jit(_fast_program, static_argnames=_FAST_STATIC, compiler_options=QUICK_COMPILE_OPTIONS),
+    jax.jit(_fast_program, static_argnames=_FAST_STATIC, compiler_options={"xla_backend_optimization_level": 0}),
+]
+
+
+def _run_fast_program(flops: float, *args, **static):
+    """Run the fast program, compiled for speed of compiling when the work is small
+    (on CPU), as the fast patching engine does (`QUICK_COMPILE_FLOPS`)."""
+    if flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu":
+        for program in _quick_programs:
+            try:
+                return program(*args, **static)
+            except Exception as error:
+                if "compile option" not in str(error):
+                    raise
+    return _fast_programs(*args, **static)
