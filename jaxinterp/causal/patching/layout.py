@@ -53,19 +53,19 @@ class BlockShape:
 class BlockLayout:
     """A chunked block layout. ``data`` holds ``[n_chunks, ...]`` int32 arrays:
 
-        - ``block_layer [block]``: the layer the block starts at (``n_layers``: pad block),
-        - ``row_start [block, row]``: first position the row recomputes (``n_pos``: pad row),
-        - ``row_offset [block, row]``: packed index of the row's first token (``>= n_pos``),
-        - ``row_layer [block, row]``: the layer its patch applies at (-1: pad row),
+    - ``block_layer [block]``: the layer the block starts at (``n_layers``: pad block),
+    - ``row_start [block, row]``: first position the row recomputes (``n_pos``: pad row),
+    - ``row_offset [block, row]``: packed index of the row's first token (``>= n_pos``),
+    - ``row_layer [block, row]``: the layer its patch applies at (-1: pad row),
     - ``row_layer_stop [block, row]``: one past the last layer it applies at
-      (``row_layer + 1`` for a single-layer patch; more for a patch over a window of layers,
-      as causal tracing restores; -1: pad row),
-        - ``row_<field> [block, row]``: the patch's location indices (-1: whole axis),
-        - ``token_pos [block, token]`` / ``token_row [block, token]``: each token's position
-          and row,
-        - ``read_block [read]`` / ``read_row [read]``: where each read-out row lives.
+      (``row_layer + 1`` for a single-layer patch; more for a patch over a window of
+      layers, as causal tracing restores; -1: pad row),
+    - ``row_<field> [block, row]``: the patch's location indices (-1: whole axis),
+    - ``token_pos [block, token]`` / ``token_row [block, token]``: each token's position
+      and row,
+    - ``read_block [read]`` / ``read_row [read]``: where each read-out row lives.
 
-        ``patch_of_read [n_chunks, read]``: the patch each read-out row computes (-1: none).
+    ``patch_of_read [n_chunks, read]``: the patch each read-out row computes (-1: none).
     """
 
     shape: BlockShape
