@@ -11,8 +11,8 @@ probability of the correct answer comes back:
 Each map is ``[layer, pos]``: the probability of the answer with that restoration,
 averaged over noise samples. Subtracting the corrupted run's probability gives ROME's
 *indirect effect*. The noise is an ordinary `Noise` intervention on ``embed``, the
-restoration a `Patch`; samples are a `vmap` over PRNG keys, and every (layer, position)
-restoration is a chunked `vmap` (`jaxinterp.engine.sweep`) inside one compiled
+restoration a `Patch`; samples are a `vmap` over PRNG keys, and (``method="full"``) every
+(layer, position) restoration is a chunked `vmap` (`jaxinterp.engine.sweep`) inside one compiled
 program. The same keys serve every restoration (common random numbers, as ROME's
 fixed-seed noise), so differences between cells are not noise-sample differences.
 
