@@ -159,3 +159,86 @@ def test_bad_inputs(model):
         causal_trace(model, jnp.stack([TOKENS, TOKENS]), [1])
     with pytest.raises(ValueError, match="vocabulary"):
         causal_trace(model, TOKENS, [1], answer=CFG.d_vocab)
+
+
+# --- The fast path (the `trace` fixture above runs it: method="auto" on a causal model)
+
+
+def test_full_method_equals_fast(model, trace):
+    """The full-forward reference path and the fast engine agree (the hidden map: the
+    fast path restores resid_post at layer l as resid_pre at l + 1 and fills the last
+    layer without running it)."""
+    full = causal_trace(
+        model, TOKENS, SUBJECT, n_samples=N_SAMPLES, window=WINDOW, key=KEY, kinds=("hidden",), method="full"
+    )
+    np.testing.assert_allclose(np.asarray(full.hidden), np.asarray(trace.hidden), atol=1e-6)
+    assert full.corrupted_prob == pytest.approx(trace.corrupted_prob, abs=1e-7)
+
+
+def test_fast_resid_pre_hidden_in_chunks_equals_naive(model, trace, naive):
+    fast = causal_trace(
+        model,
+        TOKENS,
+        SUBJECT,
+        n_samples=N_SAMPLES,
+        key=KEY,
+        kinds=("hidden",),
+        hidden_site="resid_pre",
+        batch_size=7,  # several chunks
+        method="fast",
+    )
+    for layer in (0, 2, 3):
+        for pos in (0, 2, 5):
+            want = naive([("resid_pre", layer, pos)])
+            assert float(fast.hidden.values[layer, pos]) == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def test_bidirectional_model_falls_back_to_full():
+    cfg = ModelConfig(d_model=16, n_layers=3, n_heads=2, d_head=8, d_mlp=16, d_vocab=20, n_ctx=8, causal=False)
+    bert = tiny_model(cfg, 1)
+    tokens = jnp.array([1, 2, 3, 4])
+    with pytest.raises(ValueError, match="causal attention"):
+        causal_trace(bert, tokens, [1], n_samples=1, kinds=("hidden",), method="fast")
+    with pytest.raises(ValueError, match="method"):
+        causal_trace(bert, tokens, [1], n_samples=1, kinds=("hidden",), method="packed")
+    auto = causal_trace(bert, tokens, [1], n_samples=1, kinds=("hidden",), key=KEY)
+    # Restoring position 1 after layer 0 reaches the last position through position 0
+    # (layer 1 attends backwards, layer 2 reads position 0): suffix reuse would miss it.
+    keys = jax.random.split(KEY, 1)
+    _, clean = bert.run_with_cache(tokens, names=["resid_post"])
+    subject = jnp.array([False, True, False, False])
+    want = trace_prob(
+        bert,
+        tokens,
+        auto.answer,
+        subject,
+        keys,
+        auto.noise_std,
+        [Patch("resid_post", clean["resid_post"], layer=0, pos=1)],
+    )
+    assert auto.hidden.values[0, 1] == pytest.approx(float(want), rel=1e-5)
+
+
+def test_window_rows_in_block_layout():
+    """Window restorations: each row carries the layers its patch spans."""
+    from jaxinterp.causal.causal_tracing import window_bounds
+    from jaxinterp.causal.patching.layout import build_blocks
+    from jaxinterp.core.errors import PatchingError
+
+    first, stop = window_bounds(7, 3)
+    for layer in range(7):
+        assert list(range(first[layer], stop[layer])) == _rome_window(layer, 7, 3)
+    n_pos = 5
+    start = np.array([0, 3, 4, 1])
+    fields = {f: np.full(4, -1, np.int32) for f in ("layer", "pos", "key_pos", "head", "neuron", "expert")}
+    fields["pos"] = start
+    layout = build_blocks(n_pos, 7, first[[0, 3, 6, 6]], start, fields, layer_stop=stop[[0, 3, 6, 6]])
+    d = {k: v[0] for k, v in layout.data.items()}
+    for i, patch in enumerate(layout.patch_of_read[0]):
+        if patch >= 0:
+            b, r = d["read_block"][i], d["read_row"][i]
+            assert d["block_layer"][b] == first[[0, 3, 6, 6]][patch]
+            assert d["row_layer_stop"][b, r] == stop[[0, 3, 6, 6]][patch]
+    assert (d["row_layer_stop"][d["row_layer"] < 0] == -1).all()  # pad rows never apply
+    with pytest.raises(PatchingError, match="layer_stop"):
+        build_blocks(n_pos, 7, first[:4], start, fields, layer_stop=first[:4])

@@ -19,6 +19,7 @@ from jaxinterp.causal.path_patching import (
     evaluate_hypothesis,
     kl_dissimilarity,
     path_patch,
+    path_patch_cost,
     path_patch_sweep,
 )
 
@@ -192,3 +193,19 @@ def test_bad_inputs(model):
         path_patch_sweep(model, BASE, SOURCE, METRIC, "logits", senders="neurons")
     with pytest.raises(PathPatchingError, match="heads .* and MLPs"):
         evaluate_hypothesis(model, ["a0.h1.q"], REFS, CFS)
+
+
+def test_cost_counts_shared_base_and_source_runs_once_per_chunk(model):
+    """Step 1 does not depend on the sender: a sweep in 2 chunks computes it twice, in 1
+    chunk once. The difference is exactly the two cached runs, counted by hand from a
+    plain forward pass of each prompt (no logits)."""
+    from jaxinterp.causal.attribution.cost import matmul_flops
+
+    one = path_patch_cost(model, BASE, SOURCE, METRIC, "logits", senders="mlps")
+    two = path_patch_cost(model, BASE, SOURCE, METRIC, "logits", senders="mlps", batch_size=-(-L // 2))
+    runs = 2 * matmul_flops(lambda m, t: m.run(t, readout=None)[0], model, BASE)
+    assert two["sweep"] - one["sweep"] == runs
+    assert one["n_senders"] == L and one["per_sender"] == pytest.approx(one["forward_passes"] / L)
+    # Per sender: step 2 (every layer, for the logits receiver) and step 3 (the last
+    # layer and the logits), so between 1 and 2 forward passes, plus the shared runs.
+    assert 1 < (one["sweep"] - runs) / one["forward"] / L < 2

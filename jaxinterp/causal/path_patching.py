@@ -53,6 +53,7 @@ from .attribution.graph import Component, parse_component
 __all__ = [
     "path_patch",
     "path_patch_sweep",
+    "path_patch_cost",
     "evaluate_hypothesis",
     "HypothesisResult",
     "kl_dissimilarity",
@@ -289,6 +290,61 @@ def path_patch_sweep(
     cfg = model.cfg
     base_tokens, source_tokens = _pair(model, base_tokens, source_tokens)
     recv = tuple(_receiver(n, cfg) for n in _names(receivers))
+    locs, shape, dims = _sender_grid(cfg, senders)
+    cell = _SweepCell(recv, senders, freeze_mlps, metric)
+    vals = sweep(
+        cell, locs, model, base_tokens, source_tokens, _pos(sender_pos), _pos(receiver_pos), batch_size=batch_size
+    )
+    receivers_label = ", ".join(_names(receivers))
+    return LabelledArray(np.asarray(vals).reshape(shape), dims, name=f"path patching -> {receivers_label}")
+
+
+def path_patch_cost(
+    model,
+    base_tokens: Int[Array, "... pos"],
+    source_tokens: Int[Array, "... pos"],
+    metric: Metric,
+    receivers: Names,
+    *,
+    senders: str = "heads",
+    freeze_mlps: bool = True,
+    batch_size: Optional[int] = None,
+) -> dict[str, float]:
+    """Matmul FLOPs of `path_patch_sweep` with these arguments, in forward passes (one
+    forward pass computing every logit, as a TransformerLens forward does), counted from
+    its jaxpr (`jaxinterp.causal.attribution.cost.matmul_flops`; runs nothing).
+
+    Returns ``{"sweep", "forward"}`` (FLOPs), ``"forward_passes"`` (their ratio),
+    ``"n_senders"`` and ``"per_sender"``: forward passes per evaluated sender. Each
+    sender runs step 2 up to the last receiver's layer and step 3 from the first
+    receiver's layer; step 1 (the base and source runs) does not depend on the sender
+    and is computed once per chunk of senders."""
+    from ..engine.sweep import sweep
+    from .attribution.cost import matmul_flops
+
+    cfg = model.cfg
+    base_tokens, source_tokens = _pair(model, base_tokens, source_tokens)
+    recv = tuple(_receiver(n, cfg) for n in _names(receivers))
+    locs, shape, _ = _sender_grid(cfg, senders)
+    cell = _SweepCell(recv, senders, freeze_mlps, metric)
+    one_base = base_tokens.reshape(-1, base_tokens.shape[-1])[0]
+    forward = matmul_flops(lambda m, t: m.run(t)[0], model, one_base)
+    total = matmul_flops(
+        lambda m, b, s: sweep(cell, locs, m, b, s, None, None, batch_size=batch_size), model, base_tokens, source_tokens
+    )
+    n_senders = int(np.prod(shape))
+    passes = total / forward
+    return {
+        "sweep": float(total),
+        "forward": float(forward),
+        "forward_passes": passes,
+        "n_senders": n_senders,
+        "per_sender": passes / n_senders,
+    }
+
+
+def _sender_grid(cfg, senders: str):
+    """The sweep's sender locations, result shape and dims."""
     if senders == "heads":
         layers, heads = np.meshgrid(np.arange(cfg.n_layers), np.arange(cfg.n_heads), indexing="ij")
         locs = {"layer": jnp.asarray(layers.reshape(-1)), "head": jnp.asarray(heads.reshape(-1))}
@@ -300,12 +356,7 @@ def path_patch_sweep(
         shape, dims = (cfg.n_layers,), ("layer",)  # type: ignore[assignment]
     else:
         raise PathPatchingError(f"senders must be 'heads' or 'mlps', got {senders!r}")
-    cell = _SweepCell(recv, senders, freeze_mlps, metric)
-    vals = sweep(
-        cell, locs, model, base_tokens, source_tokens, _pos(sender_pos), _pos(receiver_pos), batch_size=batch_size
-    )
-    receivers_label = ", ".join(_names(receivers))
-    return LabelledArray(np.asarray(vals).reshape(shape), dims, name=f"path patching -> {receivers_label}")
+    return locs, shape, dims
 
 
 # ------------------------------------------------------------ circuit hypotheses

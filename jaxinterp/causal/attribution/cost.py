@@ -78,7 +78,8 @@ def attribution_cost(
     """Matmul FLOPs of `attribution_patch` (or `edge_attribution_patch` with ``edges``)
     for one example, and of one plain forward pass computing all logits (as a
     TransformerLens forward does). Returns ``{"attribution": flops, "forward": flops,
-    "forward_passes": ratio}``."""
+    "forward_passes": ratio}``, and with ``edges`` also ``"n_edges"`` (the graph's
+    valid edges, every one scored) and ``"per_edge"``: forward passes per scored edge."""
     from .edges import edge_scores
     from .nodes import attribution_scores
 
@@ -99,4 +100,10 @@ def attribution_cost(
             corrupted_tokens,
             clean_tokens,
         )
-    return {"attribution": float(cost), "forward": float(forward), "forward_passes": cost / forward}
+    out = {"attribution": float(cost), "forward": float(forward), "forward_passes": cost / forward}
+    if edges:
+        from .edges import valid_edges
+
+        n_edges = int(valid_edges(model.cfg).sum())
+        out.update(n_edges=n_edges, per_edge=out["forward_passes"] / n_edges)
+    return out

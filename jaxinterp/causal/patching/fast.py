@@ -453,10 +453,12 @@ def _slot_index(
     return jnp.where(j < start[:, None], j, offset[:, None] + j - start[:, None])
 
 
-def fast_flops(cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bool = False) -> float:
-    """Matmul FLOPs the program executes: the cached pass over both prompts, every
-    block-layer (padding included), attention over the padded views, and the logits
-    of each read slot."""
+def fast_flops(
+    cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bool = False, cached_runs: bool = True
+) -> float:
+    """Matmul FLOPs the program executes: the cached pass over both prompts (left out
+    with ``cached_runs=False``), every block-layer (padding included), attention over
+    the padded views, and the logits of each read slot."""
     n, shape = layout.shape.n_pos, layout.shape
     d, h, kv, dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head
     ffn = 2 * d * cfg.d_mlp * (3 if cfg.gated_mlp else 2) * max(cfg.n_experts, 1)  # experts run densely
@@ -467,7 +469,7 @@ def fast_flops(cfg, layout: BlockLayout, readout: Readout, last_layer_subset: bo
         return 4 * h * dh * n_query * n
 
     stop = cfg.n_layers - 1 if last_layer_subset else cfg.n_layers
-    total = 2 * cfg.n_layers * (n * (kv_flops + rest) + attention(n))  # cached runs
+    total = 2 * cfg.n_layers * (n * (kv_flops + rest) + attention(n)) if cached_runs else 0  # cached runs
     total += layout.token_layers(cfg.n_layers, stop) * (kv_flops + rest)
     total += layout.block_layers(cfg.n_layers, stop) * shape.rows * attention(n)
     n_read = len(readout.positions)

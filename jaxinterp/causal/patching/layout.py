@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 
+from ...core.errors import PatchingError
 from .locations import FIELDS
 
 # Largest block, in packed tokens: big enough that its matmuls run near peak
@@ -56,6 +57,9 @@ class BlockLayout:
     - ``row_start [block, row]``: first position the row recomputes (``n_pos``: pad row),
     - ``row_offset [block, row]``: packed index of the row's first token (``>= n_pos``),
     - ``row_layer [block, row]``: the layer its patch applies at (-1: pad row),
+    - ``row_layer_stop [block, row]``: one past the last layer it applies at
+      (``row_layer + 1`` for a single-layer patch; more for a patch over a window of
+      layers, as causal tracing restores; -1: pad row),
     - ``row_<field> [block, row]``: the patch's location indices (-1: whole axis),
     - ``token_pos [block, token]`` / ``token_row [block, token]``: each token's position
       and row,
@@ -92,11 +96,18 @@ def build_blocks(
     n_chunks: int = 1,
     max_tokens: int = MAX_BLOCK_TOKENS,
     multiple_of: int = 1,
+    layer_stop: Optional[np.ndarray] = None,
 ) -> BlockLayout:
     """Lay out patches (``layer``, ``start`` and location ``fields``, each ``[n_patches]``)
     as blocks, in ``n_chunks`` chunks (fewer if there are fewer blocks; rounded up to a
-    multiple of ``multiple_of``, the devices the chunks are sharded over)."""
+    multiple of ``multiple_of``, the devices the chunks are sharded over).
+
+    ``layer_stop [n_patches]``: a patch applies at layers ``layer .. layer_stop - 1``
+    (a window of layers); None: at ``layer`` only."""
     layer, start = np.asarray(layer, np.int64), np.asarray(start, np.int64)
+    layer_stop = layer + 1 if layer_stop is None else np.asarray(layer_stop, np.int64)
+    if layer_stop.shape != layer.shape or np.any(layer_stop <= layer):
+        raise PatchingError("layer_stop must be [n_patches] with layer_stop > layer for every patch")
     length = n_pos - start
     groups = {int(k): np.flatnonzero(layer == k) for k in np.unique(layer)}
     size = block_tokens(n_pos, n_layers, {k: length[g] for k, g in groups.items()}, max_tokens)
@@ -120,6 +131,7 @@ def build_blocks(
         "row_start": full((per_chunk, n_rows), n_pos),
         "row_offset": full((per_chunk, n_rows), n_pos),
         "row_layer": full((per_chunk, n_rows), -1),
+        "row_layer_stop": full((per_chunk, n_rows), -1),
         **{f"row_{f}": full((per_chunk, n_rows), -1) for f in FIELDS if f != "layer"},
         # Pad tokens belong to the pad row (last slot) at the last position.
         "token_pos": full((per_chunk, size), n_pos - 1),
@@ -138,6 +150,7 @@ def build_blocks(
                 data["row_start"][c, b, r] = p
                 data["row_offset"][c, b, r] = offset
                 data["row_layer"][c, b, r] = layer[patch]
+                data["row_layer_stop"][c, b, r] = layer_stop[patch]
                 for f in FIELDS:
                     if f != "layer":
                         data[f"row_{f}"][c, b, r] = fields[f][patch]

@@ -39,7 +39,8 @@ class PackedPatches(SiteHooks):
     ``token_pos`` / ``token_row`` ``[tokens]``: position and row of each packed token.
     ``source``: the source run's activation at the swept site and this layer
     (``[pos, ...]``, or ``[head, query_pos, key_pos]`` for attention patterns).
-    ``rows``: per-row ``row_layer`` and ``row_<field>`` location arrays ``[row]``.
+    ``rows``: per-row ``row_layer`` / ``row_layer_stop`` (the patch applies at layers
+    ``row_layer .. row_layer_stop - 1``) and ``row_<field>`` location arrays ``[row]``.
     ``query_pos [query]``: absolute position of each query slot of the padded
     attention view (for attention-pattern sites). ``only``: restrict to these sites.
     """
@@ -72,7 +73,8 @@ class PackedPatches(SiteHooks):
 
     def _patch_tokens(self, x: Float[Array, "token ..."]) -> Float[Array, "token ..."]:
         rows, pos = self.token_row, self.token_pos
-        mask = (take(self.rows["row_layer"], rows) == self.layer) & _selects(take(self.rows["row_pos"], rows), pos)
+        mask = _applies(take(self.rows["row_layer"], rows), take(self.rows["row_layer_stop"], rows), self.layer)
+        mask = mask & _selects(take(self.rows["row_pos"], rows), pos)
         mask = mask.reshape((-1,) + (1,) * (x.ndim - 1))
         for axis, dim in enumerate(self.dims[1:], start=1):
             if dim in DIM_FIELD:
@@ -86,12 +88,17 @@ class PackedPatches(SiteHooks):
     def _patch_rows(self, x: Float[Array, "row head query key_pos"]) -> Float[Array, "row head query key_pos"]:
         r = self.rows
         n_heads, n_keys = x.shape[1], x.shape[3]
-        mask = (r["row_layer"] == self.layer)[:, None, None, None]
+        mask = _applies(r["row_layer"], r["row_layer_stop"], self.layer)[:, None, None, None]
         mask = mask & _selects(r["row_head"][:, None], jnp.arange(n_heads)[None])[:, :, None, None]
         mask = mask & _selects(r["row_pos"][:, None], self.query_pos[None])[:, None, :, None]
         mask = mask & _selects(r["row_key_pos"][:, None], jnp.arange(n_keys)[None])[:, None, None, :]
         source = take(jnp.moveaxis(self.source, 1, 0), self.query_pos)  # [query, head, key_pos]
         return jnp.where(mask, jnp.moveaxis(source, 0, 1)[None], x)
+
+
+def _applies(first, stop, layer):
+    """Whether a row's patch (layers ``first .. stop - 1``) applies at ``layer``."""
+    return (first <= layer) & (layer < stop)
 
 
 def _selects(selector, index):
