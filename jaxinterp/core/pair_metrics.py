@@ -38,6 +38,7 @@ __all__ = [
     "pair_logit_diff",
     "pair_fn",
     "as_pair_metric",
+    "PairAt",
 ]
 
 
@@ -91,6 +92,24 @@ class PairMetric(eqx.Module):
         if pos.ndim >= 1 and pos.shape[0] == self.n_pairs:
             return pos.reshape(self.n_pairs, -1).astype(np.int64)
         return np.broadcast_to(pos.reshape(1, -1), (self.n_pairs, pos.size)).astype(np.int64)
+
+
+class PairAt(Metric):
+    """Pair ``pair``'s metric (a traced index is fine) with what it reads declared
+    statically as ``declared`` (the union over pairs, computed on the host by
+    `PairMetric.reads`): techniques that derive a readout from ``metric.reads`` inside
+    their compiled program see concrete positions, not the traced per-pair ones."""
+
+    pairs: PairMetric
+    pair: Int[Array, ""]
+    declared: Reads = eqx.field(static=True, default=None)
+
+    def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
+        return self.pairs.at(self.pair)(logits)
+
+    @property
+    def reads(self) -> Reads:
+        return self.declared
 
 
 class LogitDiffAt(Metric):
