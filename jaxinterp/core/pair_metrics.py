@@ -116,9 +116,10 @@ class LogitDiffAt(Metric):
     """``logits[pos, answer].sum() - logits[pos, wrong].sum()`` with ``pos`` an array (a
     different position per pair: see `pair_logit_diff`); negative counts from the end."""
 
-    answer: Int[Array, " answer"]
-    wrong: Int[Array, " wrong"]
-    pos: Int[Array, ""]
+    # Stacked over pairs in a `PairMetric`: a leading pair axis on every field.
+    answer: Int[Array, "*pair answer"]
+    wrong: Int[Array, "*pair wrong"]
+    pos: Int[Array, "*pair"]
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
         answer = check_ids(self.answer, logits.shape[-1], "pair_logit_diff answer")
@@ -136,8 +137,13 @@ class PairFn(Metric):
     declares the position(s) read (None: anything)."""
 
     fn: Callable = eqx.field(static=True)
-    args: object
+    leaves: tuple  # args flattened (a tuple, so the program's static part hashes)
+    treedef: object = eqx.field(static=True)
     read_pos: Optional[Array] = None
+
+    @property
+    def args(self):
+        return jax.tree_util.tree_unflatten(self.treedef, self.leaves)
 
     def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
         return check_scalar(self.fn(logits, self.args), "pair_fn's function")
@@ -191,7 +197,8 @@ def pair_fn(fn: Callable, args, pos=None) -> PairMetric:
     if pos is not None:
         read_pos = jnp.asarray(pos, jnp.int32)
         read_pos = jnp.full((n,), read_pos) if read_pos.ndim == 0 else read_pos
-    return PairMetric(PairFn(fn, args, read_pos), n)
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return PairMetric(PairFn(fn, tuple(leaves), treedef, read_pos), n)
 
 
 def per_pair(metrics: Sequence[Callable]) -> PairMetric:

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ...core.errors import PromptPairError
+from ...core.errors import PairBatchError, PromptPairError
 from ...core.labelled import LabelledArray
 from ...core.metrics import as_metric, custom
 from ...core.readout import readout_for
@@ -117,7 +117,7 @@ def activation_patch(
         clean, corrupted = pairs.clean, pairs.corrupted
     else:
         if per_pair:
-            raise PatchingError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
+            raise PairBatchError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
         pairs = None
     cfg = model.cfg
     if pairs is None:
