@@ -74,7 +74,7 @@ def main() -> None:
         )
         top = np.dstack(np.unravel_index(np.argsort(-np.abs(dataset), axis=None)[:3], dataset.shape))[0]
         print(
-            "  largest mean effects: "
+            "  largest mean logit differences after patching: "
             + ", ".join(f"{tuple(int(i) for i in ix)}: {dataset[tuple(ix)]:+.3f}" for ix in top)
         )
 
