@@ -349,7 +349,8 @@ def path_patch_sweep(
     receivers_label = ", ".join(_names(receivers))
     vals = np.asarray(vals)
     if per_pair:  # [sender, pair] -> [pair, *shape]
-        vals, shape, dims = np.moveaxis(vals, -1, 0), (vals.shape[-1],) + shape, ("pair",) + dims
+        out = np.moveaxis(vals, -1, 0).reshape((vals.shape[-1], *shape))
+        return LabelledArray(out, ("pair", *dims), name=f"path patching -> {receivers_label}, per pair")
     return LabelledArray(vals.reshape(shape), dims, name=f"path patching -> {receivers_label}")
 
 

@@ -193,7 +193,8 @@ def attribution_patch(
                 "attention_mask (padded pairs) needs a causal model: padding would change a bidirectional model's "
                 "activations; give equal-length prompts"
             )
-        clean_tokens, corrupted_tokens, metric, reads = pairs.clean, pairs.corrupted, pairs.metric, pairs.metric.reads
+        clean_tokens, corrupted_tokens, reads = pairs.clean, pairs.corrupted, pairs.metric.reads
+        metric = pairs.metric  # type: ignore[assignment]  # a PairMetric: `_scores` gives each pair its own
     else:
         if per_pair:
             raise PairBatchError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
