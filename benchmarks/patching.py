@@ -415,7 +415,7 @@ def main():
     if args.quick:
         args.repeats, args.loop_repeats = min(args.repeats, 3), 1
         model = Transformer.init(QUICK, jax.random.PRNGKey(0))
-        dataset_row("quick", model, min(args.pairs, 8), 12, mm, args.repeats)
+        dataset_row("quick", model, args.pairs, 12, mm, args.repeats)
         if args.dataset_only:
             return
         rng = np.random.default_rng(0)
