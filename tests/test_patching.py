@@ -439,8 +439,11 @@ def test_bad_tokens(models, prompts):
     model = models["gpt2"]
     with pytest.raises(PatchingError, match="same length"):
         activation_patch(model, clean, corrupt[:-1], last_logit_diff())
-    with pytest.raises(PatchingError, match="one prompt"):
-        activation_patch(model, clean[None], corrupt[None], last_logit_diff())
+    # A [batch, pos] batch is a dataset of pairs (tests/test_pairs.py); a batch of one is the pair.
+    one = activation_patch(model, clean[None], corrupt[None], last_logit_diff(), engine="plain")
+    np.testing.assert_allclose(
+        one, activation_patch(model, clean, corrupt, last_logit_diff(), engine="plain"), atol=1e-6
+    )
     with pytest.raises(ValueError, match="out of range"):
         activation_patch(model, clean.at[0].set(99), corrupt, last_logit_diff())
 

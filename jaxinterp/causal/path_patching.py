@@ -42,13 +42,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..core.errors import PathPatchingError
+from ..core.errors import AttentionMaskError, PairBatchError, PathPatchingError
 from ..core.labelled import LabelledArray
+from ..core.pair_metrics import PairAt, PairMetric
 from ..core.sites import parse_site
 from ..engine.grads import cache_run, metric_of_run
 from ..model.interventions import Patch
 from ..model.transformer import check_pair
 from .attribution.graph import Component, parse_component
+from .pairs import is_batch, prompt_pairs
 
 __all__ = [
     "path_patch",
@@ -175,22 +177,44 @@ class _Senders(eqx.Module):
         return ivs
 
 
-def _mean_over_pairs(fn, base, source, *args):
+def _mean_over_pairs(fn, base, source, metric, reads=None, per_pair=False):
+    """``fn(base, source, metric)`` of one pair, or over a batch ``[pair, pos]`` vmapped
+    in one program: the mean over pairs, or each pair's (``per_pair``). A `PairMetric`
+    gives pair ``i`` its own metric (``reads``: the union over pairs, static)."""
     if base.ndim == 1:
-        return fn(base, source, *args)
-    return jax.vmap(lambda b, s: fn(b, s, *args))(base, source).mean()
+        return fn(base, source, metric)
+    if isinstance(metric, PairMetric):
+        index = jnp.arange(base.shape[0])
+        values = jax.vmap(lambda b, s, i: fn(b, s, PairAt(metric, i, reads)))(base, source, index)
+    else:
+        values = jax.vmap(lambda b, s: fn(b, s, metric))(base, source)
+    return values if per_pair else values.mean()
 
 
 @eqx.filter_jit
-def _path_patch_jit(model, base, source, senders, receivers, receiver_pos, freeze_mlps, metric):
-    def one(b, s):
-        return _three_runs(model, b, _caches(model, b, s), senders, receivers, receiver_pos, freeze_mlps, metric)
+def _path_patch_jit(model, base, source, senders, receivers, receiver_pos, freeze_mlps, metric, reads, per_pair):
+    def one(b, s, m):
+        return _three_runs(model, b, _caches(model, b, s), senders, receivers, receiver_pos, freeze_mlps, m)
 
-    return _mean_over_pairs(one, base, source)
+    return _mean_over_pairs(one, base, source, metric, reads, per_pair)
 
 
 def _pair(model, base, source):
     return check_pair(base, source, model.cfg)
+
+
+def _pairs(model, base, source, metric, attention_mask, per_pair):
+    """``(base, source, metric, reads)``: one pair checked, or a batch of pairs
+    (`jaxinterp.causal.pairs`: a metric per pair, right padding on causal models)."""
+    if not is_batch(base, source, metric, attention_mask):
+        if per_pair:
+            raise PairBatchError("per_pair=True needs a batch of pairs: base/source tokens [batch, pos]")
+        base, source = _pair(model, base, source)
+        return base, source, metric, None
+    pairs = prompt_pairs(model, base, source, metric, attention_mask)
+    if pairs.attention_mask is not None and not model.cfg.causal:
+        raise AttentionMaskError("attention_mask (padded pairs) needs a causal model; give equal-length prompts")
+    return pairs.clean, pairs.corrupted, pairs.metric, pairs.metric.reads
 
 
 def _pos(pos):
@@ -208,7 +232,9 @@ def path_patch(
     freeze_mlps: bool = True,
     sender_pos=None,
     receiver_pos=None,
-) -> float:
+    attention_mask=None,
+    per_pair: bool = False,
+):
     """The metric after patching the paths from ``senders`` to ``receivers`` (3 runs).
 
     Args:
@@ -222,9 +248,16 @@ def path_patch(
         freeze_mlps: freeze MLPs as well as heads in step 2 (default), or let them
             react to the senders (IOI's variant).
         sender_pos, receiver_pos: restrict senders' / receivers' patches to positions.
+        metric: of one example, or with a batch one per pair (a `PairMetric`, e.g.
+            ``pair_logit_diff(io, s, pos=last)``).
+        attention_mask: ``[batch, pos]`` right padding of the pairs (causal models;
+            `jaxinterp.causal.pairs`).
+        per_pair: with a batch, return each pair's metric ``[pair]`` instead of the mean.
     """
     cfg = model.cfg
-    base_tokens, source_tokens = _pair(model, base_tokens, source_tokens)
+    base_tokens, source_tokens, metric, reads = _pairs(
+        model, base_tokens, source_tokens, metric, attention_mask, per_pair
+    )
     comps = [_sender(n, cfg) for n in _names(senders)]
     recv = tuple(_receiver(n, cfg) for n in _names(receivers))
     head_mask = np.zeros((cfg.n_layers, cfg.n_heads), bool)
@@ -235,9 +268,10 @@ def path_patch(
         else:
             mlp_mask[c.layer] = True
     senders_iv = _Senders(jnp.asarray(head_mask), jnp.asarray(mlp_mask) if cfg.has_mlp else None, _pos(sender_pos))
-    return float(
-        _path_patch_jit(model, base_tokens, source_tokens, senders_iv, recv, _pos(receiver_pos), freeze_mlps, metric)
+    value = _path_patch_jit(
+        model, base_tokens, source_tokens, senders_iv, recv, _pos(receiver_pos), freeze_mlps, metric, reads, per_pair
     )
+    return np.asarray(value) if per_pair else float(value)
 
 
 class _SweepCell(eqx.Module):
@@ -247,6 +281,8 @@ class _SweepCell(eqx.Module):
     kind: str = eqx.field(static=True)
     freeze_mlps: bool = eqx.field(static=True)
     metric: Callable  # arrays (token ids) traced, the rest static under filter_jit
+    reads: Optional[tuple] = eqx.field(static=True, default=None)  # a PairMetric's union of reads
+    per_pair: bool = eqx.field(static=True, default=False)
 
     def __call__(self, loc, model, base, source, sender_pos, receiver_pos):
         cfg = model.cfg
@@ -258,12 +294,12 @@ class _SweepCell(eqx.Module):
             heads, mlps = jnp.zeros((cfg.n_layers, cfg.n_heads), bool), layer_mask
         senders = _Senders(heads, mlps, sender_pos)
 
-        def one(b, s):
+        def one(b, s, m):
             return _three_runs(
-                model, b, _caches(model, b, s), senders, self.receivers, receiver_pos, self.freeze_mlps, self.metric
+                model, b, _caches(model, b, s), senders, self.receivers, receiver_pos, self.freeze_mlps, m
             )
 
-        return _mean_over_pairs(one, base, source)
+        return _mean_over_pairs(one, base, source, self.metric, self.reads, self.per_pair)
 
 
 def path_patch_sweep(
@@ -278,25 +314,35 @@ def path_patch_sweep(
     sender_pos=None,
     receiver_pos=None,
     batch_size: Optional[int] = None,
+    attention_mask=None,
+    per_pair: bool = False,
 ) -> LabelledArray:
     """`path_patch` with every head (``senders="heads"``: ``[layer, head]``) or every MLP
     (``senders="mlps"``: ``[layer]``) as the sender in turn, in one compiled program.
 
     Senders at or after a receiver's layer cannot reach it: their cells equal the
     unpatched base run's metric. ``batch_size`` bounds memory (senders per chunk).
+    A batch of pairs (a metric per pair, ``attention_mask``) as in `path_patch`;
+    ``per_pair=True`` puts each pair's values along a leading ``"pair"`` axis.
     """
     from ..engine.sweep import sweep
 
     cfg = model.cfg
-    base_tokens, source_tokens = _pair(model, base_tokens, source_tokens)
+    base_tokens, source_tokens, metric, reads = _pairs(
+        model, base_tokens, source_tokens, metric, attention_mask, per_pair
+    )
     recv = tuple(_receiver(n, cfg) for n in _names(receivers))
     locs, shape, dims = _sender_grid(cfg, senders)
-    cell = _SweepCell(recv, senders, freeze_mlps, metric)
+    cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, per_pair)
     vals = sweep(
         cell, locs, model, base_tokens, source_tokens, _pos(sender_pos), _pos(receiver_pos), batch_size=batch_size
     )
     receivers_label = ", ".join(_names(receivers))
-    return LabelledArray(np.asarray(vals).reshape(shape), dims, name=f"path patching -> {receivers_label}")
+    vals = np.asarray(vals)
+    if per_pair:  # [sender, pair] -> [pair, *shape]
+        out = np.moveaxis(vals, -1, 0).reshape((vals.shape[-1], *shape))
+        return LabelledArray(out, ("pair", *dims), name=f"path patching -> {receivers_label}, per pair")
+    return LabelledArray(vals.reshape(shape), dims, name=f"path patching -> {receivers_label}")
 
 
 def path_patch_cost(
@@ -323,10 +369,10 @@ def path_patch_cost(
     from .attribution.cost import matmul_flops
 
     cfg = model.cfg
-    base_tokens, source_tokens = _pair(model, base_tokens, source_tokens)
+    base_tokens, source_tokens, metric, reads = _pairs(model, base_tokens, source_tokens, metric, None, False)
     recv = tuple(_receiver(n, cfg) for n in _names(receivers))
     locs, shape, _ = _sender_grid(cfg, senders)
-    cell = _SweepCell(recv, senders, freeze_mlps, metric)
+    cell = _SweepCell(recv, senders, freeze_mlps, metric, reads)
     one_base = base_tokens.reshape(-1, base_tokens.shape[-1])[0]
     forward = matmul_flops(lambda m, t: m.run(t)[0], model, one_base)
     total = matmul_flops(

@@ -13,6 +13,9 @@ __all__ = [
     "InterventionError",
     "MetricError",
     "PromptPairError",
+    "PairBatchError",
+    "AttentionMaskError",
+    "ReadPositionError",
     "CheckpointError",
     "UnsupportedArchitectureError",
     "TokenizerError",
@@ -80,6 +83,21 @@ class PromptPairError(PatchingError, PathPatchingError):
     """A clean/corrupted prompt pair that cannot be compared position by position. Every
     technique raises this one type (also a `PatchingError` and a `PathPatchingError`, the
     types older code caught)."""
+
+
+class PairBatchError(PromptPairError):
+    """A batch of prompt pairs whose parts disagree: clean and corrupted tokens with
+    different numbers of pairs, or a per-pair metric (or per-pair arrays) whose pair axis
+    is not the batch's."""
+
+
+class AttentionMaskError(PairBatchError):
+    """The attention mask of padded prompt pairs: not the tokens' ``[batch, pos]`` shape,
+    not 0/1, not right-padded (real tokens first), or a pair with no real token."""
+
+
+class ReadPositionError(MetricError, PairBatchError):
+    """A per-pair read position outside its prompt: beyond the positions, or on padding."""
 
 
 class ProcessingError(JaxinterpError):

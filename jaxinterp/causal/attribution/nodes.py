@@ -36,9 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
+from ...core.errors import AttentionMaskError, PairBatchError
 from ...core.labelled import LabelledArray
+from ...core.pair_metrics import PairAt, PairMetric
 from ...core.sites import COMPONENT_DIMS, POSITION_DIMS, parse_site
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads, short_sites, site_dims
+from ..pairs import is_batch, prompt_pairs
 
 __all__ = ["attribution_patch", "attribution_scores", "default_over"]
 
@@ -109,12 +112,21 @@ def attribution_scores(
 
 
 @eqx.filter_jit
-def _scores(model, base, target, metric, sites, method, n_steps, interventions=()):
-    one = lambda b, t: attribution_scores(model, b, t, metric, sites, method, n_steps, interventions)
+def _scores(model, base, target, metric, sites, method, n_steps, interventions=(), reads=None, per_pair=False):
+    def one(b, t, m):
+        return attribution_scores(model, b, t, m, sites, method, n_steps, interventions)
+
     if base.ndim == 1:
-        return one(base, target)
+        return one(base, target, metric)
+    if isinstance(metric, PairMetric):  # each pair its own metric; `reads`: the union, static
+        index = jnp.arange(base.shape[0])
+        out = jax.vmap(lambda b, t, i: one(b, t, PairAt(metric, i, reads)))(base, target, index)
+    else:
+        out = jax.vmap(lambda b, t: one(b, t, metric))(base, target)
+    if per_pair:
+        return out
     # The attribution of the batch-mean metric is the mean of per-example attributions.
-    return jax.tree_util.tree_map(lambda x: x.mean(0), jax.vmap(one)(base, target))
+    return jax.tree_util.tree_map(lambda x: x.mean(0), out)
 
 
 def attribution_patch(
@@ -131,14 +143,17 @@ def attribution_patch(
     direction: str = "denoising",
     pos_labels: Optional[Sequence[str]] = None,
     interventions: Optional[Sequence] = None,
+    attention_mask=None,
+    per_pair: bool = False,
 ) -> dict[str, LabelledArray]:
     """Estimate activation patching at every location of every site in one backward pass.
 
     Args:
         model: a `Transformer`.
-        clean_tokens, corrupted_tokens: int ``[pos]`` (or ``[batch, pos]``: the metric is
-            averaged over the batch) of the same shape.
-        metric: ``metric(logits [pos, d_vocab]) -> scalar`` for one example.
+        clean_tokens, corrupted_tokens: int ``[pos]`` (or ``[batch, pos]``: a dataset of
+            pairs, the metric averaged over it) of the same shape.
+        metric: ``metric(logits [pos, d_vocab]) -> scalar`` for one example, or with a
+            batch one per pair (a `PairMetric`: ``pair_logit_diff(io, s, pos=last)``).
         sites: short or full site names (``"resid_pre"``, ``"blocks.3.attn.hook_z"``),
             or ``"all"`` for every site of the model.
         method: ``"ap"`` (gradient at the corrupted run) or ``"ig"`` (integrated
@@ -156,6 +171,11 @@ def attribution_patch(
         interventions: applied first in every run (clean, corrupted and the gradient
             run), e.g. an SAE spliced in with its error term, whose feature activations
             then become attributable sites.
+        attention_mask: ``[batch, pos]``, right-padded pairs (1: real token; causal
+            models: padding after a prompt changes nothing its metric reads, and its
+            attributions there are 0). See `jaxinterp.causal.pairs`.
+        per_pair: with a batch, keep each pair's attributions along a leading ``"pair"``
+            axis instead of their mean.
 
     Returns:
         ``{site: LabelledArray}``. Each value estimates ``metric(patched) -
@@ -165,7 +185,20 @@ def attribution_patch(
         gives that layer's slice, without the layer axis.
     """
     _check_options(method, n_steps, direction)
-    clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
+    reads = None
+    if is_batch(clean_tokens, corrupted_tokens, metric, attention_mask):
+        pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
+        if pairs.attention_mask is not None and not model.cfg.causal:
+            raise AttentionMaskError(
+                "attention_mask (padded pairs) needs a causal model: padding would change a bidirectional model's "
+                "activations; give equal-length prompts"
+            )
+        clean_tokens, corrupted_tokens, reads = pairs.clean, pairs.corrupted, pairs.metric.reads
+        metric = pairs.metric  # type: ignore[assignment]  # a PairMetric: `_scores` gives each pair its own
+    else:
+        if per_pair:
+            raise PairBatchError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
+        clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
     if isinstance(sites, str) and sites != "all":
         sites = (sites,)
     shorts = short_sites(model, sites)
@@ -179,7 +212,8 @@ def attribution_patch(
         for name in names
     }
     base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
-    raw = _scores(model, base, target, metric, shorts, method, n_steps, tuple(interventions or ()))
+    raw = _scores(model, base, target, metric, shorts, method, n_steps, tuple(interventions or ()), reads, per_pair)
+    lead = ("pair",) if per_pair else ()
 
     out: dict[str, LabelledArray] = {}
     for name in names:
@@ -187,11 +221,12 @@ def attribution_patch(
         dims = site_dims(model.cfg, site.name)
         keep = keeps[name]
         values = np.asarray(raw[site.name])
-        summed = tuple(i for i, d in enumerate(dims) if d not in keep)
+        summed = tuple(i + len(lead) for i, d in enumerate(dims) if d not in keep)
         values = values.sum(axis=summed)
         kept = tuple(d for d in dims if d in keep)
         if site.layer is not None:  # a full per-layer name: that layer's slice
-            values, kept = values[site.layer], kept[1:]
+            values, kept = values[(slice(None),) * len(lead) + (site.layer,)], kept[1:]
+        kept = lead + kept
         labels = {d: list(pos_labels) for d in kept if d in _POSITION_AXES and pos_labels is not None}
         out[name] = LabelledArray(values, kept, labels, name=f"attribution ({method}) {name}")
     return out

@@ -12,14 +12,15 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ...core.errors import PromptPairError
+from ...core.errors import PairBatchError, PromptPairError
 from ...core.labelled import LabelledArray
-from ...core.metrics import as_metric
+from ...core.metrics import as_metric, custom
 from ...core.readout import readout_for
 from ...core.sites import POSITION_DIMS, layer_site_dims
 from ...engine.checkpoint import as_checkpoint
 from ...loading.tokenizer import Tokenizer
 from ...model.transformer import check_tokens
+from ..pairs import is_batch, pair_axis_mean, prompt_pairs
 from .engines import engine_for
 from .fast import CachedRuns, cached_runs
 from .locations import FIELD_DIMS, PatchGrid, PatchingError, patch_grid
@@ -53,11 +54,16 @@ def activation_patch(
     mesh=None,
     interventions: Optional[Sequence] = None,
     checkpoint=None,
+    attention_mask=None,
+    per_pair: bool = False,
 ) -> LabelledArray:
     """Patch one location at a time and record ``metric`` of each patched run.
 
-    ``clean_tokens`` / ``corrupted_tokens``: int ``[pos]`` of the same length.
-    ``metric(logits [pos, d_vocab]) -> scalar`` of one example (see `jaxinterp.core.metrics`).
+    ``clean_tokens`` / ``corrupted_tokens``: int ``[pos]`` of the same length, or a
+    dataset of pairs ``[batch, pos]`` (see below).
+    ``metric(logits [pos, d_vocab]) -> scalar`` of one example (see `jaxinterp.core.metrics`),
+    or with a batch of pairs one metric per pair (a `PairMetric`,
+    `jaxinterp.core.pair_metrics`: e.g. ``pair_logit_diff(io_ids, s_ids, pos=last)``).
     ``site``: a per-layer site, short (``"resid_pre"``, ``"attn.z"``) or full name.
     ``over``: the axes swept, one patch per combination, in the result's axis order:
     ``"layer"``, ``"pos"``, ``"head"``, ``"neuron"``, ``"expert"``, and for attention
@@ -102,12 +108,27 @@ def activation_patch(
     metric, site, axes and engine settings loads them instead of computing them again
     (resume after a crash), and one with other inputs is refused (`ResumeError`).
 
+    Datasets of pairs: ``[batch, pos]`` tokens of equal length, or right-padded with an
+    ``attention_mask [batch, pos]`` (1: real token, shared by a pair's two prompts; see
+    `jaxinterp.causal.pairs`). Every patch runs on every pair in the same compiled
+    program (the fast engine packs every pair's rows into its blocks) and the result is
+    the mean over pairs, or with ``per_pair=True`` each pair's, along a leading
+    ``"pair"`` axis. ``batch_size`` then counts patched runs (a patch on one pair).
+
     Returns a `LabelledArray` with ``dims == over``; ``np.asarray(result)`` has one axis
-    per swept axis, e.g. ``[n_layers, n_pos]``.
+    per swept axis, e.g. ``[n_layers, n_pos]`` (``("pair", *over)`` with ``per_pair``).
     """
+    if is_batch(clean_tokens, corrupted_tokens, metric, attention_mask):
+        pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
+        clean, corrupted = pairs.clean, pairs.corrupted
+    else:
+        if per_pair:
+            raise PairBatchError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
+        pairs = None
     cfg = model.cfg
-    clean = _one_example(clean_tokens, cfg, "clean_tokens")
-    corrupted = _one_example(corrupted_tokens, cfg, "corrupted_tokens")
+    if pairs is None:
+        clean = _one_example(clean_tokens, cfg, "clean_tokens")
+        corrupted = _one_example(corrupted_tokens, cfg, "corrupted_tokens")
     if clean.shape != corrupted.shape:
         raise PromptPairError(
             f"clean_tokens has {clean.shape[0]} positions but corrupted_tokens has {corrupted.shape[0]}: "
@@ -138,27 +159,45 @@ def activation_patch(
     )
     if extra and engine.shortcuts:
         raise PatchingError("shortcuts compare cached runs without the extra interventions: give one or the other")
-    metric = as_metric(metric)  # the one place a user's metric becomes a `Metric`
-    n_pos = clean.shape[0]
+    metric = as_metric(metric) if pairs is None else pairs.metric  # where a user's metric becomes a `Metric`
+    n_pos = clean.shape[-1]
     fixed = dict(layer=layer, pos=pos, head=head, neuron=neuron, key_pos=key_pos, expert=expert)
     grid = patch_grid(cfg, n_pos, site, over, fixed)
     base, source = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
 
     d_out = cfg.d_vocab if model.unembed is not None else cfg.d_model
-    readout = readout_for(metric, n_pos, d_out, columns=engine.shortcuts, has_unembed=model.unembed is not None)
+    # With pairs, the logits read are the union of every pair's reads.
+    reads_of = metric if pairs is None else custom(_declares_reads_only, reads=metric.reads)
+    readout = readout_for(reads_of, n_pos, d_out, columns=engine.shortcuts, has_unembed=model.unembed is not None)
+    mask = None if pairs is None else pairs.attention_mask
 
     runs = None
     if engine.needs_cached_runs or engine.shortcuts:
-        runs = cached_runs(model, base, source, grid.site, metric, readout)
-    keep = _changing_patches(model.cfg, grid, runs) if engine.shortcuts else None
+        runs = cached_runs(model, base, source, grid.site, metric, readout, mask)
+    keep = _changing_patches(model.cfg, grid, runs, pairs is not None) if engine.shortcuts else None
 
     if keep is not None and not keep.any():
-        values = np.full(grid.n_patches, np.nan)
-    else:
+        values = np.full(keep.shape, np.nan)
+    elif pairs is None:
         values = engine.run(model, base, source, grid, metric, readout, runs, keep, extra, as_checkpoint(checkpoint))
+    else:
+        values = engine.run(
+            model,
+            base,
+            source,
+            grid,
+            metric,
+            readout,
+            runs,
+            keep,
+            extra,
+            as_checkpoint(checkpoint),
+            attention_mask=mask,
+        )
 
     if keep is not None:
-        values = np.where(keep, values, float(runs.metric))
+        base_metric = np.asarray(runs.metric)
+        values = np.where(keep, values, base_metric if pairs is not None else float(base_metric[0]))
     if readout.restricted and np.isnan(values).any():
         raise PatchingError(
             f"the metric returned NaN: it reads logits outside what metric.reads declares "
@@ -167,9 +206,18 @@ def activation_patch(
             + "; fix metric.reads or drop it to compute every logit"
         )
     name = f"{grid.site} {direction} ({' x '.join(grid.dims)})"
-    result = LabelledArray(values.reshape(grid.shape), grid.dims, None, name)
-    strings = _token_strings(clean, tokenizer, str_tokens)
+    dims, values = grid.dims, values.reshape(grid.shape + (() if pairs is None else (pairs.n_pairs,)))
+    if pairs is not None:
+        values = pair_axis_mean(values, per_pair)
+        name += f", {'each' if per_pair else 'mean'} of {pairs.n_pairs} pairs"
+        dims = ("pair",) + dims if per_pair else dims
+    result = LabelledArray(values, dims, None, name)
+    strings = _token_strings(clean if pairs is None else clean[0], tokenizer, str_tokens)
     return result if strings is None else result.with_token_labels(strings, POSITION_AXES)
+
+
+def _declares_reads_only(logits):
+    raise AssertionError("only read for its declared reads")  # never called: stands in for a PairMetric's reads
 
 
 def _one_example(tokens, cfg, what: str):
@@ -181,11 +229,14 @@ def _one_example(tokens, cfg, what: str):
     return tokens
 
 
-def _changing_patches(cfg, grid: PatchGrid, runs: CachedRuns) -> np.ndarray:
+def _changing_patches(cfg, grid: PatchGrid, runs: CachedRuns, pairs: bool = False) -> np.ndarray:
     """Which patches can change anything: where the source and base activations at the
-    patched location differ (``runs.site``: both runs' activations, `cached_runs`)."""
-    base_site, source_site = np.asarray(runs.site[0]), np.asarray(runs.site[1])
-    differs = base_site != source_site  # [layer, *site dims]
+    patched location differ (``runs.site``: both runs' activations, `cached_runs`).
+    ``[n_patches]``, or with ``pairs`` ``[n_patches, pair]`` (each pair on its own)."""
+    differs = np.asarray(runs.site[0]) != np.asarray(runs.site[1])  # [layer, pair, *site dims]
+    differs = np.moveaxis(differs, 1, -1)  # [layer, *site dims, pair]
+    if not pairs:
+        differs = differs[..., 0]
     dims = ("layer",) + layer_site_dims(cfg)[grid.site]
     index = []
     for dim in dims:

@@ -21,13 +21,14 @@ import jax
 import numpy as np
 
 from ...core.errors import PatchingError
+from ...core.pair_metrics import PairMetric
 from ...core.readout import Readout
 from ...engine.checkpoint import SweepCheckpoint
 from ...model.sharding import auto_axes, model_parallel
 from .fast import CachedRuns, fast_bytes, fast_supported, fast_sweep
 from .layout import MAX_BLOCK_TOKENS
 from .locations import PatchGrid
-from .plain import plain_bytes_per_patch, plain_sweep
+from .plain import pair_source_site, plain_bytes_per_patch, plain_pair_sweep, plain_sweep
 
 __all__ = ["PatchingEngine", "Fast", "Plain", "engine_for", "DEFAULT_MEMORY"]
 
@@ -82,11 +83,14 @@ class PatchingEngine(eqx.Module):
         keep: Optional[np.ndarray],
         interventions: tuple = (),
         checkpoint: Optional[SweepCheckpoint] = None,
+        attention_mask=None,
     ) -> np.ndarray:
         """``[n_patches]`` metric values (NaN where ``keep`` is False); ``interventions``
         apply before each patch in every run (engines that cannot honour them refuse).
         ``checkpoint``: save finished chunks there and load those a previous run saved
-        (keyed by `keyed_checkpoint`)."""
+        (keyed by `keyed_checkpoint`). A batch of pairs (``base`` / ``source``
+        ``[pair, pos]``, ``metric`` a `PairMetric`, ``keep`` ``[n_patches, pair]``,
+        optional right-padding ``attention_mask [pair, pos]``): ``[n_patches, pair]``."""
 
     def keyed_checkpoint(
         self, checkpoint: SweepCheckpoint, model, base, source, grid: PatchGrid, metric, readout, keep, interventions
@@ -123,7 +127,29 @@ class Plain(PatchingEngine):
     def needs_cached_runs(self) -> bool:
         return False
 
-    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=(), checkpoint=None):
+    def run(
+        self,
+        model,
+        base,
+        source,
+        grid,
+        metric,
+        readout,
+        runs,
+        keep,
+        interventions=(),
+        checkpoint=None,
+        attention_mask=None,
+    ):
+        if isinstance(metric, PairMetric):
+            if checkpoint is not None:
+                raise PatchingError(
+                    "checkpoint= with a dataset of pairs needs the fast engine (engine='fast'); the plain "
+                    "engine's pair sweep does not checkpoint yet"
+                )
+            return self._run_pairs(
+                model, base, source, grid, metric, readout, runs, keep, interventions, attention_mask
+            )
         if checkpoint is not None:
             checkpoint = self.keyed_checkpoint(
                 checkpoint, model, base, source, grid, metric, readout, keep, interventions
@@ -132,7 +158,7 @@ class Plain(PatchingEngine):
             _, cache = model.run_with_cache(source, names=[grid.site], interventions=list(interventions))
             src = cache.stack(grid.site)
         else:
-            src = runs.site[1]
+            src = runs.site[1, :, 0]
         if keep is not None:
             grid = grid.subset(keep)
         batch_size = self.batch_size
@@ -160,6 +186,40 @@ class Plain(PatchingEngine):
         full[keep] = out
         return full
 
+    def _run_pairs(self, model, base, source, grid, metric, readout, runs, keep, interventions, attention_mask):
+        if runs is None:
+            src = pair_source_site(model, source, grid.site, interventions, attention_mask)
+        else:
+            src = jax.numpy.moveaxis(runs.site[1], 1, 0)  # [pair, layer, ...]
+        n_patches = grid.n_patches
+        if keep is not None:  # a patch runs if it changes some pair
+            grid = grid.subset(keep.any(axis=1))
+        batch_size = self.batch_size
+        if batch_size is None:
+            per_patch = plain_bytes_per_patch(model.cfg, base.shape[1], readout) * base.shape[0]
+            batch_size = max(1, DEFAULT_MEMORY // per_patch)
+        out = np.asarray(
+            plain_pair_sweep(
+                model,
+                base,
+                src,
+                grid,
+                metric,
+                readout,
+                batch_size,
+                self.progress,
+                self.mesh,
+                interventions,
+                self.checks,
+                attention_mask,
+            )
+        )
+        if keep is None:
+            return out
+        full = np.full((n_patches, base.shape[0]), np.nan, out.dtype)
+        full[keep.any(axis=1)] = out
+        return np.where(keep, full, np.nan)
+
 
 class Fast(PatchingEngine):
     """Causal models: recompute only the layers from a patch's layer on and the positions
@@ -184,7 +244,22 @@ class Fast(PatchingEngine):
     def needs_cached_runs(self) -> bool:
         return True
 
-    def run(self, model, base, source, grid, metric, readout, runs, keep, interventions=(), checkpoint=None):
+    def run(
+        self,
+        model,
+        base,
+        source,
+        grid,
+        metric,
+        readout,
+        runs,
+        keep,
+        interventions=(),
+        checkpoint=None,
+        attention_mask=None,
+    ):
+        # attention_mask: right padding never reaches the real positions of a causal
+        # model (`jaxinterp.causal.pairs`), so the blocks run without it.
         if interventions:
             raise PatchingError(
                 "the fast engine recomputes from cached runs and cannot apply extra interventions: "
@@ -194,7 +269,7 @@ class Fast(PatchingEngine):
             checkpoint = self.keyed_checkpoint(
                 checkpoint, model, base, source, grid, metric, readout, keep, interventions
             )
-        n_chunks = self._chunks(model.cfg, grid, base.shape[0], keep, readout)
+        n_chunks = self._chunks(model.cfg, grid, base.shape[-1], keep, readout, runs.n_pairs)
         return fast_sweep(
             model,
             runs,
@@ -212,13 +287,16 @@ class Fast(PatchingEngine):
             checkpoint=checkpoint,
         )
 
-    def _chunks(self, cfg, grid: PatchGrid, n_pos: int, keep, readout: Readout) -> int:
-        n = grid.n_patches if keep is None else int(keep.sum())
+    def _chunks(self, cfg, grid: PatchGrid, n_pos: int, keep, readout: Readout, n_pairs: int = 1) -> int:
+        """Chunks of about ``batch_size`` patched runs (a patch on one pair is one run)."""
+        keep = np.ones((grid.n_patches, n_pairs), bool) if keep is None else keep.reshape(grid.n_patches, -1)
+        keep = np.broadcast_to(keep, (grid.n_patches, n_pairs))
+        n = int(keep.sum())
         if n == 0:
             return 1
         if self.batch_size is not None:
             return math.ceil(n / self.batch_size)
-        lengths = n_pos - (grid.start_pos if keep is None else grid.start_pos[keep])
+        lengths = (n_pos - grid.start_pos)[:, None] * keep
         return max(1, math.ceil(fast_bytes(cfg, int(lengths.sum()), n, len(readout.positions)) / DEFAULT_MEMORY))
 
 

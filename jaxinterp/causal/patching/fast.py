@@ -17,6 +17,10 @@ to its devices.
 Exact: the numbers equal a loop of single-patch forward passes up to float rounding.
 Opt-in (``last_layer_subset``): the last layer runs its queries, output projection and
 MLP only at the positions the metric reads (keys and values still at every position).
+
+A batch of prompt pairs (a `PairMetric`, one metric per pair): the cached runs hold every
+pair's base and source run, each (patch, pair) is one row of the layout that knows its
+pair, and rows of all pairs share the blocks, so the whole dataset is one program.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ...core.errors import InterventionError
+from ...core.pair_metrics import PairMetric
 from ...core.readout import Readout, evaluate_metric, logit_columns, split_metric
 from ...core.sites import AXES, dim_sizes, layer_site_dims
 from ...engine.checkpoint import run_checkpointed
@@ -71,13 +76,20 @@ def fast_sweep(
     (`check_rows`, on the host before the program runs); False skips that.
     ``checkpoint``: a keyed `SweepCheckpoint`: each chunk (each group of one chunk per
     device, given a mesh) runs as its own call of one compiled program and is saved as
-    it finishes; chunks a previous run saved are loaded instead."""
+    it finishes; chunks a previous run saved are loaded instead. With a `PairMetric`
+    (``runs`` of a batch of pairs): ``[n_patches, n_pair]``, each pair's patched metric;
+    ``keep`` may then be ``[n_patches, n_pair]``."""
     n_devices = 1 if mesh is None else mesh.shape[mesh.axis_names[0]]
-    layout = fast_layout(model.cfg, runs.final.shape[0], grid, keep, n_chunks, max_block_tokens, n_devices)
+    pairs = isinstance(metric, PairMetric)
+    n_pairs, n_pos = runs.n_pairs, runs.n_pos
+    layout = fast_layout(model.cfg, n_pos, grid, keep, n_chunks, max_block_tokens, n_devices, n_pairs)
     if checks:  # on the host, before compiling: the layout is numpy
-        check_rows(layout.data, model.cfg, grid.site, runs.final.shape[0])
+        check_rows(layout.data, model.cfg, grid.site, n_pos)
     last_layer_subset = last_layer_subset and not model.cfg.post_norm
-    metric_arrays, metric_static = split_metric(metric, readout)
+    if pairs:  # each read row takes its pair's arrays: they stay traced, indexed by pair
+        metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
+    else:
+        metric_arrays, metric_static = split_metric(metric, readout)
     static = dict(
         shape=layout.shape,
         site=grid.site,
@@ -101,11 +113,12 @@ def fast_sweep(
             return fast_program(model, runs, data, metric_arrays, **static)
 
         values = run_checkpointed(compute, layout.data, store, n_devices, progress, "patching sweep", shape_of)
-    ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
-    out = np.full(grid.n_patches, np.nan, values.dtype)
+    n_rows = grid.n_patches * n_pairs
+    ids = np.arange(n_rows) if keep is None else np.flatnonzero(np.broadcast_to(keep.T, (n_pairs, grid.n_patches)).T)
+    out = np.full(n_rows, np.nan, values.dtype)
     read = layout.patch_of_read >= 0
     out[ids[layout.patch_of_read[read]]] = values[read]
-    return out
+    return out.reshape(grid.n_patches, n_pairs) if pairs else out
 
 
 def fast_layout(
@@ -116,17 +129,26 @@ def fast_layout(
     n_chunks: int = 1,
     max_block_tokens: int = MAX_BLOCK_TOKENS,
     multiple_of: int = 1,
+    n_pairs: int = 1,
 ) -> BlockLayout:
     """The block layout of ``grid``'s patches (those in ``keep``, if given) in about
-    ``n_chunks`` chunks (a multiple of ``multiple_of``)."""
-    ids = np.arange(grid.n_patches) if keep is None else np.flatnonzero(keep)
-    fields = {f: v[ids] for f, v in grid.engine_fields().items()}
+    ``n_chunks`` chunks (a multiple of ``multiple_of``). With ``n_pairs`` prompt pairs
+    every (patch, pair) is a row, numbered ``patch * n_pairs + pair`` in
+    ``patch_of_read``; ``keep`` is then ``[n_patches]`` or ``[n_patches, n_pairs]``."""
+    n_rows = grid.n_patches * n_pairs
+    if keep is None:
+        ids = np.arange(n_rows)
+    else:
+        ids = np.flatnonzero(np.broadcast_to(np.asarray(keep).T, (n_pairs, grid.n_patches)).T)
+    patch, pair = ids // n_pairs, ids % n_pairs
+    fields = {f: v[patch] for f, v in grid.engine_fields().items()}
+    start = grid.start_pos[patch]
     # A chunk holds at least one block: blocks no bigger than a chunk's share of the
     # tokens keep memory proportional to the chunk size.
-    share = -(-int((n_pos - grid.start_pos[ids]).sum()) // max(1, n_chunks))
+    share = -(-int((n_pos - start).sum()) // max(1, n_chunks))
     max_tokens = min(max_block_tokens, max(n_pos, share))
     return build_blocks(
-        n_pos, cfg.n_layers, grid.layer[ids], grid.start_pos[ids], fields, n_chunks, max_tokens, multiple_of
+        n_pos, cfg.n_layers, grid.layer[patch], start, fields, n_chunks, max_tokens, multiple_of, pair, n_pairs
     )
 
 
@@ -233,57 +255,98 @@ def _run(args, static, flops: float, quick_compile: Optional[bool]):
 
 
 class CachedRuns(eqx.Module):
-    """What a fast sweep reads from one batched pass over the base and source prompts.
+    """What a fast sweep reads from one batched pass over the base and source prompts of
+    every pair (one pair: ``n_pairs = 1``). Base-run rows are numbered pair by pair,
+    ``pair * n_pos + pos``:
 
-    ``resid [layer, pos, d_model]``: the base run's residual entering every layer;
-    ``k`` / ``v [layer, pos, kv_head, d_head]``: its keys (rotated, if rotary) and values;
-    ``final [pos, d_model]``: its final residual; ``site [2, layer, ...]``: both runs'
-    activations at the swept site (base, source; the source's are the values patched
-    in); ``metric []``: the base run's metric (the value of a patch that changes nothing).
+    ``resid [layer, pair*pos, d_model]``: the base runs' residual entering every layer;
+    ``k`` / ``v [layer, pair*pos, kv_head, d_head]``: their keys (rotated, if rotary) and
+    values; ``final [pair*pos, d_model]``: their final residual; ``site [2, layer, pair,
+    ...]``: both runs' activations at the swept site (base, source; the source's are the
+    values patched in); ``metric [pair]``: each base run's metric (the value of a patch
+    that changes nothing).
     """
 
-    resid: Float[Array, "layer pos d_model"]
-    k: Float[Array, "layer pos kv_head d_head"]
-    v: Float[Array, "layer pos kv_head d_head"]
-    final: Float[Array, "pos d_model"]
+    resid: Float[Array, "layer pair_pos d_model"]
+    k: Float[Array, "layer pair_pos kv_head d_head"]
+    v: Float[Array, "layer pair_pos kv_head d_head"]
+    final: Float[Array, "pair_pos d_model"]
     site: Array
-    metric: Float[Array, ""]
+    metric: Float[Array, " pair"]
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.metric.shape[0])
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.final.shape[0]) // self.n_pairs
 
 
 def cached_runs(
     model,
-    base_tokens: Int[Array, " pos"],
-    source_tokens: Int[Array, " pos"],
+    base_tokens: Int[Array, "*pair pos"],
+    source_tokens: Int[Array, "*pair pos"],
     site: str,
     metric: Callable,
     readout: Readout,
+    attention_mask: Optional[Int[Array, "pair pos"]] = None,
 ) -> CachedRuns:
     """One batched pass over the base and source prompts (logits only at the read
-    positions), caching what a fast sweep reads (`CachedRuns`)."""
-    metric_arrays, metric_static = split_metric(metric, readout)
+    positions), caching what a fast sweep reads (`CachedRuns`). ``base_tokens`` /
+    ``source_tokens``: one pair ``[pos]`` or a batch ``[pair, pos]`` (then ``metric`` is
+    a `PairMetric` or one metric for every pair; ``attention_mask [pair, pos]`` marks
+    right padding, shared by both prompts of a pair)."""
+    base, source = jnp.atleast_2d(base_tokens), jnp.atleast_2d(source_tokens)
+    if isinstance(metric, PairMetric):
+        metric_arrays, metric_static = eqx.partition(metric, eqx.is_array)
+    else:
+        metric_arrays, metric_static = split_metric(metric, readout)
+    mask = jnp.ones(base.shape, jnp.int32) if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
     return _cached_runs(
-        model, base_tokens, source_tokens, metric_arrays, site=site, metric=metric_static, readout=readout
-    )
+        model, base, source, mask, metric_arrays, site=site, metric=metric_static, readout=readout,
+        masked=attention_mask is not None,
+    )  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=("site", "metric", "readout"))
-def _cached_runs(model, base_tokens, source_tokens, metric_arrays, *, site, metric, readout):
+@functools.partial(jax.jit, static_argnames=("site", "metric", "readout", "masked"))
+def _cached_runs(model, base_tokens, source_tokens, mask, metric_arrays, *, site, metric, readout, masked):
     metric = eqx.combine(metric_arrays, metric)
     cfg = model.cfg
+    n_pairs, n_pos = base_tokens.shape
     key_site = "attn.rot_k" if cfg.positional == "rotary" else "attn.k"
     # The last layer's resid_post is the final residual stream.
     names = frozenset({"resid_pre", "resid_post", key_site, "attn.v", site})
-    logits, cache = jax.vmap(lambda t: model.run(t, cache=names, readout=readout))(
-        jnp.stack([base_tokens, source_tokens])
-    )
+
+    def run(tokens, mask):
+        return model.run(tokens, cache=names, readout=readout, attention_mask=mask if masked else None)
+
+    logits, cache = jax.vmap(run)(jnp.concatenate([base_tokens, source_tokens]), jnp.concatenate([mask, mask]))
+
+    def base_rows(x):  # [pair, layer, pos, ...] -> [layer, pair*pos, ...]
+        x = jnp.moveaxis(x[:n_pairs], 0, 1)
+        return x.reshape((x.shape[0], n_pairs * n_pos) + x.shape[3:])
+
+    site_values = cache[site].reshape((2, n_pairs) + cache[site].shape[1:])
+    values = metric_values(metric, logits[:n_pairs], readout, jnp.arange(n_pairs))
     return CachedRuns(
-        resid=cache["resid_pre"][0],
-        k=cache[key_site][0],
-        v=cache["attn.v"][0],
-        final=cache["resid_post"][0, -1],
-        site=cache[site],
-        metric=evaluate_metric(metric, logits[0], readout),
+        resid=base_rows(cache["resid_pre"]),
+        k=base_rows(cache[key_site]),
+        v=base_rows(cache["attn.v"]),
+        final=cache["resid_post"][:n_pairs, -1].reshape(n_pairs * n_pos, -1),
+        site=jnp.moveaxis(site_values, 1, 2),
+        metric=values,
     )
+
+
+def metric_values(
+    metric: Callable, logits: Float[Array, "row read cols"], readout: Readout, pair: Int[Array, " row"]
+) -> Float[Array, " row"]:
+    """The metric of each row of read logits; with a `PairMetric`, row ``r`` is scored by
+    the metric of its pair ``pair[r]``."""
+    if isinstance(metric, PairMetric):
+        return jax.vmap(lambda lg, p: evaluate_metric(metric.at(p), lg, readout, compact=True))(logits, pair)
+    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout, compact=True))(logits)
 
 
 def block_sweep(
@@ -297,7 +360,7 @@ def block_sweep(
     last_layer_subset: bool,
 ) -> Float[Array, " read"]:
     """One chunk: run its blocks through their layers and return the metric of every
-    read-out row ``[reads]``."""
+    read-out row ``[reads]`` (a `PairMetric`: each row's own pair's metric)."""
     cfg = model.cfg
     n, n_layers = shape.n_pos, cfg.n_layers
     base, source = runs, runs.site[1]
@@ -305,7 +368,8 @@ def block_sweep(
     # Layers run on whole blocks (the shortcut runs the last one on read slots only).
     stop = n_layers - 1 if last_layer_subset else n_layers
     # Each block enters with the base run's residual at its layer and positions.
-    x = base.resid[jnp.minimum(block_layer, n_layers - 1)[:, None], d["token_pos"]]
+    token_pair = jnp.take_along_axis(d["row_pair"], d["token_row"], axis=1)
+    x = base.resid[jnp.minimum(block_layer, n_layers - 1)[:, None], token_pair * n + d["token_pos"]]
     run = _BlockLayer(model, site, d, shape, readout)
     params, static = eqx.partition(model.blocks, eqx.is_array)
 
@@ -338,6 +402,7 @@ def block_sweep(
     # The vocabulary columns unembedded: all, the readout's static ones, or the metric's
     # own token ids (array data: other ids reuse this program).
     columns = logit_columns(metric, readout)
+    read_pair = d["row_pair"][read_block, read_row]
     if last_layer_subset:
         last = n_layers - 1
         block = eqx.combine(jax.tree_util.tree_map(lambda a: a[last], params), static)
@@ -345,16 +410,16 @@ def block_sweep(
     else:
         # A row's residual at a read position before its start is the base run's.
         start, offset = d["row_start"][read_block, read_row], d["row_offset"][read_block, read_row]
-        index = _slot_index(start, offset, jnp.asarray(readout.positions))  # [read, read_pos]
-        index = jnp.where(index < n, index, index + (read_block * shape.tokens)[:, None])
+        index = _slot_index(start, offset, jnp.asarray(readout.positions), read_pair * n)  # [read, read_pos]
+        index = jnp.where(index < shape.n_base, index, index + (read_block * shape.tokens)[:, None])
         resid_all = jnp.concatenate([base.final, x.reshape(-1, cfg.d_model)])
         if index.size <= resid_all.shape[0]:
             resid = take(resid_all, index)
         else:  # every position read: unembed each packed token once, then gather
             logits = take(model.to_logits(resid_all, columns), index)
-            return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout, compact=True))(logits)
+            return metric_values(metric, logits, readout, read_pair)
     logits = model.to_logits(resid, columns)
-    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout, compact=True))(logits)
+    return metric_values(metric, logits, readout, read_pair)
 
 
 class _BlockLayer:
@@ -382,6 +447,10 @@ class _BlockLayer:
         rows["row_offset"] = (blocks(d["row_offset"]) + shift_tokens).reshape(-1)
         return blocks(d["token_pos"]).reshape(-1), (blocks(d["token_row"]) + shift_rows).reshape(-1), rows
 
+    def _kv_index(self, rows: dict, positions: Int[Array, " slot"]) -> Int[Array, "row slot"]:
+        """Each row's state at ``positions`` (`_slot_index`), base states from its pair's run."""
+        return _slot_index(rows["row_start"], rows["row_offset"], positions, rows["row_pair"] * self.shape.n_pos)
+
     def _rot(self, pos):
         return None if self.rotary is None else (take(self.rotary[0], pos), take(self.rotary[1], pos))
 
@@ -389,10 +458,12 @@ class _BlockLayer:
         """Layer ``k`` on a block's packed tokens ``x [token, d_model]`` (``data``:
         ``(token_pos, token_row, rows)``, as from `group`)."""
         tp, tr, rows = data
-        kv_index = _slot_index(rows["row_start"], rows["row_offset"], self.all_pos)  # [row, pos]
+        kv_index = self._kv_index(rows, self.all_pos)  # [row, pos]
         # Query slots before a row's start are computed but never read: any own token.
-        query_index = jnp.clip(kv_index - self.shape.n_pos, 0, x.shape[0] - 1)
-        hooks = PackedPatches(self.site, self.dims, k, rows, tp, tr, src, self.all_pos)
+        query_index = jnp.clip(kv_index - self.shape.n_base, 0, x.shape[0] - 1)
+        hooks = PackedPatches(
+            self.site, self.dims, k, rows, tp, tr, src, self.all_pos, token_pair=take(rows["row_pair"], tr)
+        )
         attn = PackedAttention(
             w, kv_index, self.all_pos, base_k, base_v, query_index=query_index, out_row=tr, out_slot=tp
         )
@@ -411,18 +482,22 @@ class _BlockLayer:
         read_pos = jnp.asarray(self.readout.positions)
         n_read = read_pos.shape[0]
         tp, tr, rows = self.group(0, shape.blocks)
-        kv_hooks = PackedPatches(self.site, self.dims, k, rows, tp, tr, src, self.all_pos, only=KV_PATH_SITES)
+        kv_hooks = PackedPatches(
+            self.site, self.dims, k, rows, tp, tr, src, self.all_pos, KV_PATH_SITES, take(rows["row_pair"], tr)
+        )
         xt = kv_hooks("resid_pre", x.reshape(-1, cfg.d_model))
         keys, values = keys_values(block.attn_input(xt, kv_hooks), w, kv_hooks, cfg, self._rot(tp), block.window)
 
         # The read-out rows (index into the chunk's rows) and their slots.
         read_rows = {key: v[d["read_block"] * shape.rows + d["read_row"]] for key, v in rows.items()}
-        start, offset = read_rows["row_start"], read_rows["row_offset"]
-        x_read = take(jnp.concatenate([base_resid, xt]), _slot_index(start, offset, read_pos).reshape(-1))
+        x_read = take(jnp.concatenate([base_resid, xt]), self._kv_index(read_rows, read_pos).reshape(-1))
         slot_pos = jnp.tile(read_pos, shape.reads)
         slot_row = jnp.repeat(jnp.arange(shape.reads), n_read)
-        read_hooks = PackedPatches(self.site, self.dims, k, read_rows, slot_pos, slot_row, src, read_pos)
-        kv_index = _slot_index(start, offset, self.all_pos)
+        read_hooks = PackedPatches(
+            self.site, self.dims, k, read_rows, slot_pos, slot_row, src, read_pos,
+            token_pair=take(read_rows["row_pair"], slot_row),
+        )  # fmt: skip
+        kv_index = self._kv_index(read_rows, self.all_pos)
         attn = PackedAttention(w, kv_index, read_pos, base_k, base_v, k=keys, v=values)
         out = dataclasses.replace(block, attn=attn)(x_read, read_hooks, cfg, self._rot(slot_pos))
         return out.reshape(shape.reads, n_read, -1)
@@ -445,12 +520,17 @@ def group_sizes(shape: BlockShape) -> tuple:
 
 
 def _slot_index(
-    start: Int[Array, " row"], offset: Int[Array, " row"], positions: Int[Array, " slot"]
+    start: Int[Array, " row"],
+    offset: Int[Array, " row"],
+    positions: Int[Array, " slot"],
+    base: Optional[Int[Array, " row"]] = None,
 ) -> Int[Array, "row slot"]:
-    """Index (block numbering: base positions first) of each row's state at each of
-    ``positions``: the row's own token from its start on, the base run's before it."""
+    """Index (block numbering: base runs' positions first) of each row's state at each of
+    ``positions``: the row's own token from its start on, its base run's before it
+    (``base [row]``: where that run's positions start, ``pair * n_pos``; None: 0)."""
     j = positions[None, :]
-    return jnp.where(j < start[:, None], j, offset[:, None] + j - start[:, None])
+    before = j if base is None else base[:, None] + j
+    return jnp.where(j < start[:, None], before, offset[:, None] + j - start[:, None])
 
 
 def fast_flops(
@@ -469,7 +549,7 @@ def fast_flops(
         return 4 * h * dh * n_query * n
 
     stop = cfg.n_layers - 1 if last_layer_subset else cfg.n_layers
-    total = 2 * cfg.n_layers * (n * (kv_flops + rest) + attention(n)) if cached_runs else 0  # cached runs
+    total = 2 * shape.n_pairs * cfg.n_layers * (n * (kv_flops + rest) + attention(n)) if cached_runs else 0
     total += layout.token_layers(cfg.n_layers, stop) * (kv_flops + rest)
     total += layout.block_layers(cfg.n_layers, stop) * shape.rows * attention(n)
     n_read = len(readout.positions)

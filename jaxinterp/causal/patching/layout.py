@@ -3,13 +3,15 @@
 Each patch becomes a *row*: a run that starts at the patch's layer ``l`` (below it,
 nothing can differ from the base run) and covers only positions ``p..n_pos-1`` (under
 causal attention, positions before the patch cannot change). A row's positions are its
-*tokens*. Rows that start at the same layer are packed into *blocks* of ``tokens``
+*tokens*. With a batch of prompt pairs, each (patch, pair) is a row that knows its pair
+(``row_pair``); rows of every pair share the blocks. Rows that start at the same layer are packed into *blocks* of ``tokens``
 packed tokens each (first-fit decreasing), so every block has one static shape
 ``[tokens, d_model]`` whatever its layer: one compiled layer serves every block at every
 layer. A block is computed from its layer to the last; what a row reads before its own
 tokens (keys and values, and residuals at positions before its start) comes from the
-base run, whose ``n_pos`` positions are numbered first: packed index ``j < n_pos`` is the
-base run's position ``j``, index ``n_pos + t`` is the block's own token ``t``.
+base run, whose positions are numbered first, pair by pair: packed index ``j <
+n_pairs * n_pos`` is pair ``j // n_pos``'s base position ``j % n_pos``, index
+``n_pairs * n_pos + t`` is the block's own token ``t``.
 
 Blocks are split into chunks of ``blocks`` blocks for memory-bounded sweeps. Within a
 chunk blocks are sorted by layer, so the blocks active at layer ``k`` are a prefix of
@@ -40,13 +42,20 @@ BLOCK_OVERHEAD_TOKENS = 16
 @dataclasses.dataclass(frozen=True)
 class BlockShape:
     """Static sizes: ``tokens`` / ``rows`` per block (the last row slot pads),
-    ``blocks`` per chunk, ``reads``: rows read out per chunk (real patches, padded)."""
+    ``blocks`` per chunk, ``reads``: rows read out per chunk (real patches, padded),
+    ``n_pairs``: prompt pairs whose base runs the blocks read."""
 
     n_pos: int
     tokens: int
     rows: int
     blocks: int
     reads: int
+    n_pairs: int = 1
+
+    @property
+    def n_base(self) -> int:
+        """Packed indices taken by the base runs (every pair's positions)."""
+        return self.n_pairs * self.n_pos
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -55,11 +64,12 @@ class BlockLayout:
 
     - ``block_layer [block]``: the layer the block starts at (``n_layers``: pad block),
     - ``row_start [block, row]``: first position the row recomputes (``n_pos``: pad row),
-    - ``row_offset [block, row]``: packed index of the row's first token (``>= n_pos``),
+    - ``row_offset [block, row]``: packed index of the row's first token (``>= n_base``),
     - ``row_layer [block, row]``: the layer its patch applies at (-1: pad row),
     - ``row_layer_stop [block, row]``: one past the last layer it applies at
       (``row_layer + 1`` for a single-layer patch; more for a patch over a window of
       layers, as causal tracing restores; -1: pad row),
+    - ``row_pair [block, row]``: the prompt pair the row patches (0: pad row),
     - ``row_<field> [block, row]``: the patch's location indices (-1: whole axis),
     - ``token_pos [block, token]`` / ``token_row [block, token]``: each token's position
       and row,
@@ -97,17 +107,22 @@ def build_blocks(
     max_tokens: int = MAX_BLOCK_TOKENS,
     multiple_of: int = 1,
     layer_stop: Optional[np.ndarray] = None,
+    pair: Optional[np.ndarray] = None,
+    n_pairs: int = 1,
 ) -> BlockLayout:
     """Lay out patches (``layer``, ``start`` and location ``fields``, each ``[n_patches]``)
     as blocks, in ``n_chunks`` chunks (fewer if there are fewer blocks; rounded up to a
     multiple of ``multiple_of``, the devices the chunks are sharded over).
 
     ``layer_stop [n_patches]``: a patch applies at layers ``layer .. layer_stop - 1``
-    (a window of layers); None: at ``layer`` only."""
+    (a window of layers); None: at ``layer`` only. ``pair [n_patches]``: the prompt pair
+    of each patch, of ``n_pairs`` (None: all pair 0)."""
     layer, start = np.asarray(layer, np.int64), np.asarray(start, np.int64)
     layer_stop = layer + 1 if layer_stop is None else np.asarray(layer_stop, np.int64)
     if layer_stop.shape != layer.shape or np.any(layer_stop <= layer):
         raise PatchingError("layer_stop must be [n_patches] with layer_stop > layer for every patch")
+    pair = np.zeros(len(layer), np.int64) if pair is None else np.asarray(pair, np.int64)
+    n_base = n_pairs * n_pos
     length = n_pos - start
     groups = {int(k): np.flatnonzero(layer == k) for k in np.unique(layer)}
     size = block_tokens(n_pos, n_layers, {k: length[g] for k, g in groups.items()}, max_tokens)
@@ -121,7 +136,7 @@ def build_blocks(
     chunks = _balance(blocks, n_chunks, per_chunk, n_layers)
     n_rows = max([len(b) for _, b in blocks], default=0) + 1
     n_reads = max(1, max(sum(len(b) for _, b in chunk) for chunk in chunks))
-    shape = BlockShape(n_pos, size, n_rows, per_chunk, n_reads)
+    shape = BlockShape(n_pos, size, n_rows, per_chunk, n_reads, n_pairs)
 
     def full(shape_, value):
         return np.full((n_chunks,) + shape_, value, np.int32)
@@ -129,9 +144,10 @@ def build_blocks(
     data = {
         "block_layer": full((per_chunk,), n_layers),
         "row_start": full((per_chunk, n_rows), n_pos),
-        "row_offset": full((per_chunk, n_rows), n_pos),
+        "row_offset": full((per_chunk, n_rows), n_base),
         "row_layer": full((per_chunk, n_rows), -1),
         "row_layer_stop": full((per_chunk, n_rows), -1),
+        "row_pair": full((per_chunk, n_rows), 0),
         **{f"row_{f}": full((per_chunk, n_rows), -1) for f in FIELDS if f != "layer"},
         # Pad tokens belong to the pad row (last slot) at the last position.
         "token_pos": full((per_chunk, size), n_pos - 1),
@@ -144,24 +160,25 @@ def build_blocks(
         reads = 0
         for b, (k, ids) in enumerate(chunk):
             data["block_layer"][c, b] = k
-            offset = n_pos
+            offset = n_base
             for r, patch in enumerate(ids):
                 p = int(start[patch])
                 data["row_start"][c, b, r] = p
                 data["row_offset"][c, b, r] = offset
                 data["row_layer"][c, b, r] = layer[patch]
                 data["row_layer_stop"][c, b, r] = layer_stop[patch]
+                data["row_pair"][c, b, r] = pair[patch]
                 for f in FIELDS:
                     if f != "layer":
                         data[f"row_{f}"][c, b, r] = fields[f][patch]
-                t = offset - n_pos
+                t = offset - n_base
                 data["token_pos"][c, b, t : t + n_pos - p] = np.arange(p, n_pos)
                 data["token_row"][c, b, t : t + n_pos - p] = r
                 offset += n_pos - p
                 data["read_block"][c, reads], data["read_row"][c, reads] = b, r
                 patch_of_read[c, reads] = patch
                 reads += 1
-            assert offset - n_pos <= size
+            assert offset - n_base <= size
     return BlockLayout(shape, data, patch_of_read, data["block_layer"].copy())
 
 

@@ -43,6 +43,9 @@ class PackedPatches(SiteHooks):
     ``row_layer .. row_layer_stop - 1``) and ``row_<field>`` location arrays ``[row]``.
     ``query_pos [query]``: absolute position of each query slot of the padded
     attention view (for attention-pattern sites). ``only``: restrict to these sites.
+    ``token_pair [tokens]``: with a batch of prompt pairs, each token's pair; ``source``
+    then has a leading pair axis (``[pair, pos, ...]`` / ``[pair, head, query_pos,
+    key_pos]``) and each row reads its own pair's values (``rows["row_pair"]``).
     """
 
     def __init__(
@@ -56,8 +59,10 @@ class PackedPatches(SiteHooks):
         source: Array,
         query_pos: Int[Array, " query"],
         only: Optional[frozenset] = None,
+        token_pair: Optional[Int[Array, " token"]] = None,
     ):
         self.site, self.dims, self.layer, self.rows = site, dims, layer, rows
+        self.token_pair = token_pair
         self.token_pos, self.token_row, self.source, self.query_pos = token_pos, token_row, source, query_pos
         self.active = only is None or site in only
 
@@ -83,7 +88,11 @@ class PackedPatches(SiteHooks):
                 shape = [x.shape[0]] + [1] * (x.ndim - 1)
                 shape[axis] = x.shape[axis]
                 mask = mask & am.reshape(shape)
-        return jnp.where(mask, take(self.source, pos), x)
+        if self.token_pair is None:
+            value = take(self.source, pos)
+        else:
+            value = self.source.at[self.token_pair, pos].get(mode="promise_in_bounds", wrap_negative_indices=False)
+        return jnp.where(mask, value, x)
 
     def _patch_rows(self, x: Float[Array, "row head query key_pos"]) -> Float[Array, "row head query key_pos"]:
         r = self.rows
@@ -92,8 +101,11 @@ class PackedPatches(SiteHooks):
         mask = mask & _selects(r["row_head"][:, None], jnp.arange(n_heads)[None])[:, :, None, None]
         mask = mask & _selects(r["row_pos"][:, None], self.query_pos[None])[:, None, :, None]
         mask = mask & _selects(r["row_key_pos"][:, None], jnp.arange(n_keys)[None])[:, None, None, :]
-        source = take(jnp.moveaxis(self.source, 1, 0), self.query_pos)  # [query, head, key_pos]
-        return jnp.where(mask, jnp.moveaxis(source, 0, 1)[None], x)
+        if self.token_pair is None:
+            source = take(jnp.moveaxis(self.source, 1, 0), self.query_pos)  # [query, head, key_pos]
+            return jnp.where(mask, jnp.moveaxis(source, 0, 1)[None], x)
+        source = take(self.source, r["row_pair"])[:, :, self.query_pos]  # [row, head, query, key_pos]
+        return jnp.where(mask, source, x)
 
 
 def _applies(first, stop, layer):

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ...core.pair_metrics import PairMetric
 from ...core.readout import Readout, evaluate_metric, split_metric
 from ...engine.sweep import sweep
 from ...model.interventions import Patch
@@ -75,6 +77,81 @@ def plain_sweep(
         mesh=mesh,
         checkpoint=checkpoint,
     )
+
+
+class PairPatchedMetric(eqx.Module):
+    """``(location, model, source, tokens, mask) -> [pair]``: one patch applied to every
+    pair's base run (``tokens [pair, pos]``, values from ``source [pair, layer, ...]``),
+    each scored by its own metric (a `PairMetric`), vmapped over pairs."""
+
+    site: str = eqx.field(static=True)
+    metric: PairMetric
+    readout: Readout = eqx.field(static=True)
+    extra: tuple = ()
+    checks: bool = eqx.field(static=True, default=True)
+    masked: bool = eqx.field(static=True, default=False)  # pass the attention mask to the runs
+
+    def __call__(self, loc: dict, model, source: Array, tokens: Int[Array, "pair pos"], mask) -> Float[Array, " pair"]:
+        def one(src, toks, m, pair):
+            logits, _ = model.run(
+                toks,
+                [*self.extra, Patch(self.site, src, **loc)],
+                readout=self.readout,
+                checks=self.checks,
+                attention_mask=m if self.masked else None,
+            )
+            return evaluate_metric(self.metric.at(pair), logits, self.readout)
+
+        return jax.vmap(one)(source, tokens, mask, jnp.arange(tokens.shape[0]))
+
+
+def plain_pair_sweep(
+    model,
+    base_tokens: Int[Array, "pair pos"],
+    source: Float[Array, "pair layer ..."],
+    grid: PatchGrid,
+    metric: PairMetric,
+    readout: Readout,
+    batch_size: Optional[int] = None,
+    progress: bool = False,
+    mesh=None,
+    interventions: tuple = (),
+    checks: bool = True,
+    attention_mask: Optional[Int[Array, "pair pos"]] = None,
+) -> Float[Array, "patch pair"]:
+    """`plain_sweep` over a batch of pairs: ``[n_patches, n_pairs]``, one compiled program
+    (``batch_size``: patches per chunk, each run on every pair)."""
+    locations = {f: np.asarray(v) for f, v in grid.fields.items()}
+    masked = attention_mask is not None
+    mask = attention_mask if masked else jnp.ones(base_tokens.shape, jnp.int32)
+    fn = PairPatchedMetric(grid.site, metric, readout, tuple(interventions), checks, masked)
+    return sweep(
+        fn,
+        locations,
+        model,
+        source,
+        jnp.asarray(base_tokens),
+        mask,
+        batch_size=batch_size,
+        progress=progress,
+        mesh=mesh,
+    )
+
+
+def pair_source_site(model, tokens: Int[Array, "pair pos"], site: str, interventions: tuple = (), attention_mask=None):
+    """Every pair's activation at ``site``, ``[pair, layer, ...]`` (``interventions``
+    applied, padding masked)."""
+    return _pair_source_site(model, tokens, attention_mask, tuple(interventions), site)
+
+
+@eqx.filter_jit
+def _pair_source_site(model, tokens, mask, interventions, site):
+    def one(t, m):
+        return model.run(t, list(interventions), cache=frozenset({site}), readout=None, attention_mask=m)[1][site]
+
+    if mask is None:
+        return jax.vmap(lambda t: one(t, None))(tokens)
+    return jax.vmap(one)(tokens, mask)
 
 
 def plain_bytes_per_patch(cfg, n_pos: int, readout: Readout) -> int:
