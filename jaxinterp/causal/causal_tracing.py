@@ -457,7 +457,7 @@ def _noisy_runs(model, tokens, subject, keys, std, answer, *, readout):
         v=cache["attn.v"],
         final=cache["resid_post"][:, -1],
         site=jnp.zeros((keys.shape[0],)),  # unused: the clean activations come separately
-        metric=prob,
+        metric=prob[:, None],  # [sample, pair]: one pair per noisy run
     )
 
 
@@ -470,7 +470,8 @@ def _fast_program(model, noisy, clean, data, answer, *, shape, site, readout, la
     def metric(logits):
         return jax.nn.softmax(logits[-1].astype(jnp.float32))[answer]
 
-    source = jnp.stack([clean, clean])  # the engine reads the source run as site[1]
+    # The engine reads the source run as site[1], with a pair axis (one pair): [2, layer, 1, pos, ...].
+    source = jnp.stack([clean, clean])[:, :, None]
 
     def one_sample(runs, d):
         runs = CachedRuns(runs.resid, runs.k, runs.v, runs.final, source, runs.metric)

@@ -148,7 +148,16 @@ def fast_layout(
     share = -(-int((n_pos - start).sum()) // max(1, n_chunks))
     max_tokens = min(max_block_tokens, max(n_pos, share))
     return build_blocks(
-        n_pos, cfg.n_layers, grid.layer[patch], start, fields, n_chunks, max_tokens, multiple_of, pair, n_pairs
+        n_pos,
+        cfg.n_layers,
+        grid.layer[patch],
+        start,
+        fields,
+        n_chunks,
+        max_tokens,
+        multiple_of,
+        pair=pair,
+        n_pairs=n_pairs,
     )
 
 
@@ -340,13 +349,18 @@ def _cached_runs(model, base_tokens, source_tokens, mask, metric_arrays, *, site
 
 
 def metric_values(
-    metric: Callable, logits: Float[Array, "row read cols"], readout: Readout, pair: Int[Array, " row"]
+    metric: Callable,
+    logits: Float[Array, "row read cols"],
+    readout: Readout,
+    pair: Int[Array, " row"],
+    compact: bool = False,
 ) -> Float[Array, " row"]:
     """The metric of each row of read logits; with a `PairMetric`, row ``r`` is scored by
-    the metric of its pair ``pair[r]``."""
+    the metric of its pair ``pair[r]``. ``compact``: the logits are at `logit_columns`
+    (a sweep's unembedding), not at the readout's columns (`Transformer.run`'s)."""
     if isinstance(metric, PairMetric):
-        return jax.vmap(lambda lg, p: evaluate_metric(metric.at(p), lg, readout, compact=True))(logits, pair)
-    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout, compact=True))(logits)
+        return jax.vmap(lambda lg, p: evaluate_metric(metric.at(p), lg, readout, compact))(logits, pair)
+    return jax.vmap(lambda lg: evaluate_metric(metric, lg, readout, compact))(logits)
 
 
 def block_sweep(
@@ -417,9 +431,9 @@ def block_sweep(
             resid = take(resid_all, index)
         else:  # every position read: unembed each packed token once, then gather
             logits = take(model.to_logits(resid_all, columns), index)
-            return metric_values(metric, logits, readout, read_pair)
+            return metric_values(metric, logits, readout, read_pair, compact=True)
     logits = model.to_logits(resid, columns)
-    return metric_values(metric, logits, readout, read_pair)
+    return metric_values(metric, logits, readout, read_pair, compact=True)
 
 
 class _BlockLayer:
