@@ -21,8 +21,11 @@ from ..core.errors import CheckpointError, ConfigError
 from ..model import Transformer
 from ..model.sharding import DEFAULT_RULES, AxisRules, param_shapes, param_shardings, path_name, shard_model
 
-# Every float parameter the architecture has, with its (layer-stacked) shape.
-expected_params = param_shapes
+
+def expected_params(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every float parameter the architecture has, with its (layer-stacked) shape: what
+    a converted checkpoint must provide (`jaxinterp.model.sharding.param_shapes`)."""
+    return param_shapes(cfg)
 
 
 def check_dtype(dtype) -> jnp.dtype:
