@@ -47,7 +47,7 @@ from ..core.labelled import LabelledArray
 from ..core.readout import Readout
 from ..model.interventions import Noise, Patch
 from ..model.transformer import check_tokens
-from .patching.fast import QUICK_COMPILE_FLOPS, QUICK_COMPILE_OPTIONS, fast_supported
+from .patching.fast import QuickCompiled, fast_supported
 
 __all__ = [
     "causal_trace",
@@ -413,8 +413,9 @@ def _fast_maps(model, tokens, answer, subject, keys, std, clean_cache, sites, wi
         n_chunks = 1 if batch_size is None else math.ceil(rows.pos.shape[0] / batch_size)
         layout = _rows_layout(cfg, n_pos, rows, n_chunks)
         flops = keys.shape[0] * fast_flops(cfg, layout, readout, last_layer_subset, cached_runs=False)
-        out = _run_fast_program(
+        out = _fast_programs(
             flops,
+            None,
             model,
             noisy,
             clean_cache[rows.site],
@@ -521,22 +522,5 @@ def trace_flops(
 
 
 _FAST_STATIC = ("shape", "site", "readout", "last_layer_subset")
-_fast_programs = jax.jit(_fast_program, static_argnames=_FAST_STATIC)
-_quick_programs = [
-    # Older/newer XLA builds lack some options: fall back to fewer.
-    jax.jit(_fast_program, static_argnames=_FAST_STATIC, compiler_options=QUICK_COMPILE_OPTIONS),
-    jax.jit(_fast_program, static_argnames=_FAST_STATIC, compiler_options={"xla_backend_optimization_level": 0}),
-]
-
-
-def _run_fast_program(flops: float, *args, **static):
-    """Run the fast program, compiled for speed of compiling when the work is small
-    (on CPU), as the fast patching engine does (`QUICK_COMPILE_FLOPS`)."""
-    if flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu":
-        for program in _quick_programs:
-            try:
-                return program(*args, **static)
-            except Exception as error:
-                if "compile option" not in str(error):
-                    raise
-    return _fast_programs(*args, **static)
+# Compiled for speed of compiling when the work is small, as the fast patching engine is.
+_fast_programs = QuickCompiled(_fast_program, _FAST_STATIC)

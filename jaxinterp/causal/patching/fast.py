@@ -240,27 +240,42 @@ _STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress"
 QUICK_COMPILE_FLOPS = 2e10
 QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
-fast_program = jax.jit(_program, static_argnames=_STATIC)
-_quick_programs = [
-    # Older/newer XLA builds lack some options: fall back to fewer.
-    jax.jit(_program, static_argnames=_STATIC, compiler_options=QUICK_COMPILE_OPTIONS),
-    jax.jit(_program, static_argnames=_STATIC, compiler_options={"xla_backend_optimization_level": 0}),
-]
+
+class QuickCompiled:
+    """``fn`` jitted twice over: normally (``.program``) and for speed of compiling
+    (XLA's backend optimisation off), used when asked to or, by default, when the work is
+    small on CPU (``flops < QUICK_COMPILE_FLOPS``): compiling dominates there."""
+
+    def __init__(self, fn: Callable, static_argnames: tuple):
+        self.program = jax.jit(fn, static_argnames=static_argnames)
+        self.quick = [
+            # Older/newer XLA builds lack some options: fall back to fewer.
+            jax.jit(fn, static_argnames=static_argnames, compiler_options=QUICK_COMPILE_OPTIONS),
+            jax.jit(fn, static_argnames=static_argnames, compiler_options={"xla_backend_optimization_level": 0}),
+        ]
+
+    def __call__(self, flops: float, quick_compile: Optional[bool], *args, **static):
+        if quick_compile is None:
+            quick_compile = flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
+        if quick_compile:
+            for program in self.quick:
+                try:
+                    return program(*args, **static)
+                except Exception as error:
+                    if "compile option" not in str(error):
+                        raise
+        return self.program(*args, **static)
+
+
+_programs = QuickCompiled(_program, _STATIC)
+fast_program = _programs.program
+_quick_programs = _programs.quick
 
 
 def _run(args, static, flops: float, quick_compile: Optional[bool]):
     """Run the sweep, compiled for speed of compiling when asked to or, by default,
     when the sweep is small (on CPU)."""
-    if quick_compile is None:
-        quick_compile = flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
-    if quick_compile:
-        for program in _quick_programs:
-            try:
-                return program(*args, **static)
-            except Exception as error:
-                if "compile option" not in str(error):
-                    raise
-    return fast_program(*args, **static)
+    return _programs(flops, quick_compile, *args, **static)
 
 
 class CachedRuns(eqx.Module):
