@@ -1,5 +1,6 @@
 """Every `ModelConfig` feature flag, flipped one at a time on a tiny base model: the fast
-sweep engine, the plain engine and a Python loop of single patches agree.
+sweep engine and a Python loop of single patches agree (and the plain engine, on the flags
+`PLAIN_FLAGS` names).
 
 The fast engine runs the model's blocks on packed tokens with its own attention module;
 both share one attention core (`jaxinterp.model.attention.attend`). A flag that one path
@@ -74,6 +75,13 @@ FLAGS = {
 }
 
 
+# The plain engine is a `vmap` of the model's own forward pass, the same code path as the loop
+# below, so a flag cannot split them; it is compared on the flags whose code changes under
+# `vmap` (expert routing, windows, the parallel block) and the base model. Every flag runs
+# against the fast engine, whose packed blocks re-implement the forward pass.
+PLAIN_FLAGS = ("base", "moe", "sliding_window", "parallel_attn_mlp", "rope_longrope")
+
+
 def loop_reference(model, clean, corrupt, metric):
     """``[layer, pos]``: the metric of the corrupted run with clean ``resid_pre`` patched in at one cell."""
     _, cache = model.run_with_cache(clean, names=["resid_pre"])
@@ -100,6 +108,7 @@ def test_fast_equals_plain_equals_loop(name):
     expected = loop_reference(model, clean, corrupt, metric)
     assert np.ptp(expected) > 1e-3, "the sweep must move the metric for the comparison to mean anything"
     fast = np.asarray(activation_patch(model, clean, corrupt, metric, "resid_pre", method="fast"))
-    plain = np.asarray(activation_patch(model, clean, corrupt, metric, "resid_pre", method="plain"))
     np.testing.assert_allclose(fast, expected, atol=2e-5, rtol=1e-4)
-    np.testing.assert_allclose(plain, expected, atol=2e-5, rtol=1e-4)
+    if name in PLAIN_FLAGS:
+        plain = np.asarray(activation_patch(model, clean, corrupt, metric, "resid_pre", method="plain"))
+        np.testing.assert_allclose(plain, expected, atol=2e-5, rtol=1e-4)
