@@ -242,3 +242,102 @@ def test_window_rows_in_block_layout():
     assert (d["row_layer_stop"][d["row_layer"] < 0] == -1).all()  # pad rows never apply
     with pytest.raises(PatchingError, match="layer_stop"):
         build_blocks(n_pos, 7, first[:4], start, fields, layer_stop=first[:4])
+
+
+# --- A dataset of prompts (causal_trace_dataset): each item equals its own trace
+
+ITEMS = jnp.array([[1, 5, 7, 9, 3, 11], [4, 2, 8, 6, 10, 12], [3, 9, 14, 2, 7, 0]])
+ITEM_MASK = jnp.array([[1] * 6, [1] * 6, [1] * 5 + [0]])  # the third prompt has 5 tokens
+ITEM_SUBJECTS = [[1, 2], [0], slice(2, 4)]
+
+
+@pytest.fixture(scope="module")
+def dataset(model):
+    from jaxinterp.causal.causal_tracing import causal_trace_dataset
+
+    return causal_trace_dataset(
+        model,
+        ITEMS,
+        ITEM_SUBJECTS,
+        attention_mask=ITEM_MASK,
+        n_samples=N_SAMPLES,
+        window=WINDOW,
+        key=KEY,
+        kinds=("hidden", "mlp"),  # the attention window runs as the MLP one (fewer compiles)
+    )
+
+
+def test_dataset_items_equal_single_traces(model, trace, dataset):
+    lengths = [6, 6, 5]
+    assert list(dataset.lengths) == lengths
+    for i, n in enumerate(lengths):
+        single = (
+            trace
+            if i == 0
+            else causal_trace(
+                model,
+                ITEMS[i, :n],
+                ITEM_SUBJECTS[i],
+                n_samples=N_SAMPLES,
+                window=WINDOW,
+                key=KEY,
+                kinds=("hidden", "mlp"),
+            )
+        )
+        got = dataset[i]
+        assert got.answer == single.answer and got.subject == single.subject
+        assert got.clean_prob == pytest.approx(single.clean_prob, abs=1e-6)
+        assert got.corrupted_prob == pytest.approx(single.corrupted_prob, abs=1e-6)
+        assert got.attn is None
+        for kind in ("hidden", "mlp"):
+            np.testing.assert_allclose(
+                np.asarray(getattr(got, kind)), np.asarray(getattr(single, kind)), atol=1e-5, err_msg=f"{i} {kind}"
+            )
+    # Averaged: position by position over the items long enough (NaN past a prompt's end).
+    stacked = np.asarray(dataset.stacked("mlp"))
+    assert stacked.shape == (3, CFG.n_layers, 6) and np.isnan(stacked[2, :, 5]).all()
+    mean = np.asarray(dataset.mean("mlp"))
+    np.testing.assert_allclose(mean[:, :5], stacked[:, :, :5].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(mean[:, 5], stacked[:2, :, 5].mean(0), rtol=1e-6)
+    ie = np.asarray(dataset.mean("hidden", indirect=True))
+    np.testing.assert_allclose(
+        ie[:, 0], np.mean([np.asarray(t.hidden)[:, 0] - t.corrupted_prob for t in dataset.traces], 0), rtol=1e-5
+    )
+
+
+def test_dataset_full_method_and_given_answers(model, dataset):
+    from jaxinterp.causal.causal_tracing import causal_trace_dataset
+
+    answers = [dataset[0].answer, 7]
+    full = causal_trace_dataset(
+        model,
+        ITEMS[:2],
+        ITEM_SUBJECTS[:2],
+        answers,
+        n_samples=N_SAMPLES,
+        window=WINDOW,
+        key=KEY,
+        kinds=("hidden",),
+        method="full",
+    )
+    np.testing.assert_allclose(np.asarray(full[0].hidden), np.asarray(dataset[0].hidden), atol=1e-6)
+    single = causal_trace(
+        model, ITEMS[1], ITEM_SUBJECTS[1], answer=7, n_samples=N_SAMPLES, key=KEY, kinds=("hidden",), method="full"
+    )
+    np.testing.assert_allclose(np.asarray(full[1].hidden), np.asarray(single.hidden), atol=1e-6)
+
+
+def test_dataset_bad_inputs(model):
+    from jaxinterp.causal.causal_tracing import causal_trace_dataset
+    from jaxinterp.core.errors import AttentionMaskError, PairBatchError
+
+    with pytest.raises(PairBatchError, match=r"\[item, pos\]"):
+        causal_trace_dataset(model, TOKENS, [[1]])
+    with pytest.raises(PairBatchError, match="one subject per prompt"):
+        causal_trace_dataset(model, ITEMS, [[1], [2]])
+    with pytest.raises(AttentionMaskError, match="right-padded"):
+        causal_trace_dataset(model, ITEMS, ITEM_SUBJECTS, attention_mask=ITEM_MASK[:, ::-1])
+    with pytest.raises(ValueError, match="out of range"):
+        causal_trace_dataset(model, ITEMS, [[1], [1], [5]], attention_mask=ITEM_MASK)
+    with pytest.raises(PairBatchError, match="one token id per prompt"):
+        causal_trace_dataset(model, ITEMS, ITEM_SUBJECTS, [1, 2])

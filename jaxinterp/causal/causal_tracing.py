@@ -57,6 +57,8 @@ __all__ = [
     "window_mask",
     "window_bounds",
     "trace_flops",
+    "causal_trace_dataset",
+    "CausalTraces",
 ]
 
 KINDS = {"hidden": None, "mlp": "mlp_out", "attn": "attn_out"}
@@ -202,26 +204,13 @@ def causal_trace(
     cfg = model.cfg
     tokens = check_tokens(tokens, cfg)
     if tokens.ndim != 1:
-        raise ValueError(f"causal_trace traces one prompt: tokens must be [pos], got shape {tokens.shape}")
+        raise ValueError(
+            f"causal_trace traces one prompt: tokens must be [pos], got shape {tokens.shape} "
+            "(causal_trace_dataset traces a batch of prompts)"
+        )
     n_pos = tokens.shape[0]
     subject_mask = _subject_mask(subject, n_pos)
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
-        raise ValueError(f"kinds must be a non-empty subset of {list(KINDS)}, got {list(kinds)}")
-    if hidden_site not in ("resid_post", "resid_pre"):
-        raise ValueError(f"hidden_site must be 'resid_post' or 'resid_pre', got {hidden_site!r}")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-    if not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be a positive int (layers restored together), got {window!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if method == "fast" and not fast_supported(cfg):
-        raise ValueError(
-            "method='fast' needs causal attention (a restoration at position p must not change earlier "
-            "positions); this model is bidirectional: use method='full' or 'auto'"
-        )
-    fast = method == "fast" or (method == "auto" and fast_supported(cfg))
+    fast = _check_options(cfg, kinds, hidden_site, n_samples, window, method)
     std = embedding_noise_std(model, noise) if noise_std is None else float(noise_std)
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, n_samples)
 
@@ -274,6 +263,27 @@ def causal_trace(
         window=window,
         answer_label=answer_label,
     )
+
+
+def _check_options(cfg, kinds, hidden_site, n_samples, window, method) -> bool:
+    """Check `causal_trace`'s options; return whether the fast path runs."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of {list(KINDS)}, got {list(kinds)}")
+    if hidden_site not in ("resid_post", "resid_pre"):
+        raise ValueError(f"hidden_site must be 'resid_post' or 'resid_pre', got {hidden_site!r}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive int (layers restored together), got {window!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if method == "fast" and not fast_supported(cfg):
+        raise ValueError(
+            "method='fast' needs causal attention (a restoration at position p must not change earlier "
+            "positions); this model is bidirectional: use method='full' or 'auto'"
+        )
+    return method == "fast" or (method == "auto" and fast_supported(cfg))
 
 
 def _full_maps(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size):
@@ -426,16 +436,21 @@ def _fast_maps(model, tokens, answer, subject, keys, std, clean_cache, sites, wi
             readout=readout,
             last_layer_subset=last_layer_subset,
         )
-        probs = np.full((cfg.n_layers, n_pos), np.nan, np.float32)
-        out, read = np.asarray(out), layout.patch_of_read >= 0
-        patch = layout.patch_of_read[read]
-        probs[rows.cell_layer[patch], rows.cell_pos[patch]] = out[read]
-        if kind == "hidden" and site == "resid_post":
-            # The final residual: restoring it changes the answer only at the last position.
-            probs[-1] = corrupted
-            probs[-1, -1] = clean_prob
-        values[kind] = probs
+        values[kind] = _fill_map(cfg, n_pos, kind, site, rows, layout, np.asarray(out), corrupted, clean_prob)
     return values, corrupted
+
+
+def _fill_map(cfg, n_pos, kind, site, rows, layout, out, corrupted, clean_prob) -> np.ndarray:
+    """One map ``[layer, pos]`` from the engine's read-out values ``out`` (as ``layout.patch_of_read``)."""
+    probs = np.full((cfg.n_layers, n_pos), np.nan, np.float32)
+    read = layout.patch_of_read >= 0
+    patch = layout.patch_of_read[read]
+    probs[rows.cell_layer[patch], rows.cell_pos[patch]] = out[read]
+    if kind == "hidden" and site == "resid_post":
+        # The final residual: restoring it changes the answer only at the last position.
+        probs[-1] = corrupted
+        probs[-1, -1] = clean_prob
+    return probs
 
 
 @functools.partial(jax.jit, static_argnames=("readout",))
@@ -524,3 +539,302 @@ def trace_flops(
 _FAST_STATIC = ("shape", "site", "readout", "last_layer_subset")
 # Compiled for speed of compiling when the work is small, as the fast patching engine is.
 _fast_programs = QuickCompiled(_fast_program, _FAST_STATIC)
+
+
+# ---------------------------------------------------------------------------------
+# A dataset of prompts: every item of one length in the same compiled program.
+
+
+@dataclasses.dataclass
+class CausalTraces:
+    """Result of `causal_trace_dataset`: ``traces``, one `CausalTrace` per item, each
+    ``[layer, pos]`` at its prompt's own length (``lengths [item]``)."""
+
+    traces: list
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.traces)
+
+    def __getitem__(self, i: int) -> CausalTrace:
+        return self.traces[i]
+
+    @property
+    def clean_prob(self) -> np.ndarray:
+        """``[item]``: p(answer) of each clean prompt."""
+        return np.array([t.clean_prob for t in self.traces])
+
+    @property
+    def corrupted_prob(self) -> np.ndarray:
+        """``[item]``: p(answer) with noise and no restoration (mean over samples)."""
+        return np.array([t.corrupted_prob for t in self.traces])
+
+    def stacked(self, kind: str, indirect: bool = False) -> LabelledArray:
+        """``[item, layer, pos]``: every item's map (``indirect``: less its corrupted
+        probability), positions counted from each prompt's start, NaN past its length."""
+        first = self.traces[0]._get(kind)
+        n_layers, n_pos = first.values.shape[0], int(max(self.lengths))
+        out = np.full((len(self.traces), n_layers, n_pos), np.nan, np.float32)
+        for i, trace in enumerate(self.traces):
+            values = np.asarray(trace._get(kind).values)
+            out[i, :, : values.shape[1]] = values - (trace.corrupted_prob if indirect else 0.0)
+        return LabelledArray(out, ("item", "layer", "pos"), {}, name=first.name)
+
+    def mean(self, kind: str, indirect: bool = False) -> LabelledArray:
+        """``[layer, pos]``: the items' maps (``indirect``: indirect effects) averaged
+        over items, position by position from each prompt's start; a cell averages the
+        items long enough to have it. (Averages over aligned token groups, as ROME's,
+        are a reduction of `stacked` with each item's `CausalTrace.subject`.)"""
+        stacked = self.stacked(kind, indirect)
+        with np.errstate(invalid="ignore"):
+            values = np.nanmean(np.asarray(stacked.values), axis=0)
+        what = "indirect effect" if indirect else "p(answer)"
+        return LabelledArray(values, ("layer", "pos"), {}, name=f"mean {what} over {len(self)} prompts ({kind})")
+
+
+def causal_trace_dataset(
+    model,
+    tokens: Int[Array, "item pos"],
+    subjects,
+    answers: Optional[Sequence[int]] = None,
+    *,
+    attention_mask=None,
+    n_samples: int = 10,
+    noise: float = 3.0,
+    noise_std: Optional[float] = None,
+    window: int = 10,
+    kinds: Sequence[str] = ("hidden", "mlp", "attn"),
+    hidden_site: str = "resid_post",
+    key: Optional[PRNGKeyArray] = None,
+    batch_size: Optional[int] = 32,
+    answer_labels: Optional[Sequence[str]] = None,
+    method: str = "auto",
+) -> CausalTraces:
+    """ROME causal tracing of a batch of prompts: each item's maps equal
+    `causal_trace` of that prompt alone (same ``key``, so the same noise samples).
+
+    Args:
+        tokens: int ``[item, pos]``: prompts of one length, or right-padded to one with
+            ``attention_mask`` (``[item, pos]``, 1 for real tokens first, then 0). Each
+            answer is predicted at its prompt's last real token.
+        subjects: per item, the subject's positions (indices, a slice or a bool mask
+            over the prompt's real tokens), or one bool array ``[item, pos]``.
+        answers: ``[item]`` token ids; default each clean prompt's top prediction.
+        batch_size: (restoration, item) rows evaluated at once (times ``n_samples``);
+            bounds memory.
+        The other arguments are `causal_trace`'s, shared by every item.
+
+    Items of the same length run together in one compiled program per kind (the
+    restorations of every item in the same blocks, a ``vmap`` over items); items of
+    different lengths in one program per length (no loop over items). Returns
+    `CausalTraces` (per item; ``.mean(kind)`` averaged).
+    """
+    from ..core.errors import AttentionMaskError, PairBatchError
+
+    cfg = model.cfg
+    tokens = check_tokens(tokens, cfg)
+    if tokens.ndim != 2:
+        raise PairBatchError(
+            f"causal_trace_dataset takes a batch of prompts: tokens must be [item, pos], got shape {tokens.shape}"
+        )
+    n_items, n_pos = tokens.shape
+    fast = _check_options(cfg, kinds, hidden_site, n_samples, window, method)
+    lengths = np.full(n_items, n_pos)
+    if attention_mask is not None:
+        m = np.asarray(attention_mask)
+        if m.shape != (n_items, n_pos):
+            raise AttentionMaskError(
+                f"attention_mask must have the tokens' shape [item, pos] = {(n_items, n_pos)}, got {m.shape}"
+            )
+        if not np.isin(m, (0, 1)).all():
+            raise AttentionMaskError("attention_mask must hold 0 (padding) and 1 (real token) only")
+        lengths = m.sum(axis=1).astype(int)
+        if not (m == (np.arange(n_pos)[None] < lengths[:, None])).all():
+            raise AttentionMaskError("attention_mask must be right-padded: each prompt's real tokens (1) first, then 0")
+        if (lengths == 0).any():
+            raise AttentionMaskError(f"attention_mask row {int(np.flatnonzero(lengths == 0)[0])} has no real token")
+    subject_rows = _item_subjects(subjects, n_items, n_pos, lengths)
+    if answers is not None:
+        answers = np.asarray(answers).reshape(-1)
+        if answers.shape != (n_items,):
+            raise PairBatchError(f"answers must hold one token id per prompt ({n_items}), got shape {answers.shape}")
+        if ((answers < 0) | (answers >= cfg.d_vocab)).any():
+            raise ValueError(
+                f"answer token ids must be in the vocabulary (0..{cfg.d_vocab - 1}), got {answers.tolist()}"
+            )
+    std = embedding_noise_std(model, noise) if noise_std is None else float(noise_std)
+    keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, n_samples)
+    sites = {k: (hidden_site if k == "hidden" else KINDS[k]) for k in kinds}
+    names = set(sites.values()) | ({"resid_pre"} if fast and "hidden" in sites else set())
+
+    traces: list = [None] * n_items
+    for n in sorted(set(lengths.tolist())):  # one program per prompt length
+        idx = np.flatnonzero(lengths == n)
+        toks = tokens[jnp.asarray(idx), :n]
+        subject = jnp.stack([subject_rows[i] for i in idx])
+        logits, cache = _clean_runs(model, toks, frozenset(names), n)
+        clean_probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        answer = jnp.argmax(clean_probs, axis=-1) if answers is None else jnp.asarray(answers[idx])
+        clean_p = np.asarray(jnp.take_along_axis(clean_probs, answer[:, None], axis=1)[:, 0])
+        if fast:
+            values, corrupted = _fast_maps_items(
+                model, toks, answer, subject, keys, std, cache, sites, window, batch_size, clean_p
+            )
+        else:
+            values, corrupted = _full_maps_items(
+                model, toks, answer, subject, keys, std, cache, sites, window, batch_size
+            )
+        for j, i in enumerate(idx):
+            maps = {
+                kind: LabelledArray(
+                    v[j],
+                    ("layer", "pos"),
+                    {},
+                    name=f"p(answer), restoring {kind}" + ("" if kind == "hidden" else f" (window {window})"),
+                )
+                for kind, v in values.items()
+            }
+            traces[i] = CausalTrace(
+                hidden=maps.get("hidden"),
+                mlp=maps.get("mlp"),
+                attn=maps.get("attn"),
+                clean_prob=float(clean_p[j]),
+                corrupted_prob=float(corrupted[j]),
+                answer=int(answer[j]),
+                subject=tuple(int(p) for p in np.flatnonzero(np.asarray(subject[j]))),
+                noise_std=std,
+                window=window,
+                answer_label="" if answer_labels is None else answer_labels[i],
+            )
+    return CausalTraces(traces, lengths)
+
+
+def _item_subjects(subjects, n_items: int, n_pos: int, lengths: np.ndarray) -> list:
+    """Each item's subject as a bool mask over its real tokens."""
+    from ..core.errors import PairBatchError
+
+    arr = None if isinstance(subjects, (list, tuple)) else np.asarray(subjects)
+    if arr is not None and arr.dtype == bool and arr.ndim == 2:
+        if arr.shape != (n_items, n_pos):
+            raise PairBatchError(
+                f"a bool subjects array must have the tokens' shape {(n_items, n_pos)}, got {arr.shape}"
+            )
+        rows = []
+        for i in range(n_items):
+            if arr[i, lengths[i] :].any():
+                raise ValueError(f"subjects row {i} marks padding (the prompt has {lengths[i]} real tokens)")
+            rows.append(arr[i, : lengths[i]])
+        subjects = rows
+    if not isinstance(subjects, (list, tuple)) or len(subjects) != n_items:
+        raise PairBatchError(
+            f"subjects must give one subject per prompt ({n_items}: a list of index lists, slices or masks, "
+            f"or a bool array [item, pos]), got {type(subjects).__name__}"
+            + (f" of {len(subjects)}" if isinstance(subjects, (list, tuple)) else "")
+        )
+    return [_subject_mask(s, int(n)) for s, n in zip(subjects, lengths)]
+
+
+@eqx.filter_jit
+def _clean_runs(model, tokens, names, n_pos):
+    """Each item's last-position logits and its cache of ``names``."""
+
+    def one(t):
+        logits, cache = model.run(t, [], cache=names, readout=Readout.at(-1, n_pos))
+        return logits[0], cache
+
+    return jax.vmap(one)(tokens)
+
+
+def _fast_maps_items(model, tokens, answer, subject, keys, std, clean_cache, sites, window, batch_size, clean_prob):
+    """`_fast_maps` for ``[item, pos]`` prompts of one length: ``{kind: [item, layer,
+    pos]}`` and ``[item]`` corrupted probabilities."""
+    from .patching.fast import fast_flops
+
+    cfg, (n_items, n_pos) = model.cfg, tokens.shape
+    readout = Readout.at(-1, n_pos)
+    noisy = _noisy_runs_items(model, tokens, subject, keys, jnp.asarray(std), answer, readout=readout)
+    corrupted = np.asarray(jnp.mean(noisy.metric[..., 0], axis=1))
+    last_layer_subset = not cfg.post_norm
+    values = {}
+    for kind, site in sites.items():
+        rows = _restoration_rows(cfg, n_pos, kind, site, window)
+        n_chunks = 1 if batch_size is None else math.ceil(rows.pos.shape[0] * n_items / batch_size)
+        n_chunks = min(n_chunks, rows.pos.shape[0])
+        layout = _rows_layout(cfg, n_pos, rows, n_chunks)
+        flops = n_items * keys.shape[0] * fast_flops(cfg, layout, readout, last_layer_subset, cached_runs=False)
+        out = _fast_items_programs(
+            flops,
+            None,
+            model,
+            noisy,
+            clean_cache[rows.site],
+            layout.data,
+            answer,
+            shape=layout.shape,
+            site=rows.site,
+            readout=readout,
+            last_layer_subset=last_layer_subset,
+        )
+        out = np.asarray(out)
+        values[kind] = np.stack(
+            [
+                _fill_map(cfg, n_pos, kind, site, rows, layout, out[j], corrupted[j], clean_prob[j])
+                for j in range(n_items)
+            ]
+        )
+    return values, corrupted
+
+
+@functools.partial(jax.jit, static_argnames=("readout",))
+def _noisy_runs_items(model, tokens, subject, keys, std, answer, *, readout):
+    return jax.vmap(lambda t, s, a: _noisy_runs(model, t, s, keys, std, a, readout=readout))(tokens, subject, answer)
+
+
+def _fast_program_items(model, noisy, clean, data, answer, *, shape, site, readout, last_layer_subset):
+    """`_fast_program` of every item (a vmap over the items' noisy runs, clean runs and
+    answers; the block layout is shared): ``[item, n_chunks, reads]``."""
+
+    def one(n, c, a):
+        return _fast_program(
+            model, n, c, data, a, shape=shape, site=site, readout=readout, last_layer_subset=last_layer_subset
+        )
+
+    return jax.vmap(one)(noisy, clean, answer)
+
+
+def _full_maps_items(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size):
+    """`_full_maps` for ``[item, pos]`` prompts of one length."""
+    from ..engine.sweep import sweep
+
+    cfg, (n_items, n_pos) = model.cfg, tokens.shape
+    corrupted = np.asarray(_trace_prob_items(model, tokens, answer, subject, keys, jnp.asarray(std)))
+    layers, positions = np.meshgrid(np.arange(cfg.n_layers), np.arange(n_pos), indexing="ij")
+    locations = {"layer": jnp.asarray(layers.reshape(-1)), "pos": jnp.asarray(positions.reshape(-1))}
+    cells = None if batch_size is None else max(1, batch_size // n_items)
+    values = {}
+    for kind, site in sites.items():
+        restored = _RestoreItems(site, None if kind == "hidden" else window)
+        probs = sweep(
+            restored, locations, model, cache[site], tokens, answer, subject, keys, jnp.asarray(std), batch_size=cells
+        )
+        values[kind] = np.asarray(probs).T.reshape(n_items, cfg.n_layers, n_pos)
+    return values, corrupted
+
+
+class _RestoreItems(eqx.Module):
+    """`_Restore` of every item at one cell: ``[item]``."""
+
+    site: str = eqx.field(static=True)
+    window: Optional[int] = eqx.field(static=True)
+
+    def __call__(self, loc, model, clean, tokens, answer, subject, keys, std):
+        one = _Restore(self.site, self.window)
+        return jax.vmap(lambda c, t, a, s: one(loc, model, c, t, a, s, keys, std))(clean, tokens, answer, subject)
+
+
+@eqx.filter_jit
+def _trace_prob_items(model, tokens, answer, subject, keys, std):
+    return jax.vmap(lambda t, a, s: trace_prob(model, t, a, s, keys, std))(tokens, answer, subject)
+
+
+_fast_items_programs = QuickCompiled(_fast_program_items, _FAST_STATIC)
