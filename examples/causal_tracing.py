@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 import jaxinterp
-from jaxinterp.causal.causal_tracing import causal_trace
+from jaxinterp.causal.causal_tracing import causal_trace, causal_trace_dataset
 from jaxinterp.loading.bundled import smollm2_path
 from jaxinterp.loading.tokenizer import load_tokenizer
 
@@ -35,6 +35,14 @@ QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, smal
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "The Eiffel Tower"
 ANSWER = " Paris"
+# A small dataset of facts (prompt, subject) for causal_trace_dataset; each answer is the
+# clean run's top token (as ROME).
+FACTS = [
+    ("The Eiffel Tower is located in the city of", "The Eiffel Tower"),
+    ("The Colosseum is located in the city of", "The Colosseum"),
+    ("The Space Needle is located in the city of", "The Space Needle"),
+    ("Big Ben is located in the city of", "Big Ben"),
+]
 
 
 def token_groups(n_pos: int, subject: list[int]) -> dict[str, list[int]]:
@@ -120,6 +128,35 @@ def main(path: str, n_samples: int) -> None:
         corrupted=trace.corrupted_prob,
     )
     print("wrote out/causal_tracing.png, out/causal_tracing.npz")
+    trace_facts(model, tok, n_samples)
+
+
+def trace_facts(model, tok, n_samples: int) -> None:
+    """The MLP map of several facts in one call (padded to one length, one program per
+    prompt length): each fact's strongest MLP window at its last subject token, and the
+    indirect effect there averaged over the facts."""
+    facts = FACTS[:2] if QUICK else FACTS
+    prompts = [[int(t) for t in tok.to_tokens(prompt)] for prompt, _ in facts]
+    n_pos = max(map(len, prompts))
+    tokens = np.array([p + [0] * (n_pos - len(p)) for p in prompts])
+    mask = np.array([[1] * len(p) + [0] * (n_pos - len(p)) for p in prompts])
+    subjects = [list(range(len(tok.to_tokens(subject)))) for _, subject in facts]
+    t = time.perf_counter()
+    traces = causal_trace_dataset(
+        model, tokens, subjects, attention_mask=mask, n_samples=n_samples, kinds=("mlp",), method="fast"
+    )
+    print(f"\n{len(facts)} facts traced together (MLP windows only): {time.perf_counter() - t:.0f} s")
+    last_subject = []
+    for (prompt, _), subject, trace in zip(facts, subjects, traces.traces):
+        ie = trace.indirect_effect("mlp").values[:, subject[-1]]
+        last_subject.append(ie)
+        print(
+            f"  {prompt!r} -> {tok.decode([trace.answer])!r}: clean {trace.clean_prob:.3f}, corrupted "
+            f"{trace.corrupted_prob:.3f}; at the last subject token the largest MLP effect {ie.max():+.3f} "
+            f"(window around layer {int(ie.argmax())})"
+        )
+    mean = np.mean(last_subject, axis=0)
+    print("  mean MLP indirect effect at the last subject token, by layer:", " ".join(f"{v:+.2f}" for v in mean))
 
 
 if __name__ == "__main__":

@@ -209,3 +209,24 @@ def test_cost_counts_shared_base_and_source_runs_once_per_chunk(model):
     # Per sender: step 2 (every layer, for the logits receiver) and step 3 (the last
     # layer and the logits), so between 1 and 2 forward passes, plus the shared runs.
     assert 1 < (one["sweep"] - runs) / one["forward"] / L < 2
+
+
+def test_sweep_checkpoint_resumes_and_refuses_other_receivers(model, tmp_path, caplog):
+    import logging
+
+    from jaxinterp.core.errors import ResumeError
+
+    want = np.asarray(path_patch_sweep(model, BASE, SOURCE, METRIC, "logits", batch_size=3))
+    got = np.asarray(path_patch_sweep(model, BASE, SOURCE, METRIC, "logits", batch_size=3, checkpoint=tmp_path))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    chunks = sorted(tmp_path.glob("chunk-*.npz"))
+    assert len(chunks) > 1
+    chunks[0].unlink()  # as a kill leaves the directory
+    with caplog.at_level(logging.INFO, logger="jaxinterp.checkpoint"):
+        again = np.asarray(path_patch_sweep(model, BASE, SOURCE, METRIC, "logits", batch_size=3, checkpoint=tmp_path))
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("not recomputed" in m for m in messages) == len(chunks) - 1
+    assert sum(" computed in " in m for m in messages) == 1
+    np.testing.assert_array_equal(again, got)
+    with pytest.raises(ResumeError, match="differ"):
+        path_patch_sweep(model, BASE, SOURCE, METRIC, "m1", batch_size=3, checkpoint=tmp_path)

@@ -174,6 +174,7 @@ def causal_trace(
     pos_labels: Optional[Sequence[str]] = None,
     answer_label: str = "",
     method: str = "auto",
+    checkpoint=None,
 ) -> CausalTrace:
     """ROME causal tracing of one prompt.
 
@@ -195,6 +196,12 @@ def causal_trace(
             causal models only), ``"full"`` (a full forward pass per restoration and
             sample; any model) or ``"auto"`` (fast where it applies). Same numbers up to
             float rounding.
+        checkpoint: a directory (or a `jaxinterp.engine.checkpoint.SweepCheckpoint`):
+            each kind's finished chunks are saved in ``<directory>/<kind>`` as they
+            finish, and a later call with the same inputs (model, prompt, subject,
+            answer, noise keys and level, window, method, chunking) loads them instead
+            of computing them again; other inputs are refused (`ResumeError`). Each
+            chunk is then its own call of one compiled program.
 
     Returns:
         A `CausalTrace`. Cost with ``"full"``: ``len(kinds) * n_layers * pos * n_samples``
@@ -224,6 +231,9 @@ def causal_trace(
     if not 0 <= int(answer) < cfg.d_vocab:
         raise ValueError(f"answer token id {answer} is outside the vocabulary (0..{cfg.d_vocab - 1})")
     answer_arr = jnp.asarray(answer)
+    checkpoints = _trace_checkpoints(
+        checkpoint, "", fast, sites, model, tokens, subject_mask, answer_arr, keys, std, window, batch_size
+    )
     if fast:
         values, corrupted = _fast_maps(
             model,
@@ -237,10 +247,11 @@ def causal_trace(
             window,
             batch_size,
             float(clean_probs[answer]),
+            checkpoints,
         )
     else:
         values, corrupted = _full_maps(
-            model, tokens, answer_arr, subject_mask, keys, std, cache, sites, window, batch_size
+            model, tokens, answer_arr, subject_mask, keys, std, cache, sites, window, batch_size, checkpoints
         )
     maps = {}
     for kind, probs in values.items():
@@ -286,7 +297,7 @@ def _check_options(cfg, kinds, hidden_site, n_samples, window, method) -> bool:
     return method == "fast" or (method == "auto" and fast_supported(cfg))
 
 
-def _full_maps(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size):
+def _full_maps(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size, checkpoints):
     """The reference: one full forward pass per restoration and noise sample."""
     from ..engine.sweep import sweep
 
@@ -308,6 +319,7 @@ def _full_maps(model, tokens, answer, subject, keys, std, cache, sites, window, 
             keys,
             jnp.asarray(std),
             batch_size=batch_size,
+            checkpoint=checkpoints.get(kind),
         )
         values[kind] = np.asarray(probs).reshape(cfg.n_layers, n_pos)
     return values, corrupted
@@ -407,7 +419,9 @@ def _rows_layout(cfg, n_pos: int, rows: _Rows, n_chunks: int):
 MAX_TRACE_BLOCK_TOKENS = 256
 
 
-def _fast_maps(model, tokens, answer, subject, keys, std, clean_cache, sites, window, batch_size, clean_prob):
+def _fast_maps(
+    model, tokens, answer, subject, keys, std, clean_cache, sites, window, batch_size, clean_prob, checkpoints
+):
     """The maps on the fast engine, and the corrupted probability (mean over samples)."""
     from ..core.readout import Readout
     from .patching.fast import fast_flops
@@ -423,21 +437,56 @@ def _fast_maps(model, tokens, answer, subject, keys, std, clean_cache, sites, wi
         n_chunks = 1 if batch_size is None else math.ceil(rows.pos.shape[0] / batch_size)
         layout = _rows_layout(cfg, n_pos, rows, n_chunks)
         flops = keys.shape[0] * fast_flops(cfg, layout, readout, last_layer_subset, cached_runs=False)
-        out = _fast_programs(
-            flops,
-            None,
-            model,
-            noisy,
-            clean_cache[rows.site],
-            layout.data,
-            answer,
-            shape=layout.shape,
-            site=rows.site,
-            readout=readout,
-            last_layer_subset=last_layer_subset,
-        )
-        values[kind] = _fill_map(cfg, n_pos, kind, site, rows, layout, np.asarray(out), corrupted, clean_prob)
+        static = dict(shape=layout.shape, site=rows.site, readout=readout, last_layer_subset=last_layer_subset)
+        args = (model, noisy, clean_cache[rows.site])
+        out = _run_map(_fast_programs, flops, args, layout, answer, static, checkpoints.get(kind))
+        values[kind] = _fill_map(cfg, n_pos, kind, site, rows, layout, out, corrupted, clean_prob)
     return values, corrupted
+
+
+def _run_map(programs, flops, args, layout, answer, static, checkpoint) -> np.ndarray:
+    """One map's compiled program over ``layout``'s chunks: ``[n_chunks, ...]``. With a
+    ``checkpoint``, chunk by chunk (each its own call), saving each as it finishes and
+    loading those a previous run saved."""
+    if checkpoint is None:
+        return np.asarray(programs(flops, None, *args, layout.data, answer, **static))
+    from ..engine.checkpoint import run_checkpointed
+
+    store = checkpoint.open(layout.n_chunks, (layout.shape, layout.data))
+
+    def compute(d):
+        return programs(flops, None, *args, d, answer, **static)
+
+    def shape_of(d):
+        return programs.program(*args, d, answer, **static)
+
+    return np.asarray(run_checkpointed(compute, layout.data, store, 1, False, "causal trace", shape_of))
+
+
+def _trace_checkpoints(
+    checkpoint, suffix, fast, sites, model, tokens, subject, answer, keys, std, window, batch_size
+) -> dict:
+    """``{kind: SweepCheckpoint}`` in ``<directory>/<kind><suffix>``, keyed on every input
+    that decides the kind's map ({} without a checkpoint)."""
+    from ..engine.checkpoint import SweepCheckpoint, as_checkpoint, fingerprint
+
+    checkpoint = as_checkpoint(checkpoint)
+    if checkpoint is None:
+        return {}
+    common = dict(
+        model=fingerprint(model, "model"),
+        prompt=tokens,
+        subject=subject,
+        answer=answer,
+        **{"noise keys": jax.random.key_data(keys) if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key) else keys},
+        **{"noise std": float(std), "window": window, "method": "fast" if fast else "full"},
+        **{"batch size": batch_size},
+    )
+    out = {}
+    for kind, site in sites.items():
+        sub = SweepCheckpoint(checkpoint.directory / f"{kind}{suffix}", checkpoint.key, checkpoint.inputs)
+        out[kind] = sub.with_inputs((), kind=kind, site=site, **common)
+    return out
 
 
 def _fill_map(cfg, n_pos, kind, site, rows, layout, out, corrupted, clean_prob) -> np.ndarray:
@@ -609,6 +658,7 @@ def causal_trace_dataset(
     batch_size: Optional[int] = 32,
     answer_labels: Optional[Sequence[str]] = None,
     method: str = "auto",
+    checkpoint=None,
 ) -> CausalTraces:
     """ROME causal tracing of a batch of prompts: each item's maps equal
     `causal_trace` of that prompt alone (same ``key``, so the same noise samples).
@@ -622,6 +672,8 @@ def causal_trace_dataset(
         answers: ``[item]`` token ids; default each clean prompt's top prediction.
         batch_size: (restoration, item) rows evaluated at once (times ``n_samples``);
             bounds memory.
+        checkpoint: as `causal_trace`'s (``<directory>/<kind>-len<n>`` for the items
+            of length ``n``).
         The other arguments are `causal_trace`'s, shared by every item.
 
     Items of the same length run together in one compiled program per kind (the
@@ -676,13 +728,16 @@ def causal_trace_dataset(
         clean_probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         answer = jnp.argmax(clean_probs, axis=-1) if answers is None else jnp.asarray(answers[idx])
         clean_p = np.asarray(jnp.take_along_axis(clean_probs, answer[:, None], axis=1)[:, 0])
+        checkpoints = _trace_checkpoints(
+            checkpoint, f"-len{n}", fast, sites, model, toks, subject, answer, keys, std, window, batch_size
+        )
         if fast:
             values, corrupted = _fast_maps_items(
-                model, toks, answer, subject, keys, std, cache, sites, window, batch_size, clean_p
+                model, toks, answer, subject, keys, std, cache, sites, window, batch_size, clean_p, checkpoints
             )
         else:
             values, corrupted = _full_maps_items(
-                model, toks, answer, subject, keys, std, cache, sites, window, batch_size
+                model, toks, answer, subject, keys, std, cache, sites, window, batch_size, checkpoints
             )
         for j, i in enumerate(idx):
             maps = {
@@ -745,7 +800,9 @@ def _clean_runs(model, tokens, names, n_pos):
     return jax.vmap(one)(tokens)
 
 
-def _fast_maps_items(model, tokens, answer, subject, keys, std, clean_cache, sites, window, batch_size, clean_prob):
+def _fast_maps_items(
+    model, tokens, answer, subject, keys, std, clean_cache, sites, window, batch_size, clean_prob, checkpoints
+):
     """`_fast_maps` for ``[item, pos]`` prompts of one length: ``{kind: [item, layer,
     pos]}`` and ``[item]`` corrupted probabilities."""
     from .patching.fast import fast_flops
@@ -762,20 +819,10 @@ def _fast_maps_items(model, tokens, answer, subject, keys, std, clean_cache, sit
         n_chunks = min(n_chunks, rows.pos.shape[0])
         layout = _rows_layout(cfg, n_pos, rows, n_chunks)
         flops = n_items * keys.shape[0] * fast_flops(cfg, layout, readout, last_layer_subset, cached_runs=False)
-        out = _fast_items_programs(
-            flops,
-            None,
-            model,
-            noisy,
-            clean_cache[rows.site],
-            layout.data,
-            answer,
-            shape=layout.shape,
-            site=rows.site,
-            readout=readout,
-            last_layer_subset=last_layer_subset,
-        )
-        out = np.asarray(out)
+        static = dict(shape=layout.shape, site=rows.site, readout=readout, last_layer_subset=last_layer_subset)
+        args = (model, noisy, clean_cache[rows.site])
+        out = _run_map(_fast_items_programs, flops, args, layout, answer, static, checkpoints.get(kind))
+        out = np.moveaxis(out, 1, 0)  # [item, n_chunks, reads]
         values[kind] = np.stack(
             [
                 _fill_map(cfg, n_pos, kind, site, rows, layout, out[j], corrupted[j], clean_prob[j])
@@ -792,17 +839,17 @@ def _noisy_runs_items(model, tokens, subject, keys, std, answer, *, readout):
 
 def _fast_program_items(model, noisy, clean, data, answer, *, shape, site, readout, last_layer_subset):
     """`_fast_program` of every item (a vmap over the items' noisy runs, clean runs and
-    answers; the block layout is shared): ``[item, n_chunks, reads]``."""
+    answers; the block layout is shared): ``[n_chunks, item, reads]``."""
 
     def one(n, c, a):
         return _fast_program(
             model, n, c, data, a, shape=shape, site=site, readout=readout, last_layer_subset=last_layer_subset
         )
 
-    return jax.vmap(one)(noisy, clean, answer)
+    return jnp.moveaxis(jax.vmap(one)(noisy, clean, answer), 0, 1)
 
 
-def _full_maps_items(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size):
+def _full_maps_items(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size, checkpoints):
     """`_full_maps` for ``[item, pos]`` prompts of one length."""
     from ..engine.sweep import sweep
 
@@ -815,7 +862,17 @@ def _full_maps_items(model, tokens, answer, subject, keys, std, cache, sites, wi
     for kind, site in sites.items():
         restored = _RestoreItems(site, None if kind == "hidden" else window)
         probs = sweep(
-            restored, locations, model, cache[site], tokens, answer, subject, keys, jnp.asarray(std), batch_size=cells
+            restored,
+            locations,
+            model,
+            cache[site],
+            tokens,
+            answer,
+            subject,
+            keys,
+            jnp.asarray(std),
+            batch_size=cells,
+            checkpoint=checkpoints.get(kind),
         )
         values[kind] = np.asarray(probs).T.reshape(n_items, cfg.n_layers, n_pos)
     return values, corrupted

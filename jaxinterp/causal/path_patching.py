@@ -316,6 +316,7 @@ def path_patch_sweep(
     batch_size: Optional[int] = None,
     attention_mask=None,
     per_pair: bool = False,
+    checkpoint=None,
 ) -> LabelledArray:
     """`path_patch` with every head (``senders="heads"``: ``[layer, head]``) or every MLP
     (``senders="mlps"``: ``[layer]``) as the sender in turn, in one compiled program.
@@ -324,6 +325,10 @@ def path_patch_sweep(
     unpatched base run's metric. ``batch_size`` bounds memory (senders per chunk).
     A batch of pairs (a metric per pair, ``attention_mask``) as in `path_patch`;
     ``per_pair=True`` puts each pair's values along a leading ``"pair"`` axis.
+    ``checkpoint``: a directory (or a `jaxinterp.engine.checkpoint.SweepCheckpoint`):
+    finished chunks of senders are saved there and a later call with the same inputs
+    (model, prompts, metric, receivers, senders, positions, chunking) loads them instead
+    of computing them again; other inputs are refused (`ResumeError`).
     """
     from ..engine.sweep import sweep
 
@@ -335,7 +340,15 @@ def path_patch_sweep(
     locs, shape, dims = _sender_grid(cfg, senders)
     cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, per_pair)
     vals = sweep(
-        cell, locs, model, base_tokens, source_tokens, _pos(sender_pos), _pos(receiver_pos), batch_size=batch_size
+        cell,
+        locs,
+        model,
+        base_tokens,
+        source_tokens,
+        _pos(sender_pos),
+        _pos(receiver_pos),
+        batch_size=batch_size,
+        checkpoint=checkpoint,
     )
     receivers_label = ", ".join(_names(receivers))
     vals = np.asarray(vals)
