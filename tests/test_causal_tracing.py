@@ -217,6 +217,17 @@ def test_bidirectional_model_falls_back_to_full():
         [Patch("resid_post", clean["resid_post"], layer=0, pos=1)],
     )
     assert auto.hidden.values[0, 1] == pytest.approx(float(want), rel=1e-5)
+    # A dataset on the full path (the method "auto" takes here), with given answers: each
+    # item equals its own trace.
+    from jaxinterp.causal.causal_tracing import causal_trace_dataset
+
+    items = jnp.stack([tokens, tokens[::-1]])
+    traces = causal_trace_dataset(bert, items, [[1], [2]], [auto.answer, 5], n_samples=1, kinds=("hidden",), key=KEY)
+    other = causal_trace(bert, tokens[::-1], [2], answer=5, n_samples=1, kinds=("hidden",), key=KEY)
+    for got, single in zip(traces.traces, (auto, other)):
+        assert got.answer == single.answer
+        np.testing.assert_allclose(np.asarray(got.hidden), np.asarray(single.hidden), atol=1e-6)
+        assert got.corrupted_prob == pytest.approx(single.corrupted_prob, abs=1e-7)
 
 
 def test_window_rows_in_block_layout():
@@ -303,28 +314,6 @@ def test_dataset_items_equal_single_traces(model, trace, dataset):
     np.testing.assert_allclose(
         ie[:, 0], np.mean([np.asarray(t.hidden)[:, 0] - t.corrupted_prob for t in dataset.traces], 0), rtol=1e-5
     )
-
-
-def test_dataset_full_method_and_given_answers(model, dataset):
-    from jaxinterp.causal.causal_tracing import causal_trace_dataset
-
-    answers = [dataset[0].answer, 7]
-    full = causal_trace_dataset(
-        model,
-        ITEMS[:2],
-        ITEM_SUBJECTS[:2],
-        answers,
-        n_samples=N_SAMPLES,
-        window=WINDOW,
-        key=KEY,
-        kinds=("hidden",),
-        method="full",
-    )
-    np.testing.assert_allclose(np.asarray(full[0].hidden), np.asarray(dataset[0].hidden), atol=1e-6)
-    single = causal_trace(
-        model, ITEMS[1], ITEM_SUBJECTS[1], answer=7, n_samples=N_SAMPLES, key=KEY, kinds=("hidden",), method="full"
-    )
-    np.testing.assert_allclose(np.asarray(full[1].hidden), np.asarray(single.hidden), atol=1e-6)
 
 
 def test_dataset_bad_inputs(model):
