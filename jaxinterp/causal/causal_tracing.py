@@ -674,10 +674,12 @@ def causal_trace_dataset(
             bounds memory.
         checkpoint: as `causal_trace`'s (``<directory>/<kind>-len<n>`` for the items
             of length ``n``).
-        The other arguments are `causal_trace`'s, shared by every item.
 
-    Items of the same length run together in one compiled program per kind (the
-    restorations of every item in the same blocks, a ``vmap`` over items); items of
+    The other arguments are `causal_trace`'s, shared by every item.
+
+    Items of the same length run together in one compiled program per kind (a ``vmap``
+    over the items with the restorations' block layout shared, so every item's blocks
+    run in the same matmuls); items of
     different lengths in one program per length (no loop over items). Returns
     `CausalTraces` (per item; ``.mean(kind)`` averaged).
     """
