@@ -708,13 +708,14 @@ def causal_trace_dataset(
         if (lengths == 0).any():
             raise AttentionMaskError(f"attention_mask row {int(np.flatnonzero(lengths == 0)[0])} has no real token")
     subject_rows = _item_subjects(subjects, n_items, n_pos, lengths)
+    answer_ids: Optional[np.ndarray] = None
     if answers is not None:
-        answers = np.asarray(answers).reshape(-1)
-        if answers.shape != (n_items,):
-            raise PairBatchError(f"answers must hold one token id per prompt ({n_items}), got shape {answers.shape}")
-        if ((answers < 0) | (answers >= cfg.d_vocab)).any():
+        answer_ids = np.asarray(answers).reshape(-1)
+        if answer_ids.shape != (n_items,):
+            raise PairBatchError(f"answers must hold one token id per prompt ({n_items}), got shape {answer_ids.shape}")
+        if ((answer_ids < 0) | (answer_ids >= cfg.d_vocab)).any():
             raise ValueError(
-                f"answer token ids must be in the vocabulary (0..{cfg.d_vocab - 1}), got {answers.tolist()}"
+                f"answer token ids must be in the vocabulary (0..{cfg.d_vocab - 1}), got {answer_ids.tolist()}"
             )
     std = embedding_noise_std(model, noise) if noise_std is None else float(noise_std)
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, n_samples)
@@ -728,7 +729,7 @@ def causal_trace_dataset(
         subject = jnp.stack([subject_rows[i] for i in idx])
         logits, cache = _clean_runs(model, toks, frozenset(names), n)
         clean_probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        answer = jnp.argmax(clean_probs, axis=-1) if answers is None else jnp.asarray(answers[idx])
+        answer = jnp.argmax(clean_probs, axis=-1) if answer_ids is None else jnp.asarray(answer_ids[idx])
         clean_p = np.asarray(jnp.take_along_axis(clean_probs, answer[:, None], axis=1)[:, 0])
         checkpoints = _trace_checkpoints(
             checkpoint, f"-len{n}", fast, sites, model, toks, subject, answer, keys, std, window, batch_size
@@ -761,7 +762,7 @@ def causal_trace_dataset(
                 subject=tuple(int(p) for p in np.flatnonzero(np.asarray(subject[j]))),
                 noise_std=std,
                 window=window,
-                answer_label="" if answer_labels is None else answer_labels[i],
+                answer_label="" if answer_labels is None else answer_labels[int(i)],
             )
     return CausalTraces(traces, lengths)
 
