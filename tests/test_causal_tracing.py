@@ -274,7 +274,7 @@ def dataset(model):
         n_samples=N_SAMPLES,
         window=WINDOW,
         key=KEY,
-        kinds=("hidden", "mlp"),  # the attention window runs as the MLP one (fewer compiles)
+        kinds=("mlp",),  # one kind: fewer compiles (the kinds share the code around the program)
     )
 
 
@@ -292,27 +292,24 @@ def test_dataset_items_equal_single_traces(model, trace, dataset):
                 n_samples=N_SAMPLES,
                 window=WINDOW,
                 key=KEY,
-                kinds=("hidden", "mlp") if n == 6 else ("mlp",),  # the 6-token programs are compiled already
+                kinds=("mlp",),
             )
         )
         got = dataset[i]
         assert got.answer == single.answer and got.subject == single.subject
         assert got.clean_prob == pytest.approx(single.clean_prob, abs=1e-6)
         assert got.corrupted_prob == pytest.approx(single.corrupted_prob, abs=1e-6)
-        assert got.attn is None
-        for kind in ("hidden", "mlp") if n == 6 else ("mlp",):
-            np.testing.assert_allclose(
-                np.asarray(getattr(got, kind)), np.asarray(getattr(single, kind)), atol=1e-5, err_msg=f"{i} {kind}"
-            )
+        assert got.attn is None and got.hidden is None
+        np.testing.assert_allclose(np.asarray(got.mlp), np.asarray(single.mlp), atol=1e-5, err_msg=str(i))
     # Averaged: position by position over the items long enough (NaN past a prompt's end).
     stacked = np.asarray(dataset.stacked("mlp"))
     assert stacked.shape == (3, CFG.n_layers, 6) and np.isnan(stacked[2, :, 5]).all()
     mean = np.asarray(dataset.mean("mlp"))
     np.testing.assert_allclose(mean[:, :5], stacked[:, :, :5].mean(0), rtol=1e-6)
     np.testing.assert_allclose(mean[:, 5], stacked[:2, :, 5].mean(0), rtol=1e-6)
-    ie = np.asarray(dataset.mean("hidden", indirect=True))
+    ie = np.asarray(dataset.mean("mlp", indirect=True))
     np.testing.assert_allclose(
-        ie[:, 0], np.mean([np.asarray(t.hidden)[:, 0] - t.corrupted_prob for t in dataset.traces], 0), rtol=1e-5
+        ie[:, 0], np.mean([np.asarray(t.mlp)[:, 0] - t.corrupted_prob for t in dataset.traces], 0), rtol=1e-5
     )
 
 
