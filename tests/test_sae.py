@@ -242,14 +242,14 @@ def test_l0_controller_reaches_the_target_and_threshold_lr_scale_scales_updates(
     store = S.ArrayStore(X, fill_size=2048, seed=0)
     sae = S.init_sae("relu", S.SAEConfig(16, 96, unit_norm_decoder=False), jax.random.key(0), decoder_norm=1.0)
     cfg = S.TrainConfig(
-        n_steps=288, batch_size=128, lr=3e-3, lr_warmup=10, sparsity_coefficient=0.1, sparsity_warmup=20,
-        target_l0=8, target_l0_rate=0.02,
+        n_steps=160, batch_size=128, lr=5e-3, lr_warmup=10, sparsity_coefficient=0.1, sparsity_warmup=16,
+        target_l0=8, target_l0_rate=0.03,
     )
     res = S.train_sae(sae, store, cfg, progress=False)
     assert res.history["l0"][0] > 30
     assert min(res.history["l0"]) > 4  # no overshoot-collapse
     f = np.maximum((X - np.asarray(res.sae.b_dec)) @ np.asarray(res.sae.W_enc) + np.asarray(res.sae.b_enc), 0)
-    assert (f > 0).sum(1).mean() == pytest.approx(8, rel=0.15)  # numpy L0 of the trained SAE
+    assert (f > 0).sum(1).mean() == pytest.approx(8, rel=0.2)  # numpy L0 of the trained SAE
 
     # threshold_lr_scale multiplies only the log thresholds' optimizer update.
     from jaxinterp.features.sae.train import TrainLoop, train_chunk
