@@ -2,12 +2,15 @@
 
     PYTHONPATH=. nice -n 10 .venv/bin/python examples/sae_eval.py    # JAXINTERP_QUICK=1: nothing to do
 
-Prints the same table as sae_train.py (L0, FVU, dead/dense, CE loss recovered against
-zero and mean ablation, KL, the largest logit change when spliced with the error term).
+Prints the table of docs/sae.md (L0, FVU with and without the few massive-activation
+tokens, dead/dense, CE loss recovered against zero and mean ablation, KL, the largest
+logit change when spliced with the error term), writes ``out/sae_eval.json`` and draws
+the FVU (outliers left out) / L0 frontier of the autoencoders, ``out/sae_frontier.png``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jaxinterp as ji
@@ -27,20 +30,45 @@ def main():
         n_train:
     ]
     print(
-        "| SAE | L0 | FVU | dead | dense | CE orig | CE spliced | CE zero-abl | CE mean-abl | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error |"  # noqa: E501
+        "| SAE | L0 | FVU | FVU w/o outliers | dead | dense | CE orig | CE spliced | CE zero-abl | CE mean-abl | CE rec. (zero) | CE rec. (mean) | KL | max |dlogit| w/ error |"  # noqa: E501
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    results, frontier = {}, {}
     for name in sorted(os.listdir(root)):
         sae = S.load_sae(os.path.join(root, name))
         if sae.cfg.d_in != model.cfg.d_model:  # e.g. the tiny model's SAEs of a JAXINTERP_QUICK run
             continue
-        m = S.evaluate(model, sae, eval_ctx)
-        print(
-            f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['dead_fraction']:.3f} | {m['dense_fraction']:.3f} | "
-            f"{m['ce_original']:.3f} | {m['ce_spliced']:.3f} | {m['ce_zero_ablation']:.3f} | {m['ce_mean_ablation']:.3f} | "
-            f"{m['ce_recovered_zero']:.3f} | {m['ce_recovered_mean']:.3f} | {m['kl']:.3f} | {m['error_term_max_abs_logit_diff']:.1e} |",
-            flush=True,
-        )
+        if name.count("_") > 3:  # a second frontier point (resid_pre_15_topk_1): reconstruction only
+            m = S.evaluate_reconstruction(model, sae, eval_ctx)
+            print(
+                f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['fvu_no_outliers']:.3f} | {m['dead_fraction']:.3f} | "
+                f"{m['dense_fraction']:.3f} | | | | | | | | |",
+                flush=True,
+            )
+        else:
+            m = S.evaluate(model, sae, eval_ctx)
+            print(
+                f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['fvu_no_outliers']:.3f} | {m['dead_fraction']:.3f} | "
+                f"{m['dense_fraction']:.3f} | {m['ce_original']:.3f} | {m['ce_spliced']:.3f} | {m['ce_zero_ablation']:.3f} | "
+                f"{m['ce_mean_ablation']:.3f} | {m['ce_recovered_zero']:.3f} | {m['ce_recovered_mean']:.3f} | {m['kl']:.3f} | "
+                f"{m['error_term_max_abs_logit_diff']:.1e} |",
+                flush=True,
+            )
+        results[name] = m
+        if not sae.cfg.is_transcoder:
+            frontier.setdefault(sae.kind, []).append((m["l0"], m["fvu_no_outliers"]))
+    if results:
+        print(f"held-out tokens with norm > 10x the median, left out of 'FVU w/o outliers': {m['n_outliers']}")
+    with open(os.path.join("out", "sae_eval.json"), "w") as f:
+        json.dump({"results": results, "frontier": frontier}, f, indent=1)
+    from jaxinterp.viz.sae import fvu_l0_frontier
+
+    fvu_l0_frontier(
+        {k: sorted(v) for k, v in frontier.items()},
+        title="SAEs on SmolLM2-135M resid_pre 15 (FVU without massive-activation tokens)",
+        path=os.path.join("out", "sae_frontier.png"),
+    )
+    print("wrote out/sae_eval.json, out/sae_frontier.png")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,7 @@ def main():
                 S.save_sae(result.sae, os.path.join(OUT, "saes", f"resid_pre_{LAYER}_{kind}"))
             else:
                 m = S.evaluate_reconstruction(model, result.sae, eval_ctx)
+                S.save_sae(result.sae, os.path.join(OUT, "saes", f"resid_pre_{LAYER}_{kind}_{j}"))
             frontier.setdefault(kind, []).append((m["l0"], m["fvu"]))
             setting = (
                 hyper.get("k")

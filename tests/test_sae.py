@@ -180,6 +180,13 @@ def test_metrics_against_numpy():
     assert float(S.fvu(jnp.asarray(y), jnp.asarray(r))) == pytest.approx(
         ((y - r) ** 2).sum() / ((y - y.mean(0)) ** 2).sum(), rel=1e-5
     )
+    y_out = y.copy()
+    y_out[7] *= 1000.0  # one massive activation
+    keep = np.linalg.norm(y_out, axis=1) <= 10 * np.median(np.linalg.norm(y_out, axis=1))
+    assert keep.sum() == 49
+    assert float(S.fvu(jnp.asarray(y_out), jnp.asarray(r), outlier_factor=10.0)) == pytest.approx(
+        ((y[keep] - r[keep]) ** 2).sum() / ((y[keep] - y[keep].mean(0)) ** 2).sum(), rel=1e-5
+    )
     rates = (acts > 0).mean(0)
     np.testing.assert_allclose(S.firing_rates(jnp.asarray(acts)), rates)
     assert float(S.dead_fraction(jnp.asarray(rates))) == pytest.approx((rates == 0).mean())
