@@ -2,6 +2,8 @@
 
     PYTHONPATH=. nice -n 10 .venv/bin/python examples/sae_eval.py    # JAXINTERP_QUICK=1: nothing to do
 
+    SAE_RECON_ONLY=1 ... examples/sae_eval.py     # L0 / FVU / dead / dense only (fast)
+
 Prints the table of docs/sae.md (L0, FVU with and without the few massive-activation
 tokens, dead/dense, CE loss recovered against zero and mean ablation, KL, the largest
 logit change when spliced with the error term), writes ``out/sae_eval.json`` and draws
@@ -38,7 +40,9 @@ def main():
         sae = S.load_sae(os.path.join(root, name))
         if sae.cfg.d_in != model.cfg.d_model:  # e.g. the tiny model's SAEs of a JAXINTERP_QUICK run
             continue
-        if name.count("_") > 3:  # a second frontier point (resid_pre_15_topk_1): reconstruction only
+        # A second frontier point (resid_pre_15_topk_1), or SAE_RECON_ONLY=1 (skips the
+        # spliced runs, whose compile dominates on CPU): reconstruction metrics only.
+        if name.count("_") > 3 or os.environ.get("SAE_RECON_ONLY") == "1":
             m = S.evaluate_reconstruction(model, sae, eval_ctx)
             print(
                 f"| {name} | {m['l0']:.1f} | {m['fvu']:.3f} | {m['fvu_no_outliers']:.3f} | {m['dead_fraction']:.3f} | "
