@@ -179,7 +179,8 @@ def main():
                 or f"target L0 {target}, final coef {result.history['coefficient'][-1]:.3g}"
             )
             print(
-                f"  {kind:9s} {setting}: held-out L0 {m['l0']:.1f}  FVU {m['fvu']:.3f}  (train {secs:.0f} s)",
+                f"  {kind:9s} {setting}: held-out L0 {m['l0']:.1f}  FVU {m['fvu']:.3f} "
+                f"(w/o outliers {m['fvu_no_outliers']:.3f})  (train {secs:.0f} s)",
                 flush=True,
             )
 
