@@ -62,14 +62,15 @@ def main():
         if not sae.cfg.is_transcoder:
             frontier.setdefault(sae.kind, []).append((m["l0"], m["fvu_no_outliers"]))
     if results:
-        print(f"held-out tokens with norm > 10x the median, left out of 'FVU w/o outliers': {m['n_outliers']}")
+        outliers = {name: r["n_outliers"] for name, r in results.items()}
+        print(f"held-out tokens with target norm > 10x the median, left out of 'FVU w/o outliers': {outliers}")
     with open(os.path.join("out", "sae_eval.json"), "w") as f:
         json.dump({"results": results, "frontier": frontier}, f, indent=1)
     from jaxinterp.viz.sae import fvu_l0_frontier
 
     fvu_l0_frontier(
         {k: sorted(v) for k, v in frontier.items()},
-        title="SAEs on SmolLM2-135M resid_pre 15 (FVU without massive-activation tokens)",
+        title="SmolLM2-135M resid_pre 15 (FVU w/o outlier tokens)",
         path=os.path.join("out", "sae_frontier.png"),
     )
     print("wrote out/sae_eval.json, out/sae_frontier.png")
