@@ -5,9 +5,13 @@
 
 (a) `jaxinterp.features.sae.model_activations`: the model (SmolLM2-135M's shapes,
     random weights: the FLOPs are the same) over 8 contexts of 128 tokens per compiled
-    call, keeping ``resid_pre`` of layer 15. FLOPs counted from the shapes: every
-    matmul of all 30 layers (q, k, v, o, the gated MLP, attention scores and mixing
-    over all key positions) and the unembedding, which the full forward computes.
+    call, keeping ``resid_pre`` of layer 15. FLOPs counted from the shapes of what
+    that call computes: layers 0..15 only (``model.run(layers=(0, 16), readout=None)``;
+    the ``resid_pre`` cache of layer 15 is read in block 15's scan step), every
+    matmul (q, k, v, o, the gated MLP, attention scores and mixing over all key
+    positions, as the masked attention computes them), no unembedding. An earlier
+    version counted all 30 layers and the unembedding (2.4x too many FLOPs), which
+    reported 113% of the matmul rate.
 (b) `jaxinterp.features.sae.train.train_chunk`: TopK SAE (d_in 576, d_sae 16384,
     k 32) on batches of 4096 activations, several optimizer steps per compiled scan
     (Adam, decoder-norm projection, dead-latent counters). Useful FLOPs per step: the
@@ -99,13 +103,15 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return first, statistics.median(runs)
 
 
-def forward_flops(cfg, pos: int) -> float:
-    """Matmul FLOPs of one full forward pass per token (all layers + unembedding)."""
+def forward_flops(cfg, pos: int, n_layers: int | None = None, unembed: bool = True) -> float:
+    """Matmul FLOPs per token of a forward pass through the first ``n_layers`` layers
+    (all by default), plus the unembedding when ``unembed``."""
     d, h, kv, dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads or cfg.n_heads, cfg.d_head
     proj = d * (h * dh) * 2 + d * (kv * dh) * 2  # q, o and k, v
     mlp = d * cfg.d_mlp * (3 if cfg.gated_mlp else 2)
     attn = 2 * h * dh * pos  # scores and mixing over every key position
-    return cfg.n_layers * 2 * (proj + mlp + attn) + 2 * d * cfg.d_vocab
+    n_layers = cfg.n_layers if n_layers is None else n_layers
+    return n_layers * 2 * (proj + mlp + attn) + (2 * d * cfg.d_vocab if unembed else 0)
 
 
 def main():
@@ -127,7 +133,7 @@ def main():
     names = frozenset({"resid_pre"})
     first, steady = timed(lambda: S.model_activations(model, tokens, names, layer), 2)
     n_tok = batch_ctx * pos
-    flops_a = forward_flops(cfg, pos) * n_tok
+    flops_a = forward_flops(cfg, pos, n_layers=layer + 1, unembed=False) * n_tok  # what model_activations runs
     rate_a = flops_a / steady / 1e9
 
     # (b) SAE training step
@@ -156,7 +162,7 @@ def main():
     print("| workload | shape | compile+1st s | steady s | tokens/s | GFLOP/s | share of matmul |")
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| (a) activations, {'tiny' if quick else 'SmolLM2-135M'} full forward, resid_pre {layer} | {batch_ctx} x {pos} tokens | "
+        f"| (a) activations, {'tiny' if quick else 'SmolLM2-135M'} layers 0..{layer}, resid_pre {layer} | {batch_ctx} x {pos} tokens | "
         f"{first:.2f} | {steady:.3f} | {n_tok / steady:.0f} | {rate_a:.1f} | {rate_a / mm:.0%} |"
     )
     print(

@@ -180,6 +180,13 @@ def test_metrics_against_numpy():
     assert float(S.fvu(jnp.asarray(y), jnp.asarray(r))) == pytest.approx(
         ((y - r) ** 2).sum() / ((y - y.mean(0)) ** 2).sum(), rel=1e-5
     )
+    y_out = y.copy()
+    y_out[7] *= 1000.0  # one massive activation
+    keep = np.linalg.norm(y_out, axis=1) <= 10 * np.median(np.linalg.norm(y_out, axis=1))
+    assert keep.sum() == 49
+    assert float(S.fvu(jnp.asarray(y_out), jnp.asarray(r), outlier_factor=10.0)) == pytest.approx(
+        ((y[keep] - r[keep]) ** 2).sum() / ((y[keep] - y[keep].mean(0)) ** 2).sum(), rel=1e-5
+    )
     rates = (acts > 0).mean(0)
     np.testing.assert_allclose(S.firing_rates(jnp.asarray(acts)), rates)
     assert float(S.dead_fraction(jnp.asarray(rates))) == pytest.approx((rates == 0).mean())
@@ -212,6 +219,65 @@ def test_topk_training_recovers_planted_features():
     np.testing.assert_allclose(
         np.linalg.norm(np.asarray(res.sae.W_dec), axis=1), 1.0, rtol=1e-5
     )  # kept unit norm, scale folded into latents
+
+
+def test_batchtopk_finalize_sets_the_inference_l0_to_k():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(300, 12)).astype(np.float32)
+    sae = eqx_replace(S.init_sae("batchtopk", S.SAEConfig(12, 40), jax.random.key(3), k=5), threshold=jnp.asarray(0.2))
+    a = {k: np.asarray(v) for k, v in sae.arrays().items()}
+    pre = (x - a["b_dec"]) @ a["W_enc"] + a["b_enc"]
+    l0 = lambda th: ((pre > th) & (pre > 0)).sum(1).mean()  # numpy, independent of the module
+    assert abs(l0(0.2) - 5) > 3  # the untuned threshold is far from k
+    done = sae.finalize(jnp.asarray(x))
+    assert l0(float(done.threshold)) == pytest.approx(5.0, abs=1e-9)
+    assert (np.asarray(done.encode(jnp.asarray(x))) > 0).sum(1).mean() == pytest.approx(5.0, abs=1e-9)
+    new = rng.normal(size=(300, 12)).astype(np.float32)  # held-out tokens: close to k, not exact
+    assert (np.asarray(done.encode(jnp.asarray(new))) > 0).sum(1).mean() == pytest.approx(5.0, abs=0.5)
+
+
+def test_l0_controller_reaches_the_target_and_threshold_lr_scale_scales_updates():
+    # Planted sparse codes (4 of 48 directions per token); ReLU + L1 starts at L0 ~ 45
+    # (6x the target): the log-ratio controller must bring it to 8 without collapsing.
+    rng = np.random.default_rng(10)
+    D = rng.normal(size=(48, 16))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    codes = np.zeros((4096, 48))
+    idx = np.argsort(rng.random((4096, 48)), axis=1)[:, :4]
+    np.put_along_axis(codes, idx, rng.uniform(0.5, 2, (4096, 4)), axis=1)
+    X = (codes @ D).astype(np.float32)
+    store = S.ArrayStore(X, fill_size=2048, seed=0)
+    sae = S.init_sae("relu", S.SAEConfig(16, 96, unit_norm_decoder=False), jax.random.key(0), decoder_norm=1.0)
+    cfg = S.TrainConfig(
+        n_steps=160, batch_size=128, lr=5e-3, lr_warmup=10, sparsity_coefficient=0.1, sparsity_warmup=16,
+        target_l0=8, target_l0_rate=0.03,
+    )
+    res = S.train_sae(sae, store, cfg, progress=False)
+    assert res.history["l0"][0] > 30
+    assert min(res.history["l0"]) > 4  # no overshoot-collapse
+    f = np.maximum((X - np.asarray(res.sae.b_dec)) @ np.asarray(res.sae.W_enc) + np.asarray(res.sae.b_enc), 0)
+    assert (f > 0).sum(1).mean() == pytest.approx(8, rel=0.2)  # numpy L0 of the trained SAE
+
+    # threshold_lr_scale multiplies only the log thresholds' optimizer update.
+    from jaxinterp.features.sae.train import TrainLoop, train_chunk
+
+    jr = S.init_sae("jumprelu", S.SAEConfig(16, 24), jax.random.key(1), threshold=0.1, bandwidth=0.5)
+    xs = jnp.asarray(X[:128].reshape(2, 64, 16))  # two steps: the warm-up's first has lr 0
+    moved = []
+    for scale in (1.0, 7.0):
+        loop = TrainLoop(S.TrainConfig(n_steps=100, batch_size=64, lr=1e-2, lr_warmup=1, threshold_lr_scale=scale), 0)
+        opt = loop.optimizer.init(eqx_filter(jr))
+        state, _ = train_chunk(loop, jr, opt, jnp.zeros(24, jnp.int32), jnp.asarray(0), jnp.asarray(0.0), xs, xs)
+        moved.append((state[0].log_threshold - jr.log_threshold, state[0].W_enc - jr.W_enc))
+    assert float(jnp.abs(moved[0][0]).max()) > 1e-4
+    np.testing.assert_allclose(moved[1][0], 7.0 * moved[0][0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(moved[1][1], moved[0][1])
+
+
+def eqx_filter(module):
+    import equinox as eqx
+
+    return eqx.filter(module, eqx.is_inexact_array)
 
 
 def test_resume_in_process_is_bit_identical(tmp_path):

@@ -98,8 +98,11 @@ def activation_patch(
     ``tokenizer`` (with ``to_str_tokens`` or ``decode``) or ``str_tokens``: label the
     position axes with the clean prompt's tokens.
     ``interventions``: applied before the patch in every run, and to the source run
-    the patched values come from (e.g. an SAE spliced in with its error term, so its
-    feature activations become patchable sites); plain engine only, without shortcuts.
+    the patched values come from (e.g. a steering vector, or an SAE spliced in with its
+    error term); plain engine only, without shortcuts. Only the model's own sites are
+    swept: a spliced SAE's feature activations are not sites here; patch and attribute
+    them with `jaxinterp.features.sae.feature_patch` and
+    `jaxinterp.features.sae.feature_attribution`.
     ``mesh``: a `jax.sharding.Mesh` to shard the patches over (its first axis; weights
     replicated): the plain engine splits each chunk's patches across the devices, the
     fast engine gives each device its share of the chunks (no progress bar then).

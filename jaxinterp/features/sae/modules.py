@@ -122,6 +122,20 @@ class SAE(eqx.Module):
         per token on ``pre`` (JumpReLU thresholds; no-op for other variants)."""
         return self
 
+    def finalize(self, x: Float[Array, "n d_in"]) -> "SAE":
+        """The SAE ready for inference after training, given input activations ``x``
+        (e.g. the training activations; the more tokens the better). BatchTopK sets its
+        inference threshold so that exactly ``k`` latents per token fire on ``x`` on
+        average (see `BatchTopKSAE.finalize`); the other variants are returned unchanged.
+        `train_sae` calls it on its first fill."""
+        return self
+
+    def scale_threshold_updates(self, updates: "SAE", factor: float) -> "SAE":
+        """Optimizer ``updates`` (a tree shaped like ``self``) with the learned
+        thresholds' update multiplied by ``factor`` (JumpReLU; a no-op for the others).
+        `TrainConfig.threshold_lr_scale` uses it."""
+        return updates
+
     def hyperparameters(self) -> dict:
         """Variant settings that are not arrays (saved in the JSON config)."""
         return {}
@@ -171,7 +185,9 @@ class TopKSAE(SAE):
 class BatchTopKSAE(SAE):
     """BatchTopK SAE (Bussmann et al. 2024): training keeps the ``k * batch`` largest
     pre-activations of the batch; inference keeps ``z > threshold`` per token, with the
-    threshold the running mean of each batch's smallest kept activation."""
+    threshold the running mean of each batch's smallest kept activation during training,
+    then calibrated on training activations by `finalize` (which `train_sae` calls) so
+    that the inference L0 is ``k``."""
 
     threshold: Float[Array, ""]
     k: int = eqx.field(static=True)
@@ -202,6 +218,22 @@ class BatchTopKSAE(SAE):
 
     def _scale_thresholds(self, factor):
         return eqx.tree_at(lambda s: s.threshold, self, self.threshold * factor)
+
+    def finalize(self, x):
+        """The SAE with its inference threshold calibrated on inputs ``x [n, d_in]``: the
+        midpoint between the ``(k n)``-th and ``(k n + 1)``-th largest positive
+        pre-activation over all ``n`` tokens and latents, so ``encode(x)`` keeps exactly
+        ``k n`` activations (``k`` per token on average), as the training batches did. The
+        running mean kept during training (`after_step`) averages each batch's smallest
+        kept value over a changing encoder; alone, it gave an inference L0 of 21.8 for
+        ``k = 32`` in a short run (docs/sae.md)."""
+        pre = self.pre_acts(jnp.asarray(x, self.W_enc.dtype)).reshape(-1)
+        n = x.shape[0] * self.k
+        if n >= pre.shape[0]:
+            raise SAEError(f"finalize needs more than k={self.k} latents per token; got x of shape {x.shape}")
+        top = -jnp.sort(-pre)[: n + 1]
+        threshold = jnp.maximum(0.5 * (top[n - 1] + top[n]), 0.0)
+        return eqx.tree_at(lambda s: s.threshold, self, threshold.astype(self.threshold.dtype))
 
     def hyperparameters(self):
         return {"k": self.k, "momentum": self.momentum}
@@ -239,6 +271,9 @@ class JumpReLUSAE(SAE):
 
     def _scale_thresholds(self, factor):
         return eqx.tree_at(lambda s: s.log_threshold, self, self.log_threshold + jnp.log(factor))
+
+    def scale_threshold_updates(self, updates, factor):
+        return eqx.tree_at(lambda u: u.log_threshold, updates, updates.log_threshold * factor)
 
     def calibrate(self, pre, target_l0):
         # Each latent's threshold at the (1 - target_l0 / d_sae) quantile of its own

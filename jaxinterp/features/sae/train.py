@@ -61,10 +61,17 @@ class TrainConfig:
     ``normalize``: scale activations to ``E||x||^2 = d``. ``init_b_dec``: ``"mean"``
     (the first fill's mean target) or ``"zero"``. ``grad_clip``: global norm clip.
     ``checkpoint_every``: fills between checkpoints. ``target_l0``: steer the sparsity
-    coefficient towards this training L0 (ReLU, JumpReLU): after each step its log
-    moves by ``target_l0_rate * (L0 - target) / target`` (a controller in the training
-    state, checkpointed like the rest; the relative error is clipped to [-1, 1]), so
-    variants can be compared at a matched L0.
+    coefficient towards this training L0 (ReLU, JumpReLU), so variants can be compared
+    at a matched L0: after each step ``coefficient *= exp(target_l0_rate *
+    clip(log(L0 / target), -1, 1))`` (a log-ratio controller in the training state,
+    checkpointed like the rest; symmetric in over- and undershoot, and bounded when
+    the initial L0 is 20x the target). While the sparsity warm-up ramps the
+    penalty, the controller holds still (no wind-up: it would otherwise keep raising the
+    coefficient while the ramp, not the coefficient, keeps L0 high, then overshoot).
+    ``threshold_lr_scale``: the learned thresholds' (JumpReLU's log thresholds)
+    learning rate relative to ``lr``; Adam moves each parameter by about ``lr`` per
+    step, far too slowly for thresholds that must travel by O(1) for the L0 to follow
+    the controller.
     ``seed``: the data order's seed is
     the store's; this one is for nothing random in the loop (kept for the record).
     """
@@ -85,6 +92,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     target_l0: Optional[float] = None
     target_l0_rate: float = 0.05
+    threshold_lr_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -94,6 +102,10 @@ class TrainConfig:
                 raise SAEError(f"TrainConfig.{name} must be a positive int, got {v!r}")
         if self.init_b_dec not in ("mean", "zero"):
             raise SAEError(f"TrainConfig.init_b_dec must be 'mean' or 'zero', got {self.init_b_dec!r}")
+        if not self.threshold_lr_scale > 0:
+            raise SAEError(f"TrainConfig.threshold_lr_scale must be > 0, got {self.threshold_lr_scale}")
+        if self.target_l0 is not None and not self.target_l0 > 0:
+            raise SAEError(f"TrainConfig.target_l0 must be > 0 latents per token, got {self.target_l0}")
         if not 0 <= self.lr_decay_frac <= 1:
             raise SAEError(f"TrainConfig.lr_decay_frac must be in [0, 1], got {self.lr_decay_frac}")
 
@@ -186,6 +198,8 @@ def _step(loop: TrainLoop, carry, batch):
     if sae.cfg.unit_norm_decoder:
         grads = eqx.tree_at(lambda g: g.W_dec, grads, _project_out_parallel(grads.W_dec, sae.W_dec))
     updates, opt_state = loop.optimizer.update(grads, opt_state, params)
+    if cfg.threshold_lr_scale != 1.0:
+        updates = sae.scale_threshold_updates(updates, cfg.threshold_lr_scale)
     params = optax.apply_updates(params, updates)
     sae = eqx.combine(params, static)
     if sae.cfg.unit_norm_decoder:
@@ -196,8 +210,10 @@ def _step(loop: TrainLoop, carry, batch):
     l0 = (acts > 0).sum(-1).mean()
     fvu = jnp.sum(err**2) / jnp.sum((y - y.mean(0)) ** 2)
     if cfg.target_l0 is not None:
-        # Relative error clipped to [-1, 1]: early in training L0 can be 100x the target.
-        log_coef = log_coef + cfg.target_l0_rate * jnp.clip((l0 - cfg.target_l0) / cfg.target_l0, -1.0, 1.0)
+        # Log-ratio error, clipped: early in training L0 can be 20-100x the target. Held
+        # during the sparsity warm-up (anti-wind-up).
+        err_log = jnp.clip(jnp.log(jnp.maximum(l0, 1e-3) / cfg.target_l0), -1.0, 1.0)
+        log_coef = log_coef + jnp.where(ramp >= 1.0, cfg.target_l0_rate * err_log, 0.0)
     return (sae, opt_state, since_fired, step + 1, log_coef), jnp.stack([loss, l0, fvu, jnp.exp(log_coef)])
 
 
@@ -408,4 +424,7 @@ def train_sae(
     if bar is not None:
         bar.close()
     trained = state[0].fold_scale(in_scale, out_scale)
+    # BatchTopK's inference threshold from the first fill (at most 2**25 pre-activations).
+    n_cal = max(1, min(first_x.shape[0], 2**25 // trained.cfg.d_sae))
+    trained = trained.finalize(first_x[:n_cal])
     return TrainResult(trained, {k: np.asarray(v) for k, v in history.items()}, in_scale, out_scale, int(state[3]))
