@@ -49,22 +49,29 @@ def main():
         allowed=allowed,
         refine_top_k=4 if QUICK else 8,
     )
+    # A neuron of layer l depends on layers 0..l only: optimise on the first l + 1 layers
+    # (the same activations, half the work for a middle layer).
+    upto = model.first_layers(args.layer + 1)
     objectives = {
-        f"MLP neuron L{args.layer} #{i} (mlp.post, last position)": neuron(args.layer, i, "mlp.post")
+        f"MLP neuron L{args.layer} #{i} (mlp.post, last position)": (upto, neuron(args.layer, i, "mlp.post"))
         for i in args.neurons
     }
     if args.extras and not QUICK:
-        objectives["' Paris' unembedding . resid_post L29 (last position)"] = direction(
-            np.asarray(model.unembed.W_U[:, paris]), L - 1
+        objectives["' Paris' unembedding . resid_post L29 (last position)"] = (
+            model,
+            direction(np.asarray(model.unembed.W_U[:, paris]), L - 1),
         )
-        objectives["head L6.H0 attention last -> first position"] = attention(6, 0, query_pos=-1, key_pos=0)
+        objectives["head L6.H0 attention last -> first position"] = (
+            model.first_layers(7),
+            attention(6, 0, query_pos=-1, key_pos=0),
+        )
     rng = np.random.default_rng(0)
     n_random = 32 if QUICK else 256
     random_tokens = rng.integers(17, V, (n_random, n_free))
-    for name, obj in objectives.items():
+    for name, (m, obj) in objectives.items():
         t = time.time()
-        vis = visualise(model, obj, n_free, **budget)
-        base = evaluate_tokens(model, random_tokens, obj)
+        vis = visualise(m, obj, n_free, **budget)
+        base = evaluate_tokens(m, random_tokens, obj)
         print(f"== {name}  ({time.time() - t:.0f} s)")
         best = random_tokens[int(np.argmax(base))]
         print(f"   random sequences: mean {base.mean():.3f}, max of {n_random} {base.max():.3f} ({tok.decode(best)!r})")
@@ -73,6 +80,9 @@ def main():
                 f"   {tok.decode(vis.tokens[i])!r:>40}  true {vis.true_values[i]:.3f}  (soft {vis.soft_values[i]:.3f},"
                 f" entropy {vis.entropy[i]:.2f})"
             )
+        if m is not model:  # the truncated model's value is the full model's
+            full = evaluate_tokens(model, vis.tokens[:3], obj)
+            print("   the same 3 inputs re-run on the full model: " + ", ".join(f"{v:.3f}" for v in full))
         if "Paris" in name:
             logits = model(np.asarray(vis.tokens[0]))
             top = np.argsort(-np.asarray(logits[-1]))[:5]
