@@ -34,6 +34,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--layer", type=int, default=12 if QUICK else 15)
     parser.add_argument("--neurons", type=int, nargs="+", default=[100] if QUICK else [100, 200, 300])
+    parser.add_argument("--entropy-weight", type=float, default=0.05)
+    parser.add_argument("--refine-sweeps", type=int, default=1)
     parser.add_argument("--extras", action="store_true", help="also the ' Paris' direction and a head's attention")
     args = parser.parse_args()
     t0 = time.time()
@@ -48,6 +50,8 @@ def main():
         learning_rate=0.2,
         allowed=allowed,
         refine_top_k=4 if QUICK else 8,
+        entropy_weight=args.entropy_weight,
+        refine_sweeps=args.refine_sweeps,
     )
     # A neuron of layer l depends on layers 0..l only: optimise on the first l + 1 layers
     # (the same activations, half the work for a middle layer).
