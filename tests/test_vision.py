@@ -7,6 +7,7 @@ checked against an implementation we did not write); numpy's FFT for the spectru
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,7 +117,8 @@ def test_affine_identity_and_rotation_by_90():
     np.testing.assert_allclose(np.asarray(rot), np.rot90(np.asarray(img), k=1, axes=(1, 2)), atol=1e-5)
 
 
-def test_optimisation_increases_the_target_and_beats_noise():
+@pytest.fixture(scope="module")
+def tiny_vit():
     import jaxinterp as ji
     from jaxinterp.model.vision import PatchEmbed, VisionTransformer
 
@@ -135,22 +137,69 @@ def test_optimisation_increases_the_target_and_beats_noise():
         mlp_bias=True,
         has_unembed=False,
     )
-    ks = jax.random.split(jax.random.key(1), 5)
-    pe = PatchEmbed(
-        0.1 * jax.random.normal(ks[0], (32, 3, 4, 4)),
-        jnp.zeros(32),
-        0.1 * jax.random.normal(ks[1], (32,)),
-        0.1 * jax.random.normal(ks[2], (32,)),
-        0.1 * jax.random.normal(ks[3], (4, 4, 32)),
-        4,
-    )
-    model = VisionTransformer(pe, ji.Transformer.init(cfg, ks[4], std=0.2))
-    objectives = vi.neurons(model, 1, [0, 1])
-    res = vi.visualise(model, objectives, jax.random.key(2), size=16, steps=60, lr=0.2)
-    start = np.asarray(vi.activation_matrix(model, objectives, vi.natural_noise(jax.random.key(2), 1, 16, std=0.01)))
-    own = np.asarray(vi.activation_matrix(model, objectives, res.images))
-    noise = np.asarray(vi.activation_matrix(model, objectives, vi.natural_noise(jax.random.key(3), 8, 16)))
-    assert np.all(np.diag(own) > start[:, 0] + 0.3)  # the initial image is ~grey
-    assert np.all(np.diag(own) > noise.max(axis=1))
+    # numpy draws: a multi-dimensional jax.random draw compiles for seconds on CPU
+    rng = np.random.default_rng(1)
+    f32 = lambda *shape: jnp.asarray(0.1 * rng.normal(size=shape), jnp.float32)  # noqa: E731
+    pe = PatchEmbed(f32(32, 3, 4, 4), jnp.zeros(32), f32(32), f32(32), f32(4, 4, 32), 4)
+    return VisionTransformer(pe, ji.Transformer.init(cfg, jax.random.key(4), std=0.2))
+
+
+# One compiled optimisation serves every call below: size, steps, restarts and the number
+# of objectives are static; lr, init_std and leak are traced.
+STATIC = dict(size=16, steps=40, restarts=2)
+
+
+def test_optimisation_increases_the_target_beats_noise_and_keeps_the_best_restart(tiny_vit):
+    objectives = vi.neurons(tiny_vit, 1, [0, 1])
+    key = jax.random.key(2)
+    start = vi.visualise(tiny_vit, objectives, key, lr=0.0, **STATIC)  # lr 0: the initial images
+    res = vi.visualise(tiny_vit, objectives, key, lr=0.2, **STATIC)
+    noise = vi.natural_noise(jax.random.key(3), 8, 16)
+    images = jnp.concatenate([start.images, res.candidates.reshape(-1, 3, 16, 16), noise])
+    m = np.asarray(vi.activation_matrix(tiny_vit, objectives, images))  # one forward per image, jitted apart
+    start_act, cand, noise_act = m[:, :2], m[:, 2:6].reshape(2, 2, 2), m[:, 6:]
+    own_cand = np.stack([cand[0, 0], cand[1, 1]])  # [objective, restart]: each on its own candidates
+    own = own_cand.max(axis=1)
+    assert np.all(own > np.diag(start_act) + 0.3)  # the initial image is ~grey
+    assert np.all(own > noise_act.max(axis=1))
+    # restarts: the values reported are the candidates' true values, and the best is kept
+    np.testing.assert_allclose(np.asarray(res.candidate_final), own_cand, atol=1e-5)
+    assert np.abs(own_cand[:, 0] - own_cand[:, 1]).max() > 1e-2  # the restarts differ, so the choice matters
+    best = own_cand.argmax(axis=1)
+    np.testing.assert_allclose(np.asarray(res.final), own, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(res.images), np.asarray(res.candidates)[[0, 1], best])
+    assert res.trace.shape == (40, 2) and res.trace[-1].mean() > res.trace[0].mean()
     with pytest.raises(vi.VisualisationError, match="unit must be in 0..63"):
-        vi.neurons(model, 1, [64])
+        vi.neurons(tiny_vit, 1, [64])
+    with pytest.raises(vi.VisualisationError, match="restarts must be >= 1"):
+        vi.visualise(tiny_vit, objectives, key, size=16, steps=4, restarts=0)
+
+
+def test_init_std_scales_the_starting_spectrum(tiny_vit):
+    # before the sigmoid the image is linear in the spectrum: logit(image) scales with init_std
+    objectives = vi.neurons(tiny_vit, 1, [0, 1])
+    a = vi.visualise(tiny_vit, objectives, jax.random.key(5), lr=0.0, init_std=0.01, **STATIC).candidates
+    b = vi.visualise(tiny_vit, objectives, jax.random.key(5), lr=0.0, init_std=0.3, **STATIC).candidates
+    logit = lambda x: np.log(np.asarray(x, np.float64) / (1 - np.asarray(x, np.float64)))  # noqa: E731
+    np.testing.assert_allclose(logit(b), 30 * logit(a), rtol=1e-3, atol=1e-4)
+    assert np.std(logit(a)) > 1e-4
+
+
+def test_leak_switches_on_a_dead_neuron(tiny_vit):
+    # neurons 2 and 3 of layer 1 pushed 30 below zero: GELU's gradient there is exactly 0
+    # in float32, so plain ascent cannot move the image; the leak (the pre-activation's
+    # gradient) can
+    b_in = tiny_vit.transformer.blocks.mlp.b_in
+    dead = eqx.tree_at(lambda m: m.transformer.blocks.mlp.b_in, tiny_vit, b_in.at[1, 2:4].add(-30.0))
+    objectives = vi.neurons(dead, 1, [2, 3])
+    pre = vi.Objective(objectives.direction, "mlp.pre", 1)
+    key = jax.random.key(6)
+    start = vi.visualise(dead, objectives, key, lr=0.0, **STATIC)
+    plain = vi.visualise(dead, objectives, key, lr=0.2, **STATIC)
+    leaky = vi.visualise(dead, objectives, key, lr=0.2, leak=1.0, **STATIC)
+    np.testing.assert_allclose(np.asarray(plain.candidates), np.asarray(start.candidates), atol=1e-6)
+    images = jnp.concatenate([start.images, leaky.images])
+    m = np.asarray(vi.activation_matrix(dead, pre, images))  # mlp.pre of each neuron on each image
+    assert np.all(np.diag(m[:, 2:]) > np.diag(m[:, :2]) + 0.2)
+    with pytest.raises(vi.VisualisationError, match="needs an mlp.post objective"):
+        vi.visualise(dead, vi.Objective(jnp.ones((2, 32)), "resid_post", 1), key, leak=1.0, **STATIC)

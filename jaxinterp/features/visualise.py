@@ -240,7 +240,8 @@ def visualise(
     if prefix.shape[0] + n_free > model.cfg.n_ctx:
         raise VisualisationError(f"prefix + n_free = {prefix.shape[0] + n_free} exceeds n_ctx={model.cfg.n_ctx}")
     table = model.embed(jnp.arange(V))  # [d_vocab, d_model]: the embedding of every token
-    theta0 = 0.1 * jax.random.normal(jax.random.key(seed), (n_restarts, n_free, V))
+    # drawn flat: the same numbers, but a 3-D threefry draw compiles for seconds on CPU
+    theta0 = 0.1 * jax.random.normal(jax.random.key(seed), (n_restarts * n_free * V,)).reshape(n_restarts, n_free, V)
     if allowed is not None:
         allowed = jnp.asarray(allowed, bool)
         if allowed.shape != (V,):

@@ -20,8 +20,9 @@ the jitted function, never closed over.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import equinox as eqx
 import jax
@@ -43,6 +44,62 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class VisualisationError(JaxinterpError):
     """A bad objective or optimisation setting (unknown site, unit out of range, ...)."""
+
+
+# ------------------------------------------------------------------ compiling
+# XLA's CPU backend spends most of its compile time having LLVM optimise kernels: the
+# optimisation's scan of grad of a tiny ViT compiles for ~30 s with it, ~1 s without (and
+# then runs a few times slower). Small programs on CPU are compiled without it.
+QUICK_COMPILE_FLOPS = 2e10
+_QUICK_OPTIONS = (
+    {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
+    {"xla_backend_optimization_level": 0},  # XLA builds without the second option
+)
+_ARRAY = object()  # marks where an array leaf goes
+
+
+def _filter_jit(fn: Callable, quick: bool) -> Callable:
+    """``eqx.filter_jit(fn)`` (array leaves traced, everything else static), optionally
+    compiled with XLA's backend optimisation off."""
+    if not quick:
+        return eqx.filter_jit(fn)
+    programs = [
+        jax.jit(functools.partial(_call_flat, fn), static_argnums=(1, 2), compiler_options=options)
+        for options in _QUICK_OPTIONS
+    ]
+
+    def call(*args):
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        arrays = [x for x in leaves if eqx.is_array(x)]
+        statics = tuple(_ARRAY if eqx.is_array(x) else x for x in leaves)
+        for program in programs[:-1]:
+            try:
+                return program(arrays, treedef, statics)
+            except Exception as error:  # an XLA build that lacks an option: try fewer
+                if "compile option" not in str(error):
+                    raise
+        return programs[-1](arrays, treedef, statics)
+
+    return call
+
+
+def _call_flat(fn, arrays, treedef, statics):
+    it = iter(arrays)
+    return fn(*jax.tree_util.tree_unflatten(treedef, [next(it) if x is _ARRAY else x for x in statics]))
+
+
+def _quick(quick_compile: Optional[bool], flops: float) -> bool:
+    if quick_compile is None:
+        return flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
+    return bool(quick_compile)
+
+
+def _forward_flops(model: VisionTransformer, layer: int, size: int) -> float:
+    """Multiply-adds x 2 of one forward through layers ``0..layer`` on a ``size`` image."""
+    per_layer = sum(x.size for x in jax.tree_util.tree_leaves(model.transformer.blocks) if eqx.is_array(x))
+    per_layer /= model.cfg.n_layers
+    tokens = (size // model.patch_embed.patch_size) ** 2 + 1
+    return 2.0 * per_layer * (layer + 1) * tokens
 
 
 class Objective(eqx.Module):
@@ -114,9 +171,17 @@ def spectrum_scale(size: int, decay: float = 1.0) -> Float[np.ndarray, "size hal
     return (1.0 / np.maximum(freqs, 1.0 / size) ** decay).astype(np.float32)
 
 
+def _normal(key: PRNGKeyArray, shape: tuple) -> Array:
+    """``jax.random.normal(key, shape)``, drawn flat and reshaped: the same numbers, but
+    XLA on CPU compiles a multi-dimensional threefry draw for seconds (a 4-D one ~17 s on
+    the 2-core machines), a flat one in well under one."""
+    return jax.random.normal(key, (math.prod(shape),)).reshape(shape)
+
+
 def init_spectrum(key: PRNGKeyArray, size: int, std: float = 0.01) -> Float[Array, "2 3 size half"]:
-    """Random (real, imaginary) spectrum parameters for a ``size x size`` RGB image."""
-    return std * jax.random.normal(key, (2, 3, size, size // 2 + 1))
+    """Random (real, imaginary) spectrum parameters for a ``size x size`` RGB image:
+    normal with standard deviation ``std`` (0.01: a near-grey start, as Lucid)."""
+    return std * _normal(key, (2, 3, size, size // 2 + 1))
 
 
 def to_image(spectrum: Float[Array, "2 3 size half"], decay: float = 1.0) -> Float[Array, "3 size size"]:
@@ -179,13 +244,19 @@ def activation(model: VisionTransformer, objective: Objective, image: Float[Arra
 
 
 def activation_matrix(
-    model: VisionTransformer, objectives: Objective, images: Float[Array, "n 3 h w"]
+    model: VisionTransformer,
+    objectives: Objective,
+    images: Float[Array, "n 3 h w"],
+    *,
+    quick_compile: Optional[bool] = None,
 ) -> Float[Array, "objective image"]:
-    """``[i, j]``: objective ``i`` (of a batched `Objective`) on image ``j``."""
-    return _activation_matrix(model, objectives, images)
+    """``[i, j]``: objective ``i`` (of a batched `Objective`) on image ``j``.
+    ``quick_compile``: as in `visualise`."""
+    flops = _forward_flops(model, objectives.layer, images.shape[-1]) * images.shape[0]
+    quick = _quick(quick_compile, flops)
+    return _activation_matrix_programs[quick](model, objectives, images)
 
 
-@eqx.filter_jit
 def _activation_matrix(model, objectives, images):
     def on_image(image):  # one forward per image, every objective read from its cache
         _, cache = model.run(normalise(image), layers=(0, objectives.layer + 1), cache=frozenset({objectives.site}))
@@ -196,14 +267,24 @@ def _activation_matrix(model, objectives, images):
     return jax.vmap(on_image, out_axes=1)(images)
 
 
+_activation_matrix_programs = {q: _filter_jit(_activation_matrix, q) for q in (False, True)}
+
+
 class Visualisation(eqx.Module):
-    """Result of `visualise`: ``images [n, 3, size, size]`` in ``[0, 1]``, the objective's
-    value along the way ``trace [steps, n]`` (on transformed images) and on the final
-    untransformed images ``final [n]``."""
+    """Result of `visualise`: per objective, the best of its restarts.
+
+    ``images [n, 3, size, size]`` in ``[0, 1]``; ``final [n]`` the objective on them
+    (untransformed); ``trace [steps, n]`` the objective along the way (on the transformed
+    images, of the kept restart; always the true objective, without the leak term).
+    ``candidates [n, restarts, 3, size, size]`` every restart's image and
+    ``candidate_final [n, restarts]`` its objective: ``images[i]`` is
+    ``candidates[i, argmax(candidate_final[i])]``."""
 
     images: Float[Array, "n 3 size size"]
     trace: Float[Array, "steps n"]
     final: Float[Array, " n"]
+    candidates: Float[Array, "n restarts 3 size size"]
+    candidate_final: Float[Array, "n restarts"]
 
 
 def visualise(
@@ -218,9 +299,32 @@ def visualise(
     jitter: float = 8.0,
     scales=(0.9, 0.95, 1.0, 1.05, 1.1),
     max_degrees: float = 10.0,
+    restarts: int = 1,
+    init_std: float = 0.01,
+    leak: float = 0.0,
+    quick_compile: Optional[bool] = None,
 ) -> Visualisation:
     """Optimise one image per objective of ``objectives`` (an `Objective` with a batch of
-    directions ``[n, d]``, e.g. from `neurons`) with Adam for ``steps`` steps."""
+    directions ``[n, d]``, e.g. from `neurons`) with Adam for ``steps`` steps.
+
+    ``restarts``: independent random starts per objective, optimised at once (vmapped);
+    the one whose final image scores highest on the objective is kept (all are returned
+    as ``candidates``). ``init_std``: standard deviation of the starting spectrum
+    (`init_spectrum`; larger starts further from grey). ``leak`` (``mlp.post`` objectives
+    only): add ``leak_t *`` the same objective read on ``mlp.pre`` to what is maximised,
+    ``leak_t`` falling linearly from ``leak`` at the first step to 0 at the last. A neuron
+    whose pre-activation starts deep in the negative range has a vanishing GELU/ReLU
+    gradient, so plain ascent never switches it on; the pre-activation always has a
+    gradient, and the leak is gone by the end, so the last steps maximise the objective
+    itself (``trace``, ``final`` and the choice among restarts never include the leak).
+
+    Restart ``r`` of objective ``i`` starts from ``fold_in(split(key, n)[i], r)``.
+    ``lr``, ``jitter``, ``max_degrees``, ``init_std`` and ``leak`` are traced: changing them
+    does not recompile; ``size``, ``steps``, ``restarts``, ``decay`` and ``scales`` do.
+
+    ``quick_compile``: compile with XLA's backend (LLVM) optimisation off: ~20x faster
+    to compile on CPU, a few times slower to run. None: on when the whole optimisation is
+    under ``QUICK_COMPILE_FLOPS`` of work on CPU (tiny models, tests), else off."""
     if objectives.direction.ndim != 2:
         raise VisualisationError(
             f"objectives.direction must be batched [n, d], got shape {objectives.direction.shape}"
@@ -231,39 +335,78 @@ def visualise(
         raise VisualisationError(f"size must be a multiple of the patch size {p}, got {size}")
     if steps < 1:
         raise VisualisationError(f"steps must be >= 1, got {steps}")
-    settings = (size, steps, lr, decay, jitter, tuple(scales), max_degrees)
-    return _visualise(model, objectives, key, settings)
-
-
-@eqx.filter_jit
-def _visualise(model, objectives, key, settings):
-    size, steps, lr, decay, jitter, scales, max_degrees = settings
+    if restarts < 1:
+        raise VisualisationError(f"restarts must be >= 1, got {restarts}")
+    if init_std < 0:
+        raise VisualisationError(f"init_std must be >= 0, got {init_std}")
+    if leak < 0:
+        raise VisualisationError(f"leak must be >= 0, got {leak}")
+    if leak and objectives.site != "mlp.post":
+        raise VisualisationError(
+            f"leak reads the pre-activation, so it needs an mlp.post objective; got site {objectives.site!r}"
+        )
+    static = (int(size), int(steps), int(restarts), float(decay), tuple(float(s) for s in scales))
+    traced = {
+        name: jnp.float32(v)
+        for name, v in dict(lr=lr, jitter=jitter, max_degrees=max_degrees, init_std=init_std, leak=leak).items()
+    }
     n = objectives.direction.shape[0]
-    opt = optax.adam(lr)
+    flops = 3 * _forward_flops(model, objectives.layer, size) * n * restarts * steps  # forward + backward
+    quick = _quick(quick_compile, flops)
+    return _visualise_programs[quick](model, objectives, key, traced, static)
 
-    def loss(spectrum, direction, key):
-        img = random_transform(key, to_image(spectrum, decay), jitter, scales, max_degrees)
+
+def _visualise(model, objectives, key, traced, static):
+    size, steps, restarts, decay, scales = static
+    n = objectives.direction.shape[0]
+    opt = optax.adam(traced["lr"])
+    # with an mlp.post objective, also read mlp.pre (for the leak; a leak of 0 adds exact zeros)
+    sites = frozenset({objectives.site, "mlp.pre"}) if objectives.site == "mlp.post" else frozenset({objectives.site})
+
+    def values(direction, image):  # (objective, objective on mlp.pre or 0)
+        _, cache = model.run(normalise(image), layers=(0, objectives.layer + 1), cache=sites)
         single = Objective(direction, objectives.site, objectives.layer, objectives.positions)
-        value = activation(model, single, img)
-        return -value, value
+        value = single(cache[objectives.site][objectives.layer])
+        if "mlp.pre" not in sites:
+            return value, jnp.zeros_like(value)
+        pre = Objective(direction, "mlp.pre", objectives.layer, objectives.positions)
+        return value, pre(cache["mlp.pre"][objectives.layer])
+
+    def loss(spectrum, direction, key, leak):
+        img = random_transform(key, to_image(spectrum, decay), traced["jitter"], scales, traced["max_degrees"])
+        value, pre = values(direction, img)
+        return -(value + leak * pre), value
 
     def one(direction, key):
         k0, key = jax.random.split(key)
-        spectrum = init_spectrum(k0, size)
+        spectrum = init_spectrum(k0, size, traced["init_std"])
+        leaks = traced["leak"] * (1.0 - jnp.arange(steps, dtype=jnp.float32) / max(steps - 1, 1))
 
-        def step(carry, k):
+        def step(carry, inputs):
+            k, leak = inputs
             spectrum, state = carry
-            (_, value), g = jax.value_and_grad(loss, has_aux=True)(spectrum, direction, k)
+            (_, value), g = jax.value_and_grad(loss, has_aux=True)(spectrum, direction, k, leak)
             updates, state = opt.update(g, state, spectrum)
             return (optax.apply_updates(spectrum, updates), state), value
 
-        (spectrum, _), trace = jax.lax.scan(step, (spectrum, opt.init(spectrum)), jax.random.split(key, steps))
+        carry = (spectrum, opt.init(spectrum))
+        (spectrum, _), trace = jax.lax.scan(step, carry, (jax.random.split(key, steps), leaks))
         image = to_image(spectrum, decay)
-        single = Objective(direction, objectives.site, objectives.layer, objectives.positions)
-        return image, trace, activation(model, single, image)
+        return image, trace, values(direction, image)[0]
 
-    images, trace, final = jax.vmap(one)(objectives.direction, jax.random.split(key, n))
-    return Visualisation(images, trace.T, final)
+    def per_objective(direction, key):
+        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(restarts))
+        images, traces, finals = jax.vmap(one, in_axes=(None, 0))(direction, keys)
+        best = jnp.argmax(finals)
+        return images[best], traces[best], finals[best], images, finals
+
+    images, trace, final, candidates, candidate_final = jax.vmap(per_objective)(
+        objectives.direction, jax.random.split(key, n)
+    )
+    return Visualisation(images, trace.T, final, candidates, candidate_final)
+
+
+_visualise_programs = {q: _filter_jit(_visualise, q) for q in (False, True)}
 
 
 def natural_noise(
@@ -271,9 +414,14 @@ def natural_noise(
 ) -> Float[Array, "n 3 size size"]:
     """``n`` images of coloured 1/f noise through the same parameterisation (a random
     spectrum): the "natural-looking noise" baseline a visualisation should beat."""
-    return jax.vmap(lambda k: to_image(std * jax.random.normal(k, (2, 3, size, size // 2 + 1)), decay))(
-        jax.random.split(key, n)
-    )
+    return _natural_noise(key, n, size, jnp.float32(std), decay)
+
+
+def _noise(key, n, size, std, decay):
+    return jax.vmap(lambda k: to_image(init_spectrum(k, size, std), decay))(jax.random.split(key, n))
+
+
+_natural_noise = _filter_jit(_noise, quick=True)  # FFTs and a sigmoid: nothing for LLVM to speed up
 
 
 def rotation_curve(
