@@ -84,11 +84,11 @@ PLAIN_FLAGS = ("base", "moe", "sliding_window", "parallel_attn_mlp", "rope_longr
 
 def loop_reference(model, clean, corrupt, metric):
     """``[layer, pos]``: the metric of the corrupted run with clean ``resid_pre`` patched in at one cell."""
+    _, cache = model.run_with_cache(clean, names=["resid_pre"])
+    source = cache["resid_pre"]
 
     @jax.jit
     def one(model, layer, pos):
-        # The clean run inside the same program: one compile per flag instead of two.
-        source = model.forward(clean, None, frozenset({"resid_pre"}))[1]["resid_pre"]
         return metric(model.forward(corrupt, [Patch("resid_pre", source, layer=layer, pos=pos)])[0])
 
     return np.array([[float(one(model, layer, pos)) for pos in range(N_POS)] for layer in range(model.cfg.n_layers)])
