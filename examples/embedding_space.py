@@ -33,15 +33,16 @@ from jaxinterp.analysis.lens import apply_norm_linear
 from jaxinterp.loading.bundled import smollm2_path
 from jaxinterp.loading.tokenizer import load_tokenizer
 
-QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, small budgets
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: a shorter token stream for the neurons' keys
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 HEAD = (23, 0)  # a name mover of SmolLM2 on IOI (see examples/logit_lens_dla.py)
 LAYER = 27
 
 
-def offline_text() -> str:
-    """A few thousand tokens of English prose that every Python install has."""
+def offline_text(n_modules: int | None = None) -> str:
+    """A few thousand tokens of English prose that every Python install has (the
+    docstrings of the first ``n_modules`` modules below; None: all of them)."""
     names = [
         "json",
         "argparse",
@@ -62,7 +63,7 @@ def offline_text() -> str:
         "heapq",
         "calendar",
     ]
-    return "\n\n".join(importlib.import_module(n).__doc__ or "" for n in names)
+    return "\n\n".join(importlib.import_module(n).__doc__ or "" for n in names[:n_modules])
 
 
 def main(path: str) -> None:
@@ -95,21 +96,29 @@ def main(path: str) -> None:
     push = act * np.asarray(values_normed @ model.unembed.W_U[:, mary])
     neurons = np.argsort(-push)[:3]
 
-    text = offline_text()
+    text = offline_text(4 if QUICK else None)  # QUICK: a shorter stream (each token runs 28 layers)
     stream = np.asarray(tok.encode(text))
     print(f"\nlayer {LAYER} neurons pushing ' Mary' on the IOI prompt (keys from a {len(stream)}-token stream):")
+    # Gated MLPs fire both ways: what a neuron promotes, and where it fires, depend on its sign here.
+    # One pass over the stream per sign finds the top activations of all neurons of that sign.
+    positive = {n: bool(act[n] > 0) for n in neurons}
+    fires = {
+        largest: E.neuron_top_activations(model, stream, LAYER, group, k=3, seq_len=64, batch_size=8, largest=largest)
+        for largest in (True, False)
+        if (group := [n for n in neurons if positive[n] == largest])
+    }
     value_rows = []
     for n in neurons:
-        # Gated MLPs fire both ways: what a neuron promotes, and where it fires, depend on its sign here.
-        sign = 1.0 if act[n] > 0 else -1.0
+        sign = 1.0 if positive[n] else -1.0
         promoted = E.project_to_vocab(model, sign * E.mlp_value_vectors(model, LAYER)[n], k=8, tokenizer=tok)
         value_rows.append(promoted)
-        fires = E.neuron_top_activations(model, stream, LAYER, [n], k=3, seq_len=64, batch_size=8, largest=sign > 0)
-        contexts = E.activation_contexts(stream, fires.positions, tok, before=10, after=2)[0]
+        found = fires[positive[n]]
+        row = list(found.neurons).index(n)
+        contexts = E.activation_contexts(stream, found.positions[row : row + 1], tok, before=10, after=2)[0]
         print(
             f"  neuron {n}: push {push[n]:+.2f} (activation {act[n]:+.2f}); sign x value vector promotes {promoted.strings}"
         )
-        for v, c in zip(fires.values[0], contexts):
+        for v, c in zip(found.values[row], contexts):
             print(f"      activation {v:+.2f} at ...{c!r}")
 
     final = np.asarray(cache["resid_post"][-1, -1])

@@ -115,7 +115,9 @@ def main():
     ds = load_sae_probes("92_glue_sst2").sample(n, seed=1)
     prompts = [p.rstrip() for p in ds.prompts]
     acts = collect_activations(model, tok, prompts, "resid_post", "last", batch_size=32, cache_dir="out/acts")
-    probes = train_probes(acts.acts, ds.targets, "binary", l2=(1e-2, 1e-1, 1.0, 10.0), optimizer="newton", n_steps=12)
+    # QUICK: a smaller l2 grid and fewer Newton steps (each step solves a d_model + 1 system per layer and l2).
+    l2 = (1e-1, 1.0) if QUICK else (1e-2, 1e-1, 1.0, 10.0)
+    probes = train_probes(acts.acts, ds.targets, "binary", l2=l2, optimizer="newton", n_steps=6 if QUICK else 12)
     probe_dirs = np.asarray(probes.probe.direction()[..., 0])  # [layer, d_model]: towards "positive"
     m = 16 if QUICK else 96
     toks, mask = tok.to_tokens_and_mask(prompts[:m])

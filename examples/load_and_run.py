@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,13 +51,15 @@ def main(path: str) -> None:
     clean = float(logits[-1, mary] - logits[-1, john])
 
     # One intervention per run: zero the attention output of layer l at the last position.
-    # `layer` is data, so every run reuses one compiled program.
-    @jax.jit
-    def ablated_diff(layer):
+    # `layer` is data, so every run reuses one compiled program. The model is an argument
+    # of the jitted function, not a closure: closed-over weights would be constants that
+    # XLA folds into the program (minutes of compiling on a real model).
+    @eqx.filter_jit
+    def ablated_diff(model, layer):
         out = model(tokens, interventions=[jaxinterp.Ablate("attn_out", layer=layer, pos=-1)])
         return out[-1, mary] - out[-1, john]
 
-    diffs = np.array([float(ablated_diff(jnp.int32(layer))) for layer in range(model.cfg.n_layers)])
+    diffs = np.array([float(ablated_diff(model, jnp.int32(layer))) for layer in range(model.cfg.n_layers)])
     print(f"logit diff ' Mary' - ' John': clean {clean:.2f}; when one layer's attention output is ablated:")
     for layer in np.argsort(diffs)[:3]:
         print(f"  layer {layer:2d}: {diffs[layer]:.2f}")

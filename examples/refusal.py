@@ -57,10 +57,11 @@ def main():
     harm_train, harm_val = split(HARMFUL, N_TRAIN)
     safe_train, safe_val = split(HARMLESS, N_TRAIN)
     harm_val, safe_val = harm_val[:N_VAL], safe_val[:N_VAL]
-    th, lh = encode_batch(tok, fmt(harm_train))
-    ts, ls = encode_batch(tok, fmt(safe_train))
-    vh, vlh = encode_batch(tok, fmt(harm_val))
-    vs, vls = encode_batch(tok, fmt(safe_val))
+    batches = [encode_batch(tok, fmt(x)) for x in (harm_train, safe_train, harm_val, safe_val)]
+    # Right-pad every batch to one width: harmful and harmless batches then share each
+    # compiled program (causal attention: padding after a row's end changes nothing in it).
+    width = max(t.shape[1] for t, _ in batches)
+    (th, lh), (ts, ls), (vh, vlh), (vs, vls) = [(np.pad(t, ((0, 0), (0, width - t.shape[1]))), n) for t, n in batches]
     metric = refusal_score(tok, ("I", "Sorry", "As", "Unfortunately"))
 
     base_h, base_s = scores(model, vh, vlh, metric), scores(model, vs, vls, metric)

@@ -4,7 +4,7 @@ device is the same vmap with its sweep axis sharded").
 On a CPU-only machine this fakes 8 devices with XLA_FLAGS (set before JAX starts); on a
 TPU pod slice or a multi-GPU host, drop that line and the mesh spans the real devices.
 
-    python examples/sharded_sweep.py
+    python examples/sharded_sweep.py      # JAXINTERP_QUICK=1: 2 layers, 12 positions (CI)
 """
 
 import os
@@ -22,10 +22,11 @@ from jaxinterp.core.metrics import logit_diff
 
 ji.enable_compilation_cache()  # a second run loads its compiled programs from disk
 
-cfg = ji.ModelConfig(d_model=128, n_layers=6, n_heads=4, d_head=32, d_vocab=500, n_ctx=64, d_mlp=512)
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: a smaller sweep (each layer compiles its own steps)
+cfg = ji.ModelConfig(d_model=128, n_layers=2 if QUICK else 6, n_heads=4, d_head=32, d_vocab=500, n_ctx=64, d_mlp=512)
 model = ji.Transformer.init(cfg, jax.random.key(0), std=0.1)
 rng = np.random.default_rng(0)
-clean = rng.integers(0, cfg.d_vocab, 24)
+clean = rng.integers(0, cfg.d_vocab, 12 if QUICK else 24)
 corrupt = clean.copy()
 corrupt[8] = (clean[8] + 1) % cfg.d_vocab
 metric = logit_diff(int(clean[8]), int(corrupt[8]))  # the swapped token vs its replacement, at the last position

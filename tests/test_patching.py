@@ -199,10 +199,17 @@ def caches(models, prompts):
 def loop_reference(model, source_cache, base, metric, site, over, fixed):
     value = source_cache[site]  # stacked [layer, ...]
     shape = tuple(axis_size(model.cfg, site, a) for a in over)
+
+    # One patch per call, through the model's own forward pass; the cell's indices are
+    # arguments, so the loop compiles once (and each call skips `model(...)`'s eager checks).
+    @jax.jit
+    def one(model, value, index):
+        where = {AXIS_KEYWORD[a]: i for a, i in zip(over, index)}
+        return metric(model.forward(base, [Patch(site, value, **where, **fixed)])[0])
+
     out = np.zeros(shape)
     for index in itertools.product(*map(range, shape)):
-        where = {AXIS_KEYWORD[a]: i for a, i in zip(over, index)}
-        out[index] = float(metric(model(base, [Patch(site, value, **where, **fixed)])))
+        out[index] = float(one(model, value, tuple(np.int32(i) for i in index)))
     return out
 
 

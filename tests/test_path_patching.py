@@ -169,6 +169,29 @@ def test_kv_head_node_stands_for_its_query_heads(model):
     np.testing.assert_array_equal(kv.per_pair, heads.per_pair)
 
 
+def test_hypotheses_share_one_compiled_program(model, caplog):
+    """Node sets are data and the default dissimilarities compare equal: scoring a second
+    hypothesis (as a search over circuits does, many times) compiles nothing. A new
+    dissimilarity function does compile (the check can fail)."""
+    import logging
+
+    import jax
+
+    from jaxinterp.core.metrics import logit_diff
+
+    def compiles(*args, **kwargs):
+        caplog.clear()
+        with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+            evaluate_hypothesis(model, *args, **kwargs)
+        return [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+
+    compiles(["a0.h1"], REFS, CFS)
+    assert not compiles(["a1.h3", "m0"], REFS, CFS)
+    compiles(["a0.h1"], REFS, CFS, metric=logit_diff(3, 4))
+    assert not compiles(["m1"], REFS, CFS, metric=logit_diff(5, 6))
+    assert compiles(["m1"], REFS, CFS, lambda a, b: jnp.abs(a[-1] - b[-1]).sum())
+
+
 def test_hypothesis_with_every_node_explains_everything(model):
     everything = [f"a{l}.h{h}" for l in range(L) for h in range(H)] + [f"m{l}" for l in range(L)]
     res = evaluate_hypothesis(model, everything, REFS, CFS, metric=METRIC)

@@ -421,21 +421,38 @@ def _sender_grid(cfg, senders: str):
 # ------------------------------------------------------------ circuit hypotheses
 
 
+class _KLDissimilarity(eqx.Module):
+    """`kl_dissimilarity`'s callable: a module, so that two of them with one ``pos`` are
+    equal and `evaluate_hypothesis` reuses its compiled program (a fresh closure per call
+    compiled anew each time)."""
+
+    pos: int = eqx.field(static=True)
+
+    def __call__(self, a, b):
+        la = jax.nn.log_softmax(a[self.pos].astype(jnp.float32))
+        lb = jax.nn.log_softmax(b[self.pos].astype(jnp.float32))
+        return jnp.sum(jnp.exp(la) * (la - lb))
+
+
+class _MetricDissimilarity(eqx.Module):
+    """`metric_dissimilarity`'s callable: the metric is a field (its arrays data), so the
+    compiled program is shared between calls, as with `_KLDissimilarity`."""
+
+    metric: Metric
+
+    def __call__(self, a, b):
+        return jnp.abs(self.metric(a) - self.metric(b))
+
+
 def kl_dissimilarity(pos: int = -1) -> Callable:
     """``delta(model_logits, hypothesis_logits) = KL(model || hypothesis)`` of the next-token
     distributions at ``pos``."""
-
-    def delta(a, b):
-        la = jax.nn.log_softmax(a[pos].astype(jnp.float32))
-        lb = jax.nn.log_softmax(b[pos].astype(jnp.float32))
-        return jnp.sum(jnp.exp(la) * (la - lb))
-
-    return delta
+    return _KLDissimilarity(int(pos))
 
 
 def metric_dissimilarity(metric: Metric) -> Callable:
     """``delta(a, b) = |metric(a) - metric(b)|``."""
-    return lambda a, b: jnp.abs(metric(a) - metric(b))
+    return _MetricDissimilarity(metric)
 
 
 @dataclasses.dataclass

@@ -98,9 +98,20 @@ class ProbeReadout(eqx.Module):
         return self.probe.score(a[self.pos].astype(jnp.float32))
 
 
+class _MetricObjective(eqx.Module):
+    """`from_metric`'s objective: a module holding the metric (a pytree, its arrays data),
+    so two objectives from one metric are equal and share a compiled program (a fresh
+    closure per call compiled anew each time)."""
+
+    metric: Callable
+
+    def __call__(self, logits, cache=None):
+        return self.metric(logits)
+
+
 def from_metric(metric: Callable) -> Objective:
     """An objective from a `jaxinterp.metrics` metric of the logits alone."""
-    return lambda logits, cache: metric(logits)
+    return _MetricObjective(metric)
 
 
 def _short(model, sites) -> tuple[str, ...]:
