@@ -299,30 +299,35 @@ def _check_options(cfg, kinds, hidden_site, n_samples, window, method) -> bool:
 
 def _full_maps(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size, checkpoints):
     """The reference: one full forward pass per restoration and noise sample."""
-    from ..engine.sweep import sweep
-
     cfg, n_pos = model.cfg, tokens.shape[0]
     corrupted = float(_trace_prob_jit(model, tokens, answer, subject, keys, std))
-    layers, positions = np.meshgrid(np.arange(cfg.n_layers), np.arange(n_pos), indexing="ij")
+    args = (tokens, answer, subject, keys, jnp.asarray(std))
+    probs = _restoration_sweeps(_Restore, model, n_pos, cache, sites, window, args, batch_size, checkpoints)
+    return {kind: p.reshape(cfg.n_layers, n_pos) for kind, p in probs.items()}, corrupted
+
+
+def _restoration_sweeps(restore, model, n_pos, cache, sites, window, args, batch_size, checkpoints) -> dict:
+    """``{kind: [layer * pos, ...]}``: the engine's `sweep` of ``restore(site, window)``
+    (a `_Restore` or `_RestoreItems`) over every (layer, pos) cell, per kind (``window``
+    for the MLP and attention kinds, single layers for ``"hidden"``)."""
+    from ..engine.sweep import sweep
+
+    layers, positions = np.meshgrid(np.arange(model.cfg.n_layers), np.arange(n_pos), indexing="ij")
     locations = {"layer": jnp.asarray(layers.reshape(-1)), "pos": jnp.asarray(positions.reshape(-1))}
-    values = {}
-    for kind, site in sites.items():
-        restored = _Restore(site, None if kind == "hidden" else window)
-        probs = sweep(
-            restored,
-            locations,
-            model,
-            cache[site],
-            tokens,
-            answer,
-            subject,
-            keys,
-            jnp.asarray(std),
-            batch_size=batch_size,
-            checkpoint=checkpoints.get(kind),
+    return {
+        kind: np.asarray(
+            sweep(
+                restore(site, None if kind == "hidden" else window),
+                locations,
+                model,
+                cache[site],
+                *args,
+                batch_size=batch_size,
+                checkpoint=checkpoints.get(kind),
+            )
         )
-        values[kind] = np.asarray(probs).reshape(cfg.n_layers, n_pos)
-    return values, corrupted
+        for kind, site in sites.items()
+    }
 
 
 class _Restore(eqx.Module):
@@ -854,31 +859,12 @@ def _fast_program_items(model, noisy, clean, data, answer, *, shape, site, reado
 
 def _full_maps_items(model, tokens, answer, subject, keys, std, cache, sites, window, batch_size, checkpoints):
     """`_full_maps` for ``[item, pos]`` prompts of one length."""
-    from ..engine.sweep import sweep
-
     cfg, (n_items, n_pos) = model.cfg, tokens.shape
     corrupted = np.asarray(_trace_prob_items(model, tokens, answer, subject, keys, jnp.asarray(std)))
-    layers, positions = np.meshgrid(np.arange(cfg.n_layers), np.arange(n_pos), indexing="ij")
-    locations = {"layer": jnp.asarray(layers.reshape(-1)), "pos": jnp.asarray(positions.reshape(-1))}
     cells = None if batch_size is None else max(1, batch_size // n_items)
-    values = {}
-    for kind, site in sites.items():
-        restored = _RestoreItems(site, None if kind == "hidden" else window)
-        probs = sweep(
-            restored,
-            locations,
-            model,
-            cache[site],
-            tokens,
-            answer,
-            subject,
-            keys,
-            jnp.asarray(std),
-            batch_size=cells,
-            checkpoint=checkpoints.get(kind),
-        )
-        values[kind] = np.asarray(probs).T.reshape(n_items, cfg.n_layers, n_pos)
-    return values, corrupted
+    args = (tokens, answer, subject, keys, jnp.asarray(std))
+    probs = _restoration_sweeps(_RestoreItems, model, n_pos, cache, sites, window, args, cells, checkpoints)
+    return {kind: p.T.reshape(n_items, cfg.n_layers, n_pos) for kind, p in probs.items()}, corrupted
 
 
 class _RestoreItems(eqx.Module):
