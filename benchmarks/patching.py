@@ -50,11 +50,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jaxinterp  # noqa: E402
 from jaxinterp import ModelConfig, Patch, Transformer  # noqa: E402
 from jaxinterp.causal.patching import activation_patch, patch_grid, readout_for  # noqa: E402
-from jaxinterp.causal.patching.fast import QUICK_COMPILE_OPTIONS, cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
+from jaxinterp.causal.patching.fast import cached_runs, fast_flops, fast_layout, fast_program  # noqa: E402
 from jaxinterp.causal.patching.plain import PatchedMetric  # noqa: E402
 from jaxinterp.core.metrics import logit_diff  # noqa: E402
 from jaxinterp.core.pair_metrics import pair_logit_diff  # noqa: E402
 from jaxinterp.core.readout import split_metric  # noqa: E402
+from jaxinterp.engine.quick_compile import QUICK_COMPILE_OPTION_SETS  # noqa: E402
 from jaxinterp.engine.sweep import chunk_locations, run_chunks  # noqa: E402
 
 GPT2_SMALL = ModelConfig(
@@ -192,7 +193,7 @@ def compiled_fast(model, base, source, layout, site, metric, readout, last_subse
         last_layer_subset=last_subset,
         progress=False,
     )
-    for options in [QUICK_COMPILE_OPTIONS, {"xla_backend_optimization_level": 0}] if quick else []:
+    for options in QUICK_COMPILE_OPTION_SETS if quick else ():
         try:
             return lowered.compile(options)
         except Exception as error:  # an XLA without these options (as the library falls back)

@@ -45,9 +45,10 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ..core.labelled import LabelledArray
 from ..core.readout import Readout
+from ..engine.quick_compile import QuickCompiled
 from ..model.interventions import Noise, Patch
 from ..model.transformer import check_tokens
-from .patching.fast import QuickCompiled, fast_supported
+from .patching.fast import fast_supported
 
 __all__ = [
     "causal_trace",

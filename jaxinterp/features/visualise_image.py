@@ -33,6 +33,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..core.errors import JaxinterpError
 from ..core.sites import parse_site
+from ..engine.quick_compile import call_first_supported, quick_jits, wants_quick
 from ..model.vision import VisionTransformer
 
 # sqrt of ImageNet's RGB colour covariance (Lucid, `color_correlation_svd_sqrt`).
@@ -47,14 +48,9 @@ class VisualisationError(JaxinterpError):
 
 
 # ------------------------------------------------------------------ compiling
-# XLA's CPU backend spends most of its compile time having LLVM optimise kernels: the
-# optimisation's scan of grad of a tiny ViT compiles for ~30 s with it, ~1 s without (and
-# then runs a few times slower). Small programs on CPU are compiled without it.
-QUICK_COMPILE_FLOPS = 2e10
-_QUICK_OPTIONS = (
-    {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
-    {"xla_backend_optimization_level": 0},  # XLA builds without the second option
-)
+# The optimisation's scan of grad of a tiny ViT compiles for ~30 s with LLVM's
+# optimisation, ~1 s without: small programs on CPU are compiled without it
+# (`jaxinterp.engine.quick_compile`).
 _ARRAY = object()  # marks where an array leaf goes
 
 
@@ -63,22 +59,13 @@ def _filter_jit(fn: Callable, quick: bool) -> Callable:
     compiled with XLA's backend optimisation off."""
     if not quick:
         return eqx.filter_jit(fn)
-    programs = [
-        jax.jit(functools.partial(_call_flat, fn), static_argnums=(1, 2), compiler_options=options)
-        for options in _QUICK_OPTIONS
-    ]
+    programs = quick_jits(functools.partial(_call_flat, fn), static_argnums=(1, 2))
 
     def call(*args):
         leaves, treedef = jax.tree_util.tree_flatten(args)
         arrays = [x for x in leaves if eqx.is_array(x)]
         statics = tuple(_ARRAY if eqx.is_array(x) else x for x in leaves)
-        for program in programs[:-1]:
-            try:
-                return program(arrays, treedef, statics)
-            except Exception as error:  # an XLA build that lacks an option: try fewer
-                if "compile option" not in str(error):
-                    raise
-        return programs[-1](arrays, treedef, statics)
+        return call_first_supported(programs, arrays, treedef, statics)
 
     return call
 
@@ -86,12 +73,6 @@ def _filter_jit(fn: Callable, quick: bool) -> Callable:
 def _call_flat(fn, arrays, treedef, statics):
     it = iter(arrays)
     return fn(*jax.tree_util.tree_unflatten(treedef, [next(it) if x is _ARRAY else x for x in statics]))
-
-
-def _quick(quick_compile: Optional[bool], flops: float) -> bool:
-    if quick_compile is None:
-        return flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
-    return bool(quick_compile)
 
 
 def _forward_flops(model: VisionTransformer, layer: int, size: int) -> float:
@@ -253,7 +234,7 @@ def activation_matrix(
     """``[i, j]``: objective ``i`` (of a batched `Objective`) on image ``j``.
     ``quick_compile``: as in `visualise`."""
     flops = _forward_flops(model, objectives.layer, images.shape[-1]) * images.shape[0]
-    quick = _quick(quick_compile, flops)
+    quick = wants_quick(quick_compile, flops)
     return _activation_matrix_programs[quick](model, objectives, images)
 
 
@@ -324,7 +305,7 @@ def visualise(
 
     ``quick_compile``: compile with XLA's backend (LLVM) optimisation off: ~20x faster
     to compile on CPU, a few times slower to run. None: on when the whole optimisation is
-    under ``QUICK_COMPILE_FLOPS`` of work on CPU (tiny models, tests), else off."""
+    under ``jaxinterp.engine.quick_compile.QUICK_COMPILE_FLOPS`` of work on CPU (tiny models, tests), else off."""
     if objectives.direction.ndim != 2:
         raise VisualisationError(
             f"objectives.direction must be batched [n, d], got shape {objectives.direction.shape}"
@@ -352,7 +333,7 @@ def visualise(
     }
     n = objectives.direction.shape[0]
     flops = 3 * _forward_flops(model, objectives.layer, size) * n * restarts * steps  # forward + backward
-    quick = _quick(quick_compile, flops)
+    quick = wants_quick(quick_compile, flops)
     return _visualise_programs[quick](model, objectives, key, traced, static)
 
 

@@ -40,6 +40,7 @@ from ...core.pair_metrics import PairMetric
 from ...core.readout import Readout, evaluate_metric, logit_columns, split_metric
 from ...core.sites import AXES, dim_sizes, layer_site_dims
 from ...engine.checkpoint import run_checkpointed
+from ...engine.quick_compile import QuickCompiled
 from ...engine.sweep import map_chunks
 from ...model.rotary import rotary_tables
 from .layout import MAX_BLOCK_TOKENS, BlockLayout, BlockShape, build_blocks
@@ -231,41 +232,6 @@ def _program(
 
 
 _STATIC = ("shape", "site", "metric", "readout", "last_layer_subset", "progress", "mesh")
-
-# Compile time: XLA's CPU backend spends most of it having LLVM optimise elementwise
-# kernels. Without that optimisation it compiles several times faster but runs GELU,
-# norms and copies several times slower, so it pays only for small sweeps, where
-# compile time dominates: below QUICK_COMPILE_FLOPS of work, compile for speed of
-# compiling.
-QUICK_COMPILE_FLOPS = 2e10
-QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-
-
-class QuickCompiled:
-    """``fn`` jitted twice over: normally (``.program``) and for speed of compiling
-    (XLA's backend optimisation off), used when asked to or, by default, when the work is
-    small on CPU (``flops < QUICK_COMPILE_FLOPS``): compiling dominates there."""
-
-    def __init__(self, fn: Callable, static_argnames: tuple):
-        self.program = jax.jit(fn, static_argnames=static_argnames)
-        self.quick = [
-            # Older/newer XLA builds lack some options: fall back to fewer.
-            jax.jit(fn, static_argnames=static_argnames, compiler_options=QUICK_COMPILE_OPTIONS),
-            jax.jit(fn, static_argnames=static_argnames, compiler_options={"xla_backend_optimization_level": 0}),
-        ]
-
-    def __call__(self, flops: float, quick_compile: Optional[bool], *args, **static):
-        if quick_compile is None:
-            quick_compile = flops < QUICK_COMPILE_FLOPS and jax.default_backend() == "cpu"
-        if quick_compile:
-            for program in self.quick:
-                try:
-                    return program(*args, **static)
-                except Exception as error:
-                    if "compile option" not in str(error):
-                        raise
-        return self.program(*args, **static)
-
 
 _programs = QuickCompiled(_program, _STATIC)
 fast_program = _programs.program
