@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Appended, so flags already given (e.g. the test suite's) are kept.
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
 import time  # noqa: E402
 

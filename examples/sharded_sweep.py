@@ -9,7 +9,8 @@ TPU pod slice or a multi-GPU host, drop that line and the mesh spans the real de
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Appended, so flags already given (e.g. the test suite's) are kept.
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
 import time
 

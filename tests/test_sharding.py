@@ -228,7 +228,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_weights_sharded_and_sweep_on_a_2x4_mesh_equals_unsharded(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "llama")], env=env, capture_output=True, text=True, timeout=300
     )

@@ -66,7 +66,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sweep_sharded_over_a_mesh_equals_unsharded_and_loop():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     # The result was computed on all 8 devices, not gathered onto one first.
