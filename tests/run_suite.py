@@ -13,7 +13,7 @@
   so neither slot idles while the other runs the examples one by one.
 - **Compile time.** The tests' models are tiny, so most of their time is XLA compiling,
   and most of that is LLVM optimising kernels. Every group except the parity tests
-  against transformers runs with XLA's backend optimisation off (`QUICK_XLA_FLAGS`,
+  against transformers runs with XLA's backend optimisation off (`QUICK_XLA_FLAG_SETS`,
   appended to any ``XLA_FLAGS`` given): test_patching.py takes 87 s instead of 164 s.
   The parity files (`OPTIMISED`) keep the default flags, so the code users get compiled
   is still checked against transformers to the last digit.
