@@ -44,8 +44,7 @@ SWEEPS = {
 
 
 def main(path: str) -> None:
-    model = jaxinterp.load(path)
-    model = model.first_layers(4) if QUICK else model
+    model = jaxinterp.load(path, n_layers=4 if QUICK else None)
     tokenizer = jaxinterp.load_tokenizer(path)
     clean = np.asarray(tokenizer.encode(CLEAN))
     corrupt = np.asarray(tokenizer.encode(CORRUPT))

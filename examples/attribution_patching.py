@@ -50,8 +50,7 @@ def pearson(a, b) -> float:
 
 
 def main(path: str) -> None:
-    model, tok = jaxinterp.load(path), load_tokenizer(path)
-    model = model.first_layers(4) if QUICK else model
+    model, tok = jaxinterp.load(path, n_layers=4 if QUICK else None), load_tokenizer(path)
     clean, corrupt = tok.to_tokens(CLEAN), tok.to_tokens(CORRUPT)
     str_tokens = tok.to_str_tokens(clean)
     metric = logit_diff(tok.to_single_token(" Mary"), tok.to_single_token(" John"))

@@ -61,8 +61,7 @@ def token_groups(n_pos: int, subject: list[int]) -> dict[str, list[int]]:
 
 
 def main(path: str, n_samples: int) -> None:
-    model, tok = jaxinterp.load(path), load_tokenizer(path)
-    model = model.first_layers(4) if QUICK else model
+    model, tok = jaxinterp.load(path, n_layers=4 if QUICK else None), load_tokenizer(path)
     n_samples = 1 if QUICK else n_samples
     tokens = tok.to_tokens(PROMPT)
     str_tokens = tok.to_str_tokens(tokens)

@@ -49,8 +49,7 @@ TOP_K = 10
 def main():
     t0 = time.time()
     path = smollm2_path()
-    model, tok = ji.load(path), ji.load_tokenizer(path)
-    model = model.first_layers(12) if QUICK else model  # QUICK: every code path, on the first layers
+    model, tok = ji.load(path, n_layers=12 if QUICK else None), ji.load_tokenizer(path)  # QUICK: every code path, on the first layers
     cfg = model.cfg
     cie_layers = list(range(0, cfg.n_layers, 10)) if QUICK else list(range(cfg.n_layers))
     data = {}

@@ -39,8 +39,7 @@ def chat(question: str) -> str:
 
 def main():
     path = smollm2_path()
-    model, tok = ji.load(path), ji.load_tokenizer(path)
-    model = model.first_layers(8) if QUICK else model  # QUICK: every code path, on the first layers
+    model, tok = ji.load(path, n_layers=8 if QUICK else None), ji.load_tokenizer(path)  # QUICK: every code path, on the first layers
     n_new = 8 if QUICK else 48
     questions = QUESTIONS[:2] if QUICK else QUESTIONS
     prompts = [tok.encode(chat(q)) for q in questions]

@@ -52,8 +52,8 @@ CORRUPT = "The Colosseum is in the city of"
 def main():
     os.makedirs("out", exist_ok=True)
     t0 = time.time()
-    model, tok = ji.load(smollm2_path()), ji.load_tokenizer(smollm2_path())
-    model = model.first_layers(6) if QUICK else model  # QUICK: every code path, on the first layers
+    # QUICK: every code path, on the first layers
+    model, tok = ji.load(smollm2_path(), n_layers=6 if QUICK else None), ji.load_tokenizer(smollm2_path())
     tokens = jnp.asarray(tok.encode(PROMPT))
     paris, london = tok.to_single_token(" Paris"), tok.to_single_token(" London")
     logits = model(tokens)

@@ -39,8 +39,7 @@ def main() -> None:
     parser.add_argument("--sites", default=",".join(SWEEPS))
     args = parser.parse_args()
     path = args.path or smollm2_path()
-    model = jaxinterp.load(path)
-    model = model.first_layers(4) if QUICK else model
+    model = jaxinterp.load(path, n_layers=4 if QUICK else None)
     tokenizer = jaxinterp.load_tokenizer(path)
     data = ioi_dataset(tokenizer, args.pairs, templates=IOI_TEMPLATES[:1], corruption="abc", seed=0)
     print(f"{data.n_pairs} IOI pairs of {data.clean.shape[1]} tokens, e.g.")

@@ -30,8 +30,7 @@ PROMPTS = [
 def main(path: str) -> None:
     quick = os.environ.get("JAXINTERP_QUICK") == "1"
     prompts = PROMPTS[1:3] if quick else PROMPTS
-    model, tok = jaxinterp.load(path), jaxinterp.load_tokenizer(path)
-    model = model.first_layers(8) if quick else model  # quick: every code path, on the first layers
+    model, tok = jaxinterp.load(path, n_layers=8 if quick else None), jaxinterp.load_tokenizer(path)  # quick: every code path, on the first layers
     alone = [np.asarray(model(tok.to_tokens(p))) for p in prompts]
     for side in ("left", "right"):
         tokens, mask = tok.to_tokens_and_mask(prompts, padding_side=side)

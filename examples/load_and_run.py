@@ -28,8 +28,7 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
 def main(path: str) -> None:
-    model = jaxinterp.load(path)  # fp32; dtype=jnp.bfloat16 halves the memory
-    model = model.first_layers(4) if QUICK else model
+    model = jaxinterp.load(path, n_layers=4 if QUICK else None)  # fp32; dtype=jnp.bfloat16 halves the memory
     tok = load_tokenizer(path)
     print(
         f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}, {model.cfg.n_heads} heads / {model.cfg.n_kv_heads} kv heads"

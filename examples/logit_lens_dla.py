@@ -43,8 +43,7 @@ PROMPTS = [  # (prompt, indirect object = answer, subject)
 
 
 def main(path: str) -> None:
-    model, tok = ji.load(path), load_tokenizer(path)
-    model = model.first_layers(4) if QUICK else model
+    model, tok = ji.load(path, n_layers=4 if QUICK else None), load_tokenizer(path)
     tokens = np.array([tok.encode(p) for p, _, _ in PROMPTS])  # same length: one batch
     answers = np.array([tok.to_single_token(a) for _, a, _ in PROMPTS])
     subjects = np.array([tok.to_single_token(s) for _, _, s in PROMPTS])

@@ -62,8 +62,7 @@ def ioi_pairs(tok, n: int, seed: int = 0):
 
 
 def main(path: str) -> None:
-    model, tok = jaxinterp.load(path), load_tokenizer(path)
-    model = model.first_layers(4) if QUICK else model
+    model, tok = jaxinterp.load(path, n_layers=4 if QUICK else None), load_tokenizer(path)
     cfg = model.cfg
     base = tok.to_tokens(TEMPLATE.format("Mary", "John", "John"))
     source = tok.to_tokens(TEMPLATE.format("Mary", "John", "Mary"))

@@ -47,8 +47,7 @@ N_GEN = 1 if QUICK else 2
 def main():
     t0 = time.time()
     path = smollm2_path()
-    model, tok = ji.load(path), ji.load_tokenizer(path)
-    model = model.first_layers(12) if QUICK else model  # QUICK: every code path, on the first layers
+    model, tok = ji.load(path, n_layers=12 if QUICK else None), ji.load_tokenizer(path)  # QUICK: every code path, on the first layers
     template = chat_template(path)
     print(
         f"chat template: {template!r}; a prompt ends with {tok.to_str_tokens(format_instruction(template, 'Hi'))[-6:]}"

@@ -136,8 +136,7 @@ def main():
     os.makedirs("out", exist_ok=True)
     t0 = time.time()
     path = smollm2_path()
-    model, tok = ji.load(path), ji.load_tokenizer(path)
-    model = model.first_layers(8) if QUICK else model  # QUICK: every code path, on the first layers
+    model, tok = ji.load(path, n_layers=8 if QUICK else None), ji.load_tokenizer(path)  # QUICK: every code path, on the first layers
     good = TokenProb(jnp.asarray([tok.to_single_token(w) for w in STEER_GOOD]), -1, log=True)
     bad = TokenProb(jnp.asarray([tok.to_single_token(w) for w in STEER_BAD]), -1, log=True)
 

@@ -50,8 +50,7 @@ def train_tms(n_features=5, m=2, sparsity=0.9, steps=3000, seed=0):
 
 def main(model_name: str = "smollm2"):
     os.makedirs(OUT, exist_ok=True)
-    model, tok = load_model_and_tokenizer(model_name)
-    model = model.first_layers(4) if QUICK else model  # QUICK: every figure, on the first layers
+    model, tok = load_model_and_tokenizer(model_name, n_layers=4 if QUICK else None)  # QUICK: every figure, on the first layers
     report = Report("jaxinterp visualisation gallery", f"Figures from jaxinterp.viz on {model_name} and a toy model.")
 
     # Activation patching heatmap with token labels.

@@ -338,6 +338,44 @@ def test_gguf_rope_freqs_and_sliding_window_match_the_hf_model(name, tmp_path):
     assert moved > 100 * TOL, moved
 
 
+def test_first_layers_load_matches_a_truncated_transformers_model(llama_copy, gguf_models):
+    """``load(path, n_layers=1)`` is the HF model cut after its first block (checked against
+    transformers with its later layers dropped), equals ``load(path).first_layers(1)``,
+    and never reads the later layers: a checkpoint whose layer 1 is gone still loads."""
+    import copy
+
+    from jaxinterp.core.errors import ConfigError
+
+    torch_model = copy.deepcopy(hf_model("llama")[0])  # the model llama_copy was saved from
+    assert torch_model.config.num_hidden_layers == 2
+    torch_model.model.layers = torch_model.model.layers[:1]
+    torch_model.config.num_hidden_layers = 1
+    first = jaxinterp.load(str(llama_copy), n_layers=1)
+    assert first.cfg.n_layers == 1
+    np.testing.assert_allclose(np.asarray(first(TOKENS)), hf_logits(torch_model), atol=TOL, rtol=0)
+    np.testing.assert_array_equal(np.asarray(first(TOKENS)), np.asarray(jaxinterp.load(str(llama_copy)).first_layers(1)(TOKENS)))
+    edit_tensors(llama_copy, lambda t: [t.pop(k) for k in list(t) if k.startswith("model.layers.1.")])
+    np.testing.assert_array_equal(np.asarray(jaxinterp.load(str(llama_copy), n_layers=1)(TOKENS)), np.asarray(first(TOKENS)))
+    # GGUF, with per-layer attention windows (Gemma 3's six layers: five sliding, one global).
+    _, path = gguf_models["gemma3"]
+    whole = jaxinterp.load(str(path))
+    part = jaxinterp.load(str(path), n_layers=3)
+    assert part.cfg == whole.first_layers(3).cfg and part.cfg.layer_windows == whole.cfg.layer_windows[:3]
+    np.testing.assert_array_equal(np.asarray(part(TOKENS)), np.asarray(whole.first_layers(3)(TOKENS)))
+    for bad in (0, 7):
+        with pytest.raises(ConfigError, match=r"n_layers must be an int in 1\.\.6, got"):
+            jaxinterp.load(str(path), n_layers=bad)
+    for bad in (2.5, True):
+        with pytest.raises(ConfigError, match=r"n_layers must be an int \(the number of blocks to load\) or None"):
+            jaxinterp.load(str(path), n_layers=bad)
+
+
+def test_first_layers_load_still_reports_unexpected_tensors_in_the_layers_it_reads(llama_copy):
+    edit_tensors(llama_copy, lambda t: t.update({"model.layers.0.mlp.extra_proj.weight": np.zeros((2, 2), np.float32)}))
+    with pytest.raises(CheckpointError, match="unexpected tensor.*model.layers.0.mlp.extra_proj.weight"):
+        jaxinterp.load(str(llama_copy), n_layers=1)
+
+
 # -- bad inputs: one test each ------------------------------------------------------------------
 
 

@@ -197,3 +197,11 @@ class ModelConfig:
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
+
+    def first_layers(self, n_layers: int) -> "ModelConfig":
+        """The config of this model's first ``n_layers`` blocks (per-layer settings cut to
+        match); `ConfigError` unless ``1 <= n_layers <= self.n_layers``."""
+        if isinstance(n_layers, bool) or not isinstance(n_layers, numbers.Integral) or not 1 <= n_layers <= self.n_layers:
+            raise ConfigError(f"n_layers must be an int in 1..{self.n_layers}, got {n_layers!r}")
+        windows = None if self.layer_windows is None else self.layer_windows[:n_layers]
+        return dataclasses.replace(self, n_layers=int(n_layers), layer_windows=windows)

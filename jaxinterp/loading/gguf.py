@@ -18,7 +18,7 @@ format are undone on the way:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 import ml_dtypes
@@ -271,7 +271,7 @@ def _hf_name(name: str, fused: bool = False, sandwich: bool = False) -> str | No
     return None
 
 
-def load_gguf(path: str, dtype=jnp.float32, **placement) -> Transformer:
+def load_gguf(path: str, dtype=jnp.float32, n_layers: Optional[int] = None, **placement) -> Transformer:
     """Load a llama.cpp GGUF file (architectures "llama", "qwen2", "qwen3", "phi3",
     "gemma", "gemma2", "gemma3") as a `Transformer`.
 
@@ -297,7 +297,9 @@ def load_gguf(path: str, dtype=jnp.float32, **placement) -> Transformer:
     hf = hf_config_from_gguf(meta, shapes, path, rope)
     family = family_for(hf["model_type"])
     cfg = config_from_hf(hf, family, hf["model_type"])
+    if n_layers is not None:
+        cfg = cfg.first_layers(n_layers)
     src = gguf_tensor_source(reader, hf, path, dtype)
     params = family.convert(src, cfg)
-    src.check_all_used()
+    src.check_all_used(from_layer=n_layers)
     return build_model(cfg, params, dtype, origin=path, consume=True, **placement)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Optional
 
 import jax.numpy as jnp
 
@@ -54,8 +55,11 @@ def read_config(path: str) -> dict:
         raise CheckpointError(f"corrupt config.json in {path}: {e}") from e
 
 
-def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False, **placement) -> Transformer:
-    """``placement``: ``mesh=`` / ``rules=`` of `build_model` (weights placed on their shardings)."""
+def load_hf(
+    path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False, n_layers: Optional[int] = None, **placement
+) -> Transformer:
+    """``placement``: ``mesh=`` / ``rules=`` of `build_model` (weights placed on their
+    shardings). ``n_layers``: only the first blocks (see `jaxinterp.load`)."""
     dtype = check_dtype(dtype)
     path = resolve_local(path_or_id)
     hf = read_config(path)
@@ -65,6 +69,8 @@ def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False, **pl
         raise CheckpointError(f"config.json in {path}: model_type must be a string, got {hf['model_type']!r}")
     family = family_for(hf["model_type"])
     cfg = config_from_hf(hf, family, hf["model_type"])
+    if n_layers is not None:
+        cfg = cfg.first_layers(n_layers)
     has_safetensors = any(f.endswith(".safetensors") for f in os.listdir(path))
     src = read_pickled_dir(path, dtype) if allow_pickle and not has_safetensors else read_safetensors_dir(path, dtype)
     try:
@@ -75,5 +81,5 @@ def load_hf(path_or_id: str, dtype=jnp.float32, allow_pickle: bool = False, **pl
         raise CheckpointError(
             f"{path}: the tensors do not match config.json ({hf['model_type']}): {e}; check the widths and head counts"
         ) from e
-    src.check_all_used(family.IGNORED)
+    src.check_all_used(family.IGNORED, from_layer=n_layers)
     return build_model(cfg, params, dtype, origin=path, consume=True, **placement)

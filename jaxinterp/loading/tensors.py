@@ -50,6 +50,13 @@ def to_dtype(a: np.ndarray, dtype: Optional[np.dtype]) -> np.ndarray:
     return a.astype(dtype)
 
 
+def layer_index(name: str) -> Optional[int]:
+    """The block a checkpoint tensor belongs to: its first all-digit dotted component
+    ("model.layers.3.mlp.up_proj.weight", "transformer.h.3.attn.c_attn.bias",
+    "encoder.layer.3...", "blk.3..." -> 3), or None for a tensor outside the blocks."""
+    return next((int(part) for part in name.split(".") if part.isdigit()), None)
+
+
 class TensorSource:
     """A read-only mapping name -> numpy array with a ``take`` that records use.
 
@@ -99,9 +106,19 @@ class TensorSource:
                 return
         self.prefix = ""
 
-    def check_all_used(self, ignore: Iterable[str] = ()) -> None:
+    def check_all_used(self, ignore: Iterable[str] = (), from_layer: Optional[int] = None) -> None:
+        """`CheckpointError` naming the tensors never taken, except those matching a glob
+        of ``ignore`` and, with ``from_layer``, those of layers ``from_layer`` and up (a
+        load of the first layers only)."""
         ignore = list(ignore)
-        left = [n for n in self._getters if n not in self.used and not any(fnmatch.fnmatch(n, p) for p in ignore)]
+
+        def expected_unused(name: str) -> bool:
+            if any(fnmatch.fnmatch(name, p) for p in ignore):
+                return True
+            layer = layer_index(name)
+            return from_layer is not None and layer is not None and layer >= from_layer
+
+        left = [n for n in self._getters if n not in self.used and not expected_unused(n)]
         if left:
             shown = ", ".join(sorted(left)[:8]) + (" ..." if len(left) > 8 else "")
             raise CheckpointError(

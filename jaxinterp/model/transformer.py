@@ -100,11 +100,9 @@ class Transformer(eqx.Module):
     def first_layers(self, n_layers: int) -> "Transformer":
         """The same model with only its first ``n_layers`` blocks (then the final norm and
         unembedding): for studying early layers, and for quick runs of code written for
-        the full model (the examples' ``JAXINTERP_QUICK=1`` mode)."""
-        if not 1 <= n_layers <= self.cfg.n_layers:
-            raise ConfigError(f"n_layers must be in 1..{self.cfg.n_layers}, got {n_layers}")
-        windows = None if self.cfg.layer_windows is None else self.cfg.layer_windows[:n_layers]
-        cfg = dataclasses.replace(self.cfg, n_layers=n_layers, layer_windows=windows)
+        the full model. ``jaxinterp.load(path, n_layers=n)`` gives the same model without
+        reading the later layers' weights (the examples' ``JAXINTERP_QUICK=1`` mode)."""
+        cfg = self.cfg.first_layers(n_layers)
         blocks = jax.tree_util.tree_map(lambda a: a[:n_layers], self.blocks)
         return dataclasses.replace(self, cfg=cfg, blocks=blocks)
 
