@@ -25,7 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from .errors import MetricError
 from .metric_reads import infer_reads
@@ -58,6 +58,17 @@ class Metric(eqx.Module):
         The columns are array data (traced in a compiled sweep; only their number is
         static), so shortcut sweeps that compute only these columns reuse one program
         for metrics of other token ids. Default: None (no such form)."""
+        return None
+
+    def at_positions(self, positions: tuple[int, ...], n_pos: int) -> Optional["Metric"]:
+        """A metric of the logits at ``positions`` only (``[len(positions), ...]``, in
+        that order, of a sequence of ``n_pos``) equal to this metric of the full logits,
+        and NaN where this metric reads a position outside them; or None (no such form).
+
+        `evaluate_metric` then skips the NaN-padded ``[n_pos, d_vocab]`` view. That view
+        is free when the positions read are static (XLA folds it into the reads), but a
+        metric whose position is array data (a `PairMetric` pair's own position, under a
+        `vmap` over rows) made XLA build it for every row. Default: None."""
         return None
 
 
@@ -190,6 +201,26 @@ class Normalized(Metric):
     def compact(self) -> Optional[tuple]:
         inner = self.metric.compact()
         return None if inner is None else (inner[0], Normalized(inner[1], self.clean, self.corrupted))
+
+    def at_positions(self, positions: tuple[int, ...], n_pos: int) -> Optional[Metric]:
+        inner = self.metric.at_positions(positions, n_pos)
+        return None if inner is None else Normalized(inner, self.clean, self.corrupted)
+
+
+class ReadsOrNaN(Metric):
+    """``metric`` where ``ok``, else NaN: the form `Metric.at_positions` returns when the
+    position a metric reads is array data, so it is known only when the metric runs."""
+
+    metric: Metric
+    ok: Bool[Array, ""]
+
+    def __call__(self, logits: Float[Array, "pos d_vocab"]) -> Float[Array, ""]:
+        value = self.metric(logits)
+        return jnp.where(self.ok, value, jnp.asarray(jnp.nan, value.dtype))
+
+    @property
+    def reads(self) -> Reads:
+        return self.metric.reads
 
 
 class TokenProb(Metric):

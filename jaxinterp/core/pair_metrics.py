@@ -28,7 +28,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .errors import MetricError, PairBatchError
-from .metrics import Metric, Reads, as_metric, check_ids, check_scalar
+from .metrics import Metric, Reads, ReadsOrNaN, as_metric, check_ids, check_scalar
 
 __all__ = [
     "PairMetric",
@@ -111,6 +111,9 @@ class PairAt(Metric):
     def reads(self) -> Reads:
         return self.declared
 
+    def at_positions(self, positions: tuple[int, ...], n_pos: int) -> Optional[Metric]:
+        return self.pairs.at(self.pair).at_positions(positions, n_pos)
+
 
 class LogitDiffAt(Metric):
     """``logits[pos, answer].sum() - logits[pos, wrong].sum()`` with ``pos`` an array (a
@@ -130,6 +133,13 @@ class LogitDiffAt(Metric):
     @property
     def reads(self):
         return (self.pos, jnp.concatenate([self.answer, self.wrong], axis=-1))
+
+    def at_positions(self, positions: tuple[int, ...], n_pos: int) -> Metric:
+        # Each position's row among ``positions`` (-1: not among them); ``pos`` is data.
+        slot_of = np.full(n_pos, -1, np.int32)
+        slot_of[list(positions)] = np.arange(len(positions), dtype=np.int32)
+        slot = jnp.asarray(slot_of)[self.pos % n_pos]
+        return ReadsOrNaN(LogitDiffAt(self.answer, self.wrong, jnp.maximum(slot, 0)), slot >= 0)
 
 
 class PairFn(Metric):

@@ -127,6 +127,10 @@ def evaluate_metric(
         metric, readout = as_metric(metric).compact()[1], Readout(readout.positions, None, readout.n_pos)
     if not readout.restricted:
         return check_scalar(metric(logits))
+    if readout.columns is None:  # only positions restricted: the metric's own form for them
+        on_positions = as_metric(metric).at_positions(readout.positions, readout.n_pos)
+        if on_positions is not None:
+            return check_scalar(on_positions(logits))
     # Which computed row / column each full index maps to (-1: not computed). Static
     # numpy tables, so this is a gather plus a select that XLA fuses into the reads.
     pos_slot = np.full(readout.n_pos, -1, np.int32)
