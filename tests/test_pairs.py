@@ -236,3 +236,55 @@ def test_ioi_dataset_on_smollm2_tokenizer(smollm2_tokenizer, corruption):
     assert len(set(lengths.tolist())) > 1 and (padded.pos == lengths - 1).all()
     with pytest.raises(PairBatchError, match="corruption"):
         ioi_dataset(tok, 4, corruption="swap")
+
+
+def test_pair_logit_diff_on_the_read_positions_only():
+    """`LogitDiffAt.at_positions` on the logits at a few positions equals the metric of
+    the full logits (numpy indexing as the reference), and is NaN for a pair whose
+    position was not computed."""
+    from jaxinterp.core.readout import Readout, evaluate_metric
+
+    rng = np.random.default_rng(1)
+    full = rng.standard_normal((4, 8, 50)).astype(np.float32)  # [pair, pos, d_vocab]
+    answer, wrong, pos = np.array([3, 7, 1, 9]), np.array([4, 0, 2, 2]), np.array([-1, 5, 7, 2])
+    metric = pair_logit_diff(answer, wrong, pos)
+    readout = Readout((5, 7), None, 8, 50)  # pair 3 reads position 2: not computed
+    for i in range(4):
+        got = float(evaluate_metric(metric.at(jax.numpy.asarray(i)), jax.numpy.asarray(full[i, list(readout.positions)]), readout))
+        want = full[i, pos[i] % 8, answer[i]] - full[i, pos[i] % 8, wrong[i]]
+        if pos[i] % 8 in readout.positions:
+            assert abs(got - want) < 1e-6, (i, got, want)
+        else:
+            assert np.isnan(got)
+
+
+def test_dataset_sweep_never_builds_a_full_logits_view_per_read_row():
+    """Memory regression: with a `PairMetric` (positions as data) the fast sweep's
+    compiled program once held a NaN-padded ``[read rows, pos, d_vocab]`` view of the
+    logits (18 GB for 64 GPT-2-shape pairs). Its temporaries must stay below that view."""
+    import equinox as eqx
+
+    from jaxinterp.causal.patching import patch_grid
+    from jaxinterp.causal.patching.fast import cached_runs, fast_layout
+    from jaxinterp.core.readout import readout_for
+
+    # XLA made that choice from ~4000 read rows on: 64 pairs x 4 layers x 20 positions.
+    cfg = CFG.replace(d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, d_head=32, d_mlp=256, d_vocab=4096, n_ctx=32)
+    wide = Transformer.init(cfg, jax.random.PRNGKey(1))
+    n_pairs, n_pos = 64, 20
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, cfg.d_vocab, (n_pairs, n_pos))
+    corrupt = clean.copy()
+    corrupt[:, 3] = (corrupt[:, 3] + 1) % cfg.d_vocab
+    metric = pair_logit_diff(rng.integers(0, cfg.d_vocab, n_pairs), rng.integers(0, cfg.d_vocab, n_pairs))
+    grid = patch_grid(cfg, n_pos, "resid_pre", ("layer", "pos"))
+    readout = readout_for(logit_diff(0, 1), n_pos, cfg.d_vocab)  # the last position, every column
+    layout = fast_layout(cfg, n_pos, grid, n_pairs=n_pairs)  # one chunk
+    runs = cached_runs(wide, clean, corrupt, "resid_pre", metric, readout)
+    arrays, static = eqx.partition(metric, eqx.is_array)
+    compiled = fast_program.lower(
+        wide, runs, layout.data, arrays, shape=layout.shape, site="resid_pre", metric=static, readout=readout,
+        last_layer_subset=False, progress=False,
+    ).compile()  # fmt: skip
+    view_bytes = layout.shape.reads * n_pos * cfg.d_vocab * 4
+    assert compiled.memory_analysis().temp_size_in_bytes < view_bytes
