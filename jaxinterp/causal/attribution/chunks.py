@@ -6,9 +6,11 @@ are cut into chunks of ``k = min(batch_size, n_pairs)`` pairs (``batch_size`` No
 chunk of every pair). The last chunk is padded to ``k`` by repeating the last pair with
 weight 0, so every chunk has one shape and one compiled program runs them all (the
 padding costs at most ``k - 1`` pairs' work, whose results are dropped). A chunk returns
-either its pairs' results (``per_pair``) or their sum; the mean over the dataset is the
-sum over chunks divided by the number of pairs, i.e. the pair-count-weighted mean of the
-chunk means.
+its pairs' results; without ``per_pair`` their weighted sum (padding weight 0) is taken
+on the host, in float64, and that sum is what a checkpoint saves; the mean over the
+dataset is the sum over chunks divided by the number of pairs, i.e. the
+pair-count-weighted mean of the chunk means. (The program returns each pair's results
+either way, so the mean and ``per_pair`` share one compiled program.)
 
 Chunks run one call each through `jaxinterp.engine.checkpoint.run_checkpointed`: one
 log line per chunk (logger ``jaxinterp.checkpoint``) and, with ``progress``, a tqdm bar
@@ -31,9 +33,23 @@ import numpy as np
 from ...core.errors import PairBatchError
 from ...core.pair_metrics import PairAt, PairMetric
 from ...engine.checkpoint import as_checkpoint, run_checkpointed
-from ..pairs import PromptPairs
+from ..pairs import PromptPairs, is_batch
 
-__all__ = ["run_pairs", "pair_chunks"]
+__all__ = ["run_pairs", "pair_chunks", "dataset_given"]
+
+
+def dataset_given(clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint) -> bool:
+    """Whether the inputs are a dataset of pairs (`jaxinterp.causal.pairs.is_batch`).
+    ``checkpoint`` needs one: a single pair is one forward and backward pass, with
+    nothing to resume (give ``[1, pos]`` tokens to save it anyway)."""
+    batch = is_batch(clean_tokens, corrupted_tokens, metric, attention_mask)
+    if checkpoint is not None and not batch:
+        raise PairBatchError(
+            "checkpoint= saves the chunks of a dataset of pairs (clean/corrupted tokens [batch, pos]); these are one "
+            "pair ([pos] tokens), one forward and backward pass with nothing to resume: drop checkpoint=, or give "
+            "[1, pos] tokens to save the result anyway"
+        )
+    return batch
 
 
 def pair_chunks(n_pairs: int, batch_size: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -52,13 +68,18 @@ def pair_chunks(n_pairs: int, batch_size: Optional[int]) -> tuple[np.ndarray, np
 
 
 @eqx.filter_jit
-def _chunk(one, metric: PairMetric, reads, base, target, index, weight, per_pair: bool):
-    # ``one(base [pos], target [pos], metric)``: one pair's results (a pytree of arrays).
-    # Each pair gets its own metric; ``reads``: the union over pairs, static.
-    out = jax.vmap(lambda b, t, i: one(b, t, PairAt(metric, i, reads)))(base, target, index)
-    if per_pair:
-        return out
-    return jax.tree_util.tree_map(lambda x: jnp.tensordot(weight, x.astype(jnp.float32), axes=1), out)
+def _chunk(one, metric: PairMetric, reads, base, target, index):
+    # ``one(base [pos], target [pos], metric)``: one pair's results (a pytree of arrays),
+    # each pair with its own metric; ``reads``: the union over pairs, static. Per pair
+    # ``[k, ...]`` whether or not the caller wants the mean: one program either way.
+    return jax.vmap(lambda b, t, i: one(b, t, PairAt(metric, i, reads)))(base, target, index)
+
+
+def _weighted_sum(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``sum_i weight[i] x[i]`` on the host, accumulated in float64 (deterministic:
+    numpy's pairwise sum, no BLAS), as float32."""
+    w = weight.astype(np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+    return (x.astype(np.float64) * w).sum(0).astype(np.float32)
 
 
 def run_pairs(
@@ -91,8 +112,14 @@ def run_pairs(
     reads = pairs.metric.reads
 
     def compute(c):
-        out = _chunk(one, pairs.metric, reads, c["base"][0], c["target"][0], c["index"][0], c["weight"][0], per_pair)
-        return jax.tree_util.tree_map(lambda x: x[None], out)
+        out = _chunk(one, pairs.metric, reads, c["base"][0], c["target"][0], c["index"][0])
+        if per_pair:
+            return jax.tree_util.tree_map(lambda x: np.asarray(x)[None], out)
+        return jax.tree_util.tree_map(lambda x: _weighted_sum(np.asarray(x), c["weight"][0])[None], out)
+
+    def shape_of(c):  # `compute`'s output shapes, traceable
+        out = _chunk(one, pairs.metric, reads, c["base"][0], c["target"][0], c["index"][0])
+        return jax.tree_util.tree_map(lambda x: (x if per_pair else x.astype(jnp.float32).sum(0))[None], out)
 
     store = None
     checkpoint = as_checkpoint(checkpoint)
@@ -108,7 +135,7 @@ def run_pairs(
             **settings,
         )
         store = keyed.open(n_chunks, (pairs.n_pairs, k, pairs.n_pos))
-    stacked = run_checkpointed(compute, chunks, store, 1, progress, technique)
+    stacked = run_checkpointed(compute, chunks, store, 1, progress, technique, shape_of)
     if per_pair:
         return jax.tree_util.tree_map(lambda x: x.reshape((n_chunks * k,) + x.shape[2:])[: pairs.n_pairs], stacked)
     return jax.tree_util.tree_map(lambda x: (x.astype(np.float64).sum(0) / pairs.n_pairs).astype(np.float32), stacked)

@@ -38,8 +38,8 @@ from ...core.errors import AttentionMaskError
 from ...core.labelled import LabelledArray
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads
 from ...model.hooks import NO_HOOKS
-from ..pairs import is_batch, prompt_pairs
-from .chunks import run_pairs
+from ..pairs import prompt_pairs
+from .chunks import dataset_given, run_pairs
 from .graph import Component, parse_component
 
 __all__ = ["edge_attribution_patch", "edge_scores", "graph_nodes", "EdgeAttribution", "Edge", "Circuit"]
@@ -315,9 +315,8 @@ def edge_attribution_patch(
             finished chunks are saved there and a rerun with the same inputs loads them
             instead of computing them again (keyed on the model, prompts, attention
             mask, metric, ``method``, ``n_steps`` (EAP-IG), ``direction`` and
-            ``batch_size``; a mismatch raises `ResumeError` naming what differs). A
-            single pair with a checkpoint is a dataset of one pair (one chunk). See
-            docs/long_runs.md.
+            ``batch_size``; a mismatch raises `ResumeError` naming what differs). Needs
+            a dataset (``[batch, pos]`` tokens). See docs/long_runs.md.
         progress: a tqdm bar over the chunks, with its ETA.
 
     Returns:
@@ -332,7 +331,7 @@ def edge_attribution_patch(
     if method == "ig":
         ig_alphas(n_steps)  # validates n_steps
     up, down = graph_nodes(model.cfg)  # checks the architecture first
-    if is_batch(clean_tokens, corrupted_tokens, metric, attention_mask) or checkpoint is not None:
+    if dataset_given(clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint):
         pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
         if pairs.attention_mask is not None and not model.cfg.causal:
             raise AttentionMaskError("attention_mask (padded pairs) needs a causal model; give equal-length prompts")

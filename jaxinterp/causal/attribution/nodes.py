@@ -40,8 +40,8 @@ from ...core.errors import AttentionMaskError, PairBatchError
 from ...core.labelled import LabelledArray
 from ...core.sites import COMPONENT_DIMS, POSITION_DIMS, parse_site
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads, short_sites, site_dims
-from ..pairs import is_batch, prompt_pairs
-from .chunks import run_pairs
+from ..pairs import prompt_pairs
+from .chunks import dataset_given, run_pairs
 
 __all__ = ["attribution_patch", "attribution_scores", "default_over"]
 
@@ -111,14 +111,21 @@ def attribution_scores(
     }
 
 
-def _reduced_scores(model, sites, method, n_steps, interventions, plan, base, target, metric) -> dict[str, Array]:
-    """One example's attributions summed over the axes each requested name drops:
-    ``plan`` holds ``(name, short site, summed axes)`` per name."""
-    raw = attribution_scores(model, base, target, metric, sites, method, n_steps, interventions)
+def _reduce(raw: dict, plan) -> dict:
+    """Each requested name's attributions: its short site's elementwise scores summed
+    over the axes the name drops (``plan``: ``(name, short site, summed axes)`` each).
+    On the host for one pair (its program is then shared by every ``over``), inside
+    the program for a dataset (a chunk's result is then small)."""
     return {name: raw[short].sum(axis=summed) for name, short, summed in plan}
 
 
-_one_pair = eqx.filter_jit(_reduced_scores)
+def _reduced_scores(model, sites, method, n_steps, interventions, plan, base, target, metric) -> dict:
+    return _reduce(attribution_scores(model, base, target, metric, sites, method, n_steps, interventions), plan)
+
+
+@eqx.filter_jit
+def _one_pair(model, base, target, metric, sites, method, n_steps, interventions):
+    return attribution_scores(model, base, target, metric, sites, method, n_steps, interventions)
 
 
 def attribution_patch(
@@ -181,9 +188,9 @@ def attribution_patch(
             computing them again. Keyed on the model, both prompts, the attention mask,
             the metric, the sites and kept axes (``over``, ``per_position``), ``method``,
             ``n_steps`` (IG), ``direction``, ``interventions``, ``batch_size`` and
-            ``per_pair``; any of them different raises `ResumeError` naming it. A single
-            pair (``[pos]`` tokens) with a checkpoint is a dataset of one pair: one chunk,
-            saved, loaded by a rerun. See docs/long_runs.md.
+            ``per_pair``; any of them different raises `ResumeError` naming it. Needs a
+            dataset (``[batch, pos]`` tokens): with one ``[pos]`` pair it raises
+            `PairBatchError`. See docs/long_runs.md.
         progress: a tqdm bar over the chunks, with its ETA (one log line per chunk on
             the ``jaxinterp.checkpoint`` logger either way).
 
@@ -196,9 +203,7 @@ def attribution_patch(
     """
     _check_options(method, n_steps, direction)
     pairs = None
-    if is_batch(clean_tokens, corrupted_tokens, metric, attention_mask) or checkpoint is not None:
-        if per_pair and not is_batch(clean_tokens, corrupted_tokens, metric, attention_mask):
-            raise PairBatchError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
+    if dataset_given(clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint):
         pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
         if pairs.attention_mask is not None and not model.cfg.causal:
             raise AttentionMaskError(
@@ -227,7 +232,8 @@ def attribution_patch(
     extra = tuple(interventions or ())
     if pairs is None:
         base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
-        raw = _one_pair(model, shorts, method, n_steps, extra, tuple(plan), base, target, metric)
+        raw = _one_pair(model, base, target, metric, shorts, method, n_steps, extra)
+        raw = _reduce({short: np.asarray(v) for short, v in raw.items()}, plan)
     else:
         one = jax.tree_util.Partial(_reduced_scores, model, shorts, method, n_steps, extra, tuple(plan))
         settings = {"sites and kept axes": plan, "method": method, "IG steps": n_steps if method == "ig" else None}
