@@ -30,26 +30,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...core.errors import PairBatchError
+from ...core.errors import AttentionMaskError, PairBatchError
 from ...core.pair_metrics import PairAt, PairMetric
 from ...engine.checkpoint import as_checkpoint, run_checkpointed
-from ..pairs import PromptPairs, is_batch
+from ..pairs import PromptPairs, is_batch, prompt_pairs
 
-__all__ = ["run_pairs", "pair_chunks", "dataset_given"]
+__all__ = ["run_pairs", "pair_chunks", "dataset_pairs"]
 
 
-def dataset_given(clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint) -> bool:
-    """Whether the inputs are a dataset of pairs (`jaxinterp.causal.pairs.is_batch`).
-    ``checkpoint`` needs one: a single pair is one forward and backward pass, with
+def dataset_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint) -> Optional[PromptPairs]:
+    """The inputs as a checked dataset of pairs (`jaxinterp.causal.pairs.prompt_pairs`),
+    or None when they are one pair (``[pos]`` tokens, one metric, no mask).
+    ``checkpoint`` needs a dataset: one pair is one forward and backward pass, with
     nothing to resume (give ``[1, pos]`` tokens to save it anyway)."""
-    batch = is_batch(clean_tokens, corrupted_tokens, metric, attention_mask)
-    if checkpoint is not None and not batch:
-        raise PairBatchError(
-            "checkpoint= saves the chunks of a dataset of pairs (clean/corrupted tokens [batch, pos]); these are one "
-            "pair ([pos] tokens), one forward and backward pass with nothing to resume: drop checkpoint=, or give "
-            "[1, pos] tokens to save the result anyway"
+    if not is_batch(clean_tokens, corrupted_tokens, metric, attention_mask):
+        if checkpoint is not None:
+            raise PairBatchError(
+                "checkpoint= saves the chunks of a dataset of pairs (clean/corrupted tokens [batch, pos]); these are "
+                "one pair ([pos] tokens), one forward and backward pass with nothing to resume: drop checkpoint=, or "
+                "give [1, pos] tokens to save the result anyway"
+            )
+        return None
+    pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
+    if pairs.attention_mask is not None and not model.cfg.causal:
+        raise AttentionMaskError(
+            "attention_mask (padded pairs) needs a causal model: padding would change a bidirectional model's "
+            "activations; give equal-length prompts"
         )
-    return batch
+    return pairs
 
 
 def pair_chunks(n_pairs: int, batch_size: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +66,9 @@ def pair_chunks(n_pairs: int, batch_size: Optional[int]) -> tuple[np.ndarray, np
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
     ):
-        raise PairBatchError(f"batch_size must be a positive number of pairs (or None: all at once), got {batch_size!r}")
+        raise PairBatchError(
+            f"batch_size must be a positive number of pairs (or None: all at once), got {batch_size!r}"
+        )
     k = n_pairs if batch_size is None else min(int(batch_size), n_pairs)
     n_chunks = -(-n_pairs // k)
     slots = np.arange(n_chunks * k)

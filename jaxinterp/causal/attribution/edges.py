@@ -34,12 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ...core.errors import AttentionMaskError
 from ...core.labelled import LabelledArray
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads
 from ...model.hooks import NO_HOOKS
-from ..pairs import prompt_pairs
-from .chunks import dataset_given, run_pairs
+from .chunks import dataset_pairs, run_pairs
 from .graph import Component, parse_component
 
 __all__ = ["edge_attribution_patch", "edge_scores", "graph_nodes", "EdgeAttribution", "Edge", "Circuit"]
@@ -331,10 +329,8 @@ def edge_attribution_patch(
     if method == "ig":
         ig_alphas(n_steps)  # validates n_steps
     up, down = graph_nodes(model.cfg)  # checks the architecture first
-    if dataset_given(clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint):
-        pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
-        if pairs.attention_mask is not None and not model.cfg.causal:
-            raise AttentionMaskError("attention_mask (padded pairs) needs a causal model; give equal-length prompts")
+    pairs = dataset_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint)
+    if pairs is not None:
         scores = run_pairs(
             jax.tree_util.Partial(_pair_edge_scores, model, method, n_steps),
             model,
@@ -349,6 +345,8 @@ def edge_attribution_patch(
         )
     else:
         clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
-        base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
+        base, target = (
+            (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
+        )
         scores = np.asarray(_one_pair(model, method, n_steps, base, target, metric))
     return EdgeAttribution(scores, valid_edges(model.cfg), [n.name for n in up], [n.name for n in down], method)

@@ -36,12 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
-from ...core.errors import AttentionMaskError, PairBatchError
+from ...core.errors import PairBatchError
 from ...core.labelled import LabelledArray
 from ...core.sites import COMPONENT_DIMS, POSITION_DIMS, parse_site
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads, short_sites, site_dims
-from ..pairs import prompt_pairs
-from .chunks import dataset_given, run_pairs
+from .chunks import dataset_pairs, run_pairs
 
 __all__ = ["attribution_patch", "attribution_scores", "default_over"]
 
@@ -202,15 +201,8 @@ def attribution_patch(
         gives that layer's slice, without the layer axis.
     """
     _check_options(method, n_steps, direction)
-    pairs = None
-    if dataset_given(clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint):
-        pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
-        if pairs.attention_mask is not None and not model.cfg.causal:
-            raise AttentionMaskError(
-                "attention_mask (padded pairs) needs a causal model: padding would change a bidirectional model's "
-                "activations; give equal-length prompts"
-            )
-    else:
+    pairs = dataset_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint)
+    if pairs is None:
         if per_pair:
             raise PairBatchError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
         clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
@@ -231,12 +223,13 @@ def attribution_patch(
         kept_dims[name] = tuple(d for d in dims if d in keep)
     extra = tuple(interventions or ())
     if pairs is None:
-        base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
+        base, target = (
+            (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
+        )
         raw = _one_pair(model, base, target, metric, shorts, method, n_steps, extra)
         raw = _reduce({short: np.asarray(v) for short, v in raw.items()}, plan)
     else:
         one = jax.tree_util.Partial(_reduced_scores, model, shorts, method, n_steps, extra, tuple(plan))
-        settings = {"sites and kept axes": plan, "method": method, "IG steps": n_steps if method == "ig" else None}
         raw = run_pairs(
             one,
             model,
@@ -247,7 +240,12 @@ def attribution_patch(
             checkpoint=checkpoint,
             progress=progress,
             technique="attribution patching",
-            settings=dict(settings, interventions=extra),
+            settings={
+                "sites and kept axes": plan,
+                "method": method,
+                "IG steps": n_steps if method == "ig" else None,
+                "interventions": extra,
+            },
         )
     lead = ("pair",) if per_pair else ()
 
