@@ -39,27 +39,33 @@ CFG = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=32, n_ctx
 N_PAIRS, N_POS = 5, 6
 SITES = ("resid_pre", "attn.z")
 
-# Five pairs: random prompts, the corrupted one differing at position 2; each pair its
-# own answer and wrong token, read at the last position.
+# Five pairs: random prompts, the corrupted one differing at position 2; the last pair
+# one token shorter (right-padded, attention_mask); each pair its own answer and wrong
+# token, read at its last real position.
 _rng = np.random.default_rng(0)
 CLEAN = _rng.integers(0, 32, (N_PAIRS, N_POS))
 CORRUPT = CLEAN.copy()
 CORRUPT[:, 2] = (CLEAN[:, 2] + 1 + _rng.integers(0, 30, N_PAIRS)) % 32
+MASK = np.ones((N_PAIRS, N_POS), np.int32)
+MASK[-1, -1] = 0
+CLEAN[-1, -1] = CORRUPT[-1, -1] = 0
+LAST = MASK.sum(1) - 1
 ANSWER = _rng.integers(0, 32, N_PAIRS)
 WRONG = (ANSWER + 1 + _rng.integers(0, 30, N_PAIRS)) % 32
 
 
 def _metric(wrong=WRONG):
-    return pair_logit_diff(jnp.asarray(ANSWER), jnp.asarray(wrong), -1)
+    return pair_logit_diff(jnp.asarray(ANSWER), jnp.asarray(wrong), jnp.asarray(LAST))
 
 
 def _nodes(model, **kw):
-    out = attribution_patch(model, CLEAN, CORRUPT, kw.pop("metric", _metric()), SITES, **kw)
+    out = attribution_patch(model, CLEAN, CORRUPT, kw.pop("metric", _metric()), SITES, attention_mask=MASK, **kw)
     return {s: np.asarray(out[s]) for s in SITES}
 
 
 def _edges(model, **kw):
-    return np.asarray(edge_attribution_patch(model, CLEAN, CORRUPT, kw.pop("metric", _metric()), **kw))
+    metric = kw.pop("metric", _metric())
+    return np.asarray(edge_attribution_patch(model, CLEAN, CORRUPT, metric, attention_mask=MASK, **kw))
 
 
 def _loaded_computed(caplog):
@@ -82,7 +88,7 @@ from jaxinterp.causal.attribution import attribution_patch
 from jaxinterp.core.pair_metrics import pair_logit_diff
 from jaxinterp.toy.random_init import random_model
 
-clean, corrupt, answer, wrong = (np.array(json.loads(a)) for a in sys.argv[2:6])
+clean, corrupt, mask, last, answer, wrong = (np.array(json.loads(a)) for a in sys.argv[2:8])
 
 class Log(logging.Handler):
     def emit(self, record):
@@ -95,9 +101,9 @@ log.addHandler(Log())
 log.setLevel(logging.INFO)
 cfg = ModelConfig(d_model=16, n_layers=2, n_heads=2, d_head=8, d_vocab=32, n_ctx=16, d_mlp=32)
 model = random_model(cfg, 0, std=0.3)
-metric = pair_logit_diff(jnp.asarray(answer), jnp.asarray(wrong), -1)
-attribution_patch(model, clean, corrupt, metric, ("resid_pre", "attn.z"), per_pair=True, batch_size=2,
-                  checkpoint=sys.argv[1])
+metric = pair_logit_diff(jnp.asarray(answer), jnp.asarray(wrong), jnp.asarray(last))
+attribution_patch(model, clean, corrupt, metric, ("resid_pre", "attn.z"), attention_mask=mask, per_pair=True,
+                  batch_size=2, checkpoint=sys.argv[1])
 print("FINISHED", flush=True)
 """
 
@@ -106,7 +112,7 @@ print("FINISHED", flush=True)
 def child(tmp_path_factory):
     """The child run to be killed, started before the first test."""
     directory = tmp_path_factory.mktemp("killed") / "attr"
-    data = [json.dumps(a.tolist()) for a in (CLEAN, CORRUPT, ANSWER, WRONG)]
+    data = [json.dumps(a.tolist()) for a in (CLEAN, CORRUPT, MASK, LAST, ANSWER, WRONG)]
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAXINTERP_NO_COMPILE_CACHE="1")
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(directory), *data],
@@ -148,6 +154,17 @@ def test_chunked_equals_unchunked(model, whole, caplog):
     edges_chunked = _edges(model, batch_size=2)
     np.testing.assert_allclose(edges_chunked, edges_whole, rtol=1e-6, atol=1e-6)
     assert np.abs(edges_whole).max() > 1e-2
+    # Edges of a dataset (new: a metric per pair, padding) against single-pair calls, each
+    # with its own logit_diff at its last real position (the padded prompt as it is: its
+    # padding comes after everything the metric reads).
+    singles = [
+        np.asarray(
+            edge_attribution_patch(model, CLEAN[i], CORRUPT[i], logit_diff(int(ANSWER[i]), int(WRONG[i]), int(LAST[i])))
+        )
+        for i in range(N_PAIRS)
+    ]
+    np.testing.assert_allclose(edges_whole, np.mean(singles, 0), rtol=1e-5, atol=1e-6)
+    assert np.abs(singles[-1] - np.mean(singles, 0)).max() > 1e-3  # the pairs differ
     with pytest.raises(PairBatchError, match="batch_size must be a positive number of pairs"):
         _nodes(model, batch_size=0)
 
@@ -164,7 +181,9 @@ def test_checkpoint_resumes_and_refuses_other_inputs(model, tmp_path, caplog):
     with pytest.raises(ResumeError, match="its metric differs"):
         _edges(model, batch_size=2, checkpoint=directory, metric=_metric(ANSWER))
     with pytest.raises(ResumeError, match="its corrupted prompts differ"):
-        edge_attribution_patch(model, CLEAN, CLEAN, _metric(), batch_size=2, checkpoint=directory)
+        edge_attribution_patch(model, CLEAN, CLEAN, _metric(), attention_mask=MASK, batch_size=2, checkpoint=directory)
+    with pytest.raises(ResumeError, match="its attention mask differs"):
+        edge_attribution_patch(model, CLEAN, CORRUPT, _metric(), batch_size=2, checkpoint=directory)
     with pytest.raises(ResumeError, match="its IG steps, method differ"):
         _edges(model, batch_size=2, checkpoint=directory, method="ig", n_steps=2)
     with pytest.raises(ResumeError, match="its batch size, chunking differ"):
