@@ -169,10 +169,11 @@ def test_chunked_equals_unchunked(model, whole, caplog):
         _nodes(model, batch_size=0)
 
 
-def test_checkpoint_resumes_and_refuses_other_inputs(model, tmp_path, caplog):
+def test_checkpoint_resumes_and_refuses_other_inputs(model, tmp_path, caplog, capsys):
     caplog.set_level(logging.INFO, "jaxinterp.checkpoint")
     directory = tmp_path / "edges"
-    first = _edges(model, batch_size=2, checkpoint=directory)
+    first = _edges(model, batch_size=2, checkpoint=directory, progress=True)
+    assert "3/3" in capsys.readouterr().err  # the progress bar ran over the 3 chunks
     np.testing.assert_array_equal(first, _edges(model, batch_size=2))  # same program, same values
     (directory / "chunk-000001.npz").unlink()  # as if killed before chunk 1 was saved
     caplog.clear()
