@@ -181,7 +181,7 @@ class ChunkStore:
 def run_checkpointed(
     compute: Callable[[Any], Any],
     chunks: Any,
-    store: ChunkStore,
+    store: Optional[ChunkStore],
     step: int = 1,
     progress: bool = False,
     desc: str = "sweep",
@@ -191,12 +191,14 @@ def run_checkpointed(
     chunks per call, skipping the steps whose results ``store`` holds and saving each
     computed one as it finishes. ``compute(chunk_slice)`` returns a pytree of arrays
     with leading axis ``step``. Returns the results stacked, ``[n_chunks, ...]``.
+    ``store`` None: no checkpoint, every chunk computed (with the same log and bar), the
+    chunks counted from ``chunks``' leading axis.
     ``shape_of``: a function with ``compute``'s output structure that `jax.eval_shape`
     can trace (default ``compute``; a program jitted with compiler options cannot be).
 
     Logs (logger ``jaxinterp.checkpoint``, level INFO) one line per chunk, loaded or
     computed. ``progress``: a tqdm bar over the chunks still to compute, with its ETA."""
-    n = store.n_chunks
+    n = store.n_chunks if store is not None else int(jax.tree_util.tree_leaves(chunks)[0].shape[0])
     if n % step:
         raise ResumeError(f"{n} chunks cannot be run {step} at a time")
 
@@ -205,10 +207,10 @@ def run_checkpointed(
 
     shapes = jax.eval_shape(shape_of or compute, piece(0))
     expected, treedef = jax.tree_util.tree_flatten(shapes)
-    done = set(store.done())
+    done = set(store.done()) if store is not None else set()
     results: list[Optional[list]] = [None] * (n // step)
     for s in range(n // step):
-        if all(i in done for i in range(s * step, (s + 1) * step)):
+        if store is not None and all(i in done for i in range(s * step, (s + 1) * step)):
             loaded = [store.load(i, [_one(e) for e in expected]) for i in range(s * step, (s + 1) * step)]
             if all(part is not None for part in loaded):
                 results[s] = [np.concatenate(parts) for parts in zip(*loaded)]  # type: ignore[arg-type]
@@ -223,10 +225,17 @@ def run_checkpointed(
         for s in todo:
             t0 = time.perf_counter()
             leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(compute(piece(s * step)))]
-            for k in range(step):
-                store.save(s * step + k, [leaf[k : k + 1] for leaf in leaves])
+            if store is not None:
+                for k in range(step):
+                    store.save(s * step + k, [leaf[k : k + 1] for leaf in leaves])
             results[s] = leaves
-            LOG.info("chunk %s of %d computed in %.2f s and saved", _span(s, step), n, time.perf_counter() - t0)
+            LOG.info(
+                "chunk %s of %d computed in %.2f s%s",
+                _span(s, step),
+                n,
+                time.perf_counter() - t0,
+                "" if store is None else " and saved",
+            )
             if bar is not None:
                 bar.update(step)
     finally:

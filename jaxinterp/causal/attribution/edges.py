@@ -37,6 +37,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ...core.labelled import LabelledArray
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads
 from ...model.hooks import NO_HOOKS
+from .chunks import dataset_pairs, run_pairs
 from .graph import Component, parse_component
 
 __all__ = ["edge_attribution_patch", "edge_scores", "graph_nodes", "EdgeAttribution", "Edge", "Circuit"]
@@ -184,10 +185,11 @@ def edge_scores(
     return jnp.einsum("upm,dpm->ud", delta, g) * jnp.asarray(valid_edges(cfg))
 
 
-@eqx.filter_jit
-def _edge_scores(model, base, target, metric, method, n_steps):
-    one = lambda b, t: edge_scores(model, b, t, metric, method, n_steps)
-    return one(base, target) if base.ndim == 1 else jax.vmap(one)(base, target).mean(0)
+def _pair_edge_scores(model, method, n_steps, base, target, metric):
+    return edge_scores(model, base, target, metric, method, n_steps)
+
+
+_one_pair = eqx.filter_jit(_pair_edge_scores)
 
 
 # ----------------------------------------------------------------------- results
@@ -286,17 +288,34 @@ def edge_attribution_patch(
     method: str = "eap",
     n_steps: int = 16,
     direction: str = "denoising",
+    attention_mask=None,
+    batch_size: Optional[int] = None,
+    checkpoint=None,
+    progress: bool = False,
 ) -> EdgeAttribution:
     """Score every edge between writers (embeddings, heads, MLPs) and readers (head
     q/k/v inputs, MLP inputs, logits) in one forward+backward (``"eap"``) or ``n_steps``
     of them (``"ig"``, EAP-IG).
 
     Args:
-        clean_tokens, corrupted_tokens: int ``[pos]`` or ``[batch, pos]`` (the scores of
-            the batch-mean metric), same shape.
-        metric: ``metric(logits [pos, d_vocab]) -> scalar``.
+        clean_tokens, corrupted_tokens: int ``[pos]`` or ``[batch, pos]`` (a dataset of
+            pairs: the scores of the batch-mean metric), same shape.
+        metric: ``metric(logits [pos, d_vocab]) -> scalar``, or with a batch one per pair
+            (a `PairMetric`, e.g. ``pair_logit_diff(io, s, pos=last)``).
         direction: ``"denoising"`` estimates patching each edge clean into the corrupted
             run; ``"noising"`` corrupted into clean.
+        attention_mask: ``[batch, pos]``, right-padded pairs (causal models; see
+            `jaxinterp.causal.pairs`).
+        batch_size: with a batch, run ``batch_size`` pairs at a time (one compiled
+            program, the last chunk padded with weight-0 repeats); the scores are the
+            pair-count-weighted mean of the chunks. None: every pair at once.
+        checkpoint: a directory (or a `jaxinterp.engine.checkpoint.SweepCheckpoint`):
+            finished chunks are saved there and a rerun with the same inputs loads them
+            instead of computing them again (keyed on the model, prompts, attention
+            mask, metric, ``method``, ``n_steps`` (EAP-IG), ``direction`` and
+            ``batch_size``; a mismatch raises `ResumeError` naming what differs). Needs
+            a dataset (``[batch, pos]`` tokens). See docs/long_runs.md.
+        progress: a tqdm bar over the chunks, with its ETA.
 
     Returns:
         An `EdgeAttribution`: ``.scores`` ``[upstream, downstream]`` (labelled by node
@@ -310,7 +329,24 @@ def edge_attribution_patch(
     if method == "ig":
         ig_alphas(n_steps)  # validates n_steps
     up, down = graph_nodes(model.cfg)  # checks the architecture first
-    clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
-    base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
-    scores = np.asarray(_edge_scores(model, base, target, metric, method, n_steps))
+    pairs = dataset_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint)
+    if pairs is not None:
+        scores = run_pairs(
+            jax.tree_util.Partial(_pair_edge_scores, model, method, n_steps),
+            model,
+            pairs,
+            direction,
+            batch_size=batch_size,
+            per_pair=False,
+            checkpoint=checkpoint,
+            progress=progress,
+            technique="edge attribution patching",
+            settings={"method": method, "IG steps": n_steps if method == "ig" else None},
+        )
+    else:
+        clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
+        base, target = (
+            (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
+        )
+        scores = np.asarray(_one_pair(model, method, n_steps, base, target, metric))
     return EdgeAttribution(scores, valid_edges(model.cfg), [n.name for n in up], [n.name for n in down], method)

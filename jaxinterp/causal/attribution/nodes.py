@@ -36,12 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
 
-from ...core.errors import AttentionMaskError, PairBatchError
+from ...core.errors import PairBatchError
 from ...core.labelled import LabelledArray
-from ...core.pair_metrics import PairAt, PairMetric
 from ...core.sites import COMPONENT_DIMS, POSITION_DIMS, parse_site
 from ...engine.grads import Metric, cache_run, check_pair, ig_alphas, metric_and_grads, short_sites, site_dims
-from ..pairs import is_batch, prompt_pairs
+from .chunks import dataset_pairs, run_pairs
 
 __all__ = ["attribution_patch", "attribution_scores", "default_over"]
 
@@ -111,22 +110,21 @@ def attribution_scores(
     }
 
 
-@eqx.filter_jit
-def _scores(model, base, target, metric, sites, method, n_steps, interventions=(), reads=None, per_pair=False):
-    def one(b, t, m):
-        return attribution_scores(model, b, t, m, sites, method, n_steps, interventions)
+def _reduce(raw: dict, plan) -> dict:
+    """Each requested name's attributions: its short site's elementwise scores summed
+    over the axes the name drops (``plan``: ``(name, short site, summed axes)`` each).
+    On the host for one pair (its program is then shared by every ``over``), inside
+    the program for a dataset (a chunk's result is then small)."""
+    return {name: raw[short].sum(axis=summed) for name, short, summed in plan}
 
-    if base.ndim == 1:
-        return one(base, target, metric)
-    if isinstance(metric, PairMetric):  # each pair its own metric; `reads`: the union, static
-        index = jnp.arange(base.shape[0])
-        out = jax.vmap(lambda b, t, i: one(b, t, PairAt(metric, i, reads)))(base, target, index)
-    else:
-        out = jax.vmap(lambda b, t: one(b, t, metric))(base, target)
-    if per_pair:
-        return out
-    # The attribution of the batch-mean metric is the mean of per-example attributions.
-    return jax.tree_util.tree_map(lambda x: x.mean(0), out)
+
+def _reduced_scores(model, sites, method, n_steps, interventions, plan, base, target, metric) -> dict:
+    return _reduce(attribution_scores(model, base, target, metric, sites, method, n_steps, interventions), plan)
+
+
+@eqx.filter_jit
+def _one_pair(model, base, target, metric, sites, method, n_steps, interventions):
+    return attribution_scores(model, base, target, metric, sites, method, n_steps, interventions)
 
 
 def attribution_patch(
@@ -145,6 +143,9 @@ def attribution_patch(
     interventions: Optional[Sequence] = None,
     attention_mask=None,
     per_pair: bool = False,
+    batch_size: Optional[int] = None,
+    checkpoint=None,
+    progress: bool = False,
 ) -> dict[str, LabelledArray]:
     """Estimate activation patching at every location of every site in one backward pass.
 
@@ -176,6 +177,21 @@ def attribution_patch(
             attributions there are 0). See `jaxinterp.causal.pairs`.
         per_pair: with a batch, keep each pair's attributions along a leading ``"pair"``
             axis instead of their mean.
+        batch_size: with a batch, run ``batch_size`` pairs at a time (one compiled
+            program; the last chunk is padded with a repeat of the last pair, weight 0)
+            to bound memory; the mean is the pair-count-weighted mean of the chunks.
+            None: every pair in one chunk.
+        checkpoint: a directory (or a `jaxinterp.engine.checkpoint.SweepCheckpoint`):
+            each finished chunk of pairs is saved there as it finishes, and a call with
+            the same inputs (after a crash, SIGKILL) loads those chunks instead of
+            computing them again. Keyed on the model, both prompts, the attention mask,
+            the metric, the sites and kept axes (``over``, ``per_position``), ``method``,
+            ``n_steps`` (IG), ``direction``, ``interventions``, ``batch_size`` and
+            ``per_pair``; any of them different raises `ResumeError` naming it. Needs a
+            dataset (``[batch, pos]`` tokens): with one ``[pos]`` pair it raises
+            `PairBatchError`. See docs/long_runs.md.
+        progress: a tqdm bar over the chunks, with its ETA (one log line per chunk on
+            the ``jaxinterp.checkpoint`` logger either way).
 
     Returns:
         ``{site: LabelledArray}``. Each value estimates ``metric(patched) -
@@ -185,17 +201,8 @@ def attribution_patch(
         gives that layer's slice, without the layer axis.
     """
     _check_options(method, n_steps, direction)
-    reads = None
-    if is_batch(clean_tokens, corrupted_tokens, metric, attention_mask):
-        pairs = prompt_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask)
-        if pairs.attention_mask is not None and not model.cfg.causal:
-            raise AttentionMaskError(
-                "attention_mask (padded pairs) needs a causal model: padding would change a bidirectional model's "
-                "activations; give equal-length prompts"
-            )
-        clean_tokens, corrupted_tokens, reads = pairs.clean, pairs.corrupted, pairs.metric.reads
-        metric = pairs.metric  # type: ignore[assignment]  # a PairMetric: `_scores` gives each pair its own
-    else:
+    pairs = dataset_pairs(model, clean_tokens, corrupted_tokens, metric, attention_mask, checkpoint)
+    if pairs is None:
         if per_pair:
             raise PairBatchError("per_pair=True needs a batch of pairs: clean/corrupted tokens [batch, pos]")
         clean_tokens, corrupted_tokens = check_pair(model, clean_tokens, corrupted_tokens)
@@ -207,23 +214,45 @@ def attribution_patch(
         stray = [k for k in over if k not in names]
         if stray:
             raise ValueError(f"over names sites {stray} that were not requested; requested: {list(names)}")
-    keeps = {
-        name: _keep_axes(name, site_dims(model.cfg, parse_site(name, model.cfg).name), over, per_position)
-        for name in names
-    }
-    base, target = (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
-    raw = _scores(model, base, target, metric, shorts, method, n_steps, tuple(interventions or ()), reads, per_pair)
+    plan, kept_dims = [], {}
+    for name in names:
+        short = parse_site(name, model.cfg).name
+        dims = site_dims(model.cfg, short)
+        keep = _keep_axes(name, dims, over, per_position)
+        plan.append((name, short, tuple(i for i, d in enumerate(dims) if d not in keep)))
+        kept_dims[name] = tuple(d for d in dims if d in keep)
+    extra = tuple(interventions or ())
+    if pairs is None:
+        base, target = (
+            (corrupted_tokens, clean_tokens) if direction == "denoising" else (clean_tokens, corrupted_tokens)
+        )
+        raw = _one_pair(model, base, target, metric, shorts, method, n_steps, extra)
+        raw = _reduce({short: np.asarray(v) for short, v in raw.items()}, plan)
+    else:
+        one = jax.tree_util.Partial(_reduced_scores, model, shorts, method, n_steps, extra, tuple(plan))
+        raw = run_pairs(
+            one,
+            model,
+            pairs,
+            direction,
+            batch_size=batch_size,
+            per_pair=per_pair,
+            checkpoint=checkpoint,
+            progress=progress,
+            technique="attribution patching",
+            settings={
+                "sites and kept axes": plan,
+                "method": method,
+                "IG steps": n_steps if method == "ig" else None,
+                "interventions": extra,
+            },
+        )
     lead = ("pair",) if per_pair else ()
 
     out: dict[str, LabelledArray] = {}
     for name in names:
         site = parse_site(name, model.cfg)
-        dims = site_dims(model.cfg, site.name)
-        keep = keeps[name]
-        values = np.asarray(raw[site.name])
-        summed = tuple(i + len(lead) for i, d in enumerate(dims) if d not in keep)
-        values = values.sum(axis=summed)
-        kept = tuple(d for d in dims if d in keep)
+        values, kept = np.asarray(raw[name]), kept_dims[name]
         if site.layer is not None:  # a full per-layer name: that layer's slice
             values, kept = values[(slice(None),) * len(lead) + (site.layer,)], kept[1:]
         kept = lead + kept
