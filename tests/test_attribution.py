@@ -463,6 +463,13 @@ def test_matmul_flop_count_matches_hand_count(llama):
     attention = 2 * n * n * c.n_heads * c.d_head  # scores and pattern @ v
     hand = c.n_layers * (2 * n * per_token + 2 * attention) + 2 * n * c.d_model * c.d_vocab
     assert matmul_flops(lambda m, t: m.forward(t)[0], llama, CLEAN) == hand
+    # A full Patch of every MLP's output makes the MLPs dead code (XLA drops them): not counted.
+    mlps = c.n_layers * 2 * n * 3 * c.d_model * c.d_mlp
+    frozen = jnp.zeros((c.n_layers, n, c.d_model))
+    assert matmul_flops(lambda m, t: m.forward(t, [Patch("mlp_out", frozen)])[0], llama, CLEAN) == hand - mlps
+    # At one layer only (a located Patch selects): every MLP still runs.
+    one = [Patch("mlp_out", frozen, layer=1)]
+    assert matmul_flops(lambda m, t: m.forward(t, one)[0], llama, CLEAN) == hand
 
 
 def test_attribution_costs_at_most_three_forward_passes(llama):

@@ -218,20 +218,45 @@ def test_bad_inputs(model):
         evaluate_hypothesis(model, ["a0.h1.q"], REFS, CFS)
 
 
-def test_cost_counts_shared_base_and_source_runs_once_per_chunk(model):
-    """Step 1 does not depend on the sender: a sweep in 2 chunks computes it twice, in 1
-    chunk once. The difference is exactly the two cached runs, counted by hand from a
-    plain forward pass of each prompt (no logits)."""
-    from jaxinterp.causal.attribution.cost import matmul_flops
+def test_cost_counts_what_runs_and_bands_cut_step_two(model):
+    """Counted FLOPs are those XLA runs: with every MLP frozen, step 2 computes no MLP (a
+    full Patch makes them dead code), so each MLP sender -> logits costs less than one
+    MLP stack; with MLPs reacting, each sender runs the MLPs of step 2, from its band's
+    first layer: L bands (step 2 from the sender's own layer) cost exactly the MLP
+    matmuls of the layers below each sender less than one band."""
+    c = LLAMA
+    n = BASE.shape[0]
+    mlp = 2 * n * 3 * c.d_model * c.d_mlp  # one layer's MLP on every position
 
-    one = path_patch_cost(model, BASE, SOURCE, METRIC, "logits", senders="mlps")
-    two = path_patch_cost(model, BASE, SOURCE, METRIC, "logits", senders="mlps", batch_size=-(-L // 2))
-    runs = 2 * matmul_flops(lambda m, t: m.run(t, readout=None)[0], model, BASE)
-    assert two["sweep"] - one["sweep"] == runs
-    assert one["n_senders"] == L and one["per_sender"] == pytest.approx(one["forward_passes"] / L)
-    # Per sender: step 2 (every layer, for the logits receiver) and step 3 (the last
-    # layer and the logits), so between 1 and 2 forward passes, plus the shared runs.
-    assert 1 < (one["sweep"] - runs) / one["forward"] / L < 2
+    def cost(freeze_mlps, bands):
+        return path_patch_cost(
+            model, BASE, SOURCE, METRIC, "logits", senders="mlps", freeze_mlps=freeze_mlps, bands=bands
+        )
+
+    frozen, frozen_split = cost(True, 1), cost(True, L)
+    one, per_layer = cost(False, 1), cost(False, L)
+    assert frozen["n_senders"] == L and frozen["per_sender"] == pytest.approx(frozen["forward_passes"] / L)
+    # Frozen MLPs: step 2 runs no MLP wherever it starts; what a band adds is its own
+    # start-up (the sender-independent work at its first layer).
+    per_band = frozen_split["sweep"] - frozen["sweep"]
+    assert 0 <= per_band < mlp
+    # Reacting MLPs: one band runs, for the sender at layer l, the MLPs 0..l-1 too (whose
+    # inputs equal the base run's); a band per layer skips exactly those.
+    below = sum(range(L))
+    assert one["sweep"] - per_layer["sweep"] == below * mlp - (L - 1) * per_band
+    # ... and still runs the MLPs from each sender's layer on (at least one per sender).
+    assert per_layer["sweep"] - frozen_split["sweep"] >= L * mlp
+
+
+@pytest.mark.parametrize("freeze_mlps", [True, False])
+def test_bands_give_the_same_sweep(model, freeze_mlps):
+    """Step 2 from each band's first layer (bands of 1 layer: from the sender's own)
+    equals step 2 from the embeddings."""
+    whole = path_patch_sweep(model, BASE, SOURCE, METRIC, "logits", freeze_mlps=freeze_mlps, bands=1)
+    split = path_patch_sweep(model, BASE, SOURCE, METRIC, "logits", freeze_mlps=freeze_mlps, bands=L)
+    np.testing.assert_allclose(np.asarray(split), np.asarray(whole), rtol=1e-5, atol=1e-6)
+    with pytest.raises(PathPatchingError, match="bands must be a positive int"):
+        path_patch_sweep(model, BASE, SOURCE, METRIC, "logits", bands=0)
 
 
 def test_sweep_checkpoint_resumes_and_refuses_other_receivers(model, tmp_path, caplog):

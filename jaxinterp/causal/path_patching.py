@@ -128,26 +128,31 @@ def _names(x: Names) -> list[str]:
 # ----------------------------------------------------------------------- the 3 runs
 
 
-def _three_runs(model, base, caches, senders_iv, receivers, receiver_pos, freeze_mlps, metric):
+def _three_runs(model, base, caches, senders_iv, receivers, receiver_pos, freeze_mlps, metric, start=0):
     """Steps 2 and 3 for one set of sender interventions (pure; vmap-able).
 
-    Step 2 runs only up to the last receiver's layer; step 3 starts from the base run's
-    residual stream at the first receiver's layer (nothing below it changes) and
-    unembeds only where the metric reads."""
+    Step 2 starts from the base run's residual stream at layer ``start`` (static; at or
+    below the first sender's layer: below it every head is frozen to its base output and
+    every MLP computes its base output, so nothing differs from the base run) and runs
+    only up to the last receiver's layer. Step 3 starts from the base run's residual
+    stream at the first receiver's layer (nothing below it changes) and unembeds only
+    where the metric reads."""
     base_z, source_z, base_mlp, source_mlp, base_resid = caches
     first, last = min(r.layer for r in receivers), max(r.layer for r in receivers)
+    start = min(start, last)
     freeze = [Patch("attn.z", base_z)]
     if freeze_mlps and base_mlp is not None:
         freeze.append(Patch("mlp_out", base_mlp))
     _, recorded = model.run(
-        base,
+        base if start == 0 else base_resid[start],
         freeze + senders_iv(source_z, source_mlp),
-        layers=(0, last + 1),
+        layers=(start, last + 1),
         cache=frozenset(r.site for r in receivers),
     )
 
     patches = [
-        Patch(r.site, recorded[r.site][r.layer], layer=r.layer, head=r.head, pos=receiver_pos) for r in receivers
+        Patch(r.site, recorded[r.site][r.layer - start], layer=r.layer, head=r.head, pos=receiver_pos)
+        for r in receivers
     ]
     return metric_of_run(model, base_resid[first], patches, frozenset(), metric, start=first)[0]
 
@@ -157,6 +162,15 @@ def _caches(model, base, source):
     names = frozenset(["attn.z", "resid_pre"] + (["mlp_out"] if model.cfg.has_mlp else []))
     cb, cs = cache_run(model, base, names), cache_run(model, source, names)
     return cb["attn.z"], cs["attn.z"], cb.get("mlp_out"), cs.get("mlp_out"), cb["resid_pre"]
+
+
+@eqx.filter_jit
+def _step_one(model, base, source):
+    """`_caches` of one pair (``[pos]`` tokens) or of each pair of a batch (``[pair, pos]``:
+    every cache gains a leading pair axis): computed once for a whole sweep."""
+    if base.ndim == 1:
+        return _caches(model, base, source)
+    return jax.vmap(lambda b, s: _caches(model, b, s))(base, source)
 
 
 class _Senders(eqx.Module):
@@ -193,6 +207,7 @@ def _mean_over_pairs(fn, base, source, metric, reads=None, per_pair=False):
 
 @eqx.filter_jit
 def _path_patch_jit(model, base, source, senders, receivers, receiver_pos, freeze_mlps, metric, reads, per_pair):
+    # Step 2 from the embeddings: the senders stay traced masks, so other senders reuse the program.
     def one(b, s, m):
         return _three_runs(model, b, _caches(model, b, s), senders, receivers, receiver_pos, freeze_mlps, m)
 
@@ -283,8 +298,9 @@ class _SweepCell(eqx.Module):
     metric: Callable  # arrays (token ids) traced, the rest static under filter_jit
     reads: Optional[tuple] = eqx.field(static=True, default=None)  # a PairMetric's union of reads
     per_pair: bool = eqx.field(static=True, default=False)
+    start: int = eqx.field(static=True, default=0)  # step 2's first layer: at most every sender's
 
-    def __call__(self, loc, model, base, source, sender_pos, receiver_pos):
+    def __call__(self, loc, model, base, caches, sender_pos, receiver_pos):
         cfg = model.cfg
         layer_mask = jnp.arange(cfg.n_layers) == loc["layer"]
         if self.kind == "heads":
@@ -294,12 +310,11 @@ class _SweepCell(eqx.Module):
             heads, mlps = jnp.zeros((cfg.n_layers, cfg.n_heads), bool), layer_mask
         senders = _Senders(heads, mlps, sender_pos)
 
-        def one(b, s, m):
-            return _three_runs(
-                model, b, _caches(model, b, s), senders, self.receivers, receiver_pos, self.freeze_mlps, m
-            )
+        def one(b, c, m):
+            return _three_runs(model, b, c, senders, self.receivers, receiver_pos, self.freeze_mlps, m, self.start)
 
-        return _mean_over_pairs(one, base, source, self.metric, self.reads, self.per_pair)
+        # The step-1 caches (of each pair) travel with the base tokens through the pair vmap.
+        return _mean_over_pairs(one, base, caches, self.metric, self.reads, self.per_pair)
 
 
 def path_patch_sweep(
@@ -317,18 +332,29 @@ def path_patch_sweep(
     attention_mask=None,
     per_pair: bool = False,
     checkpoint=None,
+    bands: Optional[int] = None,
 ) -> LabelledArray:
     """`path_patch` with every head (``senders="heads"``: ``[layer, head]``) or every MLP
-    (``senders="mlps"``: ``[layer]``) as the sender in turn, in one compiled program.
+    (``senders="mlps"``: ``[layer]``) as the sender in turn, in one compiled program per
+    band of layers.
 
     Senders at or after a receiver's layer cannot reach it: their cells equal the
     unpatched base run's metric. ``batch_size`` bounds memory (senders per chunk).
+    ``bands``: the senders are split into this many bands of consecutive layers, and
+    step 2 of a band starts at its first layer from the base run's residual stream
+    (everything below a sender is the base run). Each band is its own compiled program.
+    Only reacting MLPs (``freeze_mlps=False``) make this pay: their step-2 cost falls
+    from every layer below the last receiver to those from the band's first layer on
+    (frozen heads and MLPs are dead code that XLA drops anyway). Default (None):
+    `DEFAULT_BANDS` for a batch of pairs with reacting MLPs, where compute outweighs the
+    extra compiles; one band otherwise.
     A batch of pairs (a metric per pair, ``attention_mask``) as in `path_patch`;
     ``per_pair=True`` puts each pair's values along a leading ``"pair"`` axis.
     ``checkpoint``: a directory (or a `jaxinterp.engine.checkpoint.SweepCheckpoint`):
     finished chunks of senders are saved there and a later call with the same inputs
     (model, prompts, metric, receivers, senders, positions, chunking) loads them instead
-    of computing them again; other inputs are refused (`ResumeError`).
+    of computing them again; other inputs are refused (`ResumeError`). With several
+    bands, each keeps its chunks in a subdirectory ``band-<first>-<end>``.
     """
     from ..engine.sweep import sweep
 
@@ -338,20 +364,26 @@ def path_patch_sweep(
     )
     recv = tuple(_receiver(n, cfg) for n in _names(receivers))
     locs, shape, dims = _sender_grid(cfg, senders)
-    cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, per_pair)
-    vals = sweep(
-        cell,
-        locs,
-        model,
-        base_tokens,
-        source_tokens,
-        _pos(sender_pos),
-        _pos(receiver_pos),
-        batch_size=batch_size,
-        checkpoint=checkpoint,
-    )
+    ranges = layer_bands(cfg.n_layers, bands, freeze_mlps, base_tokens.ndim == 2)
+    caches = _step_one(model, base_tokens, source_tokens)  # once, for every band and chunk
+    parts = []
+    for lo, hi in ranges:  # senders are layer-major: the bands' results concatenate in order
+        cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, per_pair, start=lo)
+        band = jax.tree_util.tree_map(lambda a: a[(locs["layer"] >= lo) & (locs["layer"] < hi)], locs)
+        part = sweep(
+            cell,
+            band,
+            model,
+            base_tokens,
+            caches,
+            _pos(sender_pos),
+            _pos(receiver_pos),
+            batch_size=batch_size,
+            checkpoint=_band_checkpoint(checkpoint, lo, hi, len(ranges)),
+        )
+        parts.append(np.asarray(part))
     receivers_label = ", ".join(_names(receivers))
-    vals = np.asarray(vals)
+    vals = np.concatenate(parts)
     if per_pair:  # [sender, pair] -> [pair, *shape]
         out = np.moveaxis(vals, -1, 0).reshape((vals.shape[-1], *shape))
         return LabelledArray(out, ("pair", *dims), name=f"path patching -> {receivers_label}, per pair")
@@ -368,6 +400,7 @@ def path_patch_cost(
     senders: str = "heads",
     freeze_mlps: bool = True,
     batch_size: Optional[int] = None,
+    bands: Optional[int] = None,
 ) -> dict[str, float]:
     """Matmul FLOPs of `path_patch_sweep` with these arguments, in forward passes (one
     forward pass computing every logit, as a TransformerLens forward does), counted from
@@ -375,9 +408,10 @@ def path_patch_cost(
 
     Returns ``{"sweep", "forward"}`` (FLOPs), ``"forward_passes"`` (their ratio),
     ``"n_senders"`` and ``"per_sender"``: forward passes per evaluated sender. Each
-    sender runs step 2 up to the last receiver's layer and step 3 from the first
-    receiver's layer; step 1 (the base and source runs) does not depend on the sender
-    and is computed once per chunk of senders."""
+    sender runs step 2 from its band's first layer (``bands`` as in `path_patch_sweep`)
+    up to the last receiver's layer, less what XLA drops as dead (frozen heads' and
+    MLPs' own computation), and step 3 from the first receiver's layer; step 1 (the
+    base and source runs) does not depend on the sender and is computed once."""
     from ..engine.sweep import sweep
     from .attribution.cost import matmul_flops
 
@@ -385,12 +419,19 @@ def path_patch_cost(
     base_tokens, source_tokens, metric, reads = _pairs(model, base_tokens, source_tokens, metric, None, False)
     recv = tuple(_receiver(n, cfg) for n in _names(receivers))
     locs, shape, _ = _sender_grid(cfg, senders)
-    cell = _SweepCell(recv, senders, freeze_mlps, metric, reads)
     one_base = base_tokens.reshape(-1, base_tokens.shape[-1])[0]
     forward = matmul_flops(lambda m, t: m.run(t)[0], model, one_base)
-    total = matmul_flops(
-        lambda m, b, s: sweep(cell, locs, m, b, s, None, None, batch_size=batch_size), model, base_tokens, source_tokens
-    )
+    total = matmul_flops(_step_one, model, base_tokens, source_tokens)
+    caches = jax.eval_shape(_step_one, model, base_tokens, source_tokens)
+    for lo, hi in layer_bands(cfg.n_layers, bands, freeze_mlps, base_tokens.ndim == 2):
+        cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, start=lo)
+        band = jax.tree_util.tree_map(lambda a: a[(locs["layer"] >= lo) & (locs["layer"] < hi)], locs)
+        total += matmul_flops(
+            lambda m, b, c, cell=cell, band=band: sweep(cell, band, m, b, c, None, None, batch_size=batch_size),
+            model,
+            base_tokens,
+            caches,
+        )
     n_senders = int(np.prod(shape))
     passes = total / forward
     return {
@@ -400,6 +441,31 @@ def path_patch_cost(
         "n_senders": n_senders,
         "per_sender": passes / n_senders,
     }
+
+
+DEFAULT_BANDS = 4
+
+
+def layer_bands(n_layers: int, bands: Optional[int], freeze_mlps: bool, batch: bool) -> list[tuple[int, int]]:
+    """``bands`` ranges of consecutive layers ``(first, end)`` covering ``0 .. n_layers-1``,
+    as even as can be. None: `DEFAULT_BANDS` for a batch of pairs with reacting MLPs,
+    else 1 (see `path_patch_sweep`)."""
+    if bands is None:
+        bands = 1 if freeze_mlps or not batch else DEFAULT_BANDS
+    if isinstance(bands, bool) or not isinstance(bands, (int, np.integer)) or bands < 1:
+        raise PathPatchingError(f"bands must be a positive int (bands of sender layers), got {bands!r}")
+    edges = np.linspace(0, n_layers, min(int(bands), n_layers) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _band_checkpoint(checkpoint, first: int, end: int, n_bands: int):
+    """One band's checkpoint: the sweep's own with one band, else a subdirectory."""
+    from ..engine.checkpoint import SweepCheckpoint, as_checkpoint
+
+    checkpoint = as_checkpoint(checkpoint)
+    if checkpoint is None or n_bands == 1:
+        return checkpoint
+    return SweepCheckpoint(checkpoint.directory / f"band-{first}-{end}", checkpoint.key, checkpoint.inputs)
 
 
 def _sender_grid(cfg, senders: str):

@@ -36,6 +36,7 @@ A list of interventions applies in order; the cache records the activation after
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, Callable, Optional
 
 import equinox as eqx
@@ -199,6 +200,11 @@ class Where(eqx.Module):
             m = m & axis_mask(self.layer, ctx.n_layers, field="layer", site=site, checks=ctx.checks)[layer]
         return m
 
+    @property
+    def everywhere(self) -> bool:
+        """Whether no field selects: the intervention applies to the whole activation."""
+        return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
+
     def check(self, site: str, dims: tuple, sizes: dict, n_layers: int, heads: str = "") -> None:
         """Range-check the concrete location fields against the axis sizes (``sizes``:
         dimension name -> size, `jaxinterp.core.sites.dim_sizes`), before a run traces
@@ -232,8 +238,12 @@ class Intervention(eqx.Module):
         return self.where.mask(self.site, ctx, layer)
 
     def apply(self, x: Array, layer: Optional[Array], ctx: "SiteContext") -> Array:
-        new = self.update(x, layer, ctx)
-        return jnp.where(self.mask(ctx, layer), new.astype(x.dtype), x)
+        new = self.update(x, layer, ctx).astype(x.dtype)
+        if self.where.everywhere:
+            # No select: what computed ``x`` is then dead code when ``new`` does not read
+            # it (a full Patch), visibly so in the jaxpr (cost counts, `matmul_flops`).
+            return jnp.broadcast_to(new, x.shape)
+        return jnp.where(self.mask(ctx, layer), new, x)
 
     # The location fields, read through `where` (as before `Where` existed).
     layer = property(lambda self: self.where.layer)

@@ -2,7 +2,8 @@
 
 XLA's ``cost_analysis()`` counts a ``scan`` body once, whatever its length, and the
 layers of a `Transformer` run under ``scan``. `matmul_flops` walks the jaxpr instead,
-multiplying loop bodies by their trip counts. Matrix products (``dot_general``) are
+multiplying loop bodies by their trip counts, after removing the dead code that XLA
+would remove too. Matrix products (``dot_general``) are
 nearly all the FLOPs of a transformer, and the same count for every program compared,
 so the ratio to one forward pass is a fair measure of cost.
 """
@@ -61,8 +62,26 @@ def _jaxpr_flops(jaxpr) -> int:
 
 def matmul_flops(fn: Callable, *args, **kwargs) -> int:
     """FLOPs of the matrix products ``fn(*args, **kwargs)`` executes (2 per multiply-add),
-    scan bodies counted once per iteration. Traces ``fn``; runs nothing."""
-    return _jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+    scan bodies counted once per iteration. Traces ``fn``; runs nothing.
+
+    Products whose results nothing uses are not counted: XLA removes them (e.g. a head's
+    attention when a full `Patch` overwrites its output), and so does this count
+    (dead-code elimination on the jaxpr, through loop bodies)."""
+    closed = jax.make_jaxpr(fn)(*args, **kwargs)
+    return _jaxpr_flops(_live(closed.jaxpr))
+
+
+def _live(jaxpr):
+    """``jaxpr`` without the equations no output depends on (JAX's own dead-code pass,
+    which recurses into scan, cond and pjit bodies; the jaxpr as it is if this JAX lacks
+    it)."""
+    try:
+        from jax._src.interpreters import partial_eval as pe
+
+        live, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
+    except (ImportError, AttributeError):  # private API: counting then includes dead code
+        return jaxpr
+    return live
 
 
 def attribution_cost(
