@@ -364,24 +364,31 @@ def path_patch_sweep(
     )
     recv = tuple(_receiver(n, cfg) for n in _names(receivers))
     locs, shape, dims = _sender_grid(cfg, senders)
-    ranges = layer_bands(cfg.n_layers, bands, freeze_mlps, base_tokens.ndim == 2)
     caches = _step_one(model, base_tokens, source_tokens)  # once, for every band and chunk
+    positions = _pos(sender_pos), _pos(receiver_pos)
+    cells = _band_cells(
+        cfg.n_layers, locs, recv, senders, freeze_mlps, metric, reads, per_pair, bands, base_tokens.ndim == 2
+    )
     parts = []
-    for lo, hi in ranges:  # senders are layer-major: the bands' results concatenate in order
-        cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, per_pair, start=lo)
-        band = jax.tree_util.tree_map(lambda a: a[(locs["layer"] >= lo) & (locs["layer"] < hi)], locs)
-        part = sweep(
-            cell,
-            band,
-            model,
-            base_tokens,
-            caches,
-            _pos(sender_pos),
-            _pos(receiver_pos),
-            batch_size=batch_size,
-            checkpoint=_band_checkpoint(checkpoint, lo, hi, len(ranges)),
+    for lo, hi, cell, band in cells:  # senders are layer-major: the bands' results concatenate in order
+        ckpt = _band_checkpoint(
+            checkpoint,
+            lo,
+            hi,
+            len(cells),
+            function=cell,
+            locations=band,
+            model=model,
+            base=base_tokens,
+            source=source_tokens,
+            sender_pos=positions[0],
+            receiver_pos=positions[1],
         )
-        parts.append(np.asarray(part))
+        parts.append(
+            np.asarray(
+                sweep(cell, band, model, base_tokens, caches, *positions, batch_size=batch_size, checkpoint=ckpt)
+            )
+        )
     receivers_label = ", ".join(_names(receivers))
     vals = np.concatenate(parts)
     if per_pair:  # [sender, pair] -> [pair, *shape]
@@ -423,9 +430,9 @@ def path_patch_cost(
     forward = matmul_flops(lambda m, t: m.run(t)[0], model, one_base)
     total = matmul_flops(_step_one, model, base_tokens, source_tokens)
     caches = jax.eval_shape(_step_one, model, base_tokens, source_tokens)
-    for lo, hi in layer_bands(cfg.n_layers, bands, freeze_mlps, base_tokens.ndim == 2):
-        cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, start=lo)
-        band = jax.tree_util.tree_map(lambda a: a[(locs["layer"] >= lo) & (locs["layer"] < hi)], locs)
+    for _, _, cell, band in _band_cells(
+        cfg.n_layers, locs, recv, senders, freeze_mlps, metric, reads, False, bands, base_tokens.ndim == 2
+    ):
         total += matmul_flops(
             lambda m, b, c, cell=cell, band=band: sweep(cell, band, m, b, c, None, None, batch_size=batch_size),
             model,
@@ -458,14 +465,32 @@ def layer_bands(n_layers: int, bands: Optional[int], freeze_mlps: bool, batch: b
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _band_checkpoint(checkpoint, first: int, end: int, n_bands: int):
-    """One band's checkpoint: the sweep's own with one band, else a subdirectory."""
+def _band_cells(n_layers, locs, recv, senders, freeze_mlps, metric, reads, per_pair, bands, batch) -> list:
+    """``(first, end, cell, locations)`` of each band of sender layers (`layer_bands`):
+    the band's `_SweepCell`, whose step 2 starts at ``first``, and its senders."""
+    out = []
+    for lo, hi in layer_bands(n_layers, bands, freeze_mlps, batch):
+        cell = _SweepCell(recv, senders, freeze_mlps, metric, reads, per_pair, start=lo)
+        band = jax.tree_util.tree_map(lambda a: a[(locs["layer"] >= lo) & (locs["layer"] < hi)], locs)
+        out.append((lo, hi, cell, band))
+    return out
+
+
+def _band_checkpoint(checkpoint, first: int, end: int, n_bands: int, **named):
+    """One band's checkpoint (the sweep's own with one band, else a subdirectory), keyed
+    on ``named`` inputs: the prompts' tokens rather than the sweep's operand of step 1's
+    caches, float arrays that another backend or thread count may round differently,
+    which would refuse a faithful resume."""
     from ..engine.checkpoint import SweepCheckpoint, as_checkpoint
 
     checkpoint = as_checkpoint(checkpoint)
-    if checkpoint is None or n_bands == 1:
+    if checkpoint is None:
+        return None
+    if n_bands > 1:
+        checkpoint = SweepCheckpoint(checkpoint.directory / f"band-{first}-{end}", checkpoint.key, checkpoint.inputs)
+    if checkpoint.inputs:  # named by the caller
         return checkpoint
-    return SweepCheckpoint(checkpoint.directory / f"band-{first}-{end}", checkpoint.key, checkpoint.inputs)
+    return checkpoint.with_inputs(("function",), **named)
 
 
 def _sender_grid(cfg, senders: str):
